@@ -1,0 +1,138 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PublicKey is a WireGuard public key: 32 bytes, base64 encoded.
+//
+// +kubebuilder:validation:MaxLength=44
+// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$')",messageExpression="'publicKey ' + self + ' is not a WireGuard public key: want 32 bytes in base64 (44 characters ending in =)'"
+type PublicKey string
+
+// Endpoint is host:port, where host is an IPv4 address, an IPv6 address in
+// brackets, or a DNS name, and port is 1-65535.
+//
+// +kubebuilder:validation:MaxLength=261
+// +kubebuilder:validation:XValidation:rule="self.matches('^(\\\\[[0-9A-Fa-f:.]+\\\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$') && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535 && (!self.startsWith('[') || isIP(self.substring(1, self.lastIndexOf(']'))))",messageExpression="'endpoint ' + self + ' is not host:port (IPv4, [IPv6] or DNS name, and a port in 1-65535)'"
+type Endpoint string
+
+// CIDR is an IPv4 or IPv6 prefix in canonical form, such as 10.244.1.0/24 or
+// 2001:db8:1::/64.
+//
+// +kubebuilder:validation:MaxLength=43
+// +kubebuilder:validation:XValidation:rule="isCIDR(self) && string(cidr(self).masked()) == self",messageExpression="'allowedIPs entry ' + self + ' is not a CIDR in canonical form (such as 10.244.1.0/24 or 2001:db8:1::/64)'"
+type CIDR string
+
+// MeshPeerSpec is the WireGuard peer that every node configures. For a node
+// peer it is written by the operator only.
+type MeshPeerSpec struct {
+	// NodeName is the Node this peer is; empty for an external peer (a
+	// laptop, a VM, another cluster's gateway).
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	NodeName string `json:"nodeName,omitempty"`
+
+	// PublicKey is the peer's WireGuard public key.
+	PublicKey PublicKey `json:"publicKey"`
+
+	// Endpoint is where the peer receives WireGuard traffic. Optional for
+	// peers behind NAT: they are reached once they have sent a handshake.
+	// +optional
+	Endpoint Endpoint `json:"endpoint,omitempty"`
+
+	// AllowedIPs are the prefixes routed to this peer and accepted from it.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	AllowedIPs []CIDR `json:"allowedIPs,omitempty"`
+
+	// PersistentKeepalive is the keepalive interval in seconds; 0 or unset
+	// turns it off.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	PersistentKeepalive *int32 `json:"persistentKeepalive,omitempty"`
+}
+
+// MeshPeerStatus is written by the agent of the peer's node (Ready,
+// connected counts, handshake, MTU) and by the operator (problem conditions).
+type MeshPeerStatus struct {
+	// Conditions: Ready (agent), KeyConflict, AllowedIPsConflict and
+	// InvalidAnnotation (operator).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Connected is ConnectedPeers/TotalPeers, for display (like 3/3).
+	// +optional
+	Connected string `json:"connected,omitempty"`
+
+	// ConnectedPeers is the number of peers with a handshake in the last
+	// three minutes, as seen by this peer's node.
+	// +optional
+	ConnectedPeers int32 `json:"connectedPeers,omitempty"`
+
+	// TotalPeers is the number of peers this peer's node has configured.
+	// +optional
+	TotalPeers int32 `json:"totalPeers,omitempty"`
+
+	// LatestHandshake is the most recent handshake with any peer.
+	// +optional
+	LatestHandshake *metav1.Time `json:"latestHandshake,omitempty"`
+
+	// MTU of the node's WireGuard link.
+	// +optional
+	MTU int32 `json:"mtu,omitempty"`
+
+	// ObservedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// MeshPeer is one WireGuard peer of the mesh: a node (one per Node, written by
+// the operator) or an external peer (written by a user).
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=mp
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.spec.endpoint`
+// +kubebuilder:printcolumn:name="Allowed-IPs",type=string,JSONPath=`.spec.allowedIPs`
+// +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.connected`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Public-Key",type=string,JSONPath=`.spec.publicKey`,priority=1
+type MeshPeer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   MeshPeerSpec   `json:"spec"`
+	Status MeshPeerStatus `json:"status,omitempty"`
+}
+
+// MeshPeerList is a list of MeshPeers.
+//
+// +kubebuilder:object:root=true
+type MeshPeerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MeshPeer `json:"items"`
+}
+
+// Excluded reports whether the operator has left this peer out of the mesh,
+// and the condition that says why.
+func (p *MeshPeer) Excluded() (bool, *metav1.Condition) {
+	for _, t := range ExclusionConditions {
+		if c := meta.FindStatusCondition(p.Status.Conditions, t); c != nil && c.Status == metav1.ConditionTrue {
+			return true, c
+		}
+	}
+	return false, nil
+}
+
+func init() {
+	SchemeBuilder.Register(&MeshPeer{}, &MeshPeerList{})
+}

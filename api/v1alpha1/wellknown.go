@@ -1,0 +1,39 @@
+package v1alpha1
+
+// Node annotations. The agent writes the first two on its own Node only; a
+// user may set the overrides.
+const (
+	// AnnotationPublicKey is the node's WireGuard public key (base64).
+	AnnotationPublicKey = "wgmesh.io/public-key"
+	// AnnotationEndpoint is the host:port the agent detected for its node.
+	AnnotationEndpoint = "wgmesh.io/endpoint"
+	// AnnotationForceEndpoint is a user override of the endpoint (host:port,
+	// DNS name allowed).
+	AnnotationForceEndpoint = "wgmesh.io/force-endpoint"
+	// AnnotationPersistentKeepalive is a user setting, in seconds (0-65535).
+	AnnotationPersistentKeepalive = "wgmesh.io/persistent-keepalive"
+)
+
+// Condition types on MeshPeer status.
+const (
+	// ConditionReady is written by the agent of the peer's node: the
+	// WireGuard link is configured and the peer's data plane is up.
+	ConditionReady = "Ready"
+	// ConditionKeyConflict is written by the operator when two MeshPeers
+	// announce the same public key. Both are left out of the mesh.
+	ConditionKeyConflict = "KeyConflict"
+	// ConditionAllowedIPsConflict is written by the operator when an
+	// external MeshPeer's allowedIPs overlap a node's pod CIDRs. The external
+	// peer is left out of the mesh.
+	ConditionAllowedIPsConflict = "AllowedIPsConflict"
+	// ConditionInvalidAnnotation is written by the operator when a Node
+	// annotation cannot be used; the MeshPeer keeps its last good spec.
+	ConditionInvalidAnnotation = "InvalidAnnotation"
+)
+
+// ExclusionConditions are the condition types that, when True, leave a
+// MeshPeer out of every node's WireGuard configuration.
+var ExclusionConditions = []string{ConditionKeyConflict, ConditionAllowedIPsConflict}
+
+// DefaultListenPort is the WireGuard UDP port used unless configured.
+const DefaultListenPort = 51820
