@@ -11,8 +11,12 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS_DIR="${HACK_DIR}/tools"
-KUBE_VERSION="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "${TOOLS_DIR}/go.mod")"
+KUBE_VERSION="$(cd "${TOOLS_DIR}" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
 ETCD_VERSION="$(cd "${TOOLS_DIR}" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
+if [[ -z "${KUBE_VERSION}" || -z "${ETCD_VERSION}" ]]; then
+  echo "control-plane: cannot read the pinned versions from ${TOOLS_DIR}/go.mod" >&2
+  exit 1
+fi
 CACHE_ROOT="${WGMESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wgmesh}"
 BIN_DIR="${CACHE_ROOT}/control-plane/kubernetes-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 
