@@ -1,0 +1,92 @@
+// Command wgmesh-operator assigns pod CIDRs to Nodes and keeps one MeshPeer
+// per Node. See package operator.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/wgmesh/wgmesh/operator"
+	"github.com/wgmesh/wgmesh/operator/cidr"
+)
+
+func main() {
+	os.Exit(run(ctrl.SetupSignalHandler(), os.Args[1:], os.Stderr))
+}
+
+// run is the whole command; it returns the exit code (2 for bad flags or
+// configuration, 1 when the operator fails while running).
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	var (
+		c          cidr.Config
+		mo         operator.ManagerOptions
+		kubeconfig string
+		zo         = zap.Options{}
+	)
+	fs := flag.NewFlagSet("wgmesh-operator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; only needed outside the cluster (also $KUBECONFIG).")
+	fs.StringVar(&c.ClusterCIDRs, "cluster-cidrs", cidr.DefaultClusterCIDRs, "Pod CIDRs of the cluster: a comma list with at most one IPv4 and one IPv6 CIDR; the first is the primary family.")
+	fs.IntVar(&c.NodeMaskSizeIPv4, "node-cidr-mask-size-ipv4", cidr.DefaultNodeMaskSizeIPv4, "Prefix length of each node's IPv4 pod CIDR.")
+	fs.IntVar(&c.NodeMaskSizeIPv6, "node-cidr-mask-size-ipv6", cidr.DefaultNodeMaskSizeIPv6, "Prefix length of each node's IPv6 pod CIDR.")
+	fs.BoolVar(&mo.LeaderElect, "leader-elect", true, "Elect a leader among replicas; only the leader writes.")
+	fs.StringVar(&mo.LeaderElectionNamespace, "leader-election-namespace", "kube-system", "Namespace of the leader election Lease.")
+	fs.StringVar(&mo.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (0 turns it off).")
+	fs.StringVar(&mo.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz (0 turns them off).")
+	zo.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // the flag package printed the problem
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "wgmesh-operator: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return fail(fmt.Errorf("unexpected arguments %q; all settings are --flags", fs.Args()))
+	}
+	pools, err := c.Parse()
+	if err != nil {
+		return fail(err)
+	}
+	mo.Pools = pools
+
+	zo.DestWriter = stderr
+	logger := zap.New(zap.UseFlagOptions(&zo)).WithName("wgmesh-operator")
+	ctrl.SetLogger(logger)
+	mo.Logger = logger
+
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return fail(fmt.Errorf("--kubeconfig %q: %w", kubeconfig, err))
+	}
+	mgr, err := operator.NewManager(cfg, mo)
+	if err != nil {
+		return fail(err)
+	}
+	logger.Info("starting", "pools", pools, "leaderElect", mo.LeaderElect,
+		"metricsBindAddress", mo.MetricsBindAddress, "healthProbeBindAddress", mo.HealthProbeBindAddress)
+	if err := mgr.Start(ctx); err != nil {
+		logger.Error(err, "operator stopped")
+		return 1
+	}
+	return 0
+}
+
+func restConfig(kubeconfig string) (cfg *rest.Config, err error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cluster-cidrs=10.244.0.0/16,10.244.128.0/17"}, "wgmesh-operator: --cluster-cidrs: 10.244.0.0/16 and 10.244.128.0/17 overlap"},
+		{[]string{"--cluster-cidrs=10.244.0.0/16,10.245.0.0/16"}, "--cluster-cidrs: 10.244.0.0/16 and 10.245.0.0/16 are both IPv4"},
+		{[]string{"--node-cidr-mask-size-ipv4=8"}, "--node-cidr-mask-size-ipv4: 8 is not longer than the prefix of --cluster-cidrs 10.244.0.0/16"},
+		{[]string{"--cluster-cidrs=10.244.0.0/16,2001:db8::/48", "--node-cidr-mask-size-ipv6=200"}, "--node-cidr-mask-size-ipv6: 200 is out of range"},
+		{[]string{"--cluster-cidrs=pods"}, `--cluster-cidrs: "pods" is not a CIDR`},
+		{[]string{"--node-cidr-mask-size-ipv4=big"}, `invalid value "big" for flag -node-cidr-mask-size-ipv4`},
+		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+		{[]string{"extra"}, `unexpected arguments ["extra"]`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stderr syncBuffer
+			if code := run(context.Background(), tt.args, &stderr); code != 2 {
+				t.Fatalf("exit code %d, want 2; stderr: %s", code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("stderr %q does not contain %q", stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestRunServesProbesAndMetrics starts the real command against a real API
+// server and checks /healthz, /readyz and the wgmesh_operator_* metrics.
+func TestRunServesProbesAndMetrics(t *testing.T) {
+	if testing.Short() || os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Skip("needs KUBEBUILDER_ASSETS (a real kube-apiserver and etcd) and no -short")
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "charts", "wgmesh", "crds")}, ErrorIfCRDPathMissing: true}
+	if _, err := env.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Stop() }) //nolint:errcheck
+	user, err := env.AddUser(envtest.User{Name: "wgmesh-test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr, healthAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--kubeconfig=" + kubeconfig, "--cluster-cidrs=198.19.0.0/16", "--leader-election-namespace=default",
+			"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + healthAddr}, &stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("exit code %d; log:\n%s", code, stderr.String())
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("operator did not stop")
+		}
+	})
+
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ok := true
+		var last string
+		for _, u := range []string{"http://" + healthAddr + "/healthz", "http://" + healthAddr + "/readyz"} {
+			if code, body := get(u); code != http.StatusOK {
+				ok, last = false, fmt.Sprintf("%s: %d %s", u, code, body)
+			}
+		}
+		code, body := get("http://" + metricsAddr + "/metrics")
+		if code != http.StatusOK || !strings.Contains(body, `wgmesh_operator_cidr_pool_total{pool="198.19.0.0/16"} 256`) ||
+			!strings.Contains(body, "wgmesh_operator_meshpeers_managed 0") {
+			ok, last = false, fmt.Sprintf("metrics: %d, no pool/meshpeer gauges yet", code)
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s\nlog:\n%s", last, stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(stderr.String(), `"msg":"starting"`) {
+		t.Errorf("no structured start log line; log:\n%s", stderr.String())
+	}
+}

@@ -1,0 +1,47 @@
+// Package operator is wgmesh-operator's logic: it gives Nodes their pod
+// CIDRs and publishes one MeshPeer per Node.
+//
+// Pod CIDRs (NodeCIDRReconciler): a Node whose spec.podCIDRs is empty gets
+// one CIDR per configured family (--cluster-cidrs, --node-cidr-mask-size-*),
+// written once, with the Node's resourceVersion as precondition. A Node that
+// already has podCIDRs (set by kube-controller-manager, say) keeps them and
+// they count as used. A deleted Node's CIDRs are freed. When a pool is full
+// the Node gets a Warning Event (PodCIDRPoolExhausted) naming the pool, the
+// counter wgmesh_operator_cidr_pool_exhausted_total{pool} goes up, and the
+// Node is retried when a CIDR is freed (and every minute).
+//
+// MeshPeers (MeshPeerReconciler): the MeshPeer of a Node has the Node's
+// name, a controller owner reference to the Node and spec.nodeName set. Its
+// spec comes from the Node:
+//
+//	publicKey           wgmesh.io/public-key (written by the agent)
+//	endpoint            wgmesh.io/force-endpoint if set, else wgmesh.io/endpoint
+//	persistentKeepalive wgmesh.io/persistent-keepalive
+//	allowedIPs          spec.podCIDRs
+//
+// What a node gets before it is ready:
+//   - no wgmesh.io/public-key yet (its agent has not started): no MeshPeer.
+//     If the annotation is removed later, the MeshPeer is deleted.
+//   - a key but no podCIDRs yet: a MeshPeer with empty allowedIPs, filled in
+//     when the CIDRs are assigned.
+//   - no endpoint annotation: a MeshPeer without endpoint (reached once it
+//     sends a handshake, as a node behind NAT).
+//
+// A bad annotation value gives a Warning Event (InvalidAnnotation) on the
+// Node naming the annotation and the value, and the condition
+// InvalidAnnotation=True on the MeshPeer; the field keeps its last good
+// value. A MeshPeer with the node's name that the node does not control is
+// never touched (Event MeshPeerNameTaken).
+//
+// Conflicts (ConflictReconciler): MeshPeers sharing a public key all get
+// KeyConflict=True, naming the others; MeshPeers not controlled by a Node
+// whose allowedIPs overlap a node's pod CIDRs get AllowedIPsConflict=True,
+// naming the node and CIDR. Agents leave such peers out (MeshPeer.Excluded).
+// The conditions turn False once resolved. External MeshPeers' specs are
+// never changed.
+//
+// Conditions are written with server-side apply, one field manager per
+// controller, so the agent's Ready condition is never overwritten.
+//
+// Every controller runs only on the elected leader.
+package operator

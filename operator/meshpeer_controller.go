@@ -1,0 +1,241 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+const meshPeerControllerName = "node-meshpeer"
+
+// conflictRetry is how soon a write that lost an optimistic-concurrency
+// race is retried.
+const conflictRetry = 200 * time.Millisecond
+
+// Event reasons for node MeshPeers.
+const (
+	ReasonMeshPeerCreated   = "MeshPeerCreated"
+	ReasonMeshPeerUpdated   = "MeshPeerUpdated"
+	ReasonMeshPeerDeleted   = "MeshPeerDeleted"
+	ReasonMeshPeerNameTaken = "MeshPeerNameTaken"
+	ReasonInvalidAnnotation = "InvalidAnnotation"
+	reasonAnnotationsValid  = "AnnotationsValid"
+)
+
+// MeshPeerReconciler keeps one MeshPeer per Node, built from the node's
+// annotations and podCIDRs (see doc.go).
+type MeshPeerReconciler struct {
+	Client   client.Client
+	Scheme   *runtime.Scheme
+	Recorder recorder.EventRecorder
+	Metrics  *Metrics
+	// Now is the clock for condition times; time.Now when nil.
+	Now func() time.Time
+}
+
+// SetupWithManager registers the controller (leader-elected).
+func (r *MeshPeerReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(meshPeerControllerName).
+		For(&corev1.Node{}, builder.WithPredicates(nodePeerInputsChanged())).
+		Owns(&wgv1.MeshPeer{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+// nodePeerInputsChanged lets through node updates that change what its
+// MeshPeer says: annotations, pod CIDRs, identity.
+func nodePeerInputsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*corev1.Node)
+			n, ok2 := e.ObjectNew.(*corev1.Node)
+			return !ok1 || !ok2 || o.UID != n.UID || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) ||
+				o.Spec.PodCIDR != n.Spec.PodCIDR || !maps.Equal(o.Annotations, n.Annotations)
+		},
+	}
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *MeshPeerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	err := r.reconcile(ctx, req.Name)
+	if apierrors.IsConflict(err) {
+		// The cache was behind our own last write; look again shortly.
+		log.FromContext(ctx).V(1).Info("MeshPeer changed meanwhile; retrying", "error", err.Error())
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
+	if err != nil {
+		r.Metrics.ReconcileErrors.WithLabelValues(meshPeerControllerName).Inc()
+	}
+	return ctrl.Result{}, err
+}
+
+func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
+	logger := log.FromContext(ctx)
+
+	var existing *wgv1.MeshPeer
+	var mp wgv1.MeshPeer
+	switch err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &mp); {
+	case err == nil:
+		existing = &mp
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("MeshPeer %s: %w", name, err)
+	}
+
+	var node corev1.Node
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &node); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("node %s: %w", name, err)
+		}
+		// The garbage collector deletes it too (owner reference); doing it
+		// here takes the peer out of the mesh without waiting for it.
+		if existing != nil && ownedByNodeNamed(existing, name) {
+			return r.delete(ctx, existing)
+		}
+		return nil
+	}
+
+	if existing != nil && !ownedByNodeNamed(existing, name) {
+		r.Recorder.Eventf(&node, existing, corev1.EventTypeWarning, ReasonMeshPeerNameTaken, "SyncMeshPeer",
+			"MeshPeer %s exists and is not this node's (no controller owner reference to Node %s); the node is left out of the mesh until it is renamed or deleted", name, name)
+		return nil
+	}
+
+	ann := ParseNodeAnnotations(node.Annotations)
+	var current *wgv1.MeshPeerSpec
+	if existing != nil {
+		current = &existing.Spec
+	}
+	spec, ok := DesiredPeerSpec(node.Name, nodePodCIDRs(&node), ann, current)
+	invalidMsg := invalidAnnotationsMessage(ann)
+
+	if !ok {
+		if invalidMsg != "" {
+			r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, ReasonInvalidAnnotation, "SyncMeshPeer",
+				"node %s gets no MeshPeer: %s", node.Name, invalidMsg)
+		}
+		if existing != nil {
+			return r.delete(ctx, existing)
+		}
+		return nil
+	}
+
+	switch {
+	case existing == nil:
+		mp = wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: node.Name}, Spec: spec}
+		if err := controllerutil.SetControllerReference(&node, &mp, r.Scheme); err != nil {
+			return fmt.Errorf("MeshPeer %s: owner reference: %w", name, err)
+		}
+		if err := r.Client.Create(ctx, &mp); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("MeshPeer %s appeared while creating it; retrying: %w", name, err)
+			}
+			return fmt.Errorf("MeshPeer %s: create: %w", name, err)
+		}
+		r.Recorder.Eventf(&mp, &node, corev1.EventTypeNormal, ReasonMeshPeerCreated, "SyncMeshPeer",
+			"created MeshPeer for node %s: %s", node.Name, describeSpec(spec))
+		logger.Info("created MeshPeer", "meshpeer", mp.Name, "publicKey", spec.PublicKey, "endpoint", spec.Endpoint, "allowedIPs", spec.AllowedIPs)
+		existing = &mp
+	case !SpecEqual(existing.Spec, spec) || !controlledBy(existing, &node):
+		before := describeSpec(existing.Spec)
+		existing.Spec = spec
+		existing.OwnerReferences = nil
+		if err := controllerutil.SetControllerReference(&node, existing, r.Scheme); err != nil {
+			return fmt.Errorf("MeshPeer %s: owner reference: %w", name, err)
+		}
+		// Update carries the cached resourceVersion: a stale cache gets a
+		// conflict and a retry, never a lost write.
+		if err := r.Client.Update(ctx, existing); err != nil {
+			return fmt.Errorf("MeshPeer %s: update spec: %w", name, err)
+		}
+		r.Recorder.Eventf(existing, &node, corev1.EventTypeNormal, ReasonMeshPeerUpdated, "SyncMeshPeer",
+			"updated MeshPeer for node %s: was %s, now %s", node.Name, before, describeSpec(spec))
+		logger.Info("updated MeshPeer", "meshpeer", existing.Name, "publicKey", spec.PublicKey, "endpoint", spec.Endpoint, "allowedIPs", spec.AllowedIPs)
+	}
+
+	want := []wantCondition{{
+		Type: wgv1.ConditionInvalidAnnotation, Reason: ReasonInvalidAnnotation, Message: invalidMsg,
+		OKReason: reasonAnnotationsValid, OKMessage: "the node's wgmesh annotations are valid",
+	}}
+	conds := desiredConditions(existing.Status.Conditions, existing.Generation, want, metav1.NewTime(r.now()))
+	if !conditionsChanged(existing.Status.Conditions, conds) {
+		return nil
+	}
+	if invalidMsg != "" {
+		r.Recorder.Eventf(&node, existing, corev1.EventTypeWarning, ReasonInvalidAnnotation, "SyncMeshPeer",
+			"MeshPeer %s keeps its last good spec: %s", existing.Name, invalidMsg)
+	}
+	return applyConditions(ctx, r.Client, existing, fieldManagerAnnotations, conds)
+}
+
+func (r *MeshPeerReconciler) delete(ctx context.Context, mp *wgv1.MeshPeer) error {
+	if err := r.Client.Delete(ctx, mp, client.Preconditions{UID: &mp.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("MeshPeer %s: delete: %w", mp.Name, err)
+	}
+	r.Recorder.Eventf(mp, nil, corev1.EventTypeNormal, ReasonMeshPeerDeleted, "SyncMeshPeer",
+		"deleted MeshPeer %s: its node is gone or has no wgmesh.io/public-key", mp.Name)
+	log.FromContext(ctx).Info("deleted MeshPeer", "meshpeer", mp.Name)
+	return nil
+}
+
+func (r *MeshPeerReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func invalidAnnotationsMessage(ann NodeAnnotations) string {
+	var parts []string
+	for _, e := range ann.Invalid {
+		parts = append(parts, e.Error())
+	}
+	return strings.Join(parts, "; ")
+}
+
+func describeSpec(s wgv1.MeshPeerSpec) string {
+	ka := "off"
+	if s.PersistentKeepalive != nil {
+		ka = fmt.Sprintf("%ds", *s.PersistentKeepalive)
+	}
+	ep := string(s.Endpoint)
+	if ep == "" {
+		ep = "none"
+	}
+	ips := make([]string, len(s.AllowedIPs))
+	for i, c := range s.AllowedIPs {
+		ips[i] = string(c)
+	}
+	return fmt.Sprintf("publicKey %s, endpoint %s, allowedIPs [%s], persistentKeepalive %s", s.PublicKey, ep, strings.Join(ips, ","), ka)
+}
+
+// ownedByNodeNamed reports whether the MeshPeer's controller is a Node with
+// this name (of any UID: a re-created node takes over its old peer).
+func ownedByNodeNamed(mp *wgv1.MeshPeer, name string) bool {
+	ref := metav1.GetControllerOf(mp)
+	return ref != nil && ref.APIVersion == "v1" && ref.Kind == "Node" && ref.Name == name
+}
+
+func controlledBy(mp *wgv1.MeshPeer, node *corev1.Node) bool {
+	ref := metav1.GetControllerOf(mp)
+	return ref != nil && ref.UID == node.UID && ref.Kind == "Node"
+}

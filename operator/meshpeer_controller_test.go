@@ -1,0 +1,320 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+func getPeer(name string) (*wgv1.MeshPeer, error) {
+	mp := &wgv1.MeshPeer{}
+	return mp, testClient.Get(context.Background(), client.ObjectKey{Name: name}, mp)
+}
+
+// waitPeer waits until the MeshPeer exists and check returns "".
+func waitPeer(t *testing.T, name string, check func(*wgv1.MeshPeer) string) *wgv1.MeshPeer {
+	t.Helper()
+	var mp *wgv1.MeshPeer
+	eventually(t, 30*time.Second, func() string {
+		var err error
+		if mp, err = getPeer(name); err != nil {
+			return fmt.Sprintf("MeshPeer %s: %v", name, err)
+		}
+		if msg := check(mp); msg != "" {
+			return fmt.Sprintf("MeshPeer %s: %s (spec %s)", name, msg, describeSpec(mp.Spec))
+		}
+		return ""
+	})
+	return mp
+}
+
+func condIs(mp *wgv1.MeshPeer, typ string, status metav1.ConditionStatus, msgPart string) string {
+	c := meta.FindStatusCondition(mp.Status.Conditions, typ)
+	if c == nil || c.Status != status || !strings.Contains(c.Message, msgPart) {
+		return fmt.Sprintf("condition %s = %+v, want %s containing %q", typ, c, status, msgPart)
+	}
+	return ""
+}
+
+func annotate(t *testing.T, name string, set map[string]string, remove ...string) {
+	t.Helper()
+	n := getNode(t, name)
+	patch := client.MergeFrom(n.DeepCopy())
+	if n.Annotations == nil {
+		n.Annotations = map[string]string{}
+	}
+	for k, v := range set {
+		n.Annotations[k] = v
+	}
+	for _, k := range remove {
+		delete(n.Annotations, k)
+	}
+	if err := testClient.Patch(context.Background(), n, patch); err != nil {
+		t.Fatalf("annotate node %s: %v", name, err)
+	}
+}
+
+func TestMeshPeerLifecycle(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16,2001:db8:100::/56", name: "op"})
+	node := createNode(t, "wgm-mp-1", nil)
+	cidrs := waitPodCIDRs(t, "wgm-mp-1", 2)
+
+	// No key yet: no MeshPeer.
+	time.Sleep(300 * time.Millisecond)
+	if _, err := getPeer("wgm-mp-1"); !apierrors.IsNotFound(err) {
+		t.Fatalf("MeshPeer of a node without public key: err = %v, want NotFound", err)
+	}
+
+	// The agent announces itself.
+	annotate(t, "wgm-mp-1", map[string]string{wgv1.AnnotationPublicKey: keyA, wgv1.AnnotationEndpoint: "198.18.0.11:51820"})
+	mp := waitPeer(t, "wgm-mp-1", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.PublicKey != keyA || mp.Spec.Endpoint != "198.18.0.11:51820" || len(mp.Spec.AllowedIPs) != 2 ||
+			string(mp.Spec.AllowedIPs[0]) != cidrs[0] || string(mp.Spec.AllowedIPs[1]) != cidrs[1] || mp.Spec.NodeName != "wgm-mp-1" {
+			return "spec not from annotations and podCIDRs"
+		}
+		return ""
+	})
+	ref := metav1.GetControllerOf(mp)
+	if ref == nil || ref.Kind != "Node" || ref.Name != "wgm-mp-1" || ref.UID != node.UID || ref.APIVersion != "v1" {
+		t.Fatalf("controller owner reference = %+v, want Node wgm-mp-1 uid %s", ref, node.UID)
+	}
+	eventually(t, 10*time.Second, func() string {
+		if findEvent(t, "MeshPeer", "wgm-mp-1", ReasonMeshPeerCreated) == nil {
+			return "no MeshPeerCreated event"
+		}
+		return ""
+	})
+
+	// The agent writes Ready (its own field manager); the operator must not clobber it.
+	mp.Status.Conditions = append(mp.Status.Conditions, metav1.Condition{Type: wgv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Up", Message: "3/3", LastTransitionTime: metav1.Now()})
+	if err := testClient.Status().Update(context.Background(), mp, client.FieldOwner("wgmesh-agent")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Changes flow through; the user overrides win.
+	annotate(t, "wgm-mp-1", map[string]string{wgv1.AnnotationEndpoint: "198.18.0.21:51820", wgv1.AnnotationForceEndpoint: "gw.example.org:4500", wgv1.AnnotationPersistentKeepalive: "25"})
+	waitPeer(t, "wgm-mp-1", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.Endpoint != "gw.example.org:4500" || mp.Spec.PersistentKeepalive == nil || *mp.Spec.PersistentKeepalive != 25 {
+			return "overrides not applied"
+		}
+		return ""
+	})
+	eventually(t, 10*time.Second, func() string {
+		if e := findEvent(t, "MeshPeer", "wgm-mp-1", ReasonMeshPeerUpdated); e == nil || !strings.Contains(e.Note, "gw.example.org:4500") {
+			return "no MeshPeerUpdated event naming the new endpoint"
+		}
+		return ""
+	})
+
+	// A bad annotation: Event naming it, condition, last good spec kept.
+	annotate(t, "wgm-mp-1", map[string]string{wgv1.AnnotationPersistentKeepalive: "70000", wgv1.AnnotationPublicKey: keyB})
+	mp = waitPeer(t, "wgm-mp-1", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.PublicKey != keyB {
+			return "good annotation changes still apply"
+		}
+		return condIs(mp, wgv1.ConditionInvalidAnnotation, metav1.ConditionTrue, `wgmesh.io/persistent-keepalive="70000"`)
+	})
+	if mp.Spec.PersistentKeepalive == nil || *mp.Spec.PersistentKeepalive != 25 {
+		t.Fatalf("keepalive = %v, want the last good 25", mp.Spec.PersistentKeepalive)
+	}
+	if msg := condIs(mp, wgv1.ConditionReady, metav1.ConditionTrue, "3/3"); msg != "" {
+		t.Fatalf("agent's Ready condition lost: %s", msg)
+	}
+	eventually(t, 10*time.Second, func() string {
+		e := findEvent(t, "Node", "wgm-mp-1", ReasonInvalidAnnotation)
+		if e == nil || e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, "wgmesh.io/persistent-keepalive") || !strings.Contains(e.Note, "70000") {
+			return fmt.Sprintf("no Warning InvalidAnnotation event on the node naming annotation and value: %+v", e)
+		}
+		return ""
+	})
+	// A bad public key keeps the last good key.
+	annotate(t, "wgm-mp-1", map[string]string{wgv1.AnnotationPublicKey: "not-a-key"})
+	mp = waitPeer(t, "wgm-mp-1", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionInvalidAnnotation, metav1.ConditionTrue, `wgmesh.io/public-key="not-a-key"`)
+	})
+	if mp.Spec.PublicKey != keyB {
+		t.Fatalf("publicKey = %s, want the last good %s", mp.Spec.PublicKey, keyB)
+	}
+
+	// Fixed: condition turns False, Ready still there.
+	annotate(t, "wgm-mp-1", map[string]string{wgv1.AnnotationPersistentKeepalive: "10", wgv1.AnnotationPublicKey: keyA})
+	mp = waitPeer(t, "wgm-mp-1", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.PersistentKeepalive == nil || *mp.Spec.PersistentKeepalive != 10 || mp.Spec.PublicKey != keyA {
+			return "fixed annotations not applied"
+		}
+		return condIs(mp, wgv1.ConditionInvalidAnnotation, metav1.ConditionFalse, "")
+	})
+	if msg := condIs(mp, wgv1.ConditionReady, metav1.ConditionTrue, "3/3"); msg != "" {
+		t.Fatalf("agent's Ready condition lost: %s", msg)
+	}
+
+	// Key removed (agent cleaned up): MeshPeer deleted.
+	annotate(t, "wgm-mp-1", nil, wgv1.AnnotationPublicKey)
+	eventually(t, 30*time.Second, func() string {
+		if _, err := getPeer("wgm-mp-1"); !apierrors.IsNotFound(err) {
+			return fmt.Sprintf("MeshPeer still there after the key was removed: %v", err)
+		}
+		return ""
+	})
+}
+
+func TestMeshPeerKeyButNoPodCIDRs(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	// Pool too small for the second node: it keeps a MeshPeer with no allowedIPs.
+	createNode(t, "wgm-nocidr-0", nil, "198.19.0.0/24")
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/23", name: "op"})
+	createNode(t, "wgm-nocidr-1", nil)
+	waitPodCIDRs(t, "wgm-nocidr-1", 1)
+	createNode(t, "wgm-nocidr-2", map[string]string{wgv1.AnnotationPublicKey: keyA})
+	mp := waitPeer(t, "wgm-nocidr-2", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.PublicKey != keyA {
+			return "no key"
+		}
+		return ""
+	})
+	if len(mp.Spec.AllowedIPs) != 0 || mp.Spec.Endpoint != "" {
+		t.Fatalf("MeshPeer of a node without podCIDRs and endpoint: %s", describeSpec(mp.Spec))
+	}
+	// When its CIDR arrives, allowedIPs follow.
+	if err := testClient.Delete(context.Background(), getNode(t, "wgm-nocidr-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitPeer(t, "wgm-nocidr-2", func(mp *wgv1.MeshPeer) string {
+		if len(mp.Spec.AllowedIPs) != 1 {
+			return "allowedIPs not filled in after the node got its CIDR"
+		}
+		return ""
+	})
+	// The deleted node's MeshPeer (if any) is gone, without a garbage collector.
+}
+
+func TestMeshPeerKeyConflict(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	createNode(t, "wgm-kc-1", map[string]string{wgv1.AnnotationPublicKey: keyA})
+	createNode(t, "wgm-kc-2", map[string]string{wgv1.AnnotationPublicKey: keyA})
+	for self, other := range map[string]string{"wgm-kc-1": "wgm-kc-2", "wgm-kc-2": "wgm-kc-1"} {
+		mp := waitPeer(t, self, func(mp *wgv1.MeshPeer) string {
+			return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionTrue, "MeshPeer "+other)
+		})
+		if ex, _ := mp.Excluded(); !ex {
+			t.Fatalf("%s not excluded", self)
+		}
+	}
+	// An external peer with the same key joins the conflict.
+	ext := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-kc-laptop"}, Spec: wgv1.MeshPeerSpec{PublicKey: keyA, AllowedIPs: []wgv1.CIDR{"198.18.200.1/32"}}}
+	if err := testClient.Create(context.Background(), ext); err != nil {
+		t.Fatal(err)
+	}
+	waitPeer(t, "wgm-kc-laptop", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionTrue, "wgm-kc-1, wgm-kc-2")
+	})
+	// Resolved: the node gets a new key and the laptop goes away.
+	annotate(t, "wgm-kc-2", map[string]string{wgv1.AnnotationPublicKey: keyB})
+	if err := testClient.Delete(context.Background(), ext); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"wgm-kc-1", "wgm-kc-2"} {
+		mp := waitPeer(t, n, func(mp *wgv1.MeshPeer) string {
+			return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionFalse, "")
+		})
+		if ex, _ := mp.Excluded(); ex {
+			t.Fatalf("%s still excluded", n)
+		}
+	}
+	eventually(t, 10*time.Second, func() string {
+		if e := findEvent(t, "MeshPeer", "wgm-kc-1", ReasonKeyConflict); e == nil || e.Type != corev1.EventTypeWarning {
+			return "no KeyConflict warning event"
+		}
+		return ""
+	})
+}
+
+func TestMeshPeerExternalOverlap(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	createNode(t, "wgm-ov-1", map[string]string{wgv1.AnnotationPublicKey: keyA}, "198.19.5.0/24")
+	spec := wgv1.MeshPeerSpec{PublicKey: keyB, Endpoint: "vpn.example.org:51820", AllowedIPs: []wgv1.CIDR{"198.19.5.128/25", "198.18.200.0/24"}}
+	ext := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-ov-gw"}, Spec: spec}
+	if err := testClient.Create(context.Background(), ext); err != nil {
+		t.Fatal(err)
+	}
+	mp := waitPeer(t, "wgm-ov-gw", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionAllowedIPsConflict, metav1.ConditionTrue, "198.19.5.128/25 overlaps pod CIDR 198.19.5.0/24 of node wgm-ov-1")
+	})
+	if !SpecEqual(mp.Spec, spec) {
+		t.Fatalf("external spec changed: %s", describeSpec(mp.Spec))
+	}
+	// A user MeshPeer pretending to be the node (nodeName set, no owner) is external too.
+	fake := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-ov-fake"}, Spec: wgv1.MeshPeerSpec{NodeName: "wgm-ov-1", PublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", AllowedIPs: []wgv1.CIDR{"198.19.5.0/24"}}}
+	if err := testClient.Create(context.Background(), fake); err != nil {
+		t.Fatal(err)
+	}
+	waitPeer(t, "wgm-ov-fake", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionAllowedIPsConflict, metav1.ConditionTrue, "of node wgm-ov-1")
+	})
+	// The user fixes the range: cleared, spec still the user's.
+	mp.Spec.AllowedIPs = []wgv1.CIDR{"198.18.200.0/24"}
+	if err := testClient.Update(context.Background(), mp); err != nil {
+		t.Fatal(err)
+	}
+	mp = waitPeer(t, "wgm-ov-gw", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionAllowedIPsConflict, metav1.ConditionFalse, "")
+	})
+	if len(mp.Spec.AllowedIPs) != 1 || mp.Spec.Endpoint != "vpn.example.org:51820" {
+		t.Fatalf("external spec changed: %s", describeSpec(mp.Spec))
+	}
+	// The node's own MeshPeer is not flagged.
+	own := waitPeer(t, "wgm-ov-1", func(*wgv1.MeshPeer) string { return "" })
+	if ex, c := own.Excluded(); ex {
+		t.Fatalf("node peer excluded: %+v", c)
+	}
+}
+
+func TestMeshPeerNodeDeletedAndNameTaken(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	// A user MeshPeer already named like a node: never touched.
+	taken := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-del-2"}, Spec: wgv1.MeshPeerSpec{PublicKey: keyB, Endpoint: "198.18.0.99:51820"}}
+	if err := testClient.Create(context.Background(), taken); err != nil {
+		t.Fatal(err)
+	}
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	createNode(t, "wgm-del-1", map[string]string{wgv1.AnnotationPublicKey: keyA})
+	createNode(t, "wgm-del-2", map[string]string{wgv1.AnnotationPublicKey: "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA="})
+	waitPeer(t, "wgm-del-1", func(*wgv1.MeshPeer) string { return "" })
+	eventually(t, 10*time.Second, func() string {
+		if e := findEvent(t, "Node", "wgm-del-2", ReasonMeshPeerNameTaken); e == nil {
+			return "no MeshPeerNameTaken event"
+		}
+		return ""
+	})
+	if mp, _ := getPeer("wgm-del-2"); mp.Spec.PublicKey != keyB || metav1.GetControllerOf(mp) != nil {
+		t.Fatalf("user MeshPeer changed: %s", describeSpec(mp.Spec))
+	}
+	// Node deleted: its MeshPeer goes (the operator deletes it; no GC here).
+	if err := testClient.Delete(context.Background(), getNode(t, "wgm-del-1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() string {
+		if _, err := getPeer("wgm-del-1"); !apierrors.IsNotFound(err) {
+			return fmt.Sprintf("MeshPeer of a deleted node still there: %v", err)
+		}
+		return ""
+	})
+}

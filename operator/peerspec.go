@@ -1,0 +1,82 @@
+package operator
+
+import (
+	"net/netip"
+	"slices"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+// DesiredPeerSpec computes a node's MeshPeer spec from its annotations and
+// podCIDRs. current is the MeshPeer's spec today (nil if there is none): a
+// field whose annotation is invalid keeps its current value (the last good
+// one). ok is false when the node has no usable public key and no last good
+// one, in which case the node gets no MeshPeer.
+func DesiredPeerSpec(nodeName string, podCIDRs []string, ann NodeAnnotations, current *wgv1.MeshPeerSpec) (spec wgv1.MeshPeerSpec, ok bool) {
+	invalid := map[string]bool{}
+	for _, e := range ann.Invalid {
+		invalid[e.Annotation] = true
+	}
+	spec.NodeName = nodeName
+
+	switch {
+	case ann.PublicKey != "":
+		spec.PublicKey = wgv1.PublicKey(ann.PublicKey)
+	case invalid[wgv1.AnnotationPublicKey] && current != nil:
+		spec.PublicKey = current.PublicKey
+	default:
+		return wgv1.MeshPeerSpec{}, false
+	}
+
+	switch {
+	case ann.ForceEndpoint != "":
+		spec.Endpoint = wgv1.Endpoint(ann.ForceEndpoint)
+	case invalid[wgv1.AnnotationForceEndpoint] && current != nil:
+		spec.Endpoint = current.Endpoint
+	case ann.Endpoint != "":
+		spec.Endpoint = wgv1.Endpoint(ann.Endpoint)
+	case invalid[wgv1.AnnotationEndpoint] && current != nil:
+		spec.Endpoint = current.Endpoint
+	}
+
+	switch {
+	case ann.PersistentKeepalive != nil:
+		k := *ann.PersistentKeepalive
+		spec.PersistentKeepalive = &k
+	case invalid[wgv1.AnnotationPersistentKeepalive] && current != nil && current.PersistentKeepalive != nil:
+		k := *current.PersistentKeepalive
+		spec.PersistentKeepalive = &k
+	}
+
+	spec.AllowedIPs = CanonicalCIDRs(podCIDRs)
+	return spec, true
+}
+
+// CanonicalCIDRs parses CIDRs, masks them and drops unparsable ones, keeping
+// the order.
+func CanonicalCIDRs(in []string) []wgv1.CIDR {
+	var out []wgv1.CIDR
+	for _, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			continue
+		}
+		c := wgv1.CIDR(p.Masked().String())
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// SpecEqual reports whether two MeshPeer specs say the same thing.
+func SpecEqual(a, b wgv1.MeshPeerSpec) bool {
+	if a.NodeName != b.NodeName || a.PublicKey != b.PublicKey || a.Endpoint != b.Endpoint {
+		return false
+	}
+	if (a.PersistentKeepalive == nil) != (b.PersistentKeepalive == nil) ||
+		(a.PersistentKeepalive != nil && *a.PersistentKeepalive != *b.PersistentKeepalive) {
+		return false
+	}
+	return slices.Equal(a.AllowedIPs, b.AllowedIPs)
+}

@@ -1,0 +1,238 @@
+package operator
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/operator/cidr"
+)
+
+// The API tests share one real kube-apiserver + etcd (envtest). There is no
+// kube-controller-manager: no garbage collector, no node IPAM.
+var (
+	testCfg    *rest.Config
+	testClient client.Client // direct (uncached) admin client
+	skipReason string
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		skipReason = "KUBEBUILDER_ASSETS is unset: API tests need a real kube-apiserver and etcd (make test sets it; see hack/control-plane.sh)"
+		return m.Run()
+	}
+	if testing.Short() {
+		skipReason = "-short: API tests skipped"
+		return m.Run()
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "charts", "wgmesh", "crds")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		return 1
+	}
+	defer env.Stop() //nolint:errcheck
+	cfg.QPS, cfg.Burst = 500, 1000
+	testCfg = cfg
+	scheme, err := NewScheme()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	testClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func needAPI(t *testing.T) {
+	t.Helper()
+	if testCfg == nil {
+		t.Skip(skipReason)
+	}
+}
+
+// operatorInstance is one running operator (a manager) in the test process.
+type operatorInstance struct {
+	registry *prometheus.Registry
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+func (o *operatorInstance) stop(t *testing.T) {
+	t.Helper()
+	if o.cancel == nil {
+		return
+	}
+	o.cancel()
+	o.cancel = nil
+	select {
+	case err := <-o.done:
+		if err != nil {
+			t.Errorf("operator stopped with: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Errorf("operator did not stop within 60s")
+	}
+}
+
+type testOperatorOptions struct {
+	clusterCIDRs string
+	leaderElect  bool
+	name         string
+}
+
+// startOperator runs the operator's manager against the test API server
+// until the test ends (or stop is called).
+func startOperator(t *testing.T, o testOperatorOptions) *operatorInstance {
+	t.Helper()
+	pools, err := cidr.Config{ClusterCIDRs: o.clusterCIDRs, NodeMaskSizeIPv4: 24, NodeMaskSizeIPv6: 64}.Parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	mgr, err := NewManager(testCfg, ManagerOptions{
+		Pools:                   pools,
+		LeaderElect:             o.leaderElect,
+		LeaderElectionNamespace: "default",
+		MetricsBindAddress:      "0",
+		HealthProbeBindAddress:  "0",
+		Registerer:              reg,
+		LeaseDuration:           3 * time.Second,
+		RenewDeadline:           2 * time.Second,
+		RetryPeriod:             250 * time.Millisecond,
+		SkipNameValidation:      true,
+		Logger:                  testr.NewWithOptions(t, testr.Options{Verbosity: testLogVerbosity, LogTimestamp: true}).WithName(o.name),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	inst := &operatorInstance{registry: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { inst.done <- mgr.Start(ctx) }()
+	t.Cleanup(func() { inst.stop(t) })
+	return inst
+}
+
+// cleanCluster removes every Node and MeshPeer when the test ends, so tests
+// do not see each other's objects (there is no garbage collector).
+func cleanCluster(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if err := testClient.DeleteAllOf(ctx, &corev1.Node{}); err != nil {
+			t.Errorf("delete nodes: %v", err)
+		}
+		if err := testClient.DeleteAllOf(ctx, &wgv1.MeshPeer{}); err != nil {
+			t.Errorf("delete MeshPeers: %v", err)
+		}
+	})
+}
+
+// eventually polls cond until it returns "" or the timeout passes, then
+// fails with the last message.
+func eventually(t *testing.T, timeout time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	msg := ""
+	for {
+		if msg = cond(); msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// findEvent returns the newest Event about an object with this reason.
+func findEvent(t *testing.T, kind, name, reason string) *eventsv1.Event {
+	t.Helper()
+	var list eventsv1.EventList
+	if err := testClient.List(context.Background(), &list); err != nil {
+		t.Fatalf("list events: %v", err)
+	}
+	var found *eventsv1.Event
+	for i := range list.Items {
+		e := &list.Items[i]
+		if e.Regarding.Kind == kind && e.Regarding.Name == name && e.Reason == reason {
+			found = e
+		}
+	}
+	return found
+}
+
+func createNode(t *testing.T, name string, annotations map[string]string, podCIDRs ...string) *corev1.Node {
+	t.Helper()
+	n := &corev1.Node{}
+	n.Name = name
+	n.Annotations = annotations
+	n.Spec.PodCIDRs = podCIDRs
+	if len(podCIDRs) > 0 {
+		n.Spec.PodCIDR = podCIDRs[0]
+	}
+	if err := testClient.Create(context.Background(), n); err != nil {
+		t.Fatalf("create node %s: %v", name, err)
+	}
+	return n
+}
+
+func getNode(t *testing.T, name string) *corev1.Node {
+	t.Helper()
+	n := &corev1.Node{}
+	if err := testClient.Get(context.Background(), client.ObjectKey{Name: name}, n); err != nil {
+		t.Fatalf("get node %s: %v", name, err)
+	}
+	return n
+}
+
+// metric returns the sum of a metric's samples in this instance's registry.
+func (o *operatorInstance) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := o.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// testLogVerbosity is the operator's log level in tests.
+var testLogVerbosity = 0
