@@ -40,8 +40,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&c.NodeMaskSizeIPv6, "node-cidr-mask-size-ipv6", cidr.DefaultNodeMaskSizeIPv6, "Prefix length of each node's IPv6 pod CIDR.")
 	fs.BoolVar(&mo.LeaderElect, "leader-elect", true, "Elect a leader among replicas; only the leader writes.")
 	fs.StringVar(&mo.LeaderElectionNamespace, "leader-election-namespace", "kube-system", "Namespace of the leader election Lease.")
-	fs.StringVar(&mo.MetricsBindAddress, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (0 turns it off).")
-	fs.StringVar(&mo.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz (0 turns them off).")
+	fs.StringVar(&mo.MetricsBindAddress, "metrics-bind-address", ":9474", "Address of the Prometheus metrics endpoint (0 turns it off).")
+	fs.StringVar(&mo.HealthProbeBindAddress, "health-probe-bind-address", ":9475", "Address of /healthz and /readyz (0 turns them off).")
 	zo.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
