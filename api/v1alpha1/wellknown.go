@@ -26,6 +26,10 @@ const (
 	// external MeshPeer's allowedIPs overlap a node's pod CIDRs. The external
 	// peer is left out of the mesh.
 	ConditionAllowedIPsConflict = "AllowedIPsConflict"
+	// ConditionDegraded is written by the agent of the peer's node: True when
+	// that node cannot use some MeshPeers (unresolvable endpoint, overlapping
+	// allowedIPs); its message names each peer, field and value.
+	ConditionDegraded = "Degraded"
 	// ConditionInvalidAnnotation is written by the operator when a Node
 	// annotation cannot be used; the MeshPeer keeps its last good spec.
 	ConditionInvalidAnnotation = "InvalidAnnotation"
