@@ -1,0 +1,225 @@
+// Package agent is wgmesh's per-node agent. It keeps this node's part of the
+// encrypted mesh in the state the API server describes:
+//
+//   - keys: the node's WireGuard key (agent/keys), published with the chosen
+//     endpoint (agent/endpoint) as annotations on its own Node;
+//   - mesh: the desired peers and routes, computed without side effects from
+//     all MeshPeers (agent/mesh);
+//   - kernel: the WireGuard link and its peers (agent/wireguard), MTU
+//     (agent/mtu), pod bridge and routes (agent/routes), sysctls
+//     (agent/sysctl) — see Kernel;
+//   - node data plane: every NodeDataplane in Options.Dataplanes (CNI
+//     configuration, egress masquerade, ...), applied after the mesh with
+//     the same NodeState;
+//   - status, metrics and Events for what it did and what it could not do.
+//
+// One reconcile does all of that, level-based: it is triggered by MeshPeer
+// and Node changes, by netlink events on its links (drift), and by a periodic
+// resync, and it writes nothing where nothing differs.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/wgmesh/wgmesh/agent/keys"
+	"github.com/wgmesh/wgmesh/agent/routes"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+// Agent is one node's agent.
+type Agent struct {
+	o       Options
+	log     logr.Logger
+	key     wgtypes.Key
+	kernel  *Kernel
+	metrics *Metrics
+	client  client.Client
+	reader  client.Reader
+	events  recorder.EventRecorder
+	trigger *trigger
+	ready   atomic.Bool
+	// reported remembers which problems were already announced (Events,
+	// log lines) so that a resync does not repeat them; losing it on
+	// restart only repeats each Event once.
+	reported map[string]bool
+}
+
+// New prepares an agent: it loads or creates the private key.
+func New(o Options, log logr.Logger) (*Agent, error) {
+	o.defaults()
+	if o.NodeName == "" {
+		return nil, errors.New("no node name: set --node-name or the NODE_NAME environment variable")
+	}
+	key, err := keys.LoadOrCreate(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{o: o, log: log, key: key, trigger: newTrigger(), reported: map[string]bool{}}
+	a.kernel = NewKernel(KernelOptions{
+		LinkName: o.LinkName, BridgeName: o.BridgeName, Mode: o.WireGuardMode, ListenPort: o.ListenPort, MTU: o.MTU,
+		UserspaceLog: o.StateDir + "/wireguard-go.log", Log: log.WithName("kernel"),
+	})
+	log.Info("WireGuard key ready", "publicKey", key.PublicKey().String(), "keyFile", o.StateDir+"/"+keys.FileName)
+	return a, nil
+}
+
+// PublicKey is the node's public key.
+func (a *Agent) PublicKey() wgtypes.Key { return a.key.PublicKey() }
+
+// Scheme returns the scheme the agent's clients use.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = wgv1.AddToScheme(s)
+	return s
+}
+
+// Run runs the agent until ctx ends; then, with --cleanup-on-exit, it
+// removes what it created.
+func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme:                 Scheme(),
+		Logger:                 a.log,
+		Metrics:                metricsserver.Options{BindAddress: a.o.MetricsBindAddress},
+		HealthProbeBindAddress: a.o.HealthProbeAddress,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only this node's Node: with thousands of nodes the agent
+			// must not cache them all.
+			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", a.o.NodeName)},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	a.client = mgr.GetClient()
+	a.reader = mgr.GetCache()
+	a.events = mgr.GetEventRecorder(FieldManager)
+	a.metrics = NewMetrics(metrics.Registry)
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("dataplane", func(*http.Request) error {
+		if !a.ready.Load() {
+			return errors.New("WireGuard link not configured yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, obj := range []client.Object{&corev1.Node{}, &wgv1.MeshPeer{}} {
+		inf, err := mgr.GetCache().GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("informer for %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { a.trigger.fire() },
+			UpdateFunc: func(any, any) { a.trigger.fire() },
+			DeleteFunc: func(any) { a.trigger.fire() },
+		}); err != nil {
+			return err
+		}
+	}
+	if err := mgr.Add(manager.RunnableFunc(a.loop)); err != nil {
+		return err
+	}
+	runErr := mgr.Start(ctx)
+	if a.o.CleanupOnExit {
+		if err := a.cleanup(); err != nil {
+			a.log.Error(err, "cleanup on exit")
+			runErr = errors.Join(runErr, err)
+		}
+	}
+	return runErr
+}
+
+// loop reconciles on every trigger, on netlink drift and every Resync.
+func (a *Agent) loop(ctx context.Context) error {
+	if !a.reader.(cache.Cache).WaitForCacheSync(ctx) {
+		return errors.New("cache did not sync")
+	}
+	if err := routes.Watch(ctx, routes.WatchOptions{
+		Links:   []string{a.o.LinkName, a.o.BridgeName},
+		OnError: func(err error) { a.log.V(1).Info("netlink subscription", "error", err.Error()) },
+	}, a.trigger.fire); err != nil {
+		a.log.Error(err, "netlink subscription failed; drift is repaired by the periodic resync only", "resync", a.o.Resync)
+	}
+	tick := time.NewTicker(a.o.Resync)
+	defer tick.Stop()
+	a.trigger.fire()
+	backoff := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.trigger.c:
+		case <-tick.C:
+		}
+		if err := a.reconcile(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			a.log.Error(err, "reconcile failed; retrying", "after", backoff)
+			time.AfterFunc(backoff, a.trigger.fire)
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+	}
+}
+
+// trigger coalesces wake-ups: many events while a reconcile runs cause one
+// more reconcile, not many.
+type trigger struct{ c chan struct{} }
+
+func newTrigger() *trigger { return &trigger{c: make(chan struct{}, 1)} }
+
+func (t *trigger) fire() {
+	select {
+	case t.c <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) cleanup() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var errs []error
+	for _, d := range a.o.Dataplanes {
+		if err := d.Cleanup(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s cleanup: %w", d.Name(), err))
+		}
+	}
+	if err := a.kernel.Cleanup(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := withdrawAnnotations(ctx, a.client, a.o.NodeName); err != nil {
+		errs = append(errs, err)
+	}
+	a.log.Info("cleaned up on exit", "link", a.o.LinkName, "bridge", a.o.BridgeName, "errors", len(errs))
+	return errors.Join(errs...)
+}
+
+// Kernel returns the agent's kernel reconciler (for tests and tooling).
+func (a *Agent) Kernel() *Kernel { return a.kernel }

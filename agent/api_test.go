@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/wgmesh/wgmesh/agent/endpoint"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+func startAPIServer(t *testing.T) client.Client {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("API test: skipped with -short")
+	}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Skip("API test: KUBEBUILDER_ASSETS is unset (make test sets it; see hack/control-plane.sh)")
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "charts", "wgmesh", "crds")}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestStatusAndAnnotationsAgainstAPIServer checks, against a real API
+// server, that the agent's status apply coexists with the operator's
+// conditions and that annotation publishing touches only its own keys.
+func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
+	c := startAPIServer(t)
+	ctx := context.Background()
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "wgm-node-1", Annotations: map[string]string{"other": "keep"}}}
+	if err := c.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	ann := endpoint.Announcement{PublicKey: pubkey().String(), Endpoint: "198.18.0.11:51820"}
+	if wrote, err := endpoint.Publish(ctx, c, node, ann); err != nil || !wrote {
+		t.Fatalf("publish: %v %v", wrote, err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+		t.Fatal(err)
+	}
+	if node.Annotations[wgv1.AnnotationEndpoint] != ann.Endpoint || node.Annotations[wgv1.AnnotationPublicKey] != ann.PublicKey || node.Annotations["other"] != "keep" {
+		t.Fatalf("annotations = %v", node.Annotations)
+	}
+	rv := node.ResourceVersion
+	if wrote, err := endpoint.Publish(ctx, c, node, ann); err != nil || wrote {
+		t.Fatalf("unchanged publish wrote: %v %v", wrote, err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil || node.ResourceVersion != rv {
+		t.Fatalf("unchanged publish changed the Node (rv %s -> %s): %v", rv, node.ResourceVersion, err)
+	}
+
+	mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-node-1"}, Spec: wgv1.MeshPeerSpec{NodeName: "wgm-node-1", PublicKey: wgv1.PublicKey(ann.PublicKey)}}
+	if err := c.Create(ctx, mp); err != nil {
+		t.Fatal(err)
+	}
+	// The operator's condition, with its own field manager.
+	opCond := metav1.Condition{Type: wgv1.ConditionKeyConflict, Status: metav1.ConditionFalse, Reason: "UniqueKey", Message: "ok", LastTransitionTime: metav1.Now()}
+	cm, _ := runtime.DefaultUnstructuredConverter.ToUnstructured(&opCond)
+	opApply := func() *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": wgv1.GroupVersion.String(), "kind": "MeshPeer",
+			"metadata": map[string]any{"name": mp.Name}, "status": map[string]any{"conditions": []any{cm}}}}
+	}
+	if err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(opApply()), client.FieldOwner("wgmesh-operator"), client.ForceOwnership); err != nil {
+		t.Fatal(err)
+	}
+
+	st := DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now()}, wgv1.MeshPeerStatus{})
+	if err := applyStatus(ctx, c, mp.Name, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{wgv1.ConditionKeyConflict, wgv1.ConditionReady, wgv1.ConditionDegraded} {
+		if meta.FindStatusCondition(mp.Status.Conditions, typ) == nil {
+			t.Fatalf("condition %s missing after agent status apply: %+v", typ, mp.Status.Conditions)
+		}
+	}
+	if mp.Status.Connected != "0/0" || mp.Status.MTU != 1420 || mp.Status.ObservedGeneration != 1 {
+		t.Fatalf("status = %+v", mp.Status)
+	}
+	// The operator re-applies its condition: the agent's stay.
+	if err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(opApply()), client.FieldOwner("wgmesh-operator"), client.ForceOwnership); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {
+		t.Fatal(err)
+	}
+	if meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionReady) == nil || mp.Status.MTU != 1420 {
+		t.Fatalf("operator apply clobbered the agent's status: %+v", mp.Status)
+	}
+	if StatusChanged(mp.Status, DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now()}, mp.Status)) {
+		t.Fatal("status read back from the API server differs from what was applied")
+	}
+
+	if err := withdrawAnnotations(ctx, c, node.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := node.Annotations[wgv1.AnnotationPublicKey]; ok || node.Annotations["other"] != "keep" {
+		t.Fatalf("after withdraw: %v", node.Annotations)
+	}
+}

@@ -1,0 +1,162 @@
+// Package endpoint decides which host:port this node announces to the mesh
+// and publishes it, with the public key, as annotations on the node's own
+// Node object.
+//
+// Endpoint choice, first match wins:
+//  1. the Node annotation wgmesh.io/force-endpoint (set by a user; DNS allowed),
+//  2. the --endpoint flag (host:port),
+//  3. the Node's status address of --endpoint-address-type (InternalIP by
+//     default, or ExternalIP), IPv4 preferred over IPv6 when both exist,
+//  4. the first global address on the interface that carries the default
+//     route (IPv4 first, then IPv6).
+//
+// Addresses without a port get the listen port; IPv6 hosts are bracketed.
+package endpoint
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+// Source says which rule produced the endpoint.
+type Source string
+
+const (
+	SourceAnnotation   Source = "annotation"
+	SourceFlag         Source = "flag"
+	SourceNodeAddress  Source = "node-address"
+	SourceDefaultRoute Source = "default-route"
+)
+
+// Input is everything Choose looks at.
+type Input struct {
+	// Node is this agent's own Node.
+	Node *corev1.Node
+	// Flag is the --endpoint value (may be empty).
+	Flag string
+	// AddressType is the Node address type to use (InternalIP or ExternalIP).
+	AddressType corev1.NodeAddressType
+	// DefaultRouteAddrs are the addresses of the default-route interface.
+	DefaultRouteAddrs []netip.Addr
+	// ListenPort is the WireGuard port.
+	ListenPort int
+}
+
+// Choose returns the endpoint this node announces and which rule chose it.
+func Choose(in Input) (string, Source, error) {
+	if in.Node != nil {
+		if v, ok := in.Node.Annotations[wgv1.AnnotationForceEndpoint]; ok && v != "" {
+			if err := Validate(v); err != nil {
+				return "", "", fmt.Errorf("Node %s annotation %s=%q: %w", in.Node.Name, wgv1.AnnotationForceEndpoint, v, err)
+			}
+			return v, SourceAnnotation, nil
+		}
+	}
+	if in.Flag != "" {
+		if err := Validate(in.Flag); err != nil {
+			return "", "", fmt.Errorf("flag --endpoint=%q: %w", in.Flag, err)
+		}
+		return in.Flag, SourceFlag, nil
+	}
+	if in.Node != nil {
+		typ := in.AddressType
+		if typ == "" {
+			typ = corev1.NodeInternalIP
+		}
+		var addrs []netip.Addr
+		for _, a := range in.Node.Status.Addresses {
+			if a.Type != typ {
+				continue
+			}
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				addrs = append(addrs, ip)
+			}
+		}
+		if ip, ok := pick(addrs); ok {
+			return JoinHostPort(ip, in.ListenPort), SourceNodeAddress, nil
+		}
+	}
+	if ip, ok := pick(in.DefaultRouteAddrs); ok {
+		return JoinHostPort(ip, in.ListenPort), SourceDefaultRoute, nil
+	}
+	return "", "", fmt.Errorf("no endpoint: no %s annotation, no --endpoint flag, no Node address of type %s and no global address on the default-route interface; set one of them", wgv1.AnnotationForceEndpoint, in.AddressType)
+}
+
+// pick prefers the first usable IPv4 address, then the first usable IPv6.
+func pick(addrs []netip.Addr) (netip.Addr, bool) {
+	var v6 netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if !usable(a) {
+			continue
+		}
+		if a.Is4() {
+			return a, true
+		}
+		if !v6.IsValid() {
+			v6 = a
+		}
+	}
+	return v6, v6.IsValid()
+}
+
+func usable(a netip.Addr) bool {
+	return a.IsValid() && !a.IsLoopback() && !a.IsLinkLocalUnicast() && !a.IsMulticast() && !a.IsUnspecified()
+}
+
+// JoinHostPort formats ip:port, bracketing IPv6.
+func JoinHostPort(ip netip.Addr, port int) string {
+	return net.JoinHostPort(ip.String(), strconv.Itoa(port))
+}
+
+// Validate checks that s is host:port with a port in 1-65535 and a host that
+// is an IP address or a DNS name.
+func Validate(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want host:port (IPv4, [IPv6] or DNS name): %w", err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q is not in 1-65535", port)
+	}
+	if host == "" {
+		return fmt.Errorf("empty host; want an IP address or DNS name")
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if !isDNSName(host) {
+		return fmt.Errorf("host %q is neither an IP address nor a DNS name", host)
+	}
+	return nil
+}
+
+func isDNSName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for i, label := 0, 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			label++
+		case c == '-' && label > 0 && i+1 < len(s) && s[i+1] != '.':
+			label++
+		case c == '.' && label > 0:
+			label = 0
+		default:
+			return false
+		}
+		if label > 63 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,54 @@
+package endpoint
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+// Announcement is what the agent publishes on its own Node.
+type Announcement struct {
+	PublicKey string
+	Endpoint  string
+}
+
+// Publish writes the public-key and endpoint annotations on node when they
+// differ from what the Node already has. It returns whether it wrote. Only
+// the two annotations are touched (JSON merge patch), never other fields.
+func Publish(ctx context.Context, c client.Client, node *corev1.Node, a Announcement) (bool, error) {
+	if node.Annotations[wgv1.AnnotationPublicKey] == a.PublicKey &&
+		node.Annotations[wgv1.AnnotationEndpoint] == a.Endpoint {
+		return false, nil
+	}
+	return true, patchAnnotations(ctx, c, node.Name, map[string]*string{
+		wgv1.AnnotationPublicKey: &a.PublicKey,
+		wgv1.AnnotationEndpoint:  &a.Endpoint,
+	})
+}
+
+// Withdraw removes the annotations the agent wrote (used by --cleanup-on-exit).
+func Withdraw(ctx context.Context, c client.Client, nodeName string) error {
+	return patchAnnotations(ctx, c, nodeName, map[string]*string{
+		wgv1.AnnotationPublicKey: nil,
+		wgv1.AnnotationEndpoint:  nil,
+	})
+}
+
+func patchAnnotations(ctx context.Context, c client.Client, nodeName string, ann map[string]*string) error {
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if err != nil {
+		return err
+	}
+	node := &corev1.Node{}
+	node.Name = nodeName
+	if err := c.Patch(ctx, node, client.RawPatch(types.MergePatchType, body)); err != nil {
+		return fmt.Errorf("patching annotations of Node %s: %w", nodeName, err)
+	}
+	return nil
+}

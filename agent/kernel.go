@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/agent/mesh"
+	"github.com/wgmesh/wgmesh/agent/mtu"
+	"github.com/wgmesh/wgmesh/agent/routes"
+	"github.com/wgmesh/wgmesh/agent/sysctl"
+	"github.com/wgmesh/wgmesh/agent/wireguard"
+)
+
+// KernelOptions configure the node's kernel side of the mesh.
+type KernelOptions struct {
+	LinkName   string
+	BridgeName string
+	Mode       wireguard.Mode
+	ListenPort int
+	MTU        int // configured; 0 = underlay - 80
+	// Netlink is bound to the node's network namespace; nil = the caller's.
+	Netlink *netlink.Handle
+	// StartUserspace overrides how the userspace WireGuard process starts.
+	StartUserspace wireguard.StartFunc
+	UserspaceLog   string
+	// SysctlRoot is /proc/sys unless set; SkipSysctl leaves sysctls alone.
+	SysctlRoot string
+	SkipSysctl bool
+	Resolver   *wireguard.Resolver
+	Log        logr.Logger
+}
+
+// Kernel applies a mesh topology to the node: WireGuard link and peers, MTU,
+// pod bridge, routes and sysctls. It holds no state that a restart would
+// need: everything is read back from the kernel on each Apply.
+type Kernel struct {
+	o    KernelOptions
+	h    *netlink.Handle
+	wg   *wireguard.Client
+	mode wireguard.Mode
+}
+
+// NewKernel returns a Kernel for o.
+func NewKernel(o KernelOptions) *Kernel {
+	if o.Resolver == nil {
+		o.Resolver = &wireguard.Resolver{}
+	}
+	h := o.Netlink
+	if h == nil {
+		h = &netlink.Handle{}
+	}
+	return &Kernel{o: o, h: h}
+}
+
+// Desired is what Apply brings the kernel to.
+type Desired struct {
+	PrivateKey wgtypes.Key
+	Topology   mesh.Topology
+}
+
+// Applied reports what Apply found and did.
+type Applied struct {
+	Mode           wireguard.Mode
+	MTU            int
+	UnderlayIface  string
+	UnderlayMTU    int
+	Peers          wireguard.Result
+	Routes         routes.SyncResult
+	Device         *wgtypes.Device // after the change
+	Sysctls        []sysctl.Result
+	EndpointErrors []mesh.Problem // peers kept, but their endpoint could not be resolved
+}
+
+// Apply reconciles the kernel with d. Each step is attempted even when an
+// earlier one failed where that makes sense; errors are joined.
+func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
+	var a Applied
+	if err := k.ensureLink(ctx); err != nil {
+		return a, err
+	}
+	a.Mode = k.mode
+	var errs []error
+
+	if !k.o.SkipSysctl {
+		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.Required(k.o.LinkName))
+		a.Sysctls = res
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	peers, targets := k.resolve(ctx, d.Topology.Peers, &a)
+
+	iface, under, err := mtu.Underlay(k.h, targets, k.o.LinkName, k.o.BridgeName)
+	if err != nil && k.o.MTU == 0 {
+		k.o.Log.V(1).Info("underlay MTU unknown", "error", err.Error())
+	}
+	a.UnderlayIface, a.UnderlayMTU = iface, under
+	a.MTU = mtu.Choose(k.o.MTU, under)
+	if err := k.setMTU(a.MTU); err != nil {
+		errs = append(errs, err)
+	}
+
+	res, err := k.wg.Apply(wireguard.Config{PrivateKey: d.PrivateKey, ListenPort: k.o.ListenPort, Peers: peers})
+	a.Peers = res
+	if err != nil {
+		// The device may have gone away (userspace process killed): find
+		// out at the next Apply.
+		k.wg.Close()
+		k.wg = nil
+		return a, errors.Join(append(errs, err)...)
+	}
+
+	if len(d.Topology.Gateways) > 0 {
+		if err := routes.EnsureBridge(k.h, routes.BridgeOptions{Name: k.o.BridgeName, Gateways: d.Topology.Gateways, MTU: a.MTU}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	tb := &routes.Table{Link: k.o.LinkName, Netlink: k.h}
+	rr, err := tb.Sync(d.Topology.Routes)
+	a.Routes = rr
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if dev, err := k.wg.Device(); err == nil {
+		a.Device = dev
+	} else {
+		errs = append(errs, err)
+	}
+	return a, errors.Join(errs...)
+}
+
+func (k *Kernel) ensureLink(ctx context.Context) error {
+	if k.wg != nil {
+		if _, err := k.h.LinkByName(k.o.LinkName); err == nil {
+			if _, err := k.wg.Device(); err == nil {
+				return nil
+			}
+		}
+		k.wg.Close()
+		k.wg = nil
+	}
+	mode, err := wireguard.EnsureLink(ctx, wireguard.LinkOptions{
+		Name: k.o.LinkName, Mode: k.o.Mode, Netlink: k.h,
+		StartUserspace: k.o.StartUserspace, UserspaceLog: k.o.UserspaceLog, Log: k.o.Log,
+	})
+	if err != nil {
+		return err
+	}
+	wg, err := wireguard.Open(k.o.LinkName)
+	if err != nil {
+		return err
+	}
+	k.wg, k.mode = wg, mode
+	return nil
+}
+
+func (k *Kernel) setMTU(m int) error {
+	link, err := k.h.LinkByName(k.o.LinkName)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", k.o.LinkName, err)
+	}
+	if link.Attrs().MTU == m {
+		return nil
+	}
+	if err := k.h.LinkSetMTU(link, m); err != nil {
+		return fmt.Errorf("setting MTU %d on %s: %w", m, k.o.LinkName, err)
+	}
+	return nil
+}
+
+// resolve turns topology peers into WireGuard peers. A peer whose endpoint
+// cannot be resolved is kept without an endpoint (it can still reach us, and
+// the endpoint WireGuard learned stays), and reported.
+func (k *Kernel) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([]wireguard.Peer, []netip.Addr) {
+	out := make([]wireguard.Peer, 0, len(ps))
+	var targets []netip.Addr
+	keep := map[string]bool{}
+	for _, p := range ps {
+		wp := wireguard.Peer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, Keepalive: time.Duration(p.Keepalive) * time.Second}
+		if p.Endpoint != "" {
+			keep[p.Endpoint] = true
+			addr, err := k.o.Resolver.Resolve(ctx, p.Endpoint)
+			if err != nil {
+				a.EndpointErrors = append(a.EndpointErrors, mesh.Problem{Peer: p.Name, Field: "spec.endpoint", Value: p.Endpoint,
+					Reason: ReasonUnresolvableEndpoint, Detail: err.Error() + "; the peer is kept without a configured endpoint"})
+			}
+			if addr != nil {
+				wp.Endpoint = addr
+				if ip, ok := netip.AddrFromSlice(addr.IP); ok {
+					targets = append(targets, ip.Unmap())
+				}
+			}
+		}
+		out = append(out, wp)
+	}
+	k.o.Resolver.Forget(keep)
+	return out, targets
+}
+
+// Cleanup removes the routes, the bridge and the link, and stops a userspace
+// WireGuard process (--cleanup-on-exit).
+func (k *Kernel) Cleanup() error {
+	var errs []error
+	tb := &routes.Table{Link: k.o.LinkName, Netlink: k.h}
+	if err := tb.Flush(); err != nil {
+		errs = append(errs, err)
+	}
+	if k.wg != nil {
+		k.wg.Close()
+		k.wg = nil
+	}
+	if err := wireguard.DeleteLink(k.h, k.o.LinkName); err != nil {
+		errs = append(errs, err)
+	}
+	if br, err := k.h.LinkByName(k.o.BridgeName); err == nil {
+		if err := k.h.LinkDel(br); err != nil {
+			errs = append(errs, fmt.Errorf("removing bridge %s: %w", k.o.BridgeName, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Mode is the WireGuard mode in use ("" before the first Apply).
+func (k *Kernel) Mode() wireguard.Mode { return k.mode }

@@ -1,0 +1,353 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/agent/mesh"
+	"github.com/wgmesh/wgmesh/agent/routes"
+	"github.com/wgmesh/wgmesh/agent/wireguard"
+	"github.com/wgmesh/wgmesh/test/netns"
+)
+
+func skipUnlessRootNetns(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("network namespace test: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("network namespace test: needs root")
+	}
+}
+
+// node is one network namespace with a Kernel configured for it.
+type testNode struct {
+	ns     *netns.NS
+	h      *netlink.Handle
+	kernel *Kernel
+	link   string
+	bridge string
+	key    wgtypes.Key
+}
+
+// newTestNode makes a namespace with an underlay interface (a veth to peer
+// when given, else a dummy) and a Kernel whose userspace WireGuard process is
+// this test binary started inside the namespace.
+func newTestNode(t *testing.T, suffix string, linkName string) *testNode {
+	t.Helper()
+	name := fmt.Sprintf("wgm-agt%d-%s", os.Getpid()%100000, suffix)
+	ns, err := netns.New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ns.Close() })
+	h, err := ns.Netlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	key, _ := wgtypes.GeneratePrivateKey()
+	n := &testNode{ns: ns, h: h, link: linkName, bridge: linkName + "br", key: key}
+	n.kernel = NewKernel(KernelOptions{
+		LinkName: linkName, BridgeName: n.bridge, Mode: wireguard.ModeUserspace, ListenPort: 51820,
+		Netlink: h, SkipSysctl: true, Log: testr.New(t),
+		StartUserspace: func(ctx context.Context, iface string) error {
+			cmd := ns.Command(context.Background(), os.Args[0])
+			cmd.Env = append(os.Environ(), envUserspace+"="+iface)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			go func() { _ = cmd.Wait() }()
+			return nil
+		},
+	})
+	t.Cleanup(func() { _ = n.kernel.Cleanup() })
+	return n
+}
+
+func pfxs(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range s {
+		out = append(out, netip.MustParsePrefix(x))
+	}
+	return out
+}
+
+func (n *testNode) routes(t *testing.T) []string {
+	t.Helper()
+	link, err := n.h.LinkByName(n.link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := n.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Protocol: routes.Protocol},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rs {
+		out = append(out, fmt.Sprintf("%s src %s", r.Dst, r.Src))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (n *testNode) device(t *testing.T) *wgtypes.Device {
+	t.Helper()
+	c, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.Device(n.link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func peerKeys(d *wgtypes.Device) map[wgtypes.Key][]string {
+	out := map[wgtypes.Key][]string{}
+	for _, p := range d.Peers {
+		var a []string
+		for _, n := range p.AllowedIPs {
+			a = append(a, n.String())
+		}
+		slices.Sort(a)
+		out[p.PublicKey] = a
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func pubkey() wgtypes.Key {
+	k, _ := wgtypes.GeneratePrivateKey()
+	return k.PublicKey()
+}
+
+// TestKernelApplyInNamespace drives the real userspace WireGuard process and
+// real netlink through create, no-op, per-peer change, drift, restart and
+// cleanup.
+func TestKernelApplyInNamespace(t *testing.T) {
+	skipUnlessRootNetns(t)
+	ctx := context.Background()
+	link := fmt.Sprintf("wgmk%d", os.Getpid()%100000)
+	n := newTestNode(t, "k", link)
+	// Underlay: a bridge (no dummy module here) with MTU 1400 and the
+	// default route.
+	if err := netns.Bridge(n.ns, "wgmu0", 1400); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.LinkUp(n.ns, "wgmu0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.AddAddr(n.ns, "wgmu0", "198.18.9.1/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.AddRoute(n.ns, "default", "198.18.9.254", "wgmu0"); err != nil {
+		t.Fatal(err)
+	}
+
+	k2, k3, k4 := pubkey(), pubkey(), pubkey()
+	gw := pfxs("198.19.1.1/24", "2001:db8:100:1::1/64")
+	topo := mesh.Topology{
+		Gateways: gw,
+		Peers: []mesh.Peer{
+			{Name: "n2", PublicKey: k2, Endpoint: "198.18.9.2:51820", AllowedIPs: pfxs("198.19.2.0/24", "2001:db8:100:2::/64")},
+			{Name: "n3", PublicKey: k3, Endpoint: "198.18.9.3:51820", AllowedIPs: pfxs("198.19.3.0/24")},
+		},
+		Routes: []mesh.Route{
+			{Dst: netip.MustParsePrefix("198.19.2.0/24"), Src: gw[0].Addr()},
+			{Dst: netip.MustParsePrefix("198.19.3.0/24"), Src: gw[0].Addr()},
+			{Dst: netip.MustParsePrefix("2001:db8:100:2::/64"), Src: gw[1].Addr()},
+		},
+	}
+	a, err := n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Mode != wireguard.ModeUserspace || a.Peers.Added != 2 || a.MTU != 1320 || a.UnderlayIface != "wgmu0" {
+		t.Fatalf("first apply: %+v", a)
+	}
+	wantRoutes := []string{"198.19.2.0/24 src 198.19.1.1", "198.19.3.0/24 src 198.19.1.1", "2001:db8:100:2::/64 src 2001:db8:100:1::1"}
+	if got := n.routes(t); !slices.Equal(got, wantRoutes) {
+		t.Fatalf("routes = %q, want %q", got, wantRoutes)
+	}
+	d := n.device(t)
+	if d.ListenPort != 51820 || d.PrivateKey != n.key || len(d.Peers) != 2 {
+		t.Fatalf("device = port %d, %d peers", d.ListenPort, len(d.Peers))
+	}
+	for _, name := range []string{link, n.bridge} {
+		l, err := n.h.LinkByName(name)
+		if err != nil || l.Attrs().MTU != 1320 {
+			t.Fatalf("%s: %v mtu %d, want 1320", name, err, l.Attrs().MTU)
+		}
+	}
+	br, _ := n.h.LinkByName(n.bridge)
+	addrs, _ := n.h.AddrList(br, netlink.FAMILY_ALL)
+	var got []string
+	for _, ad := range addrs {
+		if !ad.IP.IsLinkLocalUnicast() {
+			got = append(got, ad.IPNet.String())
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"198.19.1.1/24", "2001:db8:100:1::1/64"}) {
+		t.Fatalf("bridge addresses = %q", got)
+	}
+	pid, ok := wireguardPID(link)
+	if !ok {
+		t.Fatal("userspace WireGuard does not answer")
+	}
+
+	// Same state: the device is not touched.
+	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo})
+	if err != nil || a.Peers.Changed() || a.Routes.Added+a.Routes.Removed != 0 {
+		t.Fatalf("second apply changed something: %+v %v", a, err)
+	}
+
+	// Per-peer change: n3 leaves, n4 joins, n2 loses its IPv6 range.
+	topo2 := topo
+	topo2.Peers = []mesh.Peer{
+		{Name: "n2", PublicKey: k2, Endpoint: "198.18.9.2:51820", AllowedIPs: pfxs("198.19.2.0/24")},
+		{Name: "n4", PublicKey: k4, AllowedIPs: pfxs("198.19.4.0/24")},
+	}
+	topo2.Routes = []mesh.Route{
+		{Dst: netip.MustParsePrefix("198.19.2.0/24"), Src: gw[0].Addr()},
+		{Dst: netip.MustParsePrefix("198.19.4.0/24"), Src: gw[0].Addr()},
+	}
+	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
+	if err != nil || a.Peers.Added != 1 || a.Peers.Updated != 1 || a.Peers.Removed != 1 || a.Routes.Removed != 2 {
+		t.Fatalf("change: %+v %v", a, err)
+	}
+	if got := peerKeys(n.device(t)); len(got) != 2 || !slices.Equal(got[k2], []string{"198.19.2.0/24"}) || got[k4] == nil {
+		t.Fatalf("peers after change = %v", got)
+	}
+	if got := n.routes(t); !slices.Equal(got, []string{"198.19.2.0/24 src 198.19.1.1", "198.19.4.0/24 src 198.19.1.1"}) {
+		t.Fatalf("routes after change = %q", got)
+	}
+
+	// Drift: a route and a peer removed by hand come back on the next Apply,
+	// and the route removal is announced by the netlink watch.
+	nsh, err := vnetns.GetFromPath(n.ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fired := make(chan struct{}, 10)
+	if err := routes.Watch(wctx, routes.WatchOptions{Links: []string{link}, Namespace: &nsh}, func() {
+		select {
+		case fired <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.ns.Exec(ctx, "ip", "route", "del", "198.19.4.0/24", "dev", link); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-fired:
+	case <-time.After(10 * time.Second):
+		t.Fatal("netlink watch did not report the deleted route")
+	}
+	c, _ := wgctrl.New()
+	if err := c.ConfigureDevice(link, wgtypes.Config{Peers: []wgtypes.PeerConfig{{PublicKey: k2, Remove: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
+	if err != nil || a.Peers.Added != 1 || a.Routes.Added != 1 {
+		t.Fatalf("drift repair: %+v %v", a, err)
+	}
+	if got := n.routes(t); len(got) != 2 {
+		t.Fatalf("routes after repair = %q", got)
+	}
+
+	// Agent restart: a fresh Kernel finds the link and process and changes nothing.
+	n.kernel = NewKernel(n.kernel.o)
+	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
+	if err != nil || a.Peers.Changed() || a.Routes.Added != 0 {
+		t.Fatalf("apply after restart: %+v %v", a, err)
+	}
+	if pid2, _ := wireguardPID(link); pid2 != pid {
+		t.Fatalf("userspace WireGuard restarted (pid %d -> %d); it must survive the agent", pid, pid2)
+	}
+
+	// The userspace process dies: the next Apply starts a new one and
+	// configures it from scratch.
+	if p, err := os.FindProcess(pid); err == nil {
+		_ = p.Kill()
+	}
+	waitFor(t, "old link to disappear", 10*time.Second, func() bool { _, err := n.h.LinkByName(link); return err != nil })
+	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
+	if err != nil || a.Peers.Added != 2 || len(n.routes(t)) != 2 {
+		t.Fatalf("apply after process death: %+v %v", a, err)
+	}
+
+	// Cleanup removes link, routes, bridge and the process.
+	pid3, _ := wireguardPID(link)
+	if err := n.kernel.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link and bridge removal", 10*time.Second, func() bool {
+		_, e1 := n.h.LinkByName(link)
+		_, e2 := n.h.LinkByName(n.bridge)
+		return e1 != nil && e2 != nil
+	})
+	waitFor(t, "userspace process exit", 10*time.Second, func() bool { return !alive(pid3) })
+}
+
+func wireguardPID(link string) (int, bool) {
+	c, err := net.Dial("unix", wireguard.SocketPath(link))
+	if err != nil {
+		return 0, false
+	}
+	defer c.Close()
+	uc := c.(*net.UnixConn)
+	raw, _ := uc.SyscallConn()
+	pid := 0
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid, pid > 0
+}
+
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie counts as gone.
+	f := strings.Fields(string(data))
+	return len(f) > 2 && f[2] != "Z"
+}

@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/wgmesh/wgmesh/agent/wireguard"
+)
+
+// Default names (contracts in DESIGN.md).
+const (
+	DefaultLinkName   = "wgmesh0"
+	DefaultBridgeName = "wgmesh-br0"
+	DefaultStateDir   = "/var/lib/wgmesh"
+	// FieldManager is the agent's server-side-apply field manager for its
+	// MeshPeer status.
+	FieldManager = "wgmesh-agent"
+	// DefaultResync is the periodic full check that repairs drift netlink
+	// events do not announce (a peer removed by hand from a userspace device).
+	DefaultResync = 5 * time.Second
+)
+
+// Options configure the agent. Flags of cmd/wgmesh-agent map one to one.
+type Options struct {
+	NodeName            string
+	WireGuardMode       wireguard.Mode
+	ListenPort          int
+	MTU                 int // 0 = underlay MTU - 80
+	Endpoint            string
+	EndpointAddressType corev1.NodeAddressType
+	MetricsBindAddress  string
+	HealthProbeAddress  string
+	ClusterCIDRs        []netip.Prefix
+	ServiceCIDRs        []netip.Prefix
+	StateDir            string
+	CleanupOnExit       bool
+
+	LinkName   string // default wgmesh0
+	BridgeName string // default wgmesh-br0
+	Resync     time.Duration
+
+	// Dataplanes are reconciled after the mesh, in order (see NodeDataplane).
+	Dataplanes []NodeDataplane
+}
+
+func (o *Options) defaults() {
+	if o.LinkName == "" {
+		o.LinkName = DefaultLinkName
+	}
+	if o.BridgeName == "" {
+		o.BridgeName = DefaultBridgeName
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.Resync == 0 {
+		o.Resync = DefaultResync
+	}
+	if o.ListenPort == 0 {
+		o.ListenPort = 51820
+	}
+	if o.WireGuardMode == "" {
+		o.WireGuardMode = wireguard.ModeAuto
+	}
+	if o.EndpointAddressType == "" {
+		o.EndpointAddressType = corev1.NodeInternalIP
+	}
+}

@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wgmesh/wgmesh/agent/endpoint"
+	"github.com/wgmesh/wgmesh/agent/mesh"
+	"github.com/wgmesh/wgmesh/agent/wireguard"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+// reconcile brings the node to the state the API server describes. Stages:
+// announce (annotations), mesh (pure), kernel, node data plane, status.
+func (a *Agent) reconcile(ctx context.Context) (err error) {
+	start := time.Now()
+	defer func() { a.metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
+
+	node := &corev1.Node{}
+	if err := a.reader.Get(ctx, client.ObjectKey{Name: a.o.NodeName}, node); err != nil {
+		a.metrics.ReconcileErrors.WithLabelValues("node").Inc()
+		return fmt.Errorf("reading own Node %s: %w", a.o.NodeName, err)
+	}
+
+	if err := a.announce(ctx, node); err != nil {
+		a.metrics.ReconcileErrors.WithLabelValues("announce").Inc()
+		// Keep going: the mesh of the others does not depend on it.
+		a.log.Error(err, "announcing key and endpoint")
+	}
+
+	var list wgv1.MeshPeerList
+	if err := a.reader.List(ctx, &list); err != nil {
+		a.metrics.ReconcileErrors.WithLabelValues("list").Inc()
+		return fmt.Errorf("listing MeshPeers: %w", err)
+	}
+	podCIDRs := nodePodCIDRs(node)
+	topo := mesh.New(mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: podCIDRs, Peers: list.Items})
+
+	applied, kerr := a.kernel.Apply(ctx, Desired{PrivateKey: a.key, Topology: topo})
+	if kerr != nil {
+		a.metrics.ReconcileErrors.WithLabelValues("kernel").Inc()
+	}
+	if applied.Peers.Changed() || applied.Routes.Added+applied.Routes.Removed > 0 {
+		a.log.Info("mesh applied", "mode", applied.Mode, "peersAdded", applied.Peers.Added, "peersUpdated", applied.Peers.Updated,
+			"peersRemoved", applied.Peers.Removed, "routesSet", applied.Routes.Added, "routesRemoved", applied.Routes.Removed,
+			"mtu", applied.MTU, "underlay", applied.UnderlayIface)
+	}
+	for _, s := range applied.Sysctls {
+		if s.Changed {
+			a.log.Info("sysctl set", "key", s.Key, "from", s.Previous, "to", s.Current)
+		}
+	}
+	a.metrics.setSysctls(applied.Sysctls)
+	a.metrics.MTU.Set(float64(applied.MTU))
+
+	var dperr []error
+	if kerr == nil {
+		a.ready.Store(true)
+		st := NodeState{NodeName: a.o.NodeName, PodCIDRs: podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: topo.Gateways,
+			TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs}
+		for _, d := range a.o.Dataplanes {
+			if err := d.Apply(ctx, st); err != nil {
+				a.metrics.ReconcileErrors.WithLabelValues(d.Name()).Inc()
+				dperr = append(dperr, fmt.Errorf("%s: %w", d.Name(), err))
+			}
+		}
+	}
+
+	problems := append(append([]mesh.Problem{}, topo.Problems...), applied.EndpointErrors...)
+	a.report(node, list.Items, problems)
+
+	var peers []wgtypes.Peer
+	names := map[wgtypes.Key]string{}
+	for _, p := range topo.Peers {
+		names[p.PublicKey] = p.Name
+	}
+	if applied.Device != nil {
+		peers = applied.Device.Peers
+	}
+	a.metrics.setDevice(peers, names)
+	a.metrics.Peers.Set(float64(len(peers)))
+	a.metrics.PeerProblems.Set(float64(len(problems)))
+
+	if err := a.writeStatus(ctx, list.Items, StatusInput{LinkErr: kerr, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now()}); err != nil {
+		a.metrics.ReconcileErrors.WithLabelValues("status").Inc()
+		dperr = append(dperr, err)
+	}
+	a.metrics.PeersConnected.Set(float64(countConnected(peers)))
+	return errors.Join(append([]error{kerr}, dperr...)...)
+}
+
+// announce publishes the public key and the chosen endpoint on the own Node.
+func (a *Agent) announce(ctx context.Context, node *corev1.Node) error {
+	ep, src, err := endpoint.Choose(endpoint.Input{
+		Node: node, Flag: a.o.Endpoint, AddressType: a.o.EndpointAddressType,
+		DefaultRouteAddrs: endpoint.DefaultRouteAddrs(nil), ListenPort: a.o.ListenPort,
+	})
+	if err != nil {
+		a.once("endpoint:"+err.Error(), func() {
+			a.events.Eventf(node, nil, corev1.EventTypeWarning, ReasonInvalidEndpoint, "ChooseEndpoint", "%s", err.Error())
+		})
+		return err
+	}
+	wrote, err := endpoint.Publish(ctx, a.client, node, endpoint.Announcement{PublicKey: a.key.PublicKey().String(), Endpoint: ep})
+	if err != nil {
+		return err
+	}
+	if wrote {
+		a.log.Info("announced key and endpoint on Node", "node", node.Name, "endpoint", ep, "source", src,
+			"publicKey", a.key.PublicKey().String())
+	}
+	return nil
+}
+
+// report logs and records an Event (on the bad MeshPeer and on the own Node)
+// once for each new problem.
+func (a *Agent) report(node *corev1.Node, peers []wgv1.MeshPeer, problems []mesh.Problem) {
+	byName := map[string]*wgv1.MeshPeer{}
+	for i := range peers {
+		byName[peers[i].Name] = &peers[i]
+	}
+	seen := map[string]bool{}
+	for _, p := range problems {
+		k := "peer:" + p.String()
+		seen[k] = true
+		if a.reported[k] {
+			continue
+		}
+		a.reported[k] = true
+		a.log.Info("MeshPeer left out or degraded", "meshpeer", p.Peer, "field", p.Field, "value", p.Value, "reason", p.Reason, "detail", p.Detail)
+		msg := fmt.Sprintf("node %s: %s", a.o.NodeName, p.String())
+		if mp := byName[p.Peer]; mp != nil {
+			a.events.Eventf(mp, node, corev1.EventTypeWarning, p.Reason, "ConfigurePeer", "%s", msg)
+		}
+		a.events.Eventf(node, nil, corev1.EventTypeWarning, p.Reason, "ConfigurePeer", "%s", msg)
+	}
+	for k := range a.reported {
+		if len(k) > 5 && k[:5] == "peer:" && !seen[k] {
+			delete(a.reported, k)
+		}
+	}
+}
+
+func (a *Agent) once(key string, fn func()) {
+	if a.reported[key] {
+		return
+	}
+	a.reported[key] = true
+	fn()
+}
+
+// writeStatus applies the own MeshPeer status when it changed meaningfully.
+func (a *Agent) writeStatus(ctx context.Context, peers []wgv1.MeshPeer, in StatusInput) error {
+	var own *wgv1.MeshPeer
+	for i := range peers {
+		if peers[i].Name == a.o.NodeName || (peers[i].Spec.NodeName == a.o.NodeName && own == nil) {
+			own = &peers[i]
+		}
+	}
+	if own == nil {
+		return nil // the operator has not created it yet; its creation triggers us
+	}
+	in.Generation = own.Generation
+	want := DesiredStatus(in, own.Status)
+	if !StatusChanged(own.Status, want) {
+		return nil
+	}
+	if err := applyStatus(ctx, a.client, own.Name, want); err != nil {
+		return err
+	}
+	a.log.V(1).Info("status written", "meshpeer", own.Name, "connected", want.Connected, "mtu", want.MTU)
+	return nil
+}
+
+func withdrawAnnotations(ctx context.Context, c client.Client, node string) error {
+	err := endpoint.Withdraw(ctx, c, node)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func nodePodCIDRs(n *corev1.Node) []netip.Prefix {
+	src := n.Spec.PodCIDRs
+	if len(src) == 0 && n.Spec.PodCIDR != "" {
+		src = []string{n.Spec.PodCIDR}
+	}
+	var out []netip.Prefix
+	for _, s := range src {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+func countConnected(peers []wgtypes.Peer) int {
+	n := 0
+	now := time.Now()
+	for _, p := range peers {
+		if wireguard.Connected(p, now) {
+			n++
+		}
+	}
+	return n
+}

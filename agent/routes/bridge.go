@@ -1,0 +1,102 @@
+package routes
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// BridgeOptions is the pod bridge's desired state.
+type BridgeOptions struct {
+	Name string
+	// Gateways are the bridge addresses (first address of each pod CIDR,
+	// with the pod CIDR's length).
+	Gateways []netip.Prefix
+	MTU      int
+}
+
+// EnsureBridge creates the bridge when missing, sets its MTU, makes its
+// global addresses exactly Gateways and brings it up. The CNI bridge plugin
+// reuses this bridge and finds its gateway address already there.
+func EnsureBridge(h Netlink, o BridgeOptions) error {
+	link, err := h.LinkByName(o.Name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if !errors.As(err, &nf) {
+			return fmt.Errorf("looking up bridge %s: %w", o.Name, err)
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: o.Name, MTU: o.MTU}}
+		if err := h.LinkAdd(br); err != nil {
+			return fmt.Errorf("creating bridge %s: %w", o.Name, err)
+		}
+		if link, err = h.LinkByName(o.Name); err != nil {
+			return fmt.Errorf("bridge %s after creating it: %w", o.Name, err)
+		}
+	}
+	if link.Type() != "bridge" {
+		return fmt.Errorf("link %s exists but is a %s, not a bridge; remove it so that wgmesh can create its pod bridge", o.Name, link.Type())
+	}
+	if o.MTU > 0 && link.Attrs().MTU != o.MTU {
+		if err := h.LinkSetMTU(link, o.MTU); err != nil {
+			return fmt.Errorf("setting MTU %d on bridge %s: %w", o.MTU, o.Name, err)
+		}
+	}
+	if err := syncAddrs(h, link, o.Gateways); err != nil {
+		return fmt.Errorf("bridge %s: %w", o.Name, err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("setting bridge %s up: %w", o.Name, err)
+		}
+	}
+	return nil
+}
+
+func syncAddrs(h Netlink, link netlink.Link, want []netip.Prefix) error {
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("listing addresses: %w", err)
+	}
+	have := map[netip.Prefix]netlink.Addr{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		have[netip.PrefixFrom(ip.Unmap(), ones)] = a
+	}
+	wanted := map[netip.Prefix]bool{}
+	for _, w := range want {
+		wanted[w] = true
+		if _, ok := have[w]; ok {
+			continue
+		}
+		bits := 32
+		if w.Addr().Is6() {
+			bits = 128
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(w.Addr().AsSlice()), Mask: net.CIDRMask(w.Bits(), bits)}}
+		if w.Addr().Is6() {
+			// No duplicate address detection: a tentative address cannot
+			// be a route's source, and the bridge owns this address.
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(link, a); err != nil {
+			return fmt.Errorf("adding gateway address %s: %w", w, err)
+		}
+	}
+	for p, a := range have {
+		if wanted[p] {
+			continue
+		}
+		if err := h.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("removing stale address %s: %w", p, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/wgmesh/wgmesh/agent"
+	agentcni "github.com/wgmesh/wgmesh/agent/cni"
+	"github.com/wgmesh/wgmesh/agent/egress"
+)
+
+// dataplaneFlags are the flags only node data plane components use.
+type dataplaneFlags struct {
+	cniBinSource, cniConfDir, cniBinDir string
+}
+
+// nodeDataplanes returns the agent.NodeDataplane components, in the order the
+// agent applies them after the mesh: first the CNI plugins and conflist, then
+// egress masquerade and br_netfilter.
+func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.NodeDataplane {
+	return []agent.NodeDataplane{
+		cniDataplane{m: agentcni.New(agentcni.Options{
+			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource,
+			Log: log.WithName("cni"), Metrics: agentcni.NewMetrics(metrics.Registry),
+		})},
+		egressDataplane{m: egress.NewManager(egress.ManagerOptions{
+			ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, BridgeIf: o.BridgeName,
+			Log: log.WithName("egress"), Metrics: egress.NewMetrics(metrics.Registry),
+		})},
+	}
+}
+
+type cniDataplane struct{ m *agentcni.Manager }
+
+func (cniDataplane) Name() string { return "cni" }
+func (d cniDataplane) Apply(ctx context.Context, st agent.NodeState) error {
+	return d.m.Apply(ctx, agentcni.State{PodCIDRs: prefixStrings(st.PodCIDRs), MTU: st.MTU})
+}
+func (d cniDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
+
+type egressDataplane struct{ m *egress.Manager }
+
+func (egressDataplane) Name() string { return "egress" }
+func (d egressDataplane) Apply(ctx context.Context, st agent.NodeState) error {
+	return d.m.Apply(ctx, prefixStrings(st.PodCIDRs))
+}
+func (d egressDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
+}

@@ -1,0 +1,137 @@
+// Command wgmesh-agent runs on every node (hostNetwork) and keeps the node's
+// part of the WireGuard mesh. `wgmesh-agent userspace-wireguard` is the
+// long-lived userspace WireGuard process the agent starts when the kernel has
+// no WireGuard module.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/wgmesh/wgmesh/agent"
+	"github.com/wgmesh/wgmesh/agent/wireguard"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "userspace-wireguard" {
+		os.Exit(userspace(os.Args[2:]))
+	}
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		o                          agent.Options
+		mode, addrType             string
+		clusterCIDRs, serviceCIDRs string
+		cniBinSource, cniConfDir   string
+		cniBinDir                  string
+	)
+	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME).")
+	flag.StringVar(&mode, "wireguard-mode", "auto", "auto, kernel or userspace WireGuard.")
+	flag.IntVar(&o.ListenPort, "listen-port", 51820, "WireGuard UDP port.")
+	flag.IntVar(&o.MTU, "mtu", 0, "MTU of the mesh; 0 = the underlay MTU minus 80.")
+	flag.StringVar(&o.Endpoint, "endpoint", "", "host:port to announce, overriding detection (the Node annotation wgmesh.io/force-endpoint overrides this).")
+	flag.StringVar(&addrType, "endpoint-address-type", "InternalIP", "Node address type used as endpoint: InternalIP or ExternalIP.")
+	flag.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9472", "Prometheus metrics address (0 = off).")
+	flag.StringVar(&o.HealthProbeAddress, "health-probe-bind-address", ":9473", "/healthz and /readyz address.")
+	flag.StringVar(&clusterCIDRs, "cluster-cidrs", "10.244.0.0/16", "Pod ranges of the cluster, comma separated.")
+	flag.StringVar(&serviceCIDRs, "service-cidrs", "10.96.0.0/12", "Service ranges of the cluster, comma separated.")
+	flag.StringVar(&cniBinSource, "cni-bin-source", "/usr/libexec/wgmesh/cni", "Directory with the standard CNI plugin binaries to install.")
+	flag.StringVar(&cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory.")
+	flag.StringVar(&cniBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory.")
+	flag.StringVar(&o.StateDir, "state-dir", agent.DefaultStateDir, "Directory for the private key and the userspace WireGuard log.")
+	flag.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "On exit remove the link, routes and this node's annotations (default: the data plane stays).")
+	zopts := zap.Options{}
+	zopts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+	log := ctrl.Log.WithName("agent")
+
+	var err error
+	if o.WireGuardMode, err = wireguard.ParseMode(mode); err != nil {
+		return fail(err)
+	}
+	switch t := corev1.NodeAddressType(addrType); t {
+	case corev1.NodeInternalIP, corev1.NodeExternalIP:
+		o.EndpointAddressType = t
+	default:
+		return fail(fmt.Errorf("--endpoint-address-type=%q: want InternalIP or ExternalIP", addrType))
+	}
+	if o.ClusterCIDRs, err = parseCIDRs("cluster-cidrs", clusterCIDRs); err != nil {
+		return fail(err)
+	}
+	if o.ServiceCIDRs, err = parseCIDRs("service-cidrs", serviceCIDRs); err != nil {
+		return fail(err)
+	}
+
+	o.LinkName, o.BridgeName = agent.DefaultLinkName, agent.DefaultBridgeName
+	// Node-local data plane components reconciled after the mesh: the CNI
+	// configuration (agent/cni, from --cni-*) and egress masquerade
+	// (agent/egress) plug in here as agent.NodeDataplane implementations.
+	o.Dataplanes = nodeDataplanes(dataplaneFlags{cniBinSource: cniBinSource, cniConfDir: cniConfDir, cniBinDir: cniBinDir}, o, log)
+
+	a, err := agent.New(o, log)
+	if err != nil {
+		return fail(err)
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fail(fmt.Errorf("kubeconfig: %w", err))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx, cfg); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func userspace(args []string) int {
+	fs := flag.NewFlagSet("userspace-wireguard", flag.ExitOnError)
+	iface := fs.String("interface", agent.DefaultLinkName, "TUN interface name.")
+	zopts := zap.Options{}
+	zopts.BindFlags(fs)
+	_ = fs.Parse(args)
+	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("userspace-wireguard")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// A hangup from the terminal or session it was started from must not
+	// stop the data plane.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	if err := wireguard.RunUserspace(ctx, *iface, log); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func parseCIDRs(flagName, s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil || p.Masked() != p {
+			return nil, fmt.Errorf("--%s: %q is not a CIDR in canonical form (such as 10.244.0.0/16 or 2001:db8::/56)", flagName, f)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "wgmesh-agent:", err)
+	return 1
+}
