@@ -1,0 +1,82 @@
+package egress
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// BridgeNFSysctls are the sysctls that make bridged IPv4/IPv6 traffic pass
+// netfilter (service NAT with a backend on the same bridge needs them).
+var BridgeNFSysctls = []string{"net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"}
+
+// BridgeNetfilter turns the br_netfilter sysctls on.
+type BridgeNetfilter struct {
+	// ProcSys is the sysctl root, /proc/sys by default.
+	ProcSys string
+	// LoadModule loads br_netfilter when its sysctls are missing; the default
+	// runs `modprobe br_netfilter` when modprobe exists.
+	LoadModule func() error
+}
+
+// BridgeNFStatus is the outcome of Ensure: a condition, not an error, when
+// the module is unavailable.
+type BridgeNFStatus struct {
+	Enabled bool
+	Changed []string // sysctls that were set
+	Reason  string   // why not enabled
+}
+
+// Ensure sets the sysctls to 1. A missing br_netfilter module that cannot be
+// loaded gives Enabled=false with a Reason and no error; a sysctl that exists
+// but cannot be written is an error.
+func (b BridgeNetfilter) Ensure() (BridgeNFStatus, error) {
+	root := b.ProcSys
+	if root == "" {
+		root = "/proc/sys"
+	}
+	if _, err := os.Stat(filepath.Join(root, BridgeNFSysctls[0])); errors.Is(err, fs.ErrNotExist) {
+		load := b.LoadModule
+		if load == nil {
+			load = modprobeBrNetfilter
+		}
+		if lerr := load(); lerr != nil {
+			return BridgeNFStatus{Reason: fmt.Sprintf("%s is missing and the br_netfilter module could not be loaded (%v): bridged pod traffic bypasses netfilter, so same-node service NAT will not work; load br_netfilter on the host", filepath.Join(root, BridgeNFSysctls[0]), lerr)}, nil
+		}
+	}
+	var st BridgeNFStatus
+	for _, key := range BridgeNFSysctls {
+		path := filepath.Join(root, key)
+		cur, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return BridgeNFStatus{Reason: fmt.Sprintf("%s is missing after loading br_netfilter", path)}, nil
+		}
+		if err != nil {
+			return st, fmt.Errorf("reading %s: %w", path, err)
+		}
+		if strings.TrimSpace(string(cur)) == "1" {
+			continue
+		}
+		if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+			return st, fmt.Errorf("setting %s to 1: %w", strings.ReplaceAll(key, "/", "."), err)
+		}
+		st.Changed = append(st.Changed, strings.ReplaceAll(key, "/", "."))
+	}
+	st.Enabled = true
+	return st, nil
+}
+
+func modprobeBrNetfilter() error {
+	path, err := exec.LookPath("modprobe")
+	if err != nil {
+		return fmt.Errorf("no modprobe binary: %w", err)
+	}
+	if out, err := exec.Command(path, "br_netfilter").CombinedOutput(); err != nil {
+		return fmt.Errorf("modprobe br_netfilter: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

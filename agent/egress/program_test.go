@@ -1,0 +1,102 @@
+package egress
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func mp(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func ma(s string) netip.Addr   { return netip.MustParseAddr(s) }
+
+func TestDesiredTracesPackets(t *testing.T) {
+	progs := Desired(Options{
+		PodCIDRs:     []netip.Prefix{mp("198.19.1.0/24"), mp("2001:db8:100:1::/64")},
+		ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16"), mp("2001:db8:100::/56")},
+		ServiceCIDRs: []netip.Prefix{mp("198.18.128.0/20"), mp("2001:db8:200::/112")},
+	})
+	if len(progs) != 2 || progs[0].Family != IPv4 || progs[1].Family != IPv6 {
+		t.Fatalf("want ip and ip6 programs, got %+v", progs)
+	}
+	verdict := func(src, dst, oif string) Verdict {
+		pkt := Packet{Src: ma(src), Dst: ma(dst), OIF: oif}
+		for _, p := range progs {
+			if (p.Family == IPv4) == pkt.Src.Is4() {
+				return p.Verdict(pkt)
+			}
+		}
+		t.Fatalf("no program for %s", src)
+		return ""
+	}
+	cases := []struct {
+		name, src, dst, oif string
+		want                Verdict
+	}{
+		{"pod to internet", "198.19.1.5", "198.18.0.250", "eth0", Masquerade},
+		{"pod to other node's underlay address", "198.19.1.5", "198.18.0.12", "eth0", Masquerade},
+		{"pod to pod same node", "198.19.1.5", "198.19.1.6", "wgmesh-br0", Return},
+		{"pod to remote pod", "198.19.1.5", "198.19.2.7", "wgmesh0", Return},
+		{"pod to service", "198.19.1.5", "198.18.128.10", "eth0", Return},
+		{"pod into the mesh outside cluster ranges (external peer)", "198.19.1.5", "198.18.5.1", "wgmesh0", Return},
+		{"host traffic", "198.18.0.11", "198.18.0.250", "eth0", Return},
+		{"other node's pod routed through us", "198.19.2.7", "198.18.0.250", "eth0", Return},
+		{"v6 pod to internet", "2001:db8:100:1::5", "2001:db8::250", "eth0", Masquerade},
+		{"v6 pod to remote pod", "2001:db8:100:1::5", "2001:db8:100:2::7", "wgmesh0", Return},
+		{"v6 pod to service", "2001:db8:100:1::5", "2001:db8:200::10", "eth0", Return},
+		{"pod to a pod range with no route yet (default route)", "198.19.1.5", "198.19.9.9", "eth0", Drop},
+		{"node to a pod range with no route yet", "198.18.0.11", "198.19.9.9", "eth0", Drop},
+		{"v6 pod to a pod range with no route yet", "2001:db8:100:1::5", "2001:db8:100:9::9", "eth0", Drop},
+		{"pod to local pod through the bridge", "198.19.1.5", "198.19.1.9", "wgmesh-br0", Return},
+	}
+	for _, tc := range cases {
+		if got := verdict(tc.src, tc.dst, tc.oif); got != tc.want {
+			t.Errorf("%s: %s -> %s via %s = %s, want %s", tc.name, tc.src, tc.dst, tc.oif, got, tc.want)
+		}
+	}
+}
+
+func TestDesiredFamilyWithoutPodCIDRIsEmpty(t *testing.T) {
+	progs := Desired(Options{
+		PodCIDRs:     []netip.Prefix{mp("198.19.1.0/24")},
+		ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16"), mp("2001:db8:100::/56")},
+	})
+	if len(progs[1].Rules) != 0 {
+		t.Errorf("ip6 program %v, want empty without an IPv6 podCIDR", progs[1].Rules)
+	}
+	// The guard protects cluster ranges even before this node has a podCIDR.
+	if len(progs[1].Guard) != 1 {
+		t.Errorf("ip6 guard %v, want one rule for the IPv6 cluster range", progs[1].Guard)
+	}
+	if progs[0].Verdict(Packet{Src: ma("198.19.1.2"), Dst: ma("198.18.0.250")}) != Masquerade {
+		t.Error("IPv4 egress not masqueraded")
+	}
+	if got := Desired(Options{}); len(got[0].Rules)+len(got[1].Rules)+len(got[0].Guard)+len(got[1].Guard) != 0 {
+		t.Errorf("no podCIDRs: %v, want empty programs", got)
+	}
+}
+
+func TestRuleStrings(t *testing.T) {
+	progs := Desired(Options{PodCIDRs: []netip.Prefix{mp("198.19.1.0/24")}, ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16")}})
+	var lines []string
+	for _, r := range progs[0].Rules {
+		lines = append(lines, r.String())
+	}
+	want := `oifname "wgmesh0" return|ip daddr 198.19.0.0/16 return|ip saddr 198.19.1.0/24 masquerade`
+	if got := strings.Join(lines, "|"); got != want {
+		t.Errorf("rules %q, want %q", got, want)
+	}
+	if got, want := progs[0].Guard[0].String(), `oifname != "wgmesh0" oifname != "wgmesh-br0" ip daddr 198.19.0.0/16 drop`; got != want {
+		t.Errorf("guard %q, want %q", got, want)
+	}
+}
+
+func TestParseCIDRs(t *testing.T) {
+	got, err := ParseCIDRs("--cluster-cidrs", []string{"198.19.0.0/16", "", "2001:db8:100::/56"})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%v %v", got, err)
+	}
+	_, err = ParseCIDRs("--service-cidrs", []string{"198.18.128.0"})
+	if err == nil || !strings.Contains(err.Error(), "--service-cidrs") || !strings.Contains(err.Error(), `"198.18.128.0"`) {
+		t.Errorf("error %v should name the flag and value", err)
+	}
+}

@@ -1,0 +1,134 @@
+package cni
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+)
+
+// Names that users, the chart and the tests depend on (DESIGN.md).
+const (
+	NetworkName  = "wgmesh"
+	ConfFileName = "10-wgmesh.conflist"
+	BridgeName   = "wgmesh-br0"
+	CNIVersion   = "1.0.0"
+
+	PortMapNFTables = "nftables"
+	PortMapIPTables = "iptables"
+)
+
+// Options is everything the conflist depends on.
+type Options struct {
+	// PodCIDRs are the node's spec.podCIDRs: at most one IPv4 and one IPv6 range.
+	PodCIDRs []string
+	// MTU is the mesh MTU, given to the bridge and the pods' interfaces.
+	MTU int
+	// BridgeName defaults to BridgeName.
+	BridgeName string
+	// PortMapBackend is PortMapNFTables or PortMapIPTables; see PortMapBackendFor.
+	PortMapBackend string
+	// DataDir for host-local; empty means the plugin's default (/var/lib/cni/networks).
+	DataDir string
+}
+
+// PortMapBackendFor picks portmap's backend from whether the host has the nft binary.
+func PortMapBackendFor(hasNFT bool) string {
+	if hasNFT {
+		return PortMapNFTables
+	}
+	return PortMapIPTables
+}
+
+type confList struct {
+	CNIVersion string `json:"cniVersion"`
+	Name       string `json:"name"`
+	Plugins    []any  `json:"plugins"`
+}
+
+type bridgeConf struct {
+	Type        string   `json:"type"`
+	Bridge      string   `json:"bridge"`
+	IsGateway   bool     `json:"isGateway"`
+	HairpinMode bool     `json:"hairpinMode"`
+	IPMasq      bool     `json:"ipMasq"`
+	MTU         int      `json:"mtu"`
+	IPAM        ipamConf `json:"ipam"`
+}
+
+type ipamConf struct {
+	Type    string        `json:"type"`
+	Ranges  [][]rangeConf `json:"ranges"`
+	Routes  []routeConf   `json:"routes"`
+	DataDir string        `json:"dataDir,omitempty"`
+}
+
+type rangeConf struct {
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway"`
+}
+
+type routeConf struct {
+	Dst string `json:"dst"`
+}
+
+type portMapConf struct {
+	Type         string          `json:"type"`
+	Capabilities map[string]bool `json:"capabilities"`
+	SNAT         bool            `json:"snat"`
+	Backend      string          `json:"backend"`
+}
+
+// Render returns the conflist for opts, or an error naming the bad field.
+// The output is deterministic: IPv4 range first, then IPv6.
+func Render(opts Options) ([]byte, error) {
+	prefixes, err := Validate(opts)
+	if err != nil {
+		return nil, err
+	}
+	bridge := opts.BridgeName
+	if bridge == "" {
+		bridge = BridgeName
+	}
+	ipam := ipamConf{Type: "host-local", DataDir: opts.DataDir}
+	for _, p := range prefixes {
+		ipam.Ranges = append(ipam.Ranges, []rangeConf{{Subnet: p.String(), Gateway: Gateway(p).String()}})
+		if p.Addr().Is4() {
+			ipam.Routes = append(ipam.Routes, routeConf{Dst: "0.0.0.0/0"})
+		} else {
+			ipam.Routes = append(ipam.Routes, routeConf{Dst: "::/0"})
+		}
+	}
+	list := confList{
+		CNIVersion: CNIVersion,
+		Name:       NetworkName,
+		Plugins: []any{
+			bridgeConf{
+				Type:        "bridge",
+				Bridge:      bridge,
+				IsGateway:   true,
+				HairpinMode: true,
+				IPMasq:      false,
+				MTU:         opts.MTU,
+				IPAM:        ipam,
+			},
+			portMapConf{
+				Type:         "portmap",
+				Capabilities: map[string]bool{"portMappings": true},
+				SNAT:         true,
+				Backend:      opts.PortMapBackend,
+			},
+		},
+	}
+	out, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding conflist: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// Gateway is the pod gateway address of a pod range: its first address after
+// the network address. host-local uses the same default; the agent assigns it
+// to the bridge.
+func Gateway(p netip.Prefix) netip.Addr {
+	return p.Masked().Addr().Next()
+}
