@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# make demo / make demo-down: a 3-node wgmesh cluster (1 behind NAT) in network namespaces
+# with a real control plane. Needs root. The Makefile builds the product, the CNI plugins
+# and the control plane first; this script builds the small demo program (cached) and runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "make demo needs root (it creates network namespaces)" >&2
+  exit 1
+fi
+missing=()
+for pkg in ip:iproute2 nsenter:util-linux unshare:util-linux tcpdump:tcpdump nft:nftables; do
+  command -v "${pkg%%:*}" >/dev/null || missing+=("${pkg#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "${1:-up}" = up ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
+  else
+    echo "missing packages: ${missing[*]}" >&2
+    [ "${1:-up}" = up ] && exit 1
+  fi
+fi
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/wgmesh/demo"
+mkdir -p "$cache"
+go build -o "$cache/wgmesh-demo" ./test/cmd/wgmesh-demo
+case "${1:-up}" in
+  up)
+    export KUBEBUILDER_ASSETS="${KUBEBUILDER_ASSETS:-$(hack/control-plane.sh --dir)}"
+    export WGMESH_BIN_DIR="${WGMESH_BIN_DIR:-$PWD/bin}"
+    exec "$cache/wgmesh-demo" up ;;
+  down)
+    exec "$cache/wgmesh-demo" down ;;
+  *)
+    echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

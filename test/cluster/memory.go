@@ -1,0 +1,109 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Memory is the resident memory of the cluster's processes, in bytes.
+type Memory struct {
+	// ControlPlane per component: etcd, kube-apiserver, kube-controller-manager,
+	// wgmesh-operator.
+	ControlPlane map[string]int64
+	// Nodes per node: every process in the node's namespaces (agent, userspace WireGuard,
+	// node runtime, ...), summed; NodeProcesses per node and command name.
+	Nodes         map[string]int64
+	NodeProcesses map[string]map[string]int64
+}
+
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+// Memory measures the resident memory of the control plane and of each node now.
+func (c *Cluster) Memory() Memory {
+	m := Memory{ControlPlane: map[string]int64{}, Nodes: map[string]int64{}, NodeProcesses: map[string]map[string]int64{}}
+	for _, p := range []*process{c.cp.etcd, c.cp.apiserver, c.cp.kcm, c.cp.operator} {
+		if p != nil && p.running() {
+			m.ControlPlane[p.name] = rss(p.pid())
+		}
+	}
+	c.mu.Lock()
+	nodes := append([]*Node(nil), c.Nodes...)
+	c.mu.Unlock()
+	for _, n := range nodes {
+		pids, _ := n.Machine.PIDs()
+		per := map[string]int64{}
+		for _, pid := range pids {
+			r := rss(pid)
+			per[procName(pid)] += r
+			m.Nodes[n.Name] += r
+		}
+		m.NodeProcesses[n.Name] = per
+	}
+	return m
+}
+
+func procName(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// String formats the measurement in MiB.
+func (m Memory) String() string {
+	mib := func(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+	var b strings.Builder
+	var total int64
+	var names []string
+	for k := range m.ControlPlane {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	b.WriteString("control plane:")
+	for _, k := range names {
+		fmt.Fprintf(&b, " %s %s,", k, mib(m.ControlPlane[k]))
+		total += m.ControlPlane[k]
+	}
+	names = names[:0]
+	for k := range m.Nodes {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(&b, "\nnode %s: %s (", k, mib(m.Nodes[k]))
+		var ps []string
+		for p := range m.NodeProcesses[k] {
+			ps = append(ps, p)
+		}
+		sort.Strings(ps)
+		for i, p := range ps {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s %s", p, mib(m.NodeProcesses[k][p]))
+		}
+		b.WriteString(")")
+		total += m.Nodes[k]
+	}
+	fmt.Fprintf(&b, "\ntotal: %s", mib(total))
+	return b.String()
+}
