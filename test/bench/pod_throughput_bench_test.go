@@ -1,0 +1,86 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/wgmesh/wgmesh/test/cluster"
+)
+
+// podCommander runs argv inside a pod's network namespace (the node
+// runtime's /run/netns/wgm-pod-<uid>, in the node's mount namespace).
+func podCommander(n *cluster.Node, pod *corev1.Pod) commander {
+	return func(ctx context.Context, argv ...string) *exec.Cmd {
+		return n.Command(ctx, append([]string{"nsenter", "--net=/run/netns/wgm-pod-" + string(pod.UID)}, argv...)...)
+	}
+}
+
+// BenchmarkPodThroughput measures, in one run and between the same two node
+// namespaces of a local cluster (wgm-node-1 and wgm-node-2, underlay MTU
+// 1500): TCP throughput (iperf3) over the plain veth underlay, over a
+// hand-configured userspace WireGuard tunnel, and pod to pod through wgmesh.
+func BenchmarkPodThroughput(b *testing.B) {
+	needRoot(b)
+	bin := os.Getenv("WGMESH_BIN_DIR")
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" || bin == "" {
+		b.Skip("needs KUBEBUILDER_ASSETS and WGMESH_BIN_DIR (make bench sets them)")
+	}
+	if _, err := os.Stat(filepath.Join(bin, "wgmesh-agent")); err != nil {
+		b.Skip("wgmesh-agent not built (make build)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2})
+	if err != nil {
+		b.Fatalf("cluster: %v", err)
+	}
+	b.Cleanup(func() { _ = c.Stop() })
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+
+	var pods [2]*corev1.Pod
+	for i, n := range []*cluster.Node{n1, n2} {
+		name := fmt.Sprintf("iperf-%d", i+1)
+		if _, err := c.CreatePod(ctx, n, name, 8080); err != nil {
+			b.Fatal(err)
+		}
+		if pods[i], err = c.WaitPodReady(ctx, "default", name, 90*time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The mesh is up once one pod reaches the other.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := c.PodDial(ctx, pods[0], "http", pods[1].Status.PodIP, 8080, "hostname")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("pods never reached each other: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	handWireGuard(b, n1.NetNS, n2.NetNS, n1.UnderlayIP, n2.UnderlayIP, 1420)
+
+	b.ResetTimer()
+	veth := iperfTCP(b, n2.Command, n1.Command, n2.UnderlayIP, 5201)
+	hand := iperfTCP(b, n2.Command, n1.Command, handTunnelB, 5202)
+	mesh := iperfTCP(b, podCommander(n2, pods[1]), podCommander(n1, pods[0]), pods[1].Status.PodIP, 5203)
+	b.StopTimer()
+
+	b.ReportMetric(veth/1e6, "veth-Mbit/s")
+	b.ReportMetric(hand/1e6, "handwg-Mbit/s")
+	b.ReportMetric(mesh/1e6, "wgmesh-pod-Mbit/s")
+	b.ReportMetric(mesh/hand, "wgmesh/handwg")
+	b.ReportMetric(mesh/veth, "wgmesh/veth")
+	fmt.Printf("\nTCP throughput %s -> %s (iperf3, %ds each, same run):\n", n1.Name, n2.Name, iperfSeconds)
+	fmt.Printf("  plain veth underlay              %10s\n", mbit(veth))
+	fmt.Printf("  hand-configured userspace WG     %10s  (%.2f x veth)\n", mbit(hand), hand/veth)
+	fmt.Printf("  wgmesh pod to pod                %10s  (%.2f x veth, %.2f x hand WG)\n\n", mbit(mesh), mesh/veth, mesh/hand)
+}

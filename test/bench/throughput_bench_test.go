@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgmesh/wgmesh/test/netns"
+)
+
+func needRoot(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("needs root and network namespaces; skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root to create network namespaces")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		tb.Skip("needs iperf3 (apt-get install -y iperf3)")
+	}
+}
+
+func newNS(tb testing.TB, name string) *netns.NS {
+	tb.Helper()
+	ns, err := netns.New(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = ns.Close() })
+	return ns
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Tunnel addresses of the hand-configured WireGuard tunnel: outside the
+// local cluster's underlay, pod and service ranges.
+const (
+	handTunnelA = "198.18.250.1"
+	handTunnelB = "198.18.250.2"
+	handPort    = 51821
+)
+
+// handWireGuard configures a userspace WireGuard tunnel (wireguard-go, the
+// same implementation the agent runs) between namespaces a and b, whose
+// underlay addresses are aIP and bIP, by hand: one peer each, link wgmb0.
+func handWireGuard(tb testing.TB, a, b *netns.NS, aIP, bIP string, mtu int) {
+	ka, err := wgtypes.GeneratePrivateKey()
+	must(tb, err)
+	kb, err := wgtypes.GeneratePrivateKey()
+	must(tb, err)
+	uapi := func(priv, peer wgtypes.Key, endpoint, allowed string) string {
+		return fmt.Sprintf("private_key=%s\nlisten_port=%d\npublic_key=%s\nendpoint=%s\nallowed_ip=%s\n",
+			hex.EncodeToString(priv[:]), handPort, hex.EncodeToString(peer[:]), net.JoinHostPort(endpoint, fmt.Sprint(handPort)), allowed)
+	}
+	startWireGuard(tb, a, "wgmb0", mtu, uapi(ka, kb.PublicKey(), bIP, handTunnelB+"/32"))
+	startWireGuard(tb, b, "wgmb0", mtu, uapi(kb, ka.PublicKey(), aIP, handTunnelA+"/32"))
+	for _, s := range []struct {
+		ns         *netns.NS
+		addr, peer string
+	}{{a, handTunnelA + "/32", handTunnelB + "/32"}, {b, handTunnelB + "/32", handTunnelA + "/32"}} {
+		must(tb, netns.LinkUp(s.ns, "wgmb0"))
+		must(tb, netns.AddAddr(s.ns, "wgmb0", s.addr))
+		must(tb, netns.AddRoute(s.ns, s.peer, "", "wgmb0"))
+	}
+}
+
+func nsCommander(ns *netns.NS) commander { return ns.Command }
+
+func mbit(bps float64) string { return fmt.Sprintf("%.0f Mbit/s", bps/1e6) }

@@ -1,0 +1,821 @@
+package e2e
+
+// The agent end to end (issue 3): real operator, real agents as processes in
+// node namespaces, userspace WireGuard. Uses needCluster, eventually,
+// testLog and checkCapture from pods_test.go.
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wgmesh/wgmesh/agent"
+	"github.com/wgmesh/wgmesh/agent/mesh"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/cluster"
+)
+
+const agentMeshTimeout = 60 * time.Second
+
+// TestAgent runs the agent scenarios on one three-node cluster, in order;
+// the join/leave scenario comes last because it changes the cluster.
+func TestAgent(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: 3, Log: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("--- %s agent log (tail) ---\n%s", n.Name, tailFile(n.AgentLog(), 40))
+			}
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping cluster: %v", err)
+		}
+	}()
+	nodes := slices.Clone(c.Nodes)
+	waitFullMesh(ctx, t, c, nodes)
+
+	t.Run("gateways reachable through the tunnel", func(t *testing.T) { gatewaysReachable(ctx, t, c, nodes) })
+	t.Run("underlay carries only WireGuard", func(t *testing.T) { underlayOnlyWireGuard(ctx, t, c, nodes) })
+	t.Run("status and metrics", func(t *testing.T) { statusAndMetrics(ctx, t, c, nodes) })
+	t.Run("drift repaired", func(t *testing.T) { driftRepaired(ctx, t, c, nodes) })
+	t.Run("kill -9 loses no packet", func(t *testing.T) { killNineNoLoss(ctx, t, c, nodes) })
+	t.Run("bad MeshPeers reported, others work", func(t *testing.T) { badMeshPeers(ctx, t, c, nodes) })
+	t.Run("cleanup on exit", func(t *testing.T) { cleanupOnExit(ctx, t, c, nodes) })
+	t.Run("join and leave", func(t *testing.T) { joinAndLeave(ctx, t, c, nodes) })
+	t.Run("1000 MeshPeers", func(t *testing.T) { thousandPeers(ctx, t, c, nodes) })
+}
+
+// nodeInfo is what the others need to have for a node: its key and ranges.
+type nodeInfo struct {
+	name     string
+	keyHex   string
+	podCIDRs []netip.Prefix
+}
+
+func infoOf(ctx context.Context, c *cluster.Cluster, n *cluster.Node) (nodeInfo, error) {
+	node := &corev1.Node{}
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
+		return nodeInfo{}, err
+	}
+	pk := node.Annotations[wgv1.AnnotationPublicKey]
+	if pk == "" || len(node.Spec.PodCIDRs) == 0 {
+		return nodeInfo{}, fmt.Errorf("node %s: no public key annotation or podCIDRs yet", n.Name)
+	}
+	k, err := wgtypes.ParseKey(pk)
+	if err != nil {
+		return nodeInfo{}, err
+	}
+	inf := nodeInfo{name: n.Name, keyHex: hex.EncodeToString(k[:])}
+	for _, s := range node.Spec.PodCIDRs {
+		inf.podCIDRs = append(inf.podCIDRs, netip.MustParsePrefix(s))
+	}
+	return inf, nil
+}
+
+func gateways(inf nodeInfo) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range inf.podCIDRs {
+		if gw, ok := mesh.Gateway(p); ok {
+			out = append(out, gw.Addr())
+		}
+	}
+	return out
+}
+
+// uapiPeer is a peer as the userspace WireGuard process reports it.
+type uapiPeer struct {
+	allowed       []string
+	lastHandshake int64
+}
+
+func uapi(n *cluster.Node, req string) (string, error) {
+	conn, err := net.Dial("unix", n.HostPath("/var/run/wireguard/"+agent.DefaultLinkName+".sock"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte(req)); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
+	for sc.Scan() {
+		if sc.Text() == "" {
+			break
+		}
+		b.WriteString(sc.Text() + "\n")
+	}
+	return b.String(), sc.Err()
+}
+
+func uapiPeers(n *cluster.Node) (map[string]*uapiPeer, error) {
+	out, err := uapi(n, "get=1\n\n")
+	if err != nil {
+		return nil, err
+	}
+	peers := map[string]*uapiPeer{}
+	var cur *uapiPeer
+	for _, line := range strings.Split(out, "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "public_key":
+			cur = &uapiPeer{}
+			peers[v] = cur
+		case "allowed_ip":
+			if cur != nil {
+				cur.allowed = append(cur.allowed, v)
+			}
+		case "last_handshake_time_sec":
+			if cur != nil {
+				cur.lastHandshake, _ = strconv.ParseInt(v, 10, 64)
+			}
+		case "errno":
+			if v != "0" {
+				return nil, fmt.Errorf("UAPI get on %s: errno=%s", n.Name, v)
+			}
+		}
+	}
+	return peers, nil
+}
+
+// meshRoutes lists the destinations of the agent's routes on wgmesh0.
+func meshRoutes(ctx context.Context, n *cluster.Node) (map[string]string, error) {
+	out := map[string]string{}
+	for _, fam := range []string{"-4", "-6"} {
+		b, err := n.Exec(ctx, "ip", fam, "route", "show", "dev", agent.DefaultLinkName, "proto", "87")
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if f := strings.Fields(line); len(f) > 0 {
+				out[f[0]] = line
+			}
+		}
+	}
+	return out, nil
+}
+
+// hasPeer checks that n has peer other with its AllowedIPs and routes.
+func hasPeer(ctx context.Context, n *cluster.Node, other nodeInfo) error {
+	peers, err := uapiPeers(n)
+	if err != nil {
+		return err
+	}
+	p := peers[other.keyHex]
+	if p == nil {
+		return fmt.Errorf("%s has no peer for %s", n.Name, other.name)
+	}
+	rs, err := meshRoutes(ctx, n)
+	if err != nil {
+		return err
+	}
+	for _, c := range other.podCIDRs {
+		if !slices.Contains(p.allowed, c.String()) {
+			return fmt.Errorf("%s: peer %s allowed IPs %v lack %s", n.Name, other.name, p.allowed, c)
+		}
+		if _, ok := rs[c.String()]; !ok {
+			return fmt.Errorf("%s has no route %s dev wgmesh0 for %s", n.Name, c, other.name)
+		}
+	}
+	return nil
+}
+
+// lacksPeer checks that n has neither the peer nor its routes.
+func lacksPeer(ctx context.Context, n *cluster.Node, other nodeInfo) error {
+	peers, err := uapiPeers(n)
+	if err != nil {
+		return err
+	}
+	if peers[other.keyHex] != nil {
+		return fmt.Errorf("%s still has peer %s", n.Name, other.name)
+	}
+	rs, err := meshRoutes(ctx, n)
+	if err != nil {
+		return err
+	}
+	for _, c := range other.podCIDRs {
+		if _, ok := rs[c.String()]; ok {
+			return fmt.Errorf("%s still has route %s for %s", n.Name, c, other.name)
+		}
+	}
+	return nil
+}
+
+func waitFullMesh(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) map[string]nodeInfo {
+	t.Helper()
+	infos := map[string]nodeInfo{}
+	err := eventually(ctx, agentMeshTimeout, func() error {
+		for _, n := range nodes {
+			inf, err := infoOf(ctx, c, n)
+			if err != nil {
+				return err
+			}
+			infos[n.Name] = inf
+		}
+		for _, n := range nodes {
+			for _, o := range nodes {
+				if o != n {
+					if err := hasPeer(ctx, n, infos[o.Name]); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("full mesh not reached: %v", err)
+	}
+	return infos
+}
+
+func ping(ctx context.Context, from *cluster.Node, src, dst netip.Addr) error {
+	_, err := from.Exec(ctx, "ping", "-c", "1", "-W", "2", "-I", src.String(), dst.String())
+	return err
+}
+
+func gatewaysReachable(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	infos := waitFullMesh(ctx, t, c, nodes)
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a == b {
+				continue
+			}
+			src, dst := gateways(infos[a.Name])[0], gateways(infos[b.Name])[0]
+			if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, a, src, dst) }); err != nil {
+				t.Errorf("%s cannot reach %s's gateway %s: %v", a.Name, b.Name, dst, err)
+				continue
+			}
+			// Without -I: the route's src makes replies come back through the tunnel.
+			out, err := a.Exec(ctx, "ip", "route", "get", dst.String())
+			if err != nil || !strings.Contains(string(out), "dev wgmesh0") || !strings.Contains(string(out), "src "+src.String()) {
+				t.Errorf("%s: route to %s = %q (%v), want dev wgmesh0 src %s", a.Name, dst, out, err, src)
+			}
+			if _, err := a.Exec(ctx, "ping", "-c", "1", "-W", "2", dst.String()); err != nil {
+				t.Errorf("%s cannot reach %s without choosing the source: %v", a.Name, dst, err)
+			}
+		}
+	}
+}
+
+func underlayOnlyWireGuard(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	infos := waitFullMesh(ctx, t, c, nodes)
+	n := nodes[0]
+	// Control-plane traffic (the API server) and neighbour discovery are not
+	// node-to-node data traffic.
+	capt, err := n.Capture(ctx, "eth0", "not arp and not host "+cluster.APIServerIP+" and not icmp6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range nodes[1:] {
+		src, dst := gateways(infos[n.Name])[0], gateways(infos[o.Name])[0]
+		for range 5 {
+			if err := ping(ctx, n, src, dst); err != nil {
+				t.Errorf("ping %s: %v", dst, err)
+			}
+		}
+	}
+	pkts, err := capt.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCapture(t, n.Name+" eth0", pkts, false)
+}
+
+func statusAndMetrics(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	for _, n := range nodes {
+		err := eventually(ctx, agentMeshTimeout, func() error {
+			mp := &wgv1.MeshPeer{}
+			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
+				return err
+			}
+			ready := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionReady)
+			if ready == nil || ready.Status != metav1.ConditionTrue {
+				return fmt.Errorf("MeshPeer %s Ready = %+v", n.Name, ready)
+			}
+			if mp.Status.TotalPeers != int32(len(nodes)-1) || mp.Status.MTU != 1420 || mp.Status.ObservedGeneration != mp.Generation {
+				return fmt.Errorf("MeshPeer %s status = %+v", n.Name, mp.Status)
+			}
+			if mp.Status.Connected != fmt.Sprintf("%d/%d", mp.Status.ConnectedPeers, mp.Status.TotalPeers) {
+				return fmt.Errorf("MeshPeer %s connected = %q", n.Name, mp.Status.Connected)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	// Metrics and readiness, from inside the node.
+	n := nodes[0]
+	out, err := n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9472 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	for _, m := range []string{"wgmesh_peers ", "wgmesh_peer_last_handshake_seconds{peer=", "wgmesh_peer_receive_bytes_total{peer=",
+		"wgmesh_peer_transmit_bytes_total{peer=", "wgmesh_reconcile_duration_seconds_count", "wgmesh_mtu 1420", `wgmesh_sysctl{key="net.ipv4.ip_forward"} 1`} {
+		if !strings.Contains(string(out), m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
+	out, err = n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9473 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
+	if err != nil || !strings.Contains(string(out), "200 OK") {
+		t.Errorf("readyz: %v %q", err, out)
+	}
+}
+
+func driftRepaired(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	infos := waitFullMesh(ctx, t, c, nodes)
+	n, o := nodes[0], infos[nodes[1].Name]
+	route := o.podCIDRs[0].String()
+	if _, err := n.Exec(ctx, "ip", "route", "del", route, "dev", agent.DefaultLinkName); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := uapi(n, "set=1\npublic_key="+o.keyHex+"\nremove=true\n\n"); err != nil || !strings.Contains(out, "errno=0") {
+		t.Fatalf("removing peer by hand: %q %v", out, err)
+	}
+	began := time.Now()
+	if err := eventually(ctx, 30*time.Second, func() error { return hasPeer(ctx, n, o) }); err != nil {
+		t.Fatalf("route and peer deleted by hand not restored: %v", err)
+	}
+	t.Logf("route %s and peer %s restored on %s after %s", route, o.name, n.Name, time.Since(began).Round(10*time.Millisecond))
+	// And the traffic flows again.
+	if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, n, gateways(infos[n.Name])[0], gateways(o)[0]) }); err != nil {
+		t.Errorf("no traffic after repair: %v", err)
+	}
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+func killNineNoLoss(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	infos := waitFullMesh(ctx, t, c, nodes)
+	a, b := nodes[0], nodes[1]
+	wgPID := wireguardPID(t, a)
+	// 1,500 pings every 10 ms: 15 s, with the agent of a killed and
+	// restarted in the middle.
+	cmd := a.Command(ctx, "ping", "-q", "-i", "0.01", "-c", "1500", "-W", "1",
+		"-I", gateways(infos[a.Name])[0].String(), gateways(infos[b.Name])[0].String())
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := a.KillAgent(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := a.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	m := pingSummary.FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("ping output without summary (%v): %s", err, out.String())
+	}
+	if m[1] != m[2] || m[1] == "0" {
+		t.Errorf("ping across the agent's kill -9 and restart: %s transmitted, %s received; want no loss\n%s", m[1], m[2], out.String())
+	}
+	t.Logf("ping every 10 ms across kill -9 + restart of %s's agent: %s/%s received", a.Name, m[2], m[1])
+	if got := wireguardPID(t, a); got != wgPID {
+		t.Errorf("userspace WireGuard pid changed %d -> %d: the data plane was restarted", wgPID, got)
+	}
+	// The restarted agent became ready and changed nothing.
+	waitFullMesh(ctx, t, c, nodes)
+}
+
+// wireguardPID is the pid of the process serving the node's UAPI socket.
+func wireguardPID(t *testing.T, n *cluster.Node) int {
+	t.Helper()
+	conn, err := net.Dial("unix", n.HostPath("/var/run/wireguard/"+agent.DefaultLinkName+".sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw, _ := conn.(*net.UnixConn).SyscallConn()
+	pid := 0
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
+}
+
+func newKey(t *testing.T) wgtypes.Key {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey()
+}
+
+func badMeshPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	infos := waitFullMesh(ctx, t, c, nodes)
+	bad := []*wgv1.MeshPeer{
+		{ObjectMeta: metav1.ObjectMeta{Name: "wgm-ext-dns"}, Spec: wgv1.MeshPeerSpec{PublicKey: wgv1.PublicKey(newKey(t).String()),
+			Endpoint: "wgm-nonexistent.invalid:51820", AllowedIPs: []wgv1.CIDR{"198.18.250.0/24"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "wgm-ext-overlap-a"}, Spec: wgv1.MeshPeerSpec{PublicKey: wgv1.PublicKey(newKey(t).String()),
+			AllowedIPs: []wgv1.CIDR{"198.18.251.0/24"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "wgm-ext-overlap-b"}, Spec: wgv1.MeshPeerSpec{PublicKey: wgv1.PublicKey(newKey(t).String()),
+			AllowedIPs: []wgv1.CIDR{"198.18.251.128/25"}}},
+	}
+	for _, mp := range bad {
+		if err := c.Client.Create(ctx, mp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, mp := range bad {
+			_ = c.Client.Delete(ctx, mp)
+		}
+	}()
+	n := nodes[0]
+	wantInMessage := []string{"wgm-ext-dns", "wgm-nonexistent.invalid:51820", "wgm-ext-overlap-a", "198.18.251.0/24", "wgm-ext-overlap-b", "198.18.251.128/25"}
+	// Condition on the node's own MeshPeer.
+	err := eventually(ctx, agentMeshTimeout, func() error {
+		mp := &wgv1.MeshPeer{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionDegraded)
+		if cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Degraded = %+v", cond)
+		}
+		for _, s := range wantInMessage {
+			if !strings.Contains(cond.Message, s) {
+				return fmt.Errorf("Degraded message %q lacks %q", cond.Message, s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	// Events on the bad MeshPeers, naming peer and value.
+	err = eventually(ctx, agentMeshTimeout, func() error {
+		var evs eventsv1.EventList
+		if err := c.Client.List(ctx, &evs); err != nil {
+			return err
+		}
+		for _, mp := range bad {
+			found := false
+			for _, ev := range evs.Items {
+				if ev.Regarding.Kind == "MeshPeer" && ev.Regarding.Name == mp.Name && strings.Contains(ev.Note, mp.Name) && ev.Type == corev1.EventTypeWarning {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("no Warning Event regarding MeshPeer %s", mp.Name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	// Log lines.
+	log := readFile(n.AgentLog())
+	for _, s := range []string{"wgm-ext-dns", "wgm-nonexistent.invalid:51820", "wgm-ext-overlap-a", "198.18.251.0/24"} {
+		if !strings.Contains(log, s) {
+			t.Errorf("agent log of %s does not mention %q", n.Name, s)
+		}
+	}
+	// The DNS peer is kept without endpoint (it may still reach us); the
+	// overlapping ones are left out; every node peer keeps working.
+	peers, err := uapiPeers(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mp := range bad[1:] {
+		k, _ := wgtypes.ParseKey(string(mp.Spec.PublicKey))
+		if peers[hex.EncodeToString(k[:])] != nil {
+			t.Errorf("overlapping MeshPeer %s configured as a peer", mp.Name)
+		}
+	}
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a != b {
+				if err := eventually(ctx, 20*time.Second, func() error {
+					return ping(ctx, a, gateways(infos[a.Name])[0], gateways(infos[b.Name])[0])
+				}); err != nil {
+					t.Errorf("with bad MeshPeers present, %s cannot reach %s: %v", a.Name, b.Name, err)
+				}
+			}
+		}
+	}
+	// Removing them clears the condition.
+	for _, mp := range bad {
+		if err := c.Client.Delete(ctx, mp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := eventually(ctx, agentMeshTimeout, func() error {
+		mp := &wgv1.MeshPeer{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
+			return err
+		}
+		if cond := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionDegraded); cond == nil || cond.Status != metav1.ConditionFalse {
+			return fmt.Errorf("Degraded still %+v", cond)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
+
+// cleanupOnExit restarts one agent with --cleanup-on-exit, stops it, and
+// checks that link, routes, bridge, userspace process and annotations are
+// gone; then a normal agent brings the node back into the mesh.
+func cleanupOnExit(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	waitFullMesh(ctx, t, c, nodes)
+	n := nodes[len(nodes)-1]
+	wgPID := wireguardPID(t, n)
+	if err := n.KillAgent(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Default: the data plane stays when the agent stops.
+	if _, err := n.Exec(ctx, "ip", "link", "show", agent.DefaultLinkName); err != nil {
+		t.Errorf("without --cleanup-on-exit the link must stay: %v", err)
+	}
+	if err := n.StartAgent(ctx, "--cleanup-on-exit"); err != nil {
+		t.Fatal(err)
+	}
+	waitFullMesh(ctx, t, c, nodes)
+	if err := n.KillAgent(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, link := range []string{agent.DefaultLinkName, agent.DefaultBridgeName} {
+		if out, err := n.Exec(ctx, "ip", "link", "show", link); err == nil {
+			t.Errorf("after --cleanup-on-exit, %s still exists: %s", link, out)
+		}
+	}
+	if out, _ := n.Exec(ctx, "ip", "route", "show", "proto", "87"); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("after --cleanup-on-exit, routes remain: %s", out)
+	}
+	if err := eventually(ctx, 10*time.Second, func() error {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", wgPID)); err == nil && !strings.Contains(readFile(fmt.Sprintf("/proc/%d/stat", wgPID)), ") Z ") {
+			return fmt.Errorf("userspace WireGuard (pid %d) still runs", wgPID)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	node := &corev1.Node{}
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := node.Annotations[wgv1.AnnotationPublicKey]; ok {
+		t.Errorf("after --cleanup-on-exit, Node %s still has %s", n.Name, wgv1.AnnotationPublicKey)
+	}
+	// Back to normal: same key (state dir kept), full mesh again.
+	if err := n.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	infos := waitFullMesh(ctx, t, c, nodes)
+	if err := eventually(ctx, 20*time.Second, func() error {
+		return ping(ctx, nodes[0], gateways(infos[nodes[0].Name])[0], gateways(infos[n.Name])[0])
+	}); err != nil {
+		t.Errorf("after the agent came back: %v", err)
+	}
+}
+
+// joinAndLeave adds nodes one at a time, measures the time from the new
+// node's annotations appearing to every other node having its peer and
+// routes, checks reachability, then removes it and checks it is gone.
+func joinAndLeave(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	var joins []time.Duration
+	for i, name := range []string{"wgm-node-4", "wgm-node-5", "wgm-node-6"} {
+		type added struct {
+			n   *cluster.Node
+			err error
+		}
+		done := make(chan added, 1)
+		go func() {
+			n, err := c.AddNode(ctx, name, false)
+			done <- added{n, err}
+		}()
+		// Poll for the annotations while the node comes up.
+		var appeared time.Time
+		var inf nodeInfo
+		for appeared.IsZero() {
+			node := &corev1.Node{}
+			if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, node); err == nil && node.Annotations[wgv1.AnnotationPublicKey] != "" {
+				appeared = time.Now()
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatal(ctx.Err())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		for {
+			var err error
+			if inf, err = infoOf(ctx, c, &cluster.Node{Name: name}); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		var took time.Duration
+		for {
+			ok := true
+			for _, o := range nodes {
+				if hasPeer(ctx, o, inf) != nil {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				took = time.Since(appeared)
+				break
+			}
+			if time.Since(appeared) > agentMeshTimeout {
+				t.Fatalf("%s not a peer everywhere %s after its annotations appeared", name, agentMeshTimeout)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		joins = append(joins, took)
+		a := <-done
+		if a.err != nil {
+			t.Fatalf("adding %s: %v", name, a.err)
+		}
+		all := append(slices.Clone(nodes), a.n)
+		infos := waitFullMesh(ctx, t, c, all)
+		for _, o := range nodes {
+			if err := eventually(ctx, 20*time.Second, func() error {
+				return ping(ctx, o, gateways(infos[o.Name])[0], gateways(inf)[0])
+			}); err != nil {
+				t.Errorf("%s cannot reach new node %s: %v", o.Name, name, err)
+			}
+			if err := eventually(ctx, 20*time.Second, func() error {
+				return ping(ctx, a.n, gateways(inf)[0], gateways(infos[o.Name])[0])
+			}); err != nil {
+				t.Errorf("new node %s cannot reach %s: %v", name, o.Name, err)
+			}
+		}
+		if i == 0 {
+			logRSS(t, "3 peers", nodes[0])
+		}
+		if err := c.RemoveNode(ctx, a.n); err != nil {
+			t.Fatalf("removing %s: %v", name, err)
+		}
+		if err := eventually(ctx, agentMeshTimeout, func() error {
+			for _, o := range nodes {
+				if err := lacksPeer(ctx, o, inf); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("after %s left: %v", name, err)
+		}
+	}
+	sorted := slices.Clone(joins)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	t.Logf("join propagation (annotations appear -> peer and route on every other node): %v, median %s",
+		joins, sorted[len(sorted)/2].Round(time.Millisecond))
+}
+
+func logRSS(t *testing.T, what string, n *cluster.Node) {
+	pid := n.AgentPID()
+	status := readFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(status, "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			t.Logf("agent RSS on %s with %s: %s", n.Name, what, strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")))
+		}
+	}
+}
+
+// thousandPeers creates 1,000 external MeshPeers and measures how long until
+// a node has them all configured, and the agent's memory.
+func thousandPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	const count = 1000
+	n := nodes[0]
+	logRSS(t, fmt.Sprintf("%d peers", len(nodes)-1), n)
+	// A client without the default 5 QPS client-side throttling.
+	cfg, err := c.RESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 500, 1000
+	fast, err := client.New(cfg, client.Options{Scheme: cluster.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Labelled, so that they go in one DeleteAllOf.
+	sel := client.MatchingLabels{"wgmesh.io/e2e": "thousand-peers"}
+	defer func() { _ = c.Client.DeleteAllOf(context.WithoutCancel(ctx), &wgv1.MeshPeer{}, sel) }()
+	began := time.Now()
+	// Eight writers in parallel, like many users or controllers would.
+	errs := make(chan error, count)
+	work := make(chan int)
+	for range 8 {
+		go func() {
+			for i := range work {
+				// 198.18.64.0/18: outside the underlays, pods and services.
+				ip := netip.AddrFrom4([4]byte{198, 18, byte(64 + i/256), byte(i % 256)})
+				k, err := wgtypes.GeneratePrivateKey()
+				if err != nil {
+					errs <- err
+					continue
+				}
+				mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("wgm-ext-%04d", i), Labels: sel},
+					Spec: wgv1.MeshPeerSpec{PublicKey: wgv1.PublicKey(k.PublicKey().String()), AllowedIPs: []wgv1.CIDR{wgv1.CIDR(ip.String() + "/32")}}}
+				errs <- fast.Create(ctx, mp)
+			}
+		}()
+	}
+	for i := range count {
+		work <- i
+	}
+	close(work)
+	for range count {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	createdAt := time.Now()
+	want := count + len(nodes) - 1
+	err = eventually(ctx, 5*time.Minute, func() error {
+		peers, err := uapiPeers(n)
+		if err != nil {
+			return err
+		}
+		rs, err := meshRoutes(ctx, n)
+		if err != nil {
+			return err
+		}
+		if len(peers) != want || len(rs) < want {
+			return fmt.Errorf("%s has %d peers and %d routes, want %d", n.Name, len(peers), len(rs), want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d MeshPeers: created in %s, all configured on %s %s after the last create",
+		count, createdAt.Sub(began).Round(time.Millisecond), n.Name, time.Since(createdAt).Round(time.Millisecond))
+	logRSS(t, fmt.Sprintf("%d MeshPeers in the API server", count+len(nodes)), n)
+	// The node mesh still works.
+	infos := waitFullMesh(ctx, t, c, nodes)
+	if err := ping(ctx, n, gateways(infos[n.Name])[0], gateways(infos[nodes[1].Name])[0]); err != nil {
+		t.Errorf("with 1000 peers: %v", err)
+	}
+	deleted := time.Now()
+	if err := fast.DeleteAllOf(ctx, &wgv1.MeshPeer{}, sel); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventually(ctx, 5*time.Minute, func() error {
+		peers, err := uapiPeers(n)
+		if err != nil {
+			return err
+		}
+		if len(peers) != len(nodes)-1 {
+			return fmt.Errorf("%d peers left, want %d", len(peers), len(nodes)-1)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	t.Logf("%d MeshPeers deleted: peers removed on %s after %s", count, n.Name, time.Since(deleted).Round(time.Millisecond))
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(filepath.Clean(p))
+	return string(b)
+}
+
+func tailFile(p string, n int) string {
+	lines := strings.Split(readFile(p), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
