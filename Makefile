@@ -7,7 +7,7 @@ TEST_TIMEOUT ?= 50m
 # CNI plugins built from github.com/containernetworking/plugins at the version in go.mod.
 CNI_PLUGINS := bridge host-local portmap loopback
 
-.PHONY: all build cni-plugins control-plane generate lint test unit bench demo demo-down clean
+.PHONY: all build cni-plugins control-plane helm generate lint test unit bench demo demo-down clean
 
 all: build
 
@@ -15,15 +15,25 @@ build: ## Build the binaries into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+# Built inside the plugins module at the go.mod version, with that module's own go.sum
+# (as upstream releases are), so the product's go.mod needs none of the plugins' deps.
 cni-plugins: ## Build the standard CNI plugins into bin/cni/
 	@mkdir -p $(BIN)/cni
-	@for p in $(CNI_PLUGINS); do \
+	@$(GO) mod download github.com/containernetworking/plugins
+	@dir="$$($(GO) list -m -f '{{.Dir}}' github.com/containernetworking/plugins)" && \
+	ver="$$($(GO) list -m -f '{{.Version}}' github.com/containernetworking/plugins)" && \
+	for p in $(CNI_PLUGINS); do \
 	  case $$p in host-local) d=ipam/$$p;; portmap) d=meta/$$p;; *) d=main/$$p;; esac; \
-	  $(GO) build -o $(BIN)/cni/$$p github.com/containernetworking/plugins/plugins/$$d || exit 1; \
+	  (cd "$$dir" && $(GO) build -trimpath -ldflags "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$$ver" \
+	    -o $(BIN)/cni/$$p ./plugins/$$d) || exit 1; \
 	done
 
 control-plane: ## Build (or reuse from the cache) etcd, kube-apiserver, kube-controller-manager, kubectl
 	@hack/control-plane.sh >/dev/null
+
+# Chart tests (test/chart) find helm through WGMESH_HELM.
+helm: ## Build (or reuse from the cache) helm for the chart tests
+	@hack/helm.sh >/dev/null
 
 generate: ## Regenerate deepcopy and the CRD
 	$(CONTROLLER_GEN) object paths=./api/... crd output:crd:dir=./charts/wgmesh/crds
@@ -33,8 +43,8 @@ lint: ## vet, gofmt, and fail when generated files are stale
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@hack/verify-generated.sh
 
-test: control-plane build cni-plugins ## Run every test (unit, API, network namespaces); needs root
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" \
+test: control-plane build cni-plugins helm ## Run every test (unit, API, network namespaces); needs root
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 
 unit: ## Only the tests that need neither root nor the control plane
@@ -42,7 +52,14 @@ unit: ## Only the tests that need neither root nor the control plane
 
 bench: control-plane build cni-plugins ## Benchmarks that print ratios measured side by side
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" \
-	  $(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
+	  $(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 clean:
 	rm -rf $(BIN)
+
+# --- local-cluster demo (test/cmd/wgmesh-demo, hack/demo.sh); needs root ---
+demo: build cni-plugins control-plane ## Start a 3-node cluster (1 behind NAT) in network namespaces and show it
+	@hack/demo.sh up
+
+demo-down: ## Remove the demo: every namespace, link, mount, process and file it made
+	@hack/demo.sh down
