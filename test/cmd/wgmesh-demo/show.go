@@ -77,6 +77,9 @@ func show(ctx context.Context, c *cluster.Cluster) {
 	matrix(ctx, c, pods)
 	underlayProof(c, caps)
 	fmt.Println()
+	// Agents write status on their next reconcile (at most one resync, 5 s,
+	// after the handshakes), never on a timer of their own.
+	waitConnected(ctx, c, 15*time.Second)
 	say("after the matrix (CONNECTED counts peers with a WireGuard handshake in the last 3 minutes):")
 	kubectl(ctx, c, "get", "meshpeers", "-o", "wide")
 
@@ -252,6 +255,31 @@ func underlayProof(c *cluster.Cluster, caps []capture) {
 			fmt.Println("    => only WireGuard crossed between nodes; no pod address was visible")
 		default:
 			fmt.Println("    => NOT only WireGuard: see the lines above")
+		}
+	}
+}
+
+// waitConnected waits until every MeshPeer reports all its peers connected,
+// or the timeout passes (then the table shows what is true).
+func waitConnected(ctx context.Context, c *cluster.Cluster, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var list wgv1.MeshPeerList
+		if err := c.Client.List(ctx, &list); err == nil && len(list.Items) > 0 {
+			all := true
+			for _, mp := range list.Items {
+				if mp.Status.TotalPeers == 0 || mp.Status.ConnectedPeers != mp.Status.TotalPeers {
+					all = false
+				}
+			}
+			if all {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
