@@ -26,6 +26,9 @@ type NodeState struct {
 	// ClusterCIDRs and ServiceCIDRs are --cluster-cidrs and --service-cidrs.
 	ClusterCIDRs []netip.Prefix
 	ServiceCIDRs []netip.Prefix
+	// Event records a Kubernetes Event on this node's Node object (type is
+	// Normal or Warning); components report what they changed and why.
+	Event func(eventType, reason, message string)
 }
 
 // NodeDataplane is a node-local component the agent reconciles after the

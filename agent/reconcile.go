@@ -65,7 +65,10 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	if kerr == nil {
 		a.ready.Store(true)
 		st := NodeState{NodeName: a.o.NodeName, PodCIDRs: podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: topo.Gateways,
-			TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs}
+			TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs,
+			Event: func(eventType, reason, message string) {
+				a.events.Eventf(node, nil, eventType, reason, "ConfigureDataplane", "%s", message)
+			}}
 		for _, d := range a.o.Dataplanes {
 			if err := d.Apply(ctx, st); err != nil {
 				a.metrics.ReconcileErrors.WithLabelValues(d.Name()).Inc()

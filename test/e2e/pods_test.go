@@ -18,6 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -253,7 +254,10 @@ func runPodNetworking(t *testing.T, tc podNetCase) {
 			t.Fatal(err)
 		}
 		cidrs[n.Name] = podCIDRs(ctx, t, c, n)
-		t.Run("conflist-"+n.Name, func(t *testing.T) { checkNodeCNI(ctx, t, n, cidrs[n.Name], wantMTU) })
+		t.Run("conflist-"+n.Name, func(t *testing.T) {
+			checkNodeCNI(ctx, t, n, cidrs[n.Name], wantMTU)
+			checkNodeEvent(ctx, t, c, n.Name, "CNIConfigWritten")
+		})
 	}
 
 	// Two pods per node.
@@ -387,6 +391,25 @@ func checkNodeCNI(ctx context.Context, t *testing.T, n *cluster.Node, cidrs []ne
 		if err != nil || st.Mode().Perm() != 0o755 {
 			t.Errorf("plugin %s in node %s: %v %v", p, n.Name, st, err)
 		}
+	}
+}
+
+// checkNodeEvent: the agent reported what it changed on the node as a
+// Normal Event regarding the Node.
+func checkNodeEvent(ctx context.Context, t *testing.T, c *cluster.Cluster, node, reason string) {
+	if err := eventually(ctx, meshTimeout, func() error {
+		var evs eventsv1.EventList
+		if err := c.Client.List(ctx, &evs); err != nil {
+			return err
+		}
+		for _, ev := range evs.Items {
+			if ev.Regarding.Kind == "Node" && ev.Regarding.Name == node && ev.Reason == reason && ev.Type == corev1.EventTypeNormal {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Normal Event %s regarding Node %s", reason, node)
+	}); err != nil {
+		t.Error(err)
 	}
 }
 
