@@ -24,16 +24,6 @@ import (
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
-func skipUnlessRootNetns(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("network namespace test: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("network namespace test: needs root")
-	}
-}
-
 // node is one network namespace with a Kernel configured for it.
 type testNode struct {
 	ns     *netns.NS
@@ -154,7 +144,7 @@ func pubkey() wgtypes.Key {
 // real netlink through create, no-op, per-peer change, drift, restart and
 // cleanup.
 func TestKernelApplyInNamespace(t *testing.T) {
-	skipUnlessRootNetns(t)
+	netns.SkipUnlessRoot(t)
 	ctx := context.Background()
 	link := fmt.Sprintf("wgmk%d", os.Getpid()%100000)
 	n := newTestNode(t, "k", link)

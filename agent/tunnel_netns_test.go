@@ -16,7 +16,7 @@ import (
 // each one's topology, and checks that each reaches the other's bridge
 // gateway through the tunnel, sourced from its own gateway.
 func TestTwoNodesTunnel(t *testing.T) {
-	skipUnlessRootNetns(t)
+	netns.SkipUnlessRoot(t)
 	ctx := context.Background()
 	pid := os.Getpid() % 100000
 	a := newTestNode(t, "a", fmt.Sprintf("wgma%d", pid))

@@ -43,16 +43,6 @@ func pluginSource(t *testing.T) string {
 	return src
 }
 
-func newNS(t *testing.T, name string) *netns.NS {
-	t.Helper()
-	ns, err := netns.New(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
-	return ns
-}
-
 type cniRig struct {
 	node    *netns.NS
 	mgr     *Manager
@@ -62,7 +52,7 @@ type cniRig struct {
 
 func newRig(t *testing.T, nodeName string) *cniRig {
 	root := t.TempDir()
-	r := &cniRig{node: newNS(t, nodeName), dataDir: filepath.Join(root, "networks")}
+	r := &cniRig{node: netns.NewForTest(t, nodeName), dataDir: filepath.Join(root, "networks")}
 	r.mgr = New(Options{
 		ConfDir: filepath.Join(root, "net.d"), BinDir: filepath.Join(root, "bin"), BinSource: pluginSource(t),
 		IPAMDataDir: r.dataDir, Log: logr.Discard(),
@@ -148,7 +138,7 @@ func podLinks(t *testing.T, pod *netns.NS) []string {
 func TestCNIAddWithRealPlugins(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, "wgm-cni-node")
-	pod := newNS(t, "wgm-cni-pod")
+	pod := netns.NewForTest(t, "wgm-cni-pod")
 
 	// No podCIDR yet: the runtime finds no network config; nothing is set up.
 	if err := r.mgr.Apply(ctx, State{MTU: 1420}); err != nil {
@@ -247,7 +237,7 @@ func TestCNIAddWithRealPlugins(t *testing.T) {
 func TestCNIAddBrokenConfigSurfacesPluginError(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, "wgm-cni-node2")
-	pod := newNS(t, "wgm-cni-pod2")
+	pod := netns.NewForTest(t, "wgm-cni-pod2")
 	// A veth (this kernel has no dummy driver) squatting on the bridge's name.
 	if err := netns.Veth(r.node, "wgmesh-br0", r.node, "squat", 0); err != nil {
 		t.Fatal(err)

@@ -17,26 +17,6 @@ import (
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs root and network namespaces; skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-}
-
-func newNS(t *testing.T, name string) *netns.NS {
-	t.Helper()
-	ns, err := netns.New(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ns.Close() })
-	return ns
-}
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -107,11 +87,11 @@ func reaches(t *testing.T, from, to *netns.NS, dst string) bool {
 // an "internet" namespace and to a pod of another range; only the first is
 // masqueraded to the node address. Real nftables in throwaway namespaces.
 func TestEgressMasqueradeNetns(t *testing.T) {
-	needRoot(t)
-	node := newNS(t, "wgm-egr-node")
-	pod := newNS(t, "wgm-egr-pod")
-	peer := newNS(t, "wgm-egr-peer") // a pod of another node's range
-	inet := newNS(t, "wgm-egr-inet")
+	netns.SkipUnlessRoot(t)
+	node := netns.NewForTest(t, "wgm-egr-node")
+	pod := netns.NewForTest(t, "wgm-egr-pod")
+	peer := netns.NewForTest(t, "wgm-egr-peer") // a pod of another node's range
+	inet := netns.NewForTest(t, "wgm-egr-inet")
 
 	for _, ns := range []*netns.NS{node, pod, peer, inet} {
 		must(t, ns.Sysctl("net.ipv6.conf.all.accept_dad", "0"))
@@ -262,8 +242,8 @@ func TestEgressMasqueradeNetns(t *testing.T) {
 
 // TestBridgeNetfilterInNetns checks the real per-namespace sysctls.
 func TestBridgeNetfilterInNetns(t *testing.T) {
-	needRoot(t)
-	node := newNS(t, "wgm-egr-brnf")
+	netns.SkipUnlessRoot(t)
+	node := netns.NewForTest(t, "wgm-egr-brnf")
 	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
 		t.Skipf("br_netfilter is not available on this host (%v); Ensure reports it as a condition", err)
 	}

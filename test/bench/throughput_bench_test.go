@@ -26,16 +26,6 @@ func needRoot(tb testing.TB) {
 	}
 }
 
-func newNS(tb testing.TB, name string) *netns.NS {
-	tb.Helper()
-	ns, err := netns.New(name)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = ns.Close() })
-	return ns
-}
-
 func must(tb testing.TB, err error) {
 	tb.Helper()
 	if err != nil {

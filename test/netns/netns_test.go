@@ -12,16 +12,6 @@ import (
 	"time"
 )
 
-func skipUnlessRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("network namespaces: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces: need root")
-	}
-}
-
 // testNS creates a namespace named after the test and removes it at the end.
 func testNS(t *testing.T, suffix string) *NS {
 	t.Helper()
@@ -38,7 +28,7 @@ func testNS(t *testing.T, suffix string) *NS {
 }
 
 func TestNewDoClose(t *testing.T) {
-	skipUnlessRoot(t)
+	SkipUnlessRoot(t)
 	ns, err := New(fmt.Sprintf("wgm-t%d-new", os.Getpid()%10000))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +65,7 @@ func TestNewDoClose(t *testing.T) {
 }
 
 func TestVethAddressesAndTCP(t *testing.T) {
-	skipUnlessRoot(t)
+	SkipUnlessRoot(t)
 	a, b := testNS(t, "a"), testNS(t, "b")
 	if err := Veth(a, "eth0", b, "eth0", 1400); err != nil {
 		t.Fatal(err)
@@ -147,7 +137,7 @@ func TestVethAddressesAndTCP(t *testing.T) {
 }
 
 func TestBridgeAndHostVeth(t *testing.T) {
-	skipUnlessRoot(t)
+	SkipUnlessRoot(t)
 	ul := testNS(t, "ul")
 	if err := Bridge(ul, "br0", 0); err != nil {
 		t.Fatal(err)
@@ -181,7 +171,7 @@ func TestBridgeAndHostVeth(t *testing.T) {
 }
 
 func TestMachinePrivateDirsAndSysfs(t *testing.T) {
-	skipUnlessRoot(t)
+	SkipUnlessRoot(t)
 	ctx := context.Background()
 	state := t.TempDir()
 	m, err := NewMachine(ctx, MachineOptions{
@@ -240,7 +230,7 @@ func TestMachinePrivateDirsAndSysfs(t *testing.T) {
 }
 
 func TestCaptureUDP(t *testing.T) {
-	skipUnlessRoot(t)
+	SkipUnlessRoot(t)
 	a, b := testNS(t, "ca"), testNS(t, "cb")
 	if err := Veth(a, "eth0", b, "eth0", 0); err != nil {
 		t.Fatal(err)
@@ -285,7 +275,7 @@ func TestCaptureUDP(t *testing.T) {
 }
 
 func TestCleanupLeftoversRemovesOnlyOrphans(t *testing.T) {
-	skipUnlessRoot(t)
+	SkipUnlessRoot(t)
 	live := testNS(t, "live")
 	orphan, err := New(fmt.Sprintf("wgm-t%d-orphan", os.Getpid()%10000))
 	if err != nil {
