@@ -71,6 +71,39 @@ func TestAgent(t *testing.T) {
 	t.Run("1000 MeshPeers", func(t *testing.T) { thousandPeers(ctx, t, c, nodes) })
 }
 
+// TestAgentDualStackNAT: the mesh over IPv4 and IPv6 with a node behind NAT.
+// Every node reaches every other node's gateways of both families through
+// the tunnel, and the underlay carries only WireGuard.
+func TestAgentDualStackNAT(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: 3, NATNodes: 1, DualStack: true, Log: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("--- %s agent log (tail) ---\n%s", n.Name, tailFile(n.AgentLog(), 40))
+			}
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping cluster: %v", err)
+		}
+	}()
+	setNATKeepalive(ctx, t, c)
+	nodes := slices.Clone(c.Nodes)
+	infos := waitFullMesh(ctx, t, c, nodes)
+	for _, n := range nodes {
+		if got := len(gateways(infos[n.Name])); got != 2 {
+			t.Fatalf("node %s has %d bridge gateways, want one per family", n.Name, got)
+		}
+	}
+	t.Run("gateways of both families reachable through the tunnel", func(t *testing.T) { gatewaysReachable(ctx, t, c, nodes) })
+	t.Run("underlay carries only WireGuard", func(t *testing.T) { underlayOnlyWireGuard(ctx, t, c, nodes) })
+}
+
 // nodeInfo is what the others need to have for a node: its key and ranges.
 type nodeInfo struct {
 	name     string
@@ -269,18 +302,22 @@ func gatewaysReachable(ctx context.Context, t *testing.T, c *cluster.Cluster, no
 			if a == b {
 				continue
 			}
-			src, dst := gateways(infos[a.Name])[0], gateways(infos[b.Name])[0]
-			if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, a, src, dst) }); err != nil {
-				t.Errorf("%s cannot reach %s's gateway %s: %v", a.Name, b.Name, dst, err)
-				continue
-			}
-			// Without -I: the route's src makes replies come back through the tunnel.
-			out, err := a.Exec(ctx, "ip", "route", "get", dst.String())
-			if err != nil || !strings.Contains(string(out), "dev wgmesh0") || !strings.Contains(string(out), "src "+src.String()) {
-				t.Errorf("%s: route to %s = %q (%v), want dev wgmesh0 src %s", a.Name, dst, out, err, src)
-			}
-			if _, err := a.Exec(ctx, "ping", "-c", "1", "-W", "2", dst.String()); err != nil {
-				t.Errorf("%s cannot reach %s without choosing the source: %v", a.Name, dst, err)
+			// Every family: the gateways are IPv4 first, then IPv6 on dual-stack.
+			srcs, dsts := gateways(infos[a.Name]), gateways(infos[b.Name])
+			for i := range min(len(srcs), len(dsts)) {
+				src, dst := srcs[i], dsts[i]
+				if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, a, src, dst) }); err != nil {
+					t.Errorf("%s cannot reach %s's gateway %s: %v", a.Name, b.Name, dst, err)
+					continue
+				}
+				// Without -I: the route's src makes replies come back through the tunnel.
+				out, err := a.Exec(ctx, "ip", "route", "get", dst.String())
+				if err != nil || !strings.Contains(string(out), "dev wgmesh0") || !strings.Contains(string(out), "src "+src.String()) {
+					t.Errorf("%s: route to %s = %q (%v), want dev wgmesh0 src %s", a.Name, dst, out, err, src)
+				}
+				if _, err := a.Exec(ctx, "ping", "-c", "1", "-W", "2", dst.String()); err != nil {
+					t.Errorf("%s cannot reach %s without choosing the source: %v", a.Name, dst, err)
+				}
 			}
 		}
 	}
@@ -289,17 +326,23 @@ func gatewaysReachable(ctx context.Context, t *testing.T, c *cluster.Cluster, no
 func underlayOnlyWireGuard(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
 	infos := waitFullMesh(ctx, t, c, nodes)
 	n := nodes[0]
-	// Control-plane traffic (the API server) and neighbour discovery are not
-	// node-to-node data traffic.
-	capt, err := n.Capture(ctx, "eth0", "not arp and not host "+cluster.APIServerIP+" and not icmp6")
+	// Control-plane traffic (the API server) and neighbour discovery (ICMPv6
+	// types 133-137) are not node-to-node data traffic. Every other ICMPv6
+	// packet stays in the capture: a pod-range ping in clear must be seen.
+	capt, err := n.Capture(ctx, "eth0", "not arp and not host "+cluster.APIServerIP+
+		" and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)")
 	if err != nil {
 		t.Fatal(err)
 	}
+	dualStack := false
 	for _, o := range nodes[1:] {
-		src, dst := gateways(infos[n.Name])[0], gateways(infos[o.Name])[0]
-		for range 5 {
-			if err := ping(ctx, n, src, dst); err != nil {
-				t.Errorf("ping %s: %v", dst, err)
+		srcs, dsts := gateways(infos[n.Name]), gateways(infos[o.Name])
+		for i := range min(len(srcs), len(dsts)) {
+			dualStack = dualStack || srcs[i].Is6()
+			for range 5 {
+				if err := ping(ctx, n, srcs[i], dsts[i]); err != nil {
+					t.Errorf("ping %s: %v", dsts[i], err)
+				}
 			}
 		}
 	}
@@ -307,7 +350,7 @@ func underlayOnlyWireGuard(ctx context.Context, t *testing.T, c *cluster.Cluster
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkCapture(t, n.Name+" eth0", pkts, false)
+	checkCapture(t, n.Name+" eth0", pkts, dualStack)
 }
 
 func statusAndMetrics(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {

@@ -225,22 +225,7 @@ func runPodNetworking(t *testing.T, tc podNetCase) {
 		t.Fatalf("binaries missing: %v", c.Missing)
 	}
 
-	for _, n := range c.Nodes {
-		if n.NATted {
-			node := &corev1.Node{}
-			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
-				t.Fatal(err)
-			}
-			patch := client.MergeFrom(node.DeepCopy())
-			if node.Annotations == nil {
-				node.Annotations = map[string]string{}
-			}
-			node.Annotations[wgv1.AnnotationPersistentKeepalive] = natKeepalive
-			if err := c.Client.Patch(ctx, node, patch); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	setNATKeepalive(ctx, t, c)
 
 	wantMTU := tc.underlayMTU - 80
 	cidrs := map[string][]netip.Prefix{}
@@ -390,6 +375,29 @@ func checkNodeCNI(ctx context.Context, t *testing.T, n *cluster.Node, cidrs []ne
 		st, err := os.Stat(n.HostPath(filepath.Join("/opt/cni/bin", p)))
 		if err != nil || st.Mode().Perm() != 0o755 {
 			t.Errorf("plugin %s in node %s: %v %v", p, n.Name, st, err)
+		}
+	}
+}
+
+// setNATKeepalive annotates every node behind NAT with the keepalive a user
+// sets there, so that the NAT side keeps its mapping open.
+func setNATKeepalive(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		if !n.NATted {
+			continue
+		}
+		node := &corev1.Node{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(node.DeepCopy())
+		if node.Annotations == nil {
+			node.Annotations = map[string]string{}
+		}
+		node.Annotations[wgv1.AnnotationPersistentKeepalive] = natKeepalive
+		if err := c.Client.Patch(ctx, node, patch); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
