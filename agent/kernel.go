@@ -119,7 +119,8 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 	}
 
 	if len(d.Topology.Gateways) > 0 {
-		if err := routes.EnsureBridge(k.h, routes.BridgeOptions{Name: k.o.BridgeName, Gateways: d.Topology.Gateways, MTU: a.MTU}); err != nil {
+		if err := routes.EnsureBridge(k.h, routes.BridgeOptions{Name: k.o.BridgeName, Gateways: d.Topology.Gateways, MTU: a.MTU,
+			HardwareAddr: routes.StableMAC(k.o.BridgeName, d.Topology.Gateways)}); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -1,6 +1,8 @@
 package routes
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +19,28 @@ type BridgeOptions struct {
 	// with the pod CIDR's length).
 	Gateways []netip.Prefix
 	MTU      int
+	// HardwareAddr, when set, is kept on the bridge (see StableMAC).
+	HardwareAddr net.HardwareAddr
+}
+
+// StableMAC is the pod bridge's hardware address. A Linux bridge whose
+// address was never set takes the lowest address of its ports, so it changes
+// as pods come and go, and every pod's neighbour entry for its gateway then
+// points at an address nobody owns: IPv6 pods, which get no gratuitous
+// announcement, lose traffic until the entry is re-resolved, or for as long
+// as TCP keeps confirming the stale entry. A set address never follows the
+// ports. It is derived from the bridge name and its gateways (the node's pod
+// CIDRs, immutable), so it survives agent restarts and re-creating the bridge.
+func StableMAC(name string, gateways []netip.Prefix) net.HardwareAddr {
+	h := sha256.New()
+	h.Write([]byte(name))
+	for _, g := range gateways {
+		h.Write([]byte("|" + g.String()))
+	}
+	sum := h.Sum(nil)
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
+	return mac
 }
 
 // EnsureBridge creates the bridge when missing, sets its MTU, makes its
@@ -29,7 +53,7 @@ func EnsureBridge(h Netlink, o BridgeOptions) error {
 		if !errors.As(err, &nf) {
 			return fmt.Errorf("looking up bridge %s: %w", o.Name, err)
 		}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: o.Name, MTU: o.MTU}}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: o.Name, MTU: o.MTU, HardwareAddr: o.HardwareAddr}}
 		if err := h.LinkAdd(br); err != nil {
 			return fmt.Errorf("creating bridge %s: %w", o.Name, err)
 		}
@@ -39,6 +63,11 @@ func EnsureBridge(h Netlink, o BridgeOptions) error {
 	}
 	if link.Type() != "bridge" {
 		return fmt.Errorf("link %s exists but is a %s, not a bridge; remove it so that wgmesh can create its pod bridge", o.Name, link.Type())
+	}
+	if len(o.HardwareAddr) > 0 && !bytes.Equal(link.Attrs().HardwareAddr, o.HardwareAddr) {
+		if err := h.LinkSetHardwareAddr(link, o.HardwareAddr); err != nil {
+			return fmt.Errorf("setting address %s on bridge %s: %w", o.HardwareAddr, o.Name, err)
+		}
 	}
 	if o.MTU > 0 && link.Attrs().MTU != o.MTU {
 		if err := h.LinkSetMTU(link, o.MTU); err != nil {

@@ -55,6 +55,12 @@ func (f *fakeNetlink) LinkSetMTU(l netlink.Link, mtu int) error {
 	return nil
 }
 
+func (f *fakeNetlink) LinkSetHardwareAddr(l netlink.Link, hw net.HardwareAddr) error {
+	l.Attrs().HardwareAddr = hw
+	f.calls = append(f.calls, fmt.Sprintf("hwaddr %s %s", l.Attrs().Name, hw))
+	return nil
+}
+
 func (f *fakeNetlink) AddrList(l netlink.Link, _ int) ([]netlink.Addr, error) {
 	return slices.Clone(f.addrs[l.Attrs().Name]), nil
 }

@@ -5,6 +5,7 @@ package routes
 
 import (
 	"github.com/vishvananda/netlink"
+	"net"
 )
 
 // Protocol marks the routes wgmesh installs (rtnetlink protocol number; see
@@ -19,6 +20,7 @@ type Netlink interface {
 	LinkAdd(link netlink.Link) error
 	LinkSetUp(link netlink.Link) error
 	LinkSetMTU(link netlink.Link, mtu int) error
+	LinkSetHardwareAddr(link netlink.Link, hwaddr net.HardwareAddr) error
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error

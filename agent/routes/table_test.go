@@ -151,9 +151,42 @@ func TestEnsureBridge(t *testing.T) {
 	if !reflect.DeepEqual(f.calls[:2], want) || len(f.calls) != 4 {
 		t.Fatalf("calls = %q", f.calls)
 	}
+	// A set hardware address is created with the bridge and repaired when
+	// something changes it.
+	mac := StableMAC("wgmesh-br0", o.Gateways)
+	o.HardwareAddr = mac
+	m := newFake()
+	if err := EnsureBridge(m, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.links["wgmesh-br0"].Attrs().HardwareAddr; got.String() != mac.String() {
+		t.Fatalf("bridge created with address %s, want %s", got, mac)
+	}
+	m.links["wgmesh-br0"].Attrs().HardwareAddr = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
+	m.calls = nil
+	if err := EnsureBridge(m, o); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.calls, []string{"hwaddr wgmesh-br0 " + mac.String()}) {
+		t.Fatalf("address drift repaired with calls %q", m.calls)
+	}
 	// A non-bridge link of that name is refused with a clear message.
 	g := newFake(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "wgmesh-br0"}})
 	if err := EnsureBridge(g, o); err == nil || !strings.Contains(err.Error(), "not a bridge") {
 		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestStableMAC(t *testing.T) {
+	gw := []netip.Prefix{mustPrefix("198.19.1.1/24"), mustPrefix("2001:db8:100:1::1/64")}
+	a, b := StableMAC("wgmesh-br0", gw), StableMAC("wgmesh-br0", gw)
+	if a.String() != b.String() {
+		t.Fatalf("not deterministic: %s vs %s", a, b)
+	}
+	if a[0]&0x02 == 0 || a[0]&0x01 != 0 {
+		t.Fatalf("%s is not a locally administered unicast address", a)
+	}
+	if c := StableMAC("wgmesh-br0", gw[:1]); c.String() == a.String() {
+		t.Fatalf("different gateways gave the same address %s", c)
 	}
 }
