@@ -104,7 +104,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 func (a *Agent) announce(ctx context.Context, node *corev1.Node) error {
 	ep, src, err := endpoint.Choose(endpoint.Input{
 		Node: node, Flag: a.o.Endpoint, AddressType: a.o.EndpointAddressType,
-		DefaultRouteAddrs: endpoint.DefaultRouteAddrs(nil), ListenPort: a.o.ListenPort,
+		DefaultRouteAddrs: func() []netip.Addr { return endpoint.DefaultRouteAddrs(nil) }, ListenPort: a.o.ListenPort,
 	})
 	if err != nil {
 		a.once("endpoint:"+err.Error(), func() {

@@ -42,8 +42,10 @@ type Input struct {
 	Flag string
 	// AddressType is the Node address type to use (InternalIP or ExternalIP).
 	AddressType corev1.NodeAddressType
-	// DefaultRouteAddrs are the addresses of the default-route interface.
-	DefaultRouteAddrs []netip.Addr
+	// DefaultRouteAddrs returns the addresses of the default-route
+	// interface. It dumps the routing table, so Choose calls it only when
+	// the rules before it chose nothing (the common case never does).
+	DefaultRouteAddrs func() []netip.Addr
 	// ListenPort is the WireGuard port.
 	ListenPort int
 }
@@ -82,8 +84,10 @@ func Choose(in Input) (string, Source, error) {
 			return JoinHostPort(ip, in.ListenPort), SourceNodeAddress, nil
 		}
 	}
-	if ip, ok := pick(in.DefaultRouteAddrs); ok {
-		return JoinHostPort(ip, in.ListenPort), SourceDefaultRoute, nil
+	if in.DefaultRouteAddrs != nil {
+		if ip, ok := pick(in.DefaultRouteAddrs()); ok {
+			return JoinHostPort(ip, in.ListenPort), SourceDefaultRoute, nil
+		}
 	}
 	return "", "", fmt.Errorf("no endpoint: no %s annotation, no --endpoint flag, no Node address of type %s and no global address on the default-route interface; set one of them", wgv1.AnnotationForceEndpoint, in.AddressType)
 }

@@ -72,20 +72,20 @@ func TestChoose(t *testing.T) {
 		{
 			name: "default route interface when the node has no address of the type",
 			in: Input{Node: node(nil, internal4), AddressType: corev1.NodeExternalIP, ListenPort: 51820,
-				DefaultRouteAddrs: []netip.Addr{netip.MustParseAddr("fe80::1"), netip.MustParseAddr("2001:db8::7"), netip.MustParseAddr("198.18.0.7")}},
+				DefaultRouteAddrs: addrs("fe80::1", "2001:db8::7", "198.18.0.7")},
 			want:       "198.18.0.7:51820",
 			wantSource: SourceDefaultRoute,
 		},
 		{
 			name: "default route IPv6 only, link-local skipped",
 			in: Input{ListenPort: 51820,
-				DefaultRouteAddrs: []netip.Addr{netip.MustParseAddr("fe80::1"), netip.MustParseAddr("2001:db8::7")}},
+				DefaultRouteAddrs: addrs("fe80::1", "2001:db8::7")},
 			want:       "[2001:db8::7]:51820",
 			wantSource: SourceDefaultRoute,
 		},
 		{
 			name:    "nothing usable",
-			in:      Input{Node: node(nil, hostname), ListenPort: 51820, DefaultRouteAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}},
+			in:      Input{Node: node(nil, hostname), ListenPort: 51820, DefaultRouteAddrs: addrs("127.0.0.1")},
 			wantErr: true,
 		},
 	}
@@ -120,5 +120,37 @@ func TestValidate(t *testing.T) {
 		if err := Validate(s); err == nil {
 			t.Errorf("Validate(%q) = ok, want error", s)
 		}
+	}
+}
+
+// addrs is a DefaultRouteAddrs func returning the given addresses.
+func addrs(ss ...string) func() []netip.Addr {
+	return func() []netip.Addr {
+		out := make([]netip.Addr, len(ss))
+		for i, s := range ss {
+			out[i] = netip.MustParseAddr(s)
+		}
+		return out
+	}
+}
+
+// The routing-table dump behind DefaultRouteAddrs runs on every reconcile
+// unless Choose skips it when an earlier rule already chose.
+func TestChooseDumpsRoutesOnlyWhenNeeded(t *testing.T) {
+	called := 0
+	in := Input{
+		Node:       node(nil, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}),
+		ListenPort: 51820,
+		DefaultRouteAddrs: func() []netip.Addr {
+			called++
+			return []netip.Addr{netip.MustParseAddr("198.18.0.7")}
+		},
+	}
+	if got, _, err := Choose(in); err != nil || got != "198.18.0.11:51820" || called != 0 {
+		t.Fatalf("Choose = %q, %v; default-route lookups = %d, want 0", got, err, called)
+	}
+	in.Node = node(nil)
+	if got, src, err := Choose(in); err != nil || got != "198.18.0.7:51820" || src != SourceDefaultRoute || called != 1 {
+		t.Fatalf("Choose = %q (%s), %v; default-route lookups = %d, want 1", got, src, err, called)
 	}
 }
