@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,26 +11,15 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/wgmesh/wgmesh/agent/endpoint"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/apiserver"
 )
 
 func startAPIServer(t *testing.T) client.Client {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("API test: skipped with -short")
-	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("API test: KUBEBUILDER_ASSETS is unset (make test sets it; see hack/control-plane.sh)")
-	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "charts", "wgmesh", "crds")}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	_, cfg := apiserver.StartForTest(t)
 	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
 	if err != nil {
 		t.Fatal(err)

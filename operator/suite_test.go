@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,10 +14,10 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/operator/cidr"
+	"github.com/wgmesh/wgmesh/test/apiserver"
 )
 
 // The API tests share one real kube-apiserver + etcd (envtest). There is no
@@ -35,21 +34,12 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		skipReason = "KUBEBUILDER_ASSETS is unset: API tests need a real kube-apiserver and etcd (make test sets it; see hack/control-plane.sh)"
+	if skipReason = apiserver.SkipReason(); skipReason != "" {
 		return m.Run()
 	}
-	if testing.Short() {
-		skipReason = "-short: API tests skipped"
-		return m.Run()
-	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "charts", "wgmesh", "crds")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
+	env, cfg, err := apiserver.Start()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer env.Stop() //nolint:errcheck

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -20,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/apiserver"
 )
 
 // These tests ask the real kube-apiserver (envtest) to validate MeshPeers
@@ -37,24 +37,16 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	switch {
-	case os.Getenv("KUBEBUILDER_ASSETS") == "":
-		skipReason = "KUBEBUILDER_ASSETS is unset: CRD validation tests need a real kube-apiserver and etcd (make test sets it)"
-		return m.Run()
-	case testing.Short():
-		skipReason = "-short: CRD validation tests skipped"
+	if skipReason = apiserver.SkipReason(); skipReason != "" {
 		return m.Run()
 	}
-	testEnv = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "charts", "wgmesh", "crds")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := testEnv.Start()
+	env, cfg, err := apiserver.Start()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer testEnv.Stop() //nolint:errcheck
+	defer env.Stop() //nolint:errcheck
+	testEnv = env
 	testCfg = cfg
 	scheme := runtime.NewScheme()
 	if err := wgv1.AddToScheme(scheme); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/test/apiserver"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -75,14 +76,7 @@ func freeAddr(t *testing.T) string {
 // TestRunServesProbesAndMetrics starts the real command against a real API
 // server and checks /healthz, /readyz and the wgmesh_operator_* metrics.
 func TestRunServesProbesAndMetrics(t *testing.T) {
-	if testing.Short() || os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("needs KUBEBUILDER_ASSETS (a real kube-apiserver and etcd) and no -short")
-	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "charts", "wgmesh", "crds")}, ErrorIfCRDPathMissing: true}
-	if _, err := env.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { env.Stop() }) //nolint:errcheck
+	env, _ := apiserver.StartForTest(t)
 	user, err := env.AddUser(envtest.User{Name: "wgmesh-test-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)

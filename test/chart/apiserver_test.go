@@ -11,13 +11,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/wgmesh/wgmesh/test/apiserver"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // One real kube-apiserver + etcd for the package (envtest), with the CRDs from
@@ -34,21 +34,12 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	switch {
-	case testing.Short():
-		skipReason = "-short: the API server tests are skipped"
-		return m.Run()
-	case os.Getenv("KUBEBUILDER_ASSETS") == "":
-		skipReason = "KUBEBUILDER_ASSETS is unset: these tests need a real kube-apiserver and etcd (make test sets it; see hack/control-plane.sh)"
+	if skipReason = apiserver.SkipReason(); skipReason != "" {
 		return m.Run()
 	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "charts", "wgmesh", "crds")},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
+	env, cfg, err := apiserver.Start()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer env.Stop() //nolint:errcheck

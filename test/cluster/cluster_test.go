@@ -21,18 +21,6 @@ import (
 	"github.com/wgmesh/wgmesh/test/noderuntime"
 )
 
-func skipUnlessCluster(t *testing.T) {
-	t.Helper()
-	switch {
-	case testing.Short():
-		t.Skip("local cluster: skipped with -short")
-	case os.Geteuid() != 0:
-		t.Skip("local cluster: needs root")
-	case os.Getenv("KUBEBUILDER_ASSETS") == "":
-		t.Skip("local cluster: KUBEBUILDER_ASSETS is unset (make test sets it)")
-	}
-}
-
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
@@ -71,7 +59,7 @@ func TestOptionsDefaultsAndErrors(t *testing.T) {
 // register through the underlay (and through the NAT), the NAT hides the second cloud, and
 // Stop leaves nothing with the prefix.
 func TestUnderlayNATAndTeardown(t *testing.T) {
-	skipUnlessCluster(t)
+	netns.SkipUnlessControlPlane(t)
 	for _, dual := range []bool{false, true} {
 		t.Run(fmt.Sprintf("dualstack=%v", dual), func(t *testing.T) {
 			ctx := context.Background()
@@ -218,7 +206,7 @@ func TestCrashedRunIsCleanedUp(t *testing.T) {
 		time.Sleep(10 * time.Minute)
 		return
 	}
-	skipUnlessCluster(t)
+	netns.SkipUnlessControlPlane(t)
 	child := exec.Command(os.Args[0], "-test.run=^TestCrashedRunIsCleanedUp$", "-test.count=1")
 	child.Env = append(os.Environ(), "WGM_CRASH_CHILD=1")
 	out, err := child.StdoutPipe()

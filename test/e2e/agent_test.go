@@ -42,21 +42,8 @@ const agentMeshTimeout = 60 * time.Second
 func TestAgent(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 3, Log: testLog{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("--- %s agent log (tail) ---\n%s", n.Name, tailFile(n.AgentLog(), 40))
-			}
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping cluster: %v", err)
-		}
-	}()
+	t.Cleanup(cancel) // after the cluster's own cleanup: Cleanups run last-in first-out
+	c := startAgentCluster(ctx, t, cluster.Options{Nodes: 3})
 	nodes := slices.Clone(c.Nodes)
 	waitFullMesh(ctx, t, c, nodes)
 
@@ -77,21 +64,8 @@ func TestAgent(t *testing.T) {
 func TestAgentDualStackNAT(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 3, NATNodes: 1, DualStack: true, Log: testLog{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("--- %s agent log (tail) ---\n%s", n.Name, tailFile(n.AgentLog(), 40))
-			}
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping cluster: %v", err)
-		}
-	}()
+	t.Cleanup(cancel) // after the cluster's own cleanup: Cleanups run last-in first-out
+	c := startAgentCluster(ctx, t, cluster.Options{Nodes: 3, NATNodes: 1, DualStack: true})
 	setNATKeepalive(ctx, t, c)
 	nodes := slices.Clone(c.Nodes)
 	infos := waitFullMesh(ctx, t, c, nodes)
@@ -102,6 +76,28 @@ func TestAgentDualStackNAT(t *testing.T) {
 	}
 	t.Run("gateways of both families reachable through the tunnel", func(t *testing.T) { gatewaysReachable(ctx, t, c, nodes) })
 	t.Run("underlay carries only WireGuard", func(t *testing.T) { underlayOnlyWireGuard(ctx, t, c, nodes) })
+}
+
+// startAgentCluster starts a local cluster that is stopped when the test
+// ends, with the tail of every agent's log when it failed.
+func startAgentCluster(ctx context.Context, t *testing.T, o cluster.Options) *cluster.Cluster {
+	t.Helper()
+	o.Log = testLog{t}
+	c, err := cluster.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("--- %s agent log (tail) ---\n%s", n.Name, tailFile(n.AgentLog(), 40))
+			}
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping cluster: %v", err)
+		}
+	})
+	return c
 }
 
 // nodeInfo is what the others need to have for a node: its key and ranges.
@@ -391,6 +387,40 @@ func statusAndMetrics(ctx context.Context, t *testing.T, c *cluster.Cluster, nod
 	out, err = n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9473 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
 	if err != nil || !strings.Contains(string(out), "200 OK") {
 		t.Errorf("readyz: %v %q", err, out)
+	}
+	statusNotOnATimer(ctx, t, c, nodes)
+}
+
+// statusNotOnATimer: once every node sees all its peers connected, a steady
+// mesh writes no MeshPeer status: with N nodes every write fans out to N
+// watchers. Two agent resyncs (5 s each) pass without a new resourceVersion.
+func statusNotOnATimer(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	versions := map[string]string{}
+	err := eventually(ctx, agentMeshTimeout, func() error {
+		for _, n := range nodes {
+			mp := &wgv1.MeshPeer{}
+			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
+				return err
+			}
+			if mp.Status.TotalPeers == 0 || mp.Status.ConnectedPeers != mp.Status.TotalPeers {
+				return fmt.Errorf("MeshPeer %s connected %s", n.Name, mp.Status.Connected)
+			}
+			versions[n.Name] = mp.ResourceVersion
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(12 * time.Second)
+	for _, n := range nodes {
+		mp := &wgv1.MeshPeer{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
+			t.Fatal(err)
+		}
+		if mp.ResourceVersion != versions[n.Name] {
+			t.Errorf("MeshPeer %s was rewritten in a steady mesh (resourceVersion %s -> %s, status %+v)", n.Name, versions[n.Name], mp.ResourceVersion, mp.Status)
+		}
 	}
 }
 

@@ -23,29 +23,6 @@ import (
 	"github.com/wgmesh/wgmesh/test/cluster"
 )
 
-// localClusterOrSkip skips where no local cluster can run, and fails (not skips) when
-// WGMESH_BIN_DIR is set but a product binary is missing: make test builds them.
-func localClusterOrSkip(t *testing.T) string {
-	t.Helper()
-	switch {
-	case testing.Short():
-		t.Skip("local cluster: skipped with -short")
-	case os.Geteuid() != 0:
-		t.Skip("local cluster: needs root (network namespaces)")
-	case os.Getenv("KUBEBUILDER_ASSETS") == "":
-		t.Skip("local cluster: KUBEBUILDER_ASSETS is unset (make test sets it)")
-	case os.Getenv("WGMESH_BIN_DIR") == "":
-		t.Skip("local cluster: WGMESH_BIN_DIR is unset (make test sets it)")
-	}
-	bin := os.Getenv("WGMESH_BIN_DIR")
-	for _, p := range []string{"wgmesh-operator", "wgmesh-agent", "cni/bridge", "cni/host-local", "cni/portmap", "cni/loopback"} {
-		if _, err := os.Stat(filepath.Join(bin, p)); err != nil {
-			t.Fatalf("%s missing in WGMESH_BIN_DIR=%s (make build cni-plugins): %v", p, bin, err)
-		}
-	}
-	return bin
-}
-
 type clusterTestLog struct{ t *testing.T }
 
 func (l clusterTestLog) Write(p []byte) (int, error) {
@@ -73,7 +50,7 @@ func waitCond(t *testing.T, timeout time.Duration, what string, cond func() erro
 // Ready; the real EndpointSlice controller publishes them behind a Service; deleting a Node
 // garbage-collects its MeshPeer; Stop leaves nothing behind.
 func TestLocalCluster(t *testing.T) {
-	localClusterOrSkip(t)
+	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	began := time.Now()

@@ -28,3 +28,14 @@ func NewForTest(tb testing.TB, name string) *NS {
 	tb.Cleanup(func() { _ = ns.Close() })
 	return ns
 }
+
+// SkipUnlessControlPlane skips a test that runs the local cluster: it needs
+// root and the control-plane binaries (KUBEBUILDER_ASSETS, which make test
+// sets), and does not run with -short.
+func SkipUnlessControlPlane(tb testing.TB) {
+	tb.Helper()
+	SkipUnlessRoot(tb)
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		tb.Skip("local cluster: KUBEBUILDER_ASSETS is unset (make test sets it; see hack/control-plane.sh)")
+	}
+}

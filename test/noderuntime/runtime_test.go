@@ -17,20 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/netns"
 )
-
-// skipUnlessCluster skips when a local cluster cannot run here.
-func skipUnlessCluster(t *testing.T) {
-	t.Helper()
-	switch {
-	case testing.Short():
-		t.Skip("local cluster: skipped with -short")
-	case os.Geteuid() != 0:
-		t.Skip("local cluster: needs root")
-	case os.Getenv("KUBEBUILDER_ASSETS") == "":
-		t.Skip("local cluster: KUBEBUILDER_ASSETS is unset (make test sets it)")
-	}
-}
 
 // cniPlugins returns the directory with the standard plugins that `make cni-plugins` builds.
 func cniPlugins(t *testing.T) string {
@@ -72,7 +60,7 @@ const handWrittenConflist = `{
 }`
 
 func TestRuntimeRunsPodsThroughCNI(t *testing.T) {
-	skipUnlessCluster(t)
+	netns.SkipUnlessControlPlane(t)
 	plugins := cniPlugins(t)
 	ctx := context.Background()
 	c, err := cluster.Start(ctx, cluster.Options{Nodes: 1, NoAgents: true, NoOperator: true, Log: testWriter{t}})
