@@ -34,10 +34,16 @@ type Netlink interface {
 // there are no targets. Links named in skip (the WireGuard link itself) are
 // ignored.
 func Underlay(h Netlink, targets []netip.Addr, skip ...string) (iface string, mtu int, err error) {
+	// Most targets route through the same one or two links: look each up once.
+	links := map[int]netlink.Link{}
 	consider := func(r netlink.Route) {
-		l, lerr := h.LinkByIndex(r.LinkIndex)
-		if lerr != nil {
-			return
+		l, ok := links[r.LinkIndex]
+		if !ok {
+			var lerr error
+			if l, lerr = h.LinkByIndex(r.LinkIndex); lerr != nil {
+				return
+			}
+			links[r.LinkIndex] = l
 		}
 		for _, s := range skip {
 			if l.Attrs().Name == s {
