@@ -1,0 +1,172 @@
+package servicenat
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Family is an IP family of table wgmesh.
+type Family int
+
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+// Families lists both, IPv4 first.
+var Families = []Family{IPv4, IPv6}
+
+func (f Family) String() string {
+	if f == IPv4 {
+		return "ip"
+	}
+	return "ip6"
+}
+
+// FamilyOf is the family of an address.
+func FamilyOf(a netip.Addr) Family {
+	if a.Is4() || a.Is4In6() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// Protocol is a Service port protocol.
+type Protocol string
+
+const (
+	TCP  Protocol = "tcp"
+	UDP  Protocol = "udp"
+	SCTP Protocol = "sctp"
+)
+
+// Number is the IP protocol number (meta l4proto).
+func (p Protocol) Number() uint8 {
+	switch p {
+	case TCP:
+		return 6
+	case UDP:
+		return 17
+	default:
+		return 132
+	}
+}
+
+// ServiceKey names a Service.
+type ServiceKey struct{ Namespace, Name string }
+
+func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Service is the part of a Service (with its endpoints) the NAT needs, after
+// conversion from the API objects (convert.go). Addresses are of both
+// families; each family's table takes its own.
+type Service struct {
+	ServiceKey
+	ClusterIPs []netip.Addr
+	// ExternalIPs and LoadBalancerIPs (ingress IPs without ipMode Proxy)
+	// are both "external" destinations.
+	ExternalIPs     []netip.Addr
+	LoadBalancerIPs []netip.Addr
+	// SourceRanges is spec.loadBalancerSourceRanges: when set, traffic to
+	// the load-balancer IPs from elsewhere is dropped.
+	SourceRanges []netip.Prefix
+	// AffinityTimeout > 0 is sessionAffinity ClientIP with that timeout.
+	AffinityTimeout time.Duration
+	// ExternalLocal is externalTrafficPolicy Local, InternalLocal is
+	// internalTrafficPolicy Local.
+	ExternalLocal bool
+	InternalLocal bool
+	// HealthCheckNodePort is served by the health checker with ExternalLocal.
+	HealthCheckNodePort uint16
+	Ports               []Port
+}
+
+// Port is one Service port and its endpoints (targetPort resolved).
+type Port struct {
+	Name     string
+	Protocol Protocol
+	Port     uint16
+	NodePort uint16 // 0 = none
+	// Endpoints are all endpoints of the port, of both families, sorted.
+	Endpoints []Endpoint
+}
+
+// Endpoint is one address:port serving a Service port.
+type Endpoint struct {
+	Addr netip.Addr
+	Port uint16
+	// Local is true when the endpoint's nodeName is this node.
+	Local bool
+	// Ready, Serving and Terminating are the EndpointSlice conditions.
+	Ready, Serving, Terminating bool
+}
+
+// AddrPort is the endpoint's address and port.
+func (e Endpoint) AddrPort() netip.AddrPort { return netip.AddrPortFrom(e.Addr, e.Port) }
+
+// Input is everything the ruleset depends on.
+type Input struct {
+	// ClusterCIDRs are the pod ranges: traffic from elsewhere to a
+	// ClusterIP is masqueraded (kube-proxy's --cluster-cidr).
+	ClusterCIDRs []netip.Prefix
+	// ServiceCIDRs: unallocated addresses in them are dropped.
+	ServiceCIDRs []netip.Prefix
+	// NodePortIPs are the addresses NodePorts are served on.
+	NodePortIPs []netip.Addr
+	// SNATAddrs is, per family, the source used for masqueraded traffic
+	// that leaves through the WireGuard link (the local pod bridge
+	// gateway): the link has no address of its own, and masquerade would
+	// otherwise pick the underlay address, whose replies would then come
+	// back outside the tunnel.
+	SNATAddrs []netip.Addr
+	// TunnelIf is the WireGuard link (wgmesh0).
+	TunnelIf string
+	Services []Service
+}
+
+// ofFamily filters prefixes by family.
+func prefixesOf(ps []netip.Prefix, f Family) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if FamilyOf(p.Addr()) == f {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+func addrsOf(as []netip.Addr, f Family) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		if FamilyOf(a) == f {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+func endpointsOf(es []Endpoint, f Family) []Endpoint {
+	var out []Endpoint
+	for _, e := range es {
+		if FamilyOf(e.Addr) == f {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// portID is the per-port part of chain names: ns/name/proto/portname, as
+// kube-proxy spells it.
+func portID(k ServiceKey, p Port) string {
+	return fmt.Sprintf("%s/%s/%s/%s", k.Namespace, k.Name, p.Protocol, p.Name)
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}

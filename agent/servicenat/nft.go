@@ -1,0 +1,278 @@
+package servicenat
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// Registers: NFT_REG_1 is the 128-bit register 1; 32-bit registers start
+// at NFT_REG32_00 (8) and overlay it, which is how concatenated keys are
+// loaded (address, then protocol, then port, each padded to 4 bytes).
+const (
+	reg1    = 1
+	reg2    = 2
+	reg32_0 = 8
+)
+
+// udataFingerprint is a private userdata TLV type (nft ignores types it
+// does not know) holding a hash of the rule's model text, so that a rule
+// changed or replaced by hand is recognised without decoding expressions.
+const udataFingerprint userdata.Type = 0xf0
+
+func fingerprint(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return string(sum[:12])
+}
+
+func ruleUserData(r Rule) []byte {
+	return userdata.Append(nil, udataFingerprint, []byte(fingerprint(r.String())))
+}
+
+func tableFamily(f Family) nftables.TableFamily {
+	if f == IPv4 {
+		return nftables.TableFamilyIPv4
+	}
+	return nftables.TableFamilyIPv6
+}
+
+func addrType(f Family) nftables.SetDatatype {
+	if f == IPv4 {
+		return nftables.TypeIPAddr
+	}
+	return nftables.TypeIP6Addr
+}
+
+func keyType(f Family, k KeyKind) nftables.SetDatatype {
+	if k == KeyProtoPort {
+		return nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+	}
+	return nftables.MustConcatSetType(addrType(f), nftables.TypeInetProto, nftables.TypeInetService)
+}
+
+// encodeKey is a verdict map key as the kernel stores it: each field padded
+// to 4 bytes.
+func encodeKey(k MapKey) []byte {
+	var b []byte
+	if k.Addr.IsValid() {
+		b = append(b, k.Addr.Unmap().AsSlice()...)
+	}
+	b = append(b, k.Proto.Number(), 0, 0, 0)
+	b = binary.BigEndian.AppendUint16(b, k.Port)
+	return append(b, 0, 0)
+}
+
+func decodeKey(f Family, kind KeyKind, b []byte) (MapKey, bool) {
+	var k MapKey
+	if kind == KeyAddrProtoPort {
+		n := 4
+		if f == IPv6 {
+			n = 16
+		}
+		if len(b) < n {
+			return k, false
+		}
+		k.Addr, _ = netip.AddrFromSlice(b[:n])
+		b = b[n:]
+	}
+	if len(b) < 8 {
+		return k, false
+	}
+	switch b[0] {
+	case 6:
+		k.Proto = TCP
+	case 17:
+		k.Proto = UDP
+	case 132:
+		k.Proto = SCTP
+	default:
+		return k, false
+	}
+	k.Port = binary.BigEndian.Uint16(b[4:6])
+	return k, true
+}
+
+var addrOffsets = map[Family]struct{ src, dst, len uint32 }{
+	IPv4: {src: 12, dst: 16, len: 4},
+	IPv6: {src: 8, dst: 24, len: 16},
+}
+
+func nfproto(f Family) uint32 {
+	if f == IPv4 {
+		return unix.NFPROTO_IPV4
+	}
+	return unix.NFPROTO_IPV6
+}
+
+func verdictExpr(v Verdict) *expr.Verdict {
+	switch v.Kind {
+	case VerdictJump:
+		return &expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}
+	case VerdictGoto:
+		return &expr.Verdict{Kind: expr.VerdictGoto, Chain: v.Chain}
+	case VerdictReturn:
+		return &expr.Verdict{Kind: expr.VerdictReturn}
+	case VerdictDrop:
+		return &expr.Verdict{Kind: expr.VerdictDrop}
+	default:
+		return &expr.Verdict{Kind: expr.VerdictAccept}
+	}
+}
+
+// exprs translates a model rule into nftables expressions of family f.
+// Anonymous maps (numgen) are added to c, as they live in the same batch
+// as their rule.
+func exprs(c *nftables.Conn, table *nftables.Table, f Family, r Rule) ([]expr.Any, error) {
+	var out []expr.Any
+	off := addrOffsets[f]
+	if r.CtStateNew {
+		out = append(out,
+			&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)})
+	}
+	if r.MarkUnset {
+		out = append(out,
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(MasqMark), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)})
+	}
+	if r.Saddr.IsValid() {
+		out = append(out, prefixMatch(off.src, off.len, r.Saddr, expr.CmpOpEq)...)
+	}
+	for _, p := range r.SaddrNotIn {
+		out = append(out, prefixMatch(off.src, off.len, p, expr.CmpOpNeq)...)
+	}
+	if r.SaddrSet != "" {
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.src, Len: off.len},
+			&expr.Lookup{SourceRegister: reg1, SetName: r.SaddrSet})
+	}
+	if r.Daddr.IsValid() {
+		out = append(out, prefixMatch(off.dst, off.len, r.Daddr, expr.CmpOpEq)...)
+	}
+	if r.DaddrSet != "" {
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len},
+			&expr.Lookup{SourceRegister: reg1, SetName: r.DaddrSet})
+	}
+	if r.FibSaddrLocal || r.FibDaddrLocal {
+		out = append(out,
+			&expr.Fib{Register: reg1, FlagSADDR: r.FibSaddrLocal, FlagDADDR: r.FibDaddrLocal, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)})
+	}
+	if r.OIFName != "" {
+		b := make([]byte, unix.IFNAMSIZ)
+		copy(b, r.OIFName)
+		out = append(out, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: b})
+	}
+	if r.Proto != "" {
+		out = append(out,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{r.Proto.Number()}})
+	}
+	if r.DPort != 0 {
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(r.DPort)})
+	}
+	if r.SetMark || r.ClearMark {
+		mask, xor := ^uint32(MasqMark), uint32(MasqMark) // mark | M
+		if r.ClearMark {
+			mask = ^uint32(0) // mark ^ M
+		}
+		out = append(out,
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: binaryutil.NativeEndian.PutUint32(xor)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1})
+	}
+	if r.Update != "" {
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.src, Len: off.len},
+			&expr.Dynset{SrcRegKey: reg1, SetName: r.Update, Operation: unix.NFT_DYNSET_OP_UPDATE})
+	}
+	if r.VMap != "" {
+		if r.VMapKey == KeyAddrProtoPort {
+			next := uint32(reg32_0 + off.len/4)
+			out = append(out,
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next},
+				&expr.Payload{DestRegister: next + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+		} else {
+			out = append(out,
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32_0},
+				&expr.Payload{DestRegister: reg32_0 + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+		}
+		out = append(out, &expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: 0, SetName: r.VMap})
+	}
+	if len(r.Numgen) > 0 {
+		set := &nftables.Set{Table: table, Anonymous: true, Constant: true, IsMap: true,
+			KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
+		els := make([]nftables.SetElement, len(r.Numgen))
+		for i, ch := range r.Numgen {
+			els[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}}
+		}
+		if err := c.AddSet(set, els); err != nil {
+			return nil, fmt.Errorf("endpoint map: %w", err)
+		}
+		out = append(out,
+			&expr.Numgen{Register: reg1, Modulus: uint32(len(r.Numgen)), Type: unix.NFT_NG_RANDOM},
+			&expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID})
+	}
+	if r.Masquerade {
+		out = append(out, &expr.Masq{FullyRandom: true})
+	}
+	if r.SNAT.IsValid() {
+		out = append(out,
+			&expr.Immediate{Register: reg1, Data: r.SNAT.Unmap().AsSlice()},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: nfproto(f), RegAddrMin: reg1, FullyRandom: true})
+	}
+	if r.DNAT.IsValid() {
+		out = append(out,
+			&expr.Immediate{Register: reg1, Data: r.DNAT.Addr().Unmap().AsSlice()},
+			&expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(r.DNAT.Port())},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto(f), RegAddrMin: reg1, RegProtoMin: reg2, Specified: true})
+	}
+	switch r.Verdict.Kind {
+	case VerdictNone:
+	case VerdictReject:
+		out = append(out, rejectExpr(f, r.Proto))
+	default:
+		out = append(out, verdictExpr(r.Verdict))
+	}
+	return out, nil
+}
+
+// rejectExpr answers TCP with a reset and everything else with ICMP port
+// unreachable.
+func rejectExpr(f Family, p Protocol) *expr.Reject {
+	if p == TCP {
+		return &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}
+	}
+	if f == IPv4 {
+		return &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3} // port unreachable
+	}
+	return &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 4} // ICMPv6 port unreachable
+}
+
+func prefixMatch(offset, length uint32, p netip.Prefix, op expr.CmpOp) []expr.Any {
+	out := []expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length}}
+	if !p.IsSingleIP() {
+		mask := make([]byte, length)
+		for i := 0; i < p.Bits(); i++ {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		out = append(out, &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: length, Mask: mask, Xor: make([]byte, length)})
+	}
+	return append(out, &expr.Cmp{Op: op, Register: reg1, Data: p.Masked().Addr().Unmap().AsSlice()})
+}

@@ -1,0 +1,376 @@
+package servicenat
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"net/netip"
+	"strings"
+)
+
+// Names in the kernel (DESIGN.md, "Service NAT layout"; kube-proxy's
+// nftables mode spells them the same).
+const (
+	TableName = "wgmesh"
+
+	ChainServices               = "services"
+	ChainMasquerading           = "masquerading"
+	ChainMarkForMasquerade      = "mark-for-masquerade"
+	ChainServiceEndpointsCheck  = "service-endpoints-check"
+	ChainNodePortEndpointsCheck = "nodeport-endpoints-check"
+	ChainClusterIPsCheck        = "cluster-ips-check"
+	ChainFirewallCheck          = "firewall-check"
+	ChainReject                 = "reject-chain"
+
+	MapServiceIPs          = "service-ips"
+	MapServiceNodePorts    = "service-nodeports"
+	MapNoEndpointServices  = "no-endpoint-services"
+	MapNoEndpointNodePorts = "no-endpoint-nodeports"
+	MapFirewallIPs         = "firewall-ips"
+
+	SetClusterIPs  = "cluster-ips"
+	SetNodePortIPs = "nodeport-ips"
+)
+
+// Hook is a netfilter hook of a base chain.
+type Hook string
+
+const (
+	HookPrerouting  Hook = "prerouting"
+	HookInput       Hook = "input"
+	HookForward     Hook = "forward"
+	HookOutput      Hook = "output"
+	HookPostrouting Hook = "postrouting"
+)
+
+// BaseChain is one of the hooked chains; its rules only jump to the
+// regular chains.
+type BaseChain struct {
+	Name     string
+	NAT      bool // type nat, else type filter
+	Hook     Hook
+	Priority int
+	Rules    Chain
+}
+
+// Base chain priorities. The filter chains that reject run just before the
+// leak guard (priority filter) so that a refused connection is answered,
+// not silently dropped; the firewall runs before DNAT, the endpoint checks
+// after it.
+const (
+	prioPreDNAT = -110
+	prioDNAT    = -100
+	prioFilter  = -5
+	prioSNAT    = 100
+)
+
+// BaseChains are the hooked chains of the table (the same for both families).
+func BaseChains() []BaseChain {
+	ctNewJump := func(c string) Rule { return Rule{CtStateNew: true, Verdict: Jump(c)} }
+	return []BaseChain{
+		{Name: "filter-prerouting-pre-dnat", Hook: HookPrerouting, Priority: prioPreDNAT, Rules: Chain{ctNewJump(ChainFirewallCheck)}},
+		{Name: "filter-output-pre-dnat", Hook: HookOutput, Priority: prioPreDNAT, Rules: Chain{ctNewJump(ChainFirewallCheck)}},
+		{Name: "nat-prerouting", NAT: true, Hook: HookPrerouting, Priority: prioDNAT, Rules: Chain{{Verdict: Jump(ChainServices)}}},
+		{Name: "nat-output", NAT: true, Hook: HookOutput, Priority: prioDNAT, Rules: Chain{{Verdict: Jump(ChainServices)}}},
+		{Name: "nat-postrouting", NAT: true, Hook: HookPostrouting, Priority: prioSNAT, Rules: Chain{{Verdict: Jump(ChainMasquerading)}}},
+		{Name: "filter-input", Hook: HookInput, Priority: prioFilter, Rules: Chain{ctNewJump(ChainNodePortEndpointsCheck), ctNewJump(ChainServiceEndpointsCheck)}},
+		{Name: "filter-forward", Hook: HookForward, Priority: prioFilter, Rules: Chain{ctNewJump(ChainServiceEndpointsCheck), ctNewJump(ChainClusterIPsCheck)}},
+		{Name: "filter-output", Hook: HookOutput, Priority: prioFilter, Rules: Chain{ctNewJump(ChainServiceEndpointsCheck), ctNewJump(ChainClusterIPsCheck)}},
+	}
+}
+
+// StaticMaps and StaticSets are declared in every table.
+var (
+	StaticMaps = []struct {
+		Name string
+		Key  KeyKind
+	}{
+		{MapServiceIPs, KeyAddrProtoPort},
+		{MapServiceNodePorts, KeyProtoPort},
+		{MapNoEndpointServices, KeyAddrProtoPort},
+		{MapNoEndpointNodePorts, KeyProtoPort},
+		{MapFirewallIPs, KeyAddrProtoPort},
+	}
+	StaticSets = []string{SetClusterIPs, SetNodePortIPs}
+)
+
+// Render computes family f's whole table: the static chains plus every
+// Service's fragment. It is pure: the same input gives the same ruleset.
+func Render(in Input, f Family) *Ruleset {
+	rs := RenderStatic(in, f)
+	for _, s := range in.Services {
+		rs.Merge(RenderService(in, f, s))
+	}
+	return rs
+}
+
+// RenderStatic computes the chains and set elements that do not belong to
+// one Service.
+func RenderStatic(in Input, f Family) *Ruleset {
+	rs := NewRuleset()
+	for _, b := range BaseChains() {
+		rs.Chains[b.Name] = b.Rules
+	}
+	rs.Chains[ChainServices] = Chain{
+		{VMap: MapServiceIPs, VMapKey: KeyAddrProtoPort},
+		{DaddrSet: SetNodePortIPs, VMap: MapServiceNodePorts, VMapKey: KeyProtoPort},
+	}
+	masq := Chain{
+		{MarkUnset: true, Verdict: Verdict{Kind: VerdictReturn}},
+		{ClearMark: true},
+	}
+	for _, a := range addrsOf(in.SNATAddrs, f) {
+		// The first address of the family: the pod bridge gateway.
+		masq = append(masq, Rule{OIFName: in.TunnelIf, SNAT: a})
+		break
+	}
+	rs.Chains[ChainMasquerading] = append(masq, Rule{Masquerade: true})
+	rs.Chains[ChainMarkForMasquerade] = Chain{{SetMark: true}}
+	rs.Chains[ChainServiceEndpointsCheck] = Chain{{VMap: MapNoEndpointServices, VMapKey: KeyAddrProtoPort}}
+	rs.Chains[ChainNodePortEndpointsCheck] = Chain{{DaddrSet: SetNodePortIPs, VMap: MapNoEndpointNodePorts, VMapKey: KeyProtoPort}}
+	check := Chain{{DaddrSet: SetClusterIPs, Verdict: Goto(ChainReject)}}
+	for _, p := range prefixesOf(in.ServiceCIDRs, f) {
+		check = append(check, Rule{Daddr: p, Verdict: Verdict{Kind: VerdictDrop}})
+	}
+	rs.Chains[ChainClusterIPsCheck] = check
+	rs.Chains[ChainFirewallCheck] = Chain{{VMap: MapFirewallIPs, VMapKey: KeyAddrProtoPort}}
+	rs.Chains[ChainReject] = Chain{{Proto: TCP, Verdict: Verdict{Kind: VerdictReject}}, {Verdict: Verdict{Kind: VerdictReject}}}
+	for _, a := range addrsOf(in.NodePortIPs, f) {
+		rs.AddSetElement(SetNodePortIPs, a)
+	}
+	for _, m := range StaticMaps {
+		rs.Maps[m.Name] = map[MapKey]Verdict{}
+	}
+	for _, s := range StaticSets {
+		if rs.Sets[s] == nil {
+			rs.Sets[s] = map[netip.Addr]bool{}
+		}
+	}
+	return rs
+}
+
+// Chain name prefixes of the per-Service chains.
+const (
+	prefixService  = "service-"
+	prefixExternal = "external-"
+	prefixLocal    = "local-"
+	prefixFirewall = "firewall-"
+	prefixEndpoint = "endpoint-"
+	prefixAffinity = "affinity-"
+)
+
+// hashed is "<hash>-<id>", kube-proxy's way of keeping names unique and
+// readable.
+func hashed(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:8] + "-" + id
+}
+
+// EndpointSets are the endpoints a Service port uses, after the traffic
+// policies and the ready/terminating fallback.
+type EndpointSets struct {
+	// Cluster are the usable endpoints anywhere in the cluster, Local those
+	// on this node.
+	Cluster, Local []Endpoint
+}
+
+// usable returns the ready endpoints, or, when there are none, those that
+// are serving while terminating (kube-proxy's fallback, so that a rolling
+// update never leaves a moment with no endpoint).
+func usable(es []Endpoint) []Endpoint {
+	var ready, terminating []Endpoint
+	for _, e := range es {
+		switch {
+		case e.Ready:
+			ready = append(ready, e)
+		case e.Serving && e.Terminating:
+			terminating = append(terminating, e)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return terminating
+}
+
+// Categorize sorts one port's endpoints of one family into the cluster-wide
+// and the node-local sets.
+func Categorize(es []Endpoint) EndpointSets {
+	var loc []Endpoint
+	for _, e := range es {
+		if e.Local {
+			loc = append(loc, e)
+		}
+	}
+	return EndpointSets{Cluster: usable(es), Local: usable(loc)}
+}
+
+// RenderService computes one Service's fragment of family f's table.
+func RenderService(in Input, f Family, s Service) *Ruleset {
+	rs := NewRuleset()
+	cips := addrsOf(s.ClusterIPs, f)
+	if len(cips) == 0 {
+		// The Service has no address of this family (single-stack of the
+		// other): nothing to do here.
+		return rs
+	}
+	externals := append(addrsOf(s.ExternalIPs, f), addrsOf(s.LoadBalancerIPs, f)...)
+	lbs := addrsOf(s.LoadBalancerIPs, f)
+	clusterCIDRs := prefixesOf(in.ClusterCIDRs, f)
+	for _, cip := range cips {
+		rs.AddSetElement(SetClusterIPs, cip)
+	}
+	for _, p := range s.Ports {
+		renderPort(rs, portInput{
+			id: portID(s.ServiceKey, p), svc: s, port: p, cips: cips, externals: externals, lbs: lbs,
+			clusterCIDRs: clusterCIDRs, sets: Categorize(endpointsOf(p.Endpoints, f)),
+		})
+	}
+	return rs
+}
+
+type portInput struct {
+	id                   string
+	svc                  Service
+	port                 Port
+	cips, externals, lbs []netip.Addr
+	clusterCIDRs         []netip.Prefix
+	sets                 EndpointSets
+}
+
+func renderPort(rs *Ruleset, in portInput) {
+	s, p, sets := in.svc, in.port, in.sets
+	svcChain := prefixService + hashed(in.id)
+	localChain := prefixLocal + hashed(in.id)
+	extChain := prefixExternal + hashed(in.id)
+	fwChain := prefixFirewall + hashed(in.id)
+
+	// Endpoint chains: DNAT to one endpoint, masquerading hairpin traffic
+	// (a pod reaching itself through its Service) and remembering the
+	// client for session affinity.
+	epChain := map[netip.AddrPort]string{}
+	for _, e := range append(append([]Endpoint{}, sets.Cluster...), sets.Local...) {
+		if _, ok := epChain[e.AddrPort()]; ok {
+			continue
+		}
+		name := prefixEndpoint + hashed(in.id+"__"+e.AddrPort().String())
+		epChain[e.AddrPort()] = name
+		c := Chain{{Saddr: Host(e.Addr), Verdict: Jump(ChainMarkForMasquerade)}}
+		if s.AffinityTimeout > 0 {
+			aff := affinityName(in.id, e)
+			rs.Affinity[aff] = AffinitySet{Timeout: s.AffinityTimeout}
+			c = append(c, Rule{Update: aff})
+		}
+		rs.Chains[name] = append(c, Rule{Proto: p.Protocol, DNAT: e.AddrPort()})
+	}
+	pick := func(es []Endpoint) Chain {
+		var c Chain
+		if s.AffinityTimeout > 0 {
+			for _, e := range es {
+				c = append(c, Rule{SaddrSet: affinityName(in.id, e), Verdict: Goto(epChain[e.AddrPort()])})
+			}
+		}
+		names := make([]string, len(es))
+		for i, e := range es {
+			names[i] = epChain[e.AddrPort()]
+		}
+		return append(c, Rule{Numgen: names})
+	}
+
+	hasCluster, hasLocal := len(sets.Cluster) > 0, len(sets.Local) > 0
+	if hasCluster {
+		var c Chain
+		if !s.InternalLocal {
+			// Clients outside the pod ranges (the node itself, hosts
+			// routed to the service range) are masqueraded, so replies
+			// come back through this node.
+			for _, cip := range in.cips {
+				if len(in.clusterCIDRs) > 0 {
+					c = append(c, Rule{Daddr: Host(cip), Proto: p.Protocol, DPort: p.Port, SaddrNotIn: in.clusterCIDRs, Verdict: Jump(ChainMarkForMasquerade)})
+				}
+			}
+		}
+		rs.Chains[svcChain] = append(c, pick(sets.Cluster)...)
+	}
+	if hasLocal && (s.InternalLocal || s.ExternalLocal) {
+		rs.Chains[localChain] = pick(sets.Local)
+	}
+
+	// What to do with traffic that finds no endpoint: refuse it, but drop
+	// when a traffic policy hides endpoints that exist elsewhere (a load
+	// balancer's health check then moves traffic away).
+	miss := func(policyLocal bool) Verdict {
+		if policyLocal && hasCluster {
+			return Verdict{Kind: VerdictDrop}
+		}
+		return Goto(ChainReject)
+	}
+
+	// Internal traffic: the ClusterIPs.
+	internal, internalOK := svcChain, hasCluster
+	if s.InternalLocal {
+		internal, internalOK = localChain, hasLocal
+	}
+	for _, cip := range in.cips {
+		if internalOK {
+			rs.AddElement(MapServiceIPs, MapKey{cip, p.Protocol, p.Port}, Goto(internal))
+		} else {
+			rs.AddElement(MapNoEndpointServices, MapKey{cip, p.Protocol, p.Port}, miss(s.InternalLocal))
+		}
+	}
+
+	// External traffic: NodePorts, externalIPs, load-balancer IPs.
+	if len(in.externals) == 0 && p.NodePort == 0 {
+		return
+	}
+	externalOK := hasCluster
+	if s.ExternalLocal {
+		externalOK = hasLocal
+	}
+	if hasCluster {
+		var c Chain
+		if !s.ExternalLocal {
+			c = Chain{{Verdict: Jump(ChainMarkForMasquerade)}, {Verdict: Goto(svcChain)}}
+		} else {
+			// Pods and the node itself are short-circuited to all
+			// endpoints (the node masqueraded, so replies come back
+			// here); outside clients reach only local endpoints and
+			// keep their source address.
+			for _, cidr := range in.clusterCIDRs {
+				c = append(c, Rule{Saddr: cidr, Verdict: Goto(svcChain)})
+			}
+			c = append(c, Rule{FibSaddrLocal: true, Verdict: Jump(ChainMarkForMasquerade)}, Rule{FibSaddrLocal: true, Verdict: Goto(svcChain)})
+			if hasLocal {
+				c = append(c, Rule{Verdict: Goto(localChain)})
+			}
+		}
+		rs.Chains[extChain] = c
+		for _, a := range in.externals {
+			rs.AddElement(MapServiceIPs, MapKey{a, p.Protocol, p.Port}, Goto(extChain))
+		}
+		if p.NodePort != 0 {
+			rs.AddElement(MapServiceNodePorts, MapKey{Proto: p.Protocol, Port: p.NodePort}, Goto(extChain))
+		}
+	}
+	if !externalOK {
+		for _, a := range in.externals {
+			rs.AddElement(MapNoEndpointServices, MapKey{a, p.Protocol, p.Port}, miss(s.ExternalLocal))
+		}
+		if p.NodePort != 0 {
+			rs.AddElement(MapNoEndpointNodePorts, MapKey{Proto: p.Protocol, Port: p.NodePort}, miss(s.ExternalLocal))
+		}
+	}
+	if len(s.SourceRanges) > 0 && len(in.lbs) > 0 {
+		var fw Chain
+		for _, r := range prefixesOf(s.SourceRanges, FamilyOf(in.lbs[0])) {
+			fw = append(fw, Rule{Saddr: r, Verdict: Verdict{Kind: VerdictReturn}})
+		}
+		rs.Chains[fwChain] = append(fw, Rule{Verdict: Verdict{Kind: VerdictDrop}})
+		for _, a := range in.lbs {
+			rs.AddElement(MapFirewallIPs, MapKey{a, p.Protocol, p.Port}, Goto(fwChain))
+		}
+	}
+}
+
+func affinityName(id string, e Endpoint) string {
+	return prefixAffinity + hashed(id+"__"+e.AddrPort().String())
+}

@@ -1,0 +1,312 @@
+package servicenat
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+)
+
+// VerdictKind is what a rule or a map element does with a matching packet.
+type VerdictKind string
+
+const (
+	VerdictNone   VerdictKind = ""
+	VerdictJump   VerdictKind = "jump"
+	VerdictGoto   VerdictKind = "goto"
+	VerdictReturn VerdictKind = "return"
+	VerdictDrop   VerdictKind = "drop"
+	VerdictAccept VerdictKind = "accept"
+	// VerdictReject answers TCP with a reset and everything else with
+	// ICMP port unreachable.
+	VerdictReject VerdictKind = "reject"
+)
+
+// Verdict is a verdict, with the target chain for jump and goto.
+type Verdict struct {
+	Kind  VerdictKind
+	Chain string
+}
+
+func (v Verdict) String() string {
+	if v.Chain != "" {
+		return string(v.Kind) + " " + v.Chain
+	}
+	return string(v.Kind)
+}
+
+// Goto and Jump build verdicts.
+func Goto(chain string) Verdict { return Verdict{Kind: VerdictGoto, Chain: chain} }
+func Jump(chain string) Verdict { return Verdict{Kind: VerdictJump, Chain: chain} }
+
+// KeyKind says which packet fields form a verdict map's key.
+type KeyKind int
+
+const (
+	// KeyAddrProtoPort is daddr . l4proto . dport.
+	KeyAddrProtoPort KeyKind = iota
+	// KeyProtoPort is l4proto . dport.
+	KeyProtoPort
+)
+
+// MapKey is a verdict map element's key (Addr is unset for KeyProtoPort).
+type MapKey struct {
+	Addr  netip.Addr
+	Proto Protocol
+	Port  uint16
+}
+
+func (k MapKey) String() string {
+	if k.Addr.IsValid() {
+		return fmt.Sprintf("%s . %s . %d", k.Addr, k.Proto, k.Port)
+	}
+	return fmt.Sprintf("%s . %d", k.Proto, k.Port)
+}
+
+// Rule is one nftables rule of the model. Every field that is set must
+// match (in the order String prints them); then the statements run.
+type Rule struct {
+	// Matches.
+	CtStateNew bool
+	// MarkUnset: the masquerade mark is not set.
+	MarkUnset  bool
+	Saddr      netip.Prefix   // ip saddr within
+	SaddrNotIn []netip.Prefix // ip saddr within none of these
+	SaddrSet   string         // ip saddr @set
+	Daddr      netip.Prefix   // ip daddr within
+	DaddrSet   string         // ip daddr @set
+	Proto      Protocol       // meta l4proto
+	DPort      uint16         // th dport
+	// FibSaddrLocal: the source is an address of this node.
+	FibSaddrLocal bool
+	// FibDaddrLocal: the destination is an address of this node.
+	FibDaddrLocal bool
+	OIFName       string // oifname
+
+	// Statements.
+	SetMark   bool   // meta mark set meta mark | MasqMark
+	ClearMark bool   // meta mark set meta mark ^ MasqMark
+	Update    string // update @set { ip saddr }
+	// Lookups that end the rule with the map's verdict.
+	VMap    string // <key> vmap @VMap
+	VMapKey KeyKind
+	// Numgen: numgen random mod len vmap { i : goto Numgen[i] }.
+	Numgen     []string
+	Masquerade bool
+	SNAT       netip.Addr
+	DNAT       netip.AddrPort
+	Verdict    Verdict
+}
+
+// MasqMark is the packet mark that asks the masquerading chain to
+// masquerade (kube-proxy uses the same bit). It is cleared as it is used,
+// so it never rides along into the WireGuard-encapsulated packet.
+const MasqMark = 0x4000
+
+// String is the rule in nft syntax. It is also the rule's identity: its
+// hash is stored with the rule in the kernel to detect drift.
+func (r Rule) String() string {
+	var b []string
+	add := func(f string, a ...any) { b = append(b, fmt.Sprintf(f, a...)) }
+	if r.CtStateNew {
+		add("ct state new")
+	}
+	if r.MarkUnset {
+		add("meta mark & 0x%x == 0", MasqMark)
+	}
+	if r.Saddr.IsValid() {
+		add("%s saddr %s", pfxFamily(r.Saddr), pfxString(r.Saddr))
+	}
+	if len(r.SaddrNotIn) > 0 {
+		s := make([]string, len(r.SaddrNotIn))
+		for i, p := range r.SaddrNotIn {
+			s[i] = pfxString(p)
+		}
+		add("%s saddr != { %s }", pfxFamily(r.SaddrNotIn[0]), strings.Join(s, ", "))
+	}
+	if r.SaddrSet != "" {
+		add("saddr @%s", r.SaddrSet)
+	}
+	if r.Daddr.IsValid() {
+		add("%s daddr %s", pfxFamily(r.Daddr), pfxString(r.Daddr))
+	}
+	if r.DaddrSet != "" {
+		add("daddr @%s", r.DaddrSet)
+	}
+	if r.FibSaddrLocal {
+		add("fib saddr type local")
+	}
+	if r.FibDaddrLocal {
+		add("fib daddr type local")
+	}
+	if r.OIFName != "" {
+		add("oifname %q", r.OIFName)
+	}
+	if r.Proto != "" {
+		add("meta l4proto %s", r.Proto)
+	}
+	if r.DPort != 0 {
+		add("th dport %d", r.DPort)
+	}
+	if r.SetMark {
+		add("meta mark set meta mark | 0x%x", MasqMark)
+	}
+	if r.ClearMark {
+		add("meta mark set meta mark ^ 0x%x", MasqMark)
+	}
+	if r.Update != "" {
+		add("update @%s { saddr }", r.Update)
+	}
+	if r.VMap != "" {
+		if r.VMapKey == KeyProtoPort {
+			add("meta l4proto . th dport vmap @%s", r.VMap)
+		} else {
+			add("daddr . meta l4proto . th dport vmap @%s", r.VMap)
+		}
+	}
+	if len(r.Numgen) > 0 {
+		s := make([]string, len(r.Numgen))
+		for i, c := range r.Numgen {
+			s[i] = fmt.Sprintf("%d : goto %s", i, c)
+		}
+		add("numgen random mod %d vmap { %s }", len(r.Numgen), strings.Join(s, ", "))
+	}
+	if r.Masquerade {
+		add("masquerade fully-random")
+	}
+	if r.SNAT.IsValid() {
+		add("snat to %s fully-random", r.SNAT)
+	}
+	if r.DNAT.IsValid() {
+		add("dnat to %s", r.DNAT)
+	}
+	if r.Verdict.Kind != VerdictNone {
+		add("%s", r.Verdict)
+	}
+	return strings.Join(b, " ")
+}
+
+func pfxFamily(p netip.Prefix) Family { return FamilyOf(p.Addr()) }
+
+func pfxString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// Host is the single-address prefix of a.
+func Host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()) }
+
+// Chain is a regular (non-base) chain's rules.
+type Chain []Rule
+
+// Fingerprints are the rules' identities, in order.
+func (c Chain) Fingerprints() []string {
+	out := make([]string, len(c))
+	for i, r := range c {
+		out[i] = r.String()
+	}
+	return out
+}
+
+// AffinitySet is a dynamic set of client addresses with a timeout.
+type AffinitySet struct{ Timeout time.Duration }
+
+// Ruleset is the desired (or current) content of one family's table, or
+// of one Service's part of it (a fragment).
+type Ruleset struct {
+	Chains map[string]Chain
+	// Maps are the verdict maps: map name -> key -> verdict.
+	Maps map[string]map[MapKey]Verdict
+	// Sets are the address sets: set name -> addresses.
+	Sets map[string]map[netip.Addr]bool
+	// Affinity are the session-affinity sets.
+	Affinity map[string]AffinitySet
+}
+
+// NewRuleset returns an empty Ruleset.
+func NewRuleset() *Ruleset {
+	return &Ruleset{Chains: map[string]Chain{}, Maps: map[string]map[MapKey]Verdict{}, Sets: map[string]map[netip.Addr]bool{}, Affinity: map[string]AffinitySet{}}
+}
+
+// AddElement adds a map element.
+func (rs *Ruleset) AddElement(m string, k MapKey, v Verdict) {
+	if rs.Maps[m] == nil {
+		rs.Maps[m] = map[MapKey]Verdict{}
+	}
+	rs.Maps[m][k] = v
+}
+
+// AddSetElement adds an address to a set.
+func (rs *Ruleset) AddSetElement(s string, a netip.Addr) {
+	if rs.Sets[s] == nil {
+		rs.Sets[s] = map[netip.Addr]bool{}
+	}
+	rs.Sets[s][a] = true
+}
+
+// Merge adds everything of o to rs (o's chains replace rs's of the same name).
+func (rs *Ruleset) Merge(o *Ruleset) {
+	for n, c := range o.Chains {
+		rs.Chains[n] = c
+	}
+	for m, els := range o.Maps {
+		for k, v := range els {
+			rs.AddElement(m, k, v)
+		}
+	}
+	for s, els := range o.Sets {
+		for a := range els {
+			rs.AddSetElement(s, a)
+		}
+	}
+	for n, a := range o.Affinity {
+		rs.Affinity[n] = a
+	}
+}
+
+// String lists the ruleset in nft-like syntax, sorted (for tests and logs).
+func (rs *Ruleset) String() string {
+	var b strings.Builder
+	for _, n := range sortedKeys(rs.Sets) {
+		fmt.Fprintf(&b, "set %s {", n)
+		var as []netip.Addr
+		for a := range rs.Sets[n] {
+			as = append(as, a)
+		}
+		sort.Slice(as, func(i, j int) bool { return as[i].Less(as[j]) })
+		fmt.Fprintf(&b, " %s }\n", joinAddrs(as))
+	}
+	for _, n := range sortedKeys(rs.Affinity) {
+		fmt.Fprintf(&b, "set %s { timeout %s }\n", n, rs.Affinity[n].Timeout)
+	}
+	for _, n := range sortedKeys(rs.Maps) {
+		fmt.Fprintf(&b, "map %s {\n", n)
+		var lines []string
+		for k, v := range rs.Maps[n] {
+			lines = append(lines, fmt.Sprintf("\t%s : %s\n", k, v))
+		}
+		sort.Strings(lines)
+		b.WriteString(strings.Join(lines, ""))
+		b.WriteString("}\n")
+	}
+	for _, n := range sortedKeys(rs.Chains) {
+		fmt.Fprintf(&b, "chain %s {\n", n)
+		for _, r := range rs.Chains[n] {
+			fmt.Fprintf(&b, "\t%s\n", r)
+		}
+		b.WriteString("}\n")
+	}
+	return b.String()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
