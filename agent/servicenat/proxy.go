@@ -1,0 +1,493 @@
+package servicenat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/wgmesh/wgmesh/agent/mesh"
+)
+
+// Defaults.
+const (
+	// DefaultSyncPeriod is how often the kernel is compared with the
+	// desired table (cheap when the ruleset generation has not moved).
+	DefaultSyncPeriod = 30 * time.Second
+	// fullCheckEvery forces a real comparison every so many periods even
+	// when the generation did not move.
+	fullCheckEvery = 10
+	// EventSource is the component name on Events.
+	EventSource = "wgmesh-service-nat"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	NodeName     string
+	ClusterCIDRs []netip.Prefix
+	ServiceCIDRs []netip.Prefix
+	// NodePortAddresses are the ranges whose local addresses serve
+	// NodePorts; empty: the node's InternalIP addresses.
+	NodePortAddresses []netip.Prefix
+	// TunnelIf is the WireGuard link (default wgmesh0).
+	TunnelIf   string
+	SyncPeriod time.Duration
+	// NetNSFd selects the network namespace (tests); 0 = the current one.
+	NetNSFd int
+	// HealthCheck serves HealthCheckNodePorts; nil: a HealthServer on
+	// all addresses.
+	HealthCheck *HealthServer
+	Log         logr.Logger
+	Registerer  prometheus.Registerer
+}
+
+// Proxy is the node's service NAT: it watches Services and EndpointSlices
+// and keeps table wgmesh's service part equal to their rendering.
+type Proxy struct {
+	o       Options
+	k       *Kernel
+	metrics *Metrics
+	events  record.EventRecorder
+	ct      *Conntrack
+
+	svcLister   corelisters.ServiceLister
+	sliceLister discoverylisters.EndpointSliceLister
+	nodeLister  corelisters.NodeLister
+
+	mu      sync.Mutex
+	dirty   map[ServiceKey]bool
+	trigger map[ServiceKey]time.Time // earliest endpoint change trigger time
+	all     bool
+	wake    chan struct{}
+
+	// State of what is in the kernel (owned by the sync loop).
+	globals   Input
+	fragments map[ServiceKey][2]*Ruleset
+	models    map[ServiceKey]Service
+	reported  map[string]bool
+	lastGen   uint32
+	periods   int
+	kpWarned  bool
+	synced    bool
+	syncedMu  sync.Mutex
+	lastError error
+}
+
+// New returns a Proxy.
+func New(o Options) *Proxy {
+	if o.SyncPeriod == 0 {
+		o.SyncPeriod = DefaultSyncPeriod
+	}
+	if o.TunnelIf == "" {
+		o.TunnelIf = "wgmesh0"
+	}
+	if o.HealthCheck == nil {
+		o.HealthCheck = NewHealthServer(nil, o.Log)
+	}
+	return &Proxy{
+		o: o, k: &Kernel{NetNSFd: o.NetNSFd}, metrics: NewMetrics(o.Registerer), ct: &Conntrack{NetNSFd: o.NetNSFd},
+		dirty: map[ServiceKey]bool{}, trigger: map[ServiceKey]time.Time{}, wake: make(chan struct{}, 1),
+		fragments: map[ServiceKey][2]*Ruleset{}, models: map[ServiceKey]Service{}, reported: map[string]bool{},
+	}
+}
+
+// Synced reports whether the first full sync is done (readiness).
+func (p *Proxy) Synced() error {
+	p.syncedMu.Lock()
+	defer p.syncedMu.Unlock()
+	if !p.synced {
+		return errors.New("service NAT: first sync not done")
+	}
+	return p.lastError
+}
+
+func (p *Proxy) markDirty(k ServiceKey, trigger time.Time) {
+	p.mu.Lock()
+	p.dirty[k] = true
+	if !trigger.IsZero() {
+		if t, ok := p.trigger[k]; !ok || trigger.Before(t) {
+			p.trigger[k] = trigger
+		}
+	}
+	p.mu.Unlock()
+	p.fire()
+}
+
+func (p *Proxy) markAll() {
+	p.mu.Lock()
+	p.all = true
+	p.mu.Unlock()
+	p.fire()
+}
+
+func (p *Proxy) fire() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run watches the API server through cfg and programs the kernel until
+// ctx ends. The service rules stay in place when it returns.
+func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("service NAT: client: %w", err)
+	}
+	bc := record.NewBroadcaster(record.WithContext(ctx))
+	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	defer bc.Shutdown()
+	p.events = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventSource, Host: p.o.NodeName})
+
+	all := informers.NewSharedInformerFactory(cs, 0)
+	sliceReq, _ := labels.NewRequirement(discoveryv1.LabelServiceName, selection.Exists, nil)
+	headless, _ := labels.NewRequirement(LabelHeadless, selection.DoesNotExist, nil)
+	slices := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.LabelSelector = labels.NewSelector().Add(*sliceReq, *headless).String()
+	}))
+	nodes := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", p.o.NodeName).String()
+	}))
+	svcInf := all.Core().V1().Services()
+	sliceInf := slices.Discovery().V1().EndpointSlices()
+	nodeInf := nodes.Core().V1().Nodes()
+	p.svcLister, p.sliceLister, p.nodeLister = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
+
+	onSvc := func(obj any) {
+		if s, ok := unwrap[*corev1.Service](obj); ok {
+			p.markDirty(ServiceKey{s.Namespace, s.Name}, time.Time{})
+		}
+	}
+	onSlice := func(obj any) {
+		if s, ok := unwrap[*discoveryv1.EndpointSlice](obj); ok {
+			var trig time.Time
+			if v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
+				trig, _ = time.Parse(time.RFC3339Nano, v)
+			}
+			p.markDirty(ServiceKey{s.Namespace, s.Labels[discoveryv1.LabelServiceName]}, trig)
+		}
+	}
+	if _, err := svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onSvc, UpdateFunc: func(_, n any) { onSvc(n) }, DeleteFunc: onSvc}); err != nil {
+		return err
+	}
+	if _, err := sliceInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: onSlice, UpdateFunc: func(_, n any) { onSlice(n) }, DeleteFunc: onSlice}); err != nil {
+		return err
+	}
+	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { p.markAll() }, UpdateFunc: func(_, _ any) { p.markAll() }, DeleteFunc: func(any) { p.markAll() }}); err != nil {
+		return err
+	}
+	for _, f := range []informers.SharedInformerFactory{all, slices, nodes} {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		for _, f := range []informers.SharedInformerFactory{all, slices, nodes} {
+			f.Shutdown()
+		}
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, sliceInf.Informer().HasSynced, nodeInf.Informer().HasSynced) {
+		return ctx.Err()
+	}
+	p.o.Log.Info("service NAT started", "node", p.o.NodeName, "clusterCIDRs", p.o.ClusterCIDRs, "serviceCIDRs", p.o.ServiceCIDRs,
+		"nodePortAddresses", p.o.NodePortAddresses, "syncPeriod", p.o.SyncPeriod)
+	go p.o.HealthCheck.Run(ctx)
+	return p.loop(ctx)
+}
+
+func (p *Proxy) loop(ctx context.Context) error {
+	tick := time.NewTicker(p.o.SyncPeriod)
+	defer tick.Stop()
+	p.markAll()
+	backoff := time.Second
+	for {
+		periodic := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+		case <-tick.C:
+			periodic = true
+		}
+		err := p.sync(periodic)
+		p.syncedMu.Lock()
+		p.lastError = err
+		p.syncedMu.Unlock()
+		if err != nil {
+			p.o.Log.Error(err, "service NAT sync failed; retrying", "after", backoff)
+			p.markAll()
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+	}
+}
+
+// sync programs what changed: everything on the first run, after an
+// error, on a node change and when the periodic check finds the kernel
+// moved; otherwise only the dirty Services.
+func (p *Proxy) sync(periodic bool) error {
+	p.mu.Lock()
+	dirty, triggers, all := p.dirty, p.trigger, p.all
+	p.dirty, p.trigger, p.all = map[ServiceKey]bool{}, map[ServiceKey]time.Time{}, false
+	p.mu.Unlock()
+
+	globals, err := p.computeGlobals()
+	if err != nil {
+		p.metrics.SyncErrors.WithLabelValues("node").Inc()
+		return err
+	}
+	if !sameGlobals(globals, p.globals) {
+		all = true
+	}
+	if periodic && !all {
+		p.periods++
+		gen, err := p.k.Generation()
+		if err != nil || gen != p.lastGen || p.periods%fullCheckEvery == 0 {
+			all = true
+		}
+	}
+	if all {
+		p.detectKubeProxy()
+	}
+	if !all && len(dirty) == 0 {
+		return nil
+	}
+	start := time.Now()
+	kind := "partial"
+	if all {
+		kind = "full"
+	}
+	p.globals = globals
+	// Re-convert the Services that changed (all of them for a full sync).
+	keys := dirty
+	if all {
+		keys = map[ServiceKey]bool{}
+		svcs, _ := p.svcLister.List(labels.Everything())
+		for _, s := range svcs {
+			keys[ServiceKey{s.Namespace, s.Name}] = true
+		}
+		for k := range p.fragments {
+			keys[k] = true
+		}
+	}
+	old := map[ServiceKey][2]*Ruleset{}
+	oldModels := map[ServiceKey]Service{}
+	for k := range keys {
+		old[k] = p.fragments[k]
+		oldModels[k] = p.models[k]
+		p.update(k)
+	}
+	writes := 0
+	for i, f := range Families {
+		var ch *changes
+		var want *Ruleset
+		if all {
+			if err := p.k.EnsureSkeleton(f); err != nil {
+				p.metrics.SyncErrors.WithLabelValues("kernel").Inc()
+				return err
+			}
+			cur, err := p.k.Read(f)
+			if err != nil {
+				p.metrics.SyncErrors.WithLabelValues("read").Inc()
+				return err
+			}
+			want = RenderStatic(globals, f)
+			for _, fr := range p.fragments {
+				if fr[i] != nil {
+					want.Merge(fr[i])
+				}
+			}
+			ch = diff(cur, want)
+			if periodic && !ch.Empty() {
+				p.o.Log.Info("service NAT drift repaired", "family", f.String(), "objects", ch.Size(want))
+			}
+		} else {
+			before, after := NewRuleset(), NewRuleset()
+			for k := range keys {
+				if fr := old[k][i]; fr != nil {
+					before.Merge(fr)
+				}
+				if fr := p.fragments[k][i]; fr != nil {
+					after.Merge(fr)
+				}
+			}
+			want = after
+			ch = diff(digestOf(before), after)
+		}
+		writes += ch.Size(want)
+		if _, err := p.k.Apply(f, ch, want); err != nil {
+			p.metrics.SyncErrors.WithLabelValues("kernel").Inc()
+			return err
+		}
+	}
+	if gen, err := p.k.Generation(); err == nil {
+		p.lastGen = gen
+	}
+	p.metrics.Writes.WithLabelValues(kind).Add(float64(writes))
+	p.metrics.SyncDuration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	now := time.Now()
+	for _, t := range triggers {
+		p.metrics.NetworkProgrammingDuration.Observe(now.Sub(t).Seconds())
+	}
+	// Stale UDP flows, now that the rules no longer lead to them.
+	for k := range keys {
+		n, err := p.ct.CleanStale(oldModels[k], p.models[k], globals.NodePortIPs)
+		if err != nil {
+			p.metrics.SyncErrors.WithLabelValues("conntrack").Inc()
+			p.o.Log.Error(err, "removing stale UDP conntrack entries", "service", k.String())
+		}
+		p.metrics.ConntrackDeleted.Add(float64(n))
+	}
+	p.o.HealthCheck.Set(healthTargets(p.models))
+	p.setGauges()
+	if writes > 0 || all {
+		p.o.Log.V(1).Info("service NAT synced", "kind", kind, "services", len(keys), "writes", writes, "duration", time.Since(start))
+	}
+	p.syncedMu.Lock()
+	p.synced = true
+	p.syncedMu.Unlock()
+	return nil
+}
+
+// update re-renders one Service's fragments from the listers.
+func (p *Proxy) update(k ServiceKey) {
+	svc, err := p.svcLister.Services(k.Namespace).Get(k.Name)
+	if err != nil || !Proxied(svc) {
+		delete(p.fragments, k)
+		delete(p.models, k)
+		return
+	}
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: k.Name})
+	slices, _ := p.sliceLister.EndpointSlices(k.Namespace).List(sel)
+	model, probs := Convert(svc, slices, ConvertOptions{NodeName: p.o.NodeName, ServiceCIDRs: p.o.ServiceCIDRs})
+	p.report(svc, probs)
+	var fr [2]*Ruleset
+	for i, f := range Families {
+		fr[i] = RenderService(p.globals, f, model)
+	}
+	p.fragments[k] = fr
+	p.models[k] = model
+}
+
+func (p *Proxy) report(svc *corev1.Service, probs []Problem) {
+	for _, pr := range probs {
+		key := pr.String()
+		if p.reported[key] {
+			continue
+		}
+		p.reported[key] = true
+		p.o.Log.Info("service NAT skips an unusable field", "kind", pr.Kind, "namespace", pr.Namespace, "name", pr.Name,
+			"field", pr.Field, "value", pr.Value, "reason", pr.Reason)
+		if p.events != nil {
+			p.events.Eventf(svc, corev1.EventTypeWarning, "InvalidServiceField", "node %s: %s", p.o.NodeName, pr.String())
+		}
+	}
+}
+
+func (p *Proxy) setGauges() {
+	eps := 0
+	for _, m := range p.models {
+		for _, pt := range m.Ports {
+			eps += len(pt.Endpoints)
+		}
+	}
+	p.metrics.Services.Set(float64(len(p.models)))
+	p.metrics.Endpoints.Set(float64(eps))
+	probs := 0
+	for range p.reported {
+		probs++
+	}
+	p.metrics.Problems.Set(float64(probs))
+}
+
+// computeGlobals reads the node-wide inputs: NodePort addresses and the
+// pod bridge gateways (the SNAT source towards the tunnel).
+func (p *Proxy) computeGlobals() (Input, error) {
+	in := Input{ClusterCIDRs: p.o.ClusterCIDRs, ServiceCIDRs: p.o.ServiceCIDRs, TunnelIf: p.o.TunnelIf}
+	node, err := p.nodeLister.Get(p.o.NodeName)
+	if err != nil {
+		return in, fmt.Errorf("service NAT: reading Node %s: %w", p.o.NodeName, err)
+	}
+	cidrs := node.Spec.PodCIDRs
+	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
+		cidrs = []string{node.Spec.PodCIDR}
+	}
+	for _, c := range cidrs {
+		if pfx, err := netip.ParsePrefix(c); err == nil {
+			if gw, ok := mesh.Gateway(pfx); ok {
+				in.SNATAddrs = append(in.SNATAddrs, gw.Addr())
+			}
+		}
+	}
+	if len(p.o.NodePortAddresses) == 0 {
+		for _, a := range node.Status.Addresses {
+			if a.Type != corev1.NodeInternalIP {
+				continue
+			}
+			if ip, err := netip.ParseAddr(a.Address); err == nil && !ip.IsLoopback() {
+				in.NodePortIPs = append(in.NodePortIPs, ip.Unmap())
+			}
+		}
+	} else {
+		addrs, err := localAddrs(p.o.NetNSFd)
+		if err != nil {
+			return in, err
+		}
+		for _, a := range addrs {
+			if !a.IsLoopback() && inAny(a, p.o.NodePortAddresses) {
+				in.NodePortIPs = append(in.NodePortIPs, a)
+			}
+		}
+	}
+	return in, nil
+}
+
+func sameGlobals(a, b Input) bool {
+	return fmt.Sprint(a.ClusterCIDRs, a.ServiceCIDRs, a.NodePortIPs, a.SNATAddrs, a.TunnelIf) ==
+		fmt.Sprint(b.ClusterCIDRs, b.ServiceCIDRs, b.NodePortIPs, b.SNATAddrs, b.TunnelIf)
+}
+
+func unwrap[T any](obj any) (T, bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	v, ok := obj.(T)
+	return v, ok
+}
+
+// Delete removes the service NAT from the kernel (--cleanup-on-exit, or
+// when the service proxy is turned off).
+func (p *Proxy) Delete() error {
+	var errs []error
+	for _, f := range Families {
+		errs = append(errs, p.k.Delete(f))
+	}
+	return errors.Join(errs...)
+}
