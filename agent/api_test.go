@@ -72,7 +72,7 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	}
 
 	st := DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now()}, wgv1.MeshPeerStatus{})
-	if err := applyStatus(ctx, c, mp.Name, st); err != nil {
+	if err := ApplyStatus(ctx, c, mp.Name, st); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {

@@ -176,7 +176,7 @@ func (a *Agent) writeStatus(ctx context.Context, peers []wgv1.MeshPeer, in Statu
 	if !StatusChanged(own.Status, want) {
 		return nil
 	}
-	if err := applyStatus(ctx, a.client, own.Name, want); err != nil {
+	if err := ApplyStatus(ctx, a.client, own.Name, want); err != nil {
 		return err
 	}
 	a.log.V(1).Info("status written", "meshpeer", own.Name, "connected", want.Connected, "mtu", want.MTU)

@@ -110,10 +110,10 @@ func StatusChanged(current, want wgv1.MeshPeerStatus) bool {
 	return false
 }
 
-// applyStatus server-side-applies the agent's fields of its MeshPeer status
+// ApplyStatus server-side-applies the agent's fields of its MeshPeer status
 // with its own field manager, so the operator's conditions (KeyConflict, ...)
 // are left alone.
-func applyStatus(ctx context.Context, c client.Client, name string, st wgv1.MeshPeerStatus) error {
+func ApplyStatus(ctx context.Context, c client.Client, name string, st wgv1.MeshPeerStatus) error {
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 // the chart's crds/ directory, as helm install would create them.
 var (
 	apiClient  client.Client
+	apiConfig  *rest.Config
 	warnings   = &warningLog{}
 	skipReason string
 )
@@ -44,6 +45,7 @@ func runMain(m *testing.M) int {
 	}
 	defer env.Stop() //nolint:errcheck
 	cfg.WarningHandlerWithContext = warnings
+	apiConfig = cfg
 	if apiClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -212,7 +214,11 @@ func TestRBAC(t *testing.T) {
 		{group: "wgmesh.io", resource: "meshpeers", verb: "patch"},
 		{group: "wgmesh.io", resource: "meshpeers", verb: "delete"},
 		{resource: "nodes", verb: "delete"},
+		{resource: "nodes", verb: "create"},
+		{resource: "nodes", verb: "update"},
 		{resource: "nodes", subresource: "status", verb: "patch"},
+		{group: "wgmesh.io", resource: "meshpeers", subresource: "status", verb: "update"},
+		{group: "events.k8s.io", resource: "events", verb: "delete", namespace: "default"},
 		{resource: "secrets", verb: "get", namespace: ns},
 	} {
 		if allowed(t, agentSA, a) {
