@@ -144,6 +144,14 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	if err := mgr.Add(manager.RunnableFunc(a.loop)); err != nil {
 		return err
 	}
+	if sp := a.o.ServiceProxy; sp != nil {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return sp.Run(ctx, cfg) })); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("service-nat", func(*http.Request) error { return sp.Synced() }); err != nil {
+			return err
+		}
+	}
 	runErr := mgr.Start(ctx)
 	if a.o.CleanupOnExit {
 		if err := a.cleanup(); err != nil {
@@ -209,6 +217,11 @@ func (a *Agent) cleanup() error {
 	for _, d := range a.o.Dataplanes {
 		if err := d.Cleanup(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s cleanup: %w", d.Name(), err))
+		}
+	}
+	if a.o.ServiceProxy != nil {
+		if err := a.o.ServiceProxy.Delete(); err != nil {
+			errs = append(errs, fmt.Errorf("service NAT cleanup: %w", err))
 		}
 	}
 	if err := a.kernel.Cleanup(); err != nil {

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"net/netip"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 )
@@ -43,6 +45,21 @@ type Options struct {
 
 	// Dataplanes are reconciled after the mesh, in order (see NodeDataplane).
 	Dataplanes []NodeDataplane
+	// ServiceProxy is the service NAT (agent/servicenat); nil when
+	// --service-proxy=false leaves Services to kube-proxy.
+	ServiceProxy ServiceProxy
+}
+
+// ServiceProxy runs beside the mesh loop with its own watches (Services and
+// EndpointSlices change far more often than the mesh, and must not cause
+// mesh reconciles).
+type ServiceProxy interface {
+	// Run programs the service NAT until ctx ends.
+	Run(ctx context.Context, cfg *rest.Config) error
+	// Synced is nil once the first sync is done and the last one worked.
+	Synced() error
+	// Delete removes the service NAT from the kernel (--cleanup-on-exit).
+	Delete() error
 }
 
 func (o *Options) defaults() {

@@ -36,7 +36,9 @@ func run() int {
 		clusterCIDRs, serviceCIDRs string
 		cniBinSource, cniConfDir   string
 		cniBinDir                  string
+		sp                         serviceProxyFlags
 	)
+	sp.bind(flag.CommandLine)
 	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "This node's name (default $NODE_NAME).")
 	flag.StringVar(&mode, "wireguard-mode", "auto", "auto, kernel or userspace WireGuard.")
 	flag.IntVar(&o.ListenPort, "listen-port", 51820, "WireGuard UDP port.")
@@ -81,6 +83,9 @@ func run() int {
 	// (agent/egress) plug in here as agent.NodeDataplane implementations.
 	o.Dataplanes = nodeDataplanes(dataplaneFlags{cniBinSource: cniBinSource, cniConfDir: cniConfDir, cniBinDir: cniBinDir}, o, log)
 
+	if o.ServiceProxy, err = serviceProxy(sp, o, log); err != nil {
+		return fail(err)
+	}
 	a, err := agent.New(o, log)
 	if err != nil {
 		return fail(err)

@@ -117,6 +117,9 @@ var valueOfFlag = map[string]map[string]string{
 		"cni-bin-dir":               "agent.cniBinDir",
 		"state-dir":                 "agent.stateDir",
 		"cleanup-on-exit":           "agent.cleanupOnExit",
+		"service-proxy":             "agent.serviceProxy",
+		"nodeport-addresses":        "agent.nodePortAddresses",
+		"service-sync-period":       "agent.serviceSyncPeriod",
 	},
 }
 

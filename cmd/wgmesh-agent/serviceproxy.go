@@ -1,0 +1,51 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/wgmesh/wgmesh/agent"
+	"github.com/wgmesh/wgmesh/agent/servicenat"
+)
+
+// serviceProxyFlags are the service NAT's flags.
+type serviceProxyFlags struct {
+	enabled           bool
+	nodePortAddresses string
+	syncPeriod        time.Duration
+}
+
+func (f *serviceProxyFlags) bind(fs *flag.FlagSet) {
+	fs.BoolVar(&f.enabled, "service-proxy", true, "Program the service NAT (ClusterIP, NodePort, external and load-balancer IPs) in nftables table wgmesh; false leaves Services to kube-proxy.")
+	fs.StringVar(&f.nodePortAddresses, "nodeport-addresses", "", "CIDRs whose local addresses serve NodePorts, comma separated; empty: the Node's InternalIP addresses.")
+	fs.DurationVar(&f.syncPeriod, "service-sync-period", servicenat.DefaultSyncPeriod, "How often the service NAT compares the kernel with the desired rules and repairs drift.")
+}
+
+// serviceProxy returns the service NAT, or nil when it is off; when off,
+// rules an earlier run left behind are removed so that they never shadow
+// kube-proxy's.
+func serviceProxy(f serviceProxyFlags, o agent.Options, log logr.Logger) (agent.ServiceProxy, error) {
+	npa, err := parseCIDRs("nodeport-addresses", f.nodePortAddresses)
+	if err != nil {
+		return nil, err
+	}
+	if f.syncPeriod < time.Second {
+		return nil, fmt.Errorf("--service-sync-period=%s: want at least 1s", f.syncPeriod)
+	}
+	p := servicenat.New(servicenat.Options{
+		NodeName: o.NodeName, ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: npa,
+		TunnelIf: o.LinkName, SyncPeriod: f.syncPeriod, Log: log.WithName("servicenat"), Registerer: metrics.Registry,
+	})
+	if !f.enabled {
+		if err := p.Delete(); err != nil {
+			log.Error(err, "removing service NAT rules of an earlier run")
+		}
+		log.Info("service NAT off (--service-proxy=false): Services are left to kube-proxy")
+		return nil, nil
+	}
+	return p, nil
+}
