@@ -23,7 +23,7 @@ type tracePacket struct {
 
 type tracer struct {
 	rs       *Ruleset
-	local    map[netip.Addr]bool      // the node's own addresses
+	local    map[netip.Addr]bool // the node's own addresses
 	affinity map[string]map[netip.Addr]bool
 	// oif is the interface a destination is routed through.
 	oif func(netip.Addr) string
