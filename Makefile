@@ -7,7 +7,7 @@ TEST_TIMEOUT ?= 50m
 # CNI plugins built from github.com/containernetworking/plugins at the version in go.mod.
 CNI_PLUGINS := bridge host-local portmap loopback
 
-.PHONY: all build cni-plugins control-plane helm generate lint test unit bench demo demo-down clean
+.PHONY: all build cni-plugins control-plane helm kube-proxy generate lint test unit bench demo demo-down clean
 
 all: build
 
@@ -35,6 +35,10 @@ control-plane: ## Build (or reuse from the cache) etcd, kube-apiserver, kube-con
 helm: ## Build (or reuse from the cache) helm for the chart tests
 	@hack/helm.sh >/dev/null
 
+# Only the benchmarks use it (BenchmarkServiceProxy finds it through WGMESH_KUBE_PROXY).
+kube-proxy: control-plane ## Build (or reuse from the cache) the real kube-proxy, the service NAT benchmark's reference
+	@hack/kube-proxy.sh >/dev/null
+
 generate: ## Regenerate deepcopy and the CRD
 	$(CONTROLLER_GEN) object paths=./api/... crd output:crd:dir=./charts/wgmesh/crds
 
@@ -50,8 +54,8 @@ test: control-plane build cni-plugins helm ## Run every test (unit, API, network
 unit: ## Only the tests that need neither root nor the control plane
 	$(GO) test -count=1 -short ./...
 
-bench: control-plane build cni-plugins ## Benchmarks that print ratios measured side by side
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" \
+bench: control-plane build cni-plugins kube-proxy ## Benchmarks that print ratios measured side by side
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_KUBE_PROXY="$$(hack/kube-proxy.sh --path)" \
 	  $(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 clean:
