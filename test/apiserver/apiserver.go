@@ -45,14 +45,28 @@ func CRDDir() (string, error) {
 	}
 }
 
+// Options change how StartWith runs the API server; the zero value is Start.
+type Options struct {
+	// ServiceCIDR is the API server's --service-cluster-ip-range (envtest's
+	// default, 10.0.0.0/24, when empty). Tests that set ClusterIPs use a range
+	// inside 198.18.0.0/15.
+	ServiceCIDR string
+}
+
 // Start starts an API server with the CRDs installed. The caller stops it
 // with env.Stop (API server before etcd, which envtest does).
-func Start() (*envtest.Environment, *rest.Config, error) {
+func Start() (*envtest.Environment, *rest.Config, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(opts Options) (*envtest.Environment, *rest.Config, error) {
 	crds, err := CRDDir()
 	if err != nil {
 		return nil, nil, err
 	}
 	env := &envtest.Environment{CRDDirectoryPaths: []string{crds}, ErrorIfCRDPathMissing: true}
+	if opts.ServiceCIDR != "" {
+		env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", opts.ServiceCIDR)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd (envtest): %w", err)

@@ -1,0 +1,432 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/wgmesh/wgmesh/test/apiserver"
+)
+
+// Knobs of BenchmarkServiceProxy (environment variables).
+const (
+	envKubeProxy = "WGMESH_KUBE_PROXY"     // the real kube-proxy (hack/kube-proxy.sh --path)
+	envSizes     = "WGMESH_BENCH_SERVICES" // Service counts, default "100,1000,10000"
+	envQuiet     = "WGMESH_BENCH_QUIET"    // no-op resync window, default 60s
+	envChanges   = "WGMESH_BENCH_CHANGES"  // changes timed per kind, default 20
+	envLogs      = "WGMESH_BENCH_LOGS"     // keep the proxies' logs in this directory
+	serviceProxy = "wgmesh-serviceproxy"   // ours, in WGMESH_BIN_DIR
+	connects     = 2000                    // timed connects per measurement
+	settle       = 1500 * time.Millisecond // between timed changes: more than kube-proxy's 1s min-sync-period
+	syncTimeout  = 15 * time.Minute        // for one full sync
+	fullAt       = 1000                    // sizes below measure only sync, RSS and connects
+)
+
+// proxySpec says how to run one service proxy and where it keeps its rules.
+type proxySpec struct {
+	name        string // column title
+	short       string // namespace and node name part
+	bin         string
+	table       string // its IPv4 nftables table, with map service-ips
+	syncMetric  string // its sync duration histogram
+	metricsAddr string // in its node namespace
+	args        func(kubeconfig, node string) []string
+}
+
+func kubeProxySpec(bin string) proxySpec {
+	return proxySpec{
+		name: "kube-proxy", short: "kube-proxy", bin: bin, table: "kube-proxy",
+		syncMetric: "kubeproxy_sync_proxy_rules_duration_seconds", metricsAddr: "127.0.0.1:10249",
+		args: func(kubeconfig, node string) []string {
+			return []string{
+				"--proxy-mode=nftables", "--kubeconfig=" + kubeconfig, "--hostname-override=" + node,
+				"--cluster-cidr=" + benchClusterCIDR, "--detect-local-mode=ClusterCIDR",
+				// Leave the conntrack sysctls alone: nf_conntrack_max is not per namespace.
+				"--conntrack-max-per-core=0", "--conntrack-min=0",
+				"--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
+				"--conntrack-udp-timeout=0", "--conntrack-udp-timeout-stream=0",
+				"--oom-score-adj=0",
+				"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256",
+				"--v=2",
+			}
+		},
+	}
+}
+
+func wgmeshSpec(bin string) proxySpec {
+	return proxySpec{
+		name: "wgmesh", short: "wgmesh", bin: bin, table: "wgmesh",
+		syncMetric: "wgmesh_service_sync_duration_seconds", metricsAddr: "127.0.0.1:10249",
+		args: func(kubeconfig, node string) []string {
+			return []string{
+				"--kubeconfig", kubeconfig, "--node-name", node,
+				"--cluster-cidrs", benchClusterCIDR, "--service-cidrs", benchServiceCIDR,
+				"--metrics-bind-address", "127.0.0.1:10249", "--health-probe-bind-address", "127.0.0.1:10256",
+			}
+		},
+	}
+}
+
+// proxyResult is what one proxy measured at one Service count.
+type proxyResult struct {
+	fullSync       time.Duration // process start to every Service's map element in the kernel
+	fullSyncMetric float64       // seconds its own sync metric summed up to then
+	rssKiB         int64         // VmHWM at the end
+	childRSSKiB    int64         // peak VmHWM of a child (kube-proxy's nft)
+	connect        []time.Duration
+	svcChange      []time.Duration // Service created -> its map element in the kernel
+	epChange       []time.Duration // endpoint replaced -> new connections reach the new one
+	quiet          time.Duration
+	quietCPU       time.Duration
+	quietSyncs     float64
+	quietSyncSum   float64
+}
+
+type benchEnv struct {
+	cs                          kubernetes.Interface
+	objs                        *benchObjects
+	kubeconfig, apiAddr, logDir string
+	quiet                       time.Duration
+	changes                     int
+	switchAt                    int // index in switchEPs the "switch" Service points at
+	runs                        int // proxy runs so far: each creates its changes in its own /24
+}
+
+// BenchmarkServiceProxy runs the real kube-proxy (nftables mode) and wgmesh's
+// service proxy against one real API server holding the same Services and
+// EndpointSlices, one proxy at a time (2 cores: running both at once would
+// measure each against the other), each in its own node namespace with a
+// client namespace routed through it, and prints one table with both
+// columns, the ratios and the targets of the service NAT issue.
+func BenchmarkServiceProxy(b *testing.B) {
+	kubeProxy, ours := serviceProxyBinaries(b)
+	sizes := serviceCounts(b)
+	env := startServiceProxyEnv(b)
+
+	specs := []proxySpec{kubeProxySpec(kubeProxy)}
+	if ours != "" {
+		specs = append(specs, wgmeshSpec(ours))
+	}
+	results := map[string]map[int]*proxyResult{}
+	for _, n := range sizes {
+		start := time.Now()
+		must(b, env.objs.grow(context.Background(), n))
+		fmt.Printf("service proxy bench: %d Services with %d endpoints each created in %s\n", n, endpointsPerService, time.Since(start).Round(time.Millisecond))
+		for _, s := range specs {
+			r := measureProxy(b, env, s, n)
+			if results[s.name] == nil {
+				results[s.name] = map[int]*proxyResult{}
+			}
+			results[s.name][n] = r
+			fmt.Printf("service proxy bench: %s at %d Services: full sync %s, peak RSS %s, connect p50 %s\n",
+				s.name, n, r.fullSync.Round(time.Millisecond), mib(r.rssKiB), percentile(r.connect, 50))
+		}
+	}
+	printServiceProxyTable(b, sizes, results, ours != "")
+}
+
+// serviceProxyBinaries skips where the benchmark cannot run and returns
+// kube-proxy's path and ours ("" when it is not built).
+func serviceProxyBinaries(b *testing.B) (kubeProxy, ours string) {
+	b.Helper()
+	if testing.Short() {
+		b.Skip("service proxy benchmark: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		b.Skip("service proxy benchmark: needs root to create network namespaces")
+	}
+	if reason := apiserver.SkipReason(); reason != "" {
+		b.Skip("service proxy benchmark: " + reason)
+	}
+	kubeProxy = os.Getenv(envKubeProxy)
+	if kubeProxy == "" {
+		b.Skip("service proxy benchmark: " + envKubeProxy + " is unset: it compares with the real kube-proxy (make bench builds it with hack/kube-proxy.sh)")
+	}
+	if _, err := os.Stat(kubeProxy); err != nil {
+		b.Skipf("service proxy benchmark: %s=%s: %v (build it with hack/kube-proxy.sh)", envKubeProxy, kubeProxy, err)
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		b.Skip("service proxy benchmark: kube-proxy's nftables mode runs the nft binary (apt-get install nftables)")
+	}
+	if dir := os.Getenv("WGMESH_BIN_DIR"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, serviceProxy)); err == nil {
+			ours = filepath.Join(dir, serviceProxy)
+		}
+	}
+	if ours == "" {
+		fmt.Printf("wgmesh: not available (no %s in WGMESH_BIN_DIR=%q); measuring kube-proxy alone\n", serviceProxy, os.Getenv("WGMESH_BIN_DIR"))
+	}
+	return kubeProxy, ours
+}
+
+func serviceCounts(b *testing.B) []int {
+	v := os.Getenv(envSizes)
+	if v == "" {
+		return []int{100, 1000, 10000}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 50000 {
+			b.Fatalf("%s=%q: want a comma-separated list of Service counts from 1 to 50000", envSizes, v)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			b.Fatalf("%s=%q: want increasing counts (Services are only added)", envSizes, v)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return d
+}
+
+// startServiceProxyEnv starts the API server with the benchmark's service
+// range and writes the kubeconfig the proxies use.
+func startServiceProxyEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	ae, cfg, err := apiserver.StartWith(apiserver.Options{ServiceCIDR: benchServiceCIDR})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ae.Stop() })
+	u, err := url.Parse(cfg.Host)
+	must(b, err)
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		b.Fatalf("API server address %q: %v", cfg.Host, err)
+	}
+	dir := b.TempDir()
+	logDir := dir
+	if v := os.Getenv(envLogs); v != "" {
+		must(b, os.MkdirAll(v, 0o755))
+		logDir = v
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	must(b, os.WriteFile(kubeconfig, ae.KubeConfig, 0o600))
+	cfg.QPS, cfg.Burst = 2000, 4000
+	cs, err := kubernetes.NewForConfig(cfg)
+	must(b, err)
+	changes := 20
+	if v := os.Getenv(envChanges); v != "" {
+		if changes, err = strconv.Atoi(v); err != nil || changes < 1 {
+			b.Fatalf("%s=%q: want a positive number", envChanges, v)
+		}
+	}
+	env := &benchEnv{
+		cs: cs, objs: &benchObjects{cs: cs}, kubeconfig: kubeconfig, apiAddr: u.Host, logDir: logDir,
+		quiet: envDuration(b, envQuiet, 60*time.Second), changes: changes,
+	}
+	must(b, env.objs.setup(context.Background()))
+	return env
+}
+
+// ensureNode registers the proxy's Node with its InternalIP, as a kubelet would.
+func (e *benchEnv) ensureNode(ctx context.Context, name string) error {
+	n, err := e.cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("Node %s: %w", name, err)
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeClientIP}}
+	if _, err := e.cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("Node %s status: %w", name, err)
+	}
+	return nil
+}
+
+// measureProxy starts one proxy over the n Services present and measures it.
+func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResult {
+	b.Helper()
+	ctx := context.Background()
+	pn := newProxyNet(b, spec.short, env.apiAddr)
+	defer pn.close()
+	node := "bench-" + spec.short
+	must(b, env.ensureNode(ctx, node))
+	probe, err := newNFTProbe(pn.node, spec.table)
+	must(b, err)
+	defer probe.Close()
+
+	p := startProxyProc(b, pn.node, fmt.Sprintf("%s-%d", spec.short, n), spec.bin, spec.args(env.kubeconfig, node), "nft", env.logDir)
+	defer p.stop()
+	r := &proxyResult{}
+	r.fullSync = waitFullSync(b, p, probe, n)
+	for _, ip := range []netip.Addr{probeIP, switchIP} {
+		waitElement(b, p, probe, serviceKey(ip, servicePort), time.Minute)
+	}
+	if sum, _, err := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric); err == nil {
+		r.fullSyncMetric = sum
+	} else {
+		b.Logf("%s: %v", spec.name, err)
+	}
+
+	time.Sleep(settle)
+	r.connect, err = connectLatencies(pn.client, netip.AddrPortFrom(probeIP, servicePort), 200, connects)
+	if err != nil {
+		b.Fatalf("%s with %d Services: %v", spec.name, n, err)
+	}
+
+	if n >= fullAt {
+		r.quiet = env.quiet
+		cpu0, err := p.cpu()
+		must(b, err)
+		sum0, cnt0, _ := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric)
+		time.Sleep(env.quiet)
+		cpu1, err := p.cpu()
+		must(b, err)
+		sum1, cnt1, _ := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric)
+		r.quietCPU, r.quietSyncs, r.quietSyncSum = cpu1-cpu0, cnt1-cnt0, sum1-sum0
+
+		env.runs++
+		base := netip.AddrFrom4([4]byte{198, 19, byte(200 + env.runs), 0})
+		var names []string
+		r.svcChange, names = serviceChanges(b, env, p, probe, spec.short, base)
+		r.epChange = endpointChanges(b, env, pn)
+		defer func() {
+			for _, name := range names {
+				if err := env.objs.deleteService(ctx, name); err != nil {
+					b.Log(err)
+				}
+			}
+		}()
+	}
+	if p.exited() {
+		b.Fatal(p.exitedWith())
+	}
+	r.rssKiB, err = p.peakRSSKiB()
+	must(b, err)
+	r.childRSSKiB = p.childPeakKiB.Load()
+	return r
+}
+
+// waitFullSync waits until the last bulk Service's element is in the kernel,
+// then until every bulk Service's is, and returns the time since the process
+// started.
+func waitFullSync(b *testing.B, p *proxyProc, probe *nftProbe, n int) time.Duration {
+	b.Helper()
+	waitElement(b, p, probe, bulkKey(n-1), syncTimeout)
+	want := bulkKeys(n)
+	for {
+		got, err := probe.count(want)
+		must(b, err)
+		if got == n {
+			return time.Since(p.started)
+		}
+		if p.exited() {
+			b.Fatal(p.exitedWith())
+		}
+		if time.Since(p.started) > syncTimeout {
+			b.Fatalf("%s: only %d of %d Services in %s %s after %s", p.name, got, n, probe.table, serviceIPsMap, syncTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitElement polls service-ips for key every pollInterval.
+func waitElement(b *testing.B, p *proxyProc, probe *nftProbe, key []byte, timeout time.Duration) time.Time {
+	b.Helper()
+	start := time.Now()
+	for {
+		ok, err := probe.has(key)
+		must(b, err)
+		if ok {
+			return time.Now()
+		}
+		if p.exited() {
+			b.Fatal(p.exitedWith())
+		}
+		if time.Since(start) > timeout {
+			b.Fatalf("%s: element %x not in %s %s after %s", p.name, key, probe.table, serviceIPsMap, timeout)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// serviceChanges creates env.changes Services one at a time and times each
+// create until the Service's map element is in the kernel. Their slices are
+// created first, together, so that each timed step is one event (kube-proxy
+// syncs at most once per min-sync-period, and an untimed event just before a
+// timed one would delay it). It returns the durations and the names to delete.
+func serviceChanges(b *testing.B, env *benchEnv, p *proxyProc, probe *nftProbe, tag string, base netip.Addr) ([]time.Duration, []string) {
+	b.Helper()
+	ctx := context.Background()
+	var names []string
+	for i := range env.changes {
+		name := fmt.Sprintf("change-%s-%d-%02d", tag, base.As4()[2], i)
+		if _, err := env.cs.DiscoveryV1().EndpointSlices(benchNamespace).Create(ctx, endpointSlice(name, []netip.Addr{changeEP}), metav1.CreateOptions{}); err != nil {
+			b.Fatalf("EndpointSlice %s: %v", name, err)
+		}
+		names = append(names, name)
+	}
+	time.Sleep(2 * settle)
+	var out []time.Duration
+	for i, name := range names {
+		time.Sleep(settle)
+		ip := addAddr(base, i+1)
+		start := time.Now()
+		must(b, env.objs.createServiceOnly(ctx, name, ip))
+		done := waitElement(b, p, probe, serviceKey(ip, servicePort), 30*time.Second)
+		out = append(out, done.Sub(start))
+	}
+	time.Sleep(settle)
+	return out, names
+}
+
+// endpointChanges flips the "switch" Service's only endpoint env.changes
+// times and times each update until new connections from the client reach
+// the new endpoint.
+func endpointChanges(b *testing.B, env *benchEnv, pn *proxyNet) []time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	addr := net.JoinHostPort(switchIP.String(), strconv.Itoa(servicePort))
+	var out []time.Duration
+	for range env.changes {
+		next := 1 - env.switchAt
+		s, err := env.objs.switchSlice(ctx, switchEPs[next])
+		must(b, err)
+		time.Sleep(settle)
+		start := make(chan time.Time, 1)
+		type result struct {
+			d   time.Duration
+			err error
+		}
+		res := make(chan result, 1)
+		go func() {
+			d, err := waitGreeting(pn.client, addr, switchEPs[next].As4()[3], start, 30*time.Second)
+			res <- result{d, err}
+		}()
+		start <- time.Now()
+		must(b, env.objs.updateSlice(ctx, s))
+		r := <-res
+		if r.err != nil {
+			b.Fatal(r.err)
+		}
+		env.switchAt = next
+		out = append(out, r.d)
+	}
+	return out
+}
