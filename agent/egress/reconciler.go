@@ -51,7 +51,12 @@ func chainSpecs(p Program) []chainSpec {
 	return []chainSpec{
 		{ChainName, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource, p.Rules},
 		{GuardForwardChain, nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter, p.Guard},
-		{GuardOutputChain, nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter, p.Guard},
+		// The node's own traffic is guarded at postrouting, not output: a
+		// service DNAT in nat-output re-routes the packet, but chains later
+		// in the output hook still see the first route's interface (the
+		// underlay, for a ClusterIP), and would drop traffic that in fact
+		// leaves through the tunnel. At postrouting the interface is final.
+		{GuardOutputChain, nftables.ChainTypeFilter, nftables.ChainHookPostrouting, nftables.ChainPriorityFilter, p.Guard},
 	}
 }
 
