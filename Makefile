@@ -7,7 +7,7 @@ TEST_TIMEOUT ?= 50m
 # CNI plugins built from github.com/containernetworking/plugins at the version in go.mod.
 CNI_PLUGINS := bridge host-local portmap loopback
 
-.PHONY: all build cni-plugins control-plane helm kube-proxy generate lint test unit bench demo demo-down clean
+.PHONY: all build serviceproxy cni-plugins control-plane helm kube-proxy generate lint test unit bench demo demo-down clean
 
 all: build
 
@@ -54,7 +54,12 @@ test: control-plane build cni-plugins helm ## Run every test (unit, API, network
 unit: ## Only the tests that need neither root nor the control plane
 	$(GO) test -count=1 -short ./...
 
-bench: control-plane build cni-plugins kube-proxy ## Benchmarks that print ratios measured side by side
+# The service NAT alone, as its own process, for the side-by-side benchmark with kube-proxy.
+serviceproxy:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./test/cmd/wgmesh-serviceproxy
+
+bench: control-plane build cni-plugins kube-proxy serviceproxy ## Benchmarks that print ratios measured side by side
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_KUBE_PROXY="$$(hack/kube-proxy.sh --path)" \
 	  $(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout 60m ./...
 
