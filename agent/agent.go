@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,10 @@ type Agent struct {
 	// log lines) so that a resync does not repeat them; losing it on
 	// restart only repeats each Event once.
 	reported map[string]bool
+	// nodes knows every Node's UID (which MeshPeers are node peers);
+	// apiServer are the API server's addresses (never into the tunnel).
+	nodes     *nodeDirectory
+	apiServer []netip.Addr
 }
 
 // New prepares an agent: it loads or creates the private key.
@@ -117,6 +122,13 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	a.reader = mgr.GetCache()
 	a.events = mgr.GetEventRecorder(FieldManager)
 	a.metrics = NewMetrics(metrics.Registry)
+	if a.nodes, err = newNodeDirectory(cfg, a.trigger.fire); err != nil {
+		return err
+	}
+	if err := mgr.Add(a.nodes); err != nil {
+		return err
+	}
+	a.apiServer = wgv1.URLHostAddrs(cfg.Host)
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}

@@ -42,7 +42,15 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 		return fmt.Errorf("listing MeshPeers: %w", err)
 	}
 	podCIDRs := nodePodCIDRs(node)
-	topo := mesh.New(mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: podCIDRs, Peers: list.Items})
+	in := mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: podCIDRs, Peers: list.Items,
+		ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs, Protected: append(nodeAddrs(node), a.apiServer...)}
+	if a.nodes != nil {
+		if !a.nodes.Synced() {
+			return errors.New("the list of Nodes is not synced yet: cannot tell node peers from external ones")
+		}
+		in.NodeUIDs = a.nodes.UID
+	}
+	topo := mesh.New(in)
 
 	applied, kerr := a.kernel.Apply(ctx, Desired{PrivateKey: a.key, Topology: topo})
 	if kerr != nil {
@@ -162,9 +170,11 @@ func (a *Agent) once(key string, fn func()) {
 
 // writeStatus applies the own MeshPeer status when it changed meaningfully.
 func (a *Agent) writeStatus(ctx context.Context, peers []wgv1.MeshPeer, in StatusInput) error {
+	// Only the MeshPeer named after this node is its own (the admission
+	// policy lets the agent write no other).
 	var own *wgv1.MeshPeer
 	for i := range peers {
-		if peers[i].Name == a.o.NodeName || (peers[i].Spec.NodeName == a.o.NodeName && own == nil) {
+		if peers[i].Name == a.o.NodeName {
 			own = &peers[i]
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -49,6 +50,10 @@ type ConflictReconciler struct {
 	Recorder recorder.EventRecorder
 	Metrics  *Metrics
 	Now      func() time.Time
+	// ClusterCIDRs are --cluster-cidrs; APIServer the API server's
+	// addresses (see ConflictInput).
+	ClusterCIDRs []netip.Prefix
+	APIServer    []netip.Addr
 }
 
 // SetupWithManager registers the controller (leader-elected).
@@ -108,14 +113,15 @@ func (r *ConflictReconciler) reconcile(ctx context.Context) error {
 	if err := r.Client.List(ctx, &nodes); err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
-	problems := FindConflicts(peers.Items, nodes.Items)
+	problems := FindConflicts(ConflictInput{Peers: peers.Items, Nodes: nodes.Items, ClusterCIDRs: r.ClusterCIDRs, Protected: r.APIServer})
+	uids := nodeUIDs(nodes.Items)
 
 	now := metav1.NewTime(r.now())
 	var errs []error
 	managed, keyConflicts, ipConflicts := 0, 0, 0
 	for i := range peers.Items {
 		mp := &peers.Items[i]
-		if IsNodePeer(mp) {
+		if wgv1.IsNodePeer(mp, uids) {
 			managed++
 		}
 		p := problems[mp.Name]
@@ -129,7 +135,7 @@ func (r *ConflictReconciler) reconcile(ctx context.Context) error {
 			{Type: wgv1.ConditionKeyConflict, Reason: ReasonKeyConflict, Message: p.KeyConflict,
 				OKReason: reasonNoKeyConflict, OKMessage: "no other MeshPeer has this public key"},
 			{Type: wgv1.ConditionAllowedIPsConflict, Reason: ReasonAllowedIPsConflict, Message: p.AllowedIPsConflict,
-				OKReason: reasonNoAllowedIPsIssue, OKMessage: "allowedIPs do not overlap any node's pod CIDRs"},
+				OKReason: reasonNoAllowedIPsIssue, OKMessage: "allowedIPs are clear of other peers' ranges and of underlay addresses"},
 		}
 		conds := desiredConditions(mp.Status.Conditions, mp.Generation, want, now)
 		if !conditionsChanged(mp.Status.Conditions, conds) {

@@ -3,11 +3,12 @@ package operator
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -22,22 +23,46 @@ type Problems struct {
 // maxListed caps how many other peers or CIDRs a condition message names.
 const maxListed = 5
 
-// FindConflicts computes, from all MeshPeers and Nodes, which peers share a
-// public key and which non-node peers claim a node's pod CIDRs. Only peers
-// with a problem are in the result.
-func FindConflicts(peers []wgv1.MeshPeer, nodes []corev1.Node) map[string]Problems {
-	out := map[string]Problems{}
+// ConflictInput is what conflicts are computed from.
+type ConflictInput struct {
+	Peers []wgv1.MeshPeer
+	Nodes []corev1.Node
+	// ClusterCIDRs are the cluster's pod ranges (--cluster-cidrs): a node's
+	// pod CIDRs must lie inside them. Empty: not checked.
+	ClusterCIDRs []netip.Prefix
+	// Protected are addresses no external peer may route into the tunnel
+	// (the API server's); every Node address and every peer endpoint
+	// address is protected too.
+	Protected []netip.Addr
+}
 
-	byKey := map[wgv1.PublicKey][]string{}
-	for i := range peers {
-		byKey[peers[i].Spec.PublicKey] = append(byKey[peers[i].Spec.PublicKey], peers[i].Name)
+// FindConflicts computes, from all MeshPeers and Nodes, which peers share a
+// public key (the node that published it first keeps it), which node peers
+// carry pod CIDRs they may not publish (PodCIDRConflicts), and which
+// external peers claim a node's pod CIDRs or an underlay address. Only
+// peers with a problem are in the result.
+func FindConflicts(in ConflictInput) map[string]Problems {
+	out := map[string]Problems{}
+	uids := nodeUIDs(in.Nodes)
+
+	byKey := map[wgv1.PublicKey][]*wgv1.MeshPeer{}
+	for i := range in.Peers {
+		byKey[in.Peers[i].Spec.PublicKey] = append(byKey[in.Peers[i].Spec.PublicKey], &in.Peers[i])
 	}
-	for key, names := range byKey {
-		if len(names) < 2 {
+	for key, group := range byKey {
+		if len(group) < 2 {
 			continue
+		}
+		owner := wgv1.KeyOwner(group, uids)
+		var names []string
+		for _, mp := range group {
+			names = append(names, mp.Name)
 		}
 		sort.Strings(names)
 		for _, n := range names {
+			if n == owner {
+				continue
+			}
 			var others []string
 			for _, o := range names {
 				if o != n {
@@ -45,8 +70,20 @@ func FindConflicts(peers []wgv1.MeshPeer, nodes []corev1.Node) map[string]Proble
 				}
 			}
 			p := out[n]
-			p.KeyConflict = fmt.Sprintf("publicKey %s is also used by MeshPeer %s; both are left out of the mesh until one changes its key", key, listNames(others))
+			if owner != "" {
+				p.KeyConflict = fmt.Sprintf("publicKey %s belongs to node MeshPeer %s, which published it first; this peer is left out of the mesh until it uses its own key", key, owner)
+			} else {
+				p.KeyConflict = fmt.Sprintf("publicKey %s is also used by MeshPeer %s; both are left out of the mesh until one changes its key", key, listNames(others))
+			}
 			out[n] = p
+		}
+	}
+
+	for name, msg := range PodCIDRConflicts(in.Nodes, in.Peers, in.ClusterCIDRs) {
+		if i := slices.IndexFunc(in.Peers, func(mp wgv1.MeshPeer) bool { return mp.Name == name }); i >= 0 && wgv1.IsNodePeer(&in.Peers[i], uids) {
+			p := out[name]
+			p.AllowedIPsConflict = msg
+			out[name] = p
 		}
 	}
 
@@ -55,17 +92,28 @@ func FindConflicts(peers []wgv1.MeshPeer, nodes []corev1.Node) map[string]Proble
 		prefix netip.Prefix
 	}
 	var podCIDRs []nodeCIDR
-	for i := range nodes {
-		for _, s := range nodePodCIDRs(&nodes[i]) {
+	protected := slices.Clone(in.Protected)
+	for i := range in.Nodes {
+		for _, s := range nodePodCIDRs(&in.Nodes[i]) {
 			if p, err := netip.ParsePrefix(s); err == nil {
-				podCIDRs = append(podCIDRs, nodeCIDR{node: nodes[i].Name, prefix: p.Masked()})
+				podCIDRs = append(podCIDRs, nodeCIDR{node: in.Nodes[i].Name, prefix: p.Masked()})
+			}
+		}
+		for _, a := range in.Nodes[i].Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				protected = append(protected, ip.Unmap())
 			}
 		}
 	}
+	for i := range in.Peers {
+		if hp, err := wgv1.ParseEndpoint(string(in.Peers[i].Spec.Endpoint), true); err == nil && hp.Addr.IsValid() {
+			protected = append(protected, hp.Addr.Unmap())
+		}
+	}
 	sort.Slice(podCIDRs, func(i, j int) bool { return podCIDRs[i].node < podCIDRs[j].node })
-	for i := range peers {
-		mp := &peers[i]
-		if IsNodePeer(mp) {
+	for i := range in.Peers {
+		mp := &in.Peers[i]
+		if wgv1.IsNodePeer(mp, uids) {
 			continue
 		}
 		var hits []string
@@ -79,14 +127,131 @@ func FindConflicts(peers []wgv1.MeshPeer, nodes []corev1.Node) map[string]Proble
 					hits = append(hits, fmt.Sprintf("%s overlaps pod CIDR %s of node %s", a, nc.prefix, nc.node))
 				}
 			}
+			for _, c := range in.ClusterCIDRs {
+				if ap.Overlaps(c) && len(hits) == 0 {
+					hits = append(hits, fmt.Sprintf("%s overlaps the cluster's pod CIDR %s", a, c))
+				}
+			}
+			for _, addr := range protected {
+				if ap.Contains(addr) {
+					hits = append(hits, fmt.Sprintf("%s contains underlay address %s (a node, a peer endpoint or the API server), which would loop WireGuard's own packets into the tunnel", a, addr))
+					break
+				}
+			}
 		}
 		if len(hits) > 0 {
 			p := out[mp.Name]
-			p.AllowedIPsConflict = "allowedIPs " + listNames(hits) + "; this peer is left out of the mesh until its allowedIPs stay clear of node pod CIDRs"
+			p.AllowedIPsConflict = "allowedIPs " + listNames(hits) + "; this peer is left out of the mesh until its allowedIPs stay clear of the cluster's pod CIDRs and underlay addresses"
 			out[mp.Name] = p
 		}
 	}
 	return out
+}
+
+// PodCIDRConflicts names the nodes whose pod CIDRs may not be published,
+// with why: CIDRs outside the cluster's pod CIDRs, or overlapping another
+// node's. Of two overlapping nodes the one whose MeshPeer already publishes
+// its CIDRs keeps them (then the older Node, then the name), so a Node that
+// arrives with pre-set podCIDRs overlapping an existing node's never takes
+// the mesh away from the nodes already in it.
+func PodCIDRConflicts(nodes []corev1.Node, peers []wgv1.MeshPeer, cluster []netip.Prefix) map[string]string {
+	uids := nodeUIDs(nodes)
+	published := map[string]bool{}
+	for i := range peers {
+		if wgv1.IsNodePeer(&peers[i], uids) && len(peers[i].Spec.AllowedIPs) > 0 {
+			published[peers[i].Name] = true
+		}
+	}
+	type entry struct {
+		node    *corev1.Node
+		cidrs   []netip.Prefix
+		outside string
+	}
+	var es []entry
+	for i := range nodes {
+		e := entry{node: &nodes[i]}
+		for _, s := range nodePodCIDRs(&nodes[i]) {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				continue
+			}
+			p = p.Masked()
+			if len(cluster) > 0 && !slices.ContainsFunc(cluster, func(c netip.Prefix) bool { return c.Bits() <= p.Bits() && c.Contains(p.Addr()) }) && e.outside == "" {
+				e.outside = fmt.Sprintf("pod CIDR %s of node %s lies outside the cluster's pod CIDRs %s (--cluster-cidrs); the node is left out of the mesh", p, nodes[i].Name, joinPrefixes(cluster))
+			}
+			e.cidrs = append(e.cidrs, p)
+		}
+		es = append(es, e)
+	}
+	// Incumbents first: they keep their CIDRs.
+	sort.SliceStable(es, func(i, j int) bool {
+		a, b := es[i].node, es[j].node
+		if published[a.Name] != published[b.Name] {
+			return published[a.Name]
+		}
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
+	out := map[string]string{}
+	// kept: every published prefix, with its node; covered: every prefix
+	// that contains a published one. Two prefixes overlap when one contains
+	// the other, so each check is at most 128 map lookups.
+	kept := map[netip.Prefix]string{}
+	covered := map[netip.Prefix]netip.Prefix{}
+	for _, e := range es {
+		if e.outside != "" {
+			out[e.node.Name] = e.outside
+			continue
+		}
+		clash := ""
+		for _, a := range e.cidrs {
+			other, ok := covered[a]
+			for bits := a.Bits(); !ok && bits >= 0; bits-- {
+				anc := netip.PrefixFrom(a.Addr(), bits).Masked()
+				if _, ok = kept[anc]; ok {
+					other = anc
+				}
+			}
+			if ok {
+				clash = fmt.Sprintf("pod CIDR %s of node %s overlaps pod CIDR %s of node %s, which is already in the mesh; the node is left out until its spec.podCIDRs is fixed (re-create the Node without podCIDRs to get a free range)", a, e.node.Name, other, kept[other])
+				break
+			}
+		}
+		if clash != "" {
+			out[e.node.Name] = clash
+			continue
+		}
+		for _, a := range e.cidrs {
+			kept[a] = e.node.Name
+			for bits := a.Bits(); bits >= 0; bits-- {
+				if _, ok := covered[netip.PrefixFrom(a.Addr(), bits).Masked()]; !ok {
+					covered[netip.PrefixFrom(a.Addr(), bits).Masked()] = a
+				}
+			}
+		}
+	}
+	return out
+}
+
+func nodeUIDs(nodes []corev1.Node) func(name string) (types.UID, bool) {
+	m := make(map[string]types.UID, len(nodes))
+	for i := range nodes {
+		m[nodes[i].Name] = nodes[i].UID
+	}
+	return func(name string) (types.UID, bool) {
+		uid, ok := m[name]
+		return uid, ok
+	}
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 func listNames(s []string) string {
@@ -94,15 +259,6 @@ func listNames(s []string) string {
 		return strings.Join(s, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(s[:maxListed], ", "), len(s)-maxListed)
-}
-
-// IsNodePeer reports whether a MeshPeer is a node's, written by the
-// operator: its controller is the Node named in spec.nodeName. Every other
-// MeshPeer is treated as external, whatever its nodeName says, so that only
-// the operator decides which pod CIDRs a node peer carries.
-func IsNodePeer(mp *wgv1.MeshPeer) bool {
-	ref := metav1.GetControllerOf(mp)
-	return mp.Spec.NodeName != "" && ref != nil && ref.APIVersion == "v1" && ref.Kind == "Node" && ref.Name == mp.Spec.NodeName
 }
 
 // nodePodCIDRs returns the node's podCIDRs, falling back to the single

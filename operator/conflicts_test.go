@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func extPeer(name, key string, cidrs ...wgv1.CIDR) wgv1.MeshPeer {
 }
 
 func node(name string, cidrs ...string) corev1.Node {
-	return corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{PodCIDRs: cidrs}}
+	return corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("u-" + name)}, Spec: corev1.NodeSpec{PodCIDRs: cidrs}}
 }
 
 func TestFindConflicts(t *testing.T) {
@@ -39,7 +40,7 @@ func TestFindConflicts(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "fake-n3"}, Spec: wgv1.MeshPeerSpec{NodeName: "n3", PublicKey: "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCA=", AllowedIPs: []wgv1.CIDR{"198.19.3.0/24"}}},
 	}
 	nodes := []corev1.Node{node("n1", "198.19.1.0/24"), node("n2", "198.19.2.0/24"), node("n3", "198.19.3.0/24", "2001:db8:100:3::/64")}
-	got := FindConflicts(peers, nodes)
+	got := FindConflicts(ConflictInput{Peers: peers, Nodes: nodes})
 	if len(got) != 4 {
 		t.Fatalf("FindConflicts = %+v, want problems for n1, n2, laptop, fake-n3", got)
 	}
@@ -60,12 +61,101 @@ func TestFindConflicts(t *testing.T) {
 	}
 }
 
+// TestCopiedKeyNeverEvictsTheNode: a node (or an external MeshPeer) that
+// announces another node's key is left out; the node that published the key
+// first keeps working.
+func TestCopiedKeyNeverEvictsTheNode(t *testing.T) {
+	genuine := nodePeer("n1", keyA, "198.19.1.0/24")
+	genuine.Annotations = map[string]string{wgv1.AnnotationPublicKeySince: "2026-01-01T00:00:00Z"}
+	copier := nodePeer("n2", keyA, "198.19.2.0/24")
+	copier.Annotations = map[string]string{wgv1.AnnotationPublicKeySince: "2026-03-01T00:00:00Z"}
+	ext := extPeer("laptop", keyA, "198.18.200.0/24")
+	// Owner reference with the right name but another UID: not the node's.
+	forged := nodePeer("n3", keyA, "198.19.3.0/24")
+	forged.Annotations = map[string]string{wgv1.AnnotationPublicKeySince: "2025-01-01T00:00:00Z"}
+	forged.OwnerReferences[0].UID = "u-old-n3"
+	nodes := []corev1.Node{node("n1", "198.19.1.0/24"), node("n2", "198.19.2.0/24"), node("n3", "198.19.3.0/24")}
+	got := FindConflicts(ConflictInput{Peers: []wgv1.MeshPeer{genuine, copier, ext, forged}, Nodes: nodes})
+	if p, ok := got["n1"]; ok {
+		t.Errorf("the genuine node n1 got %+v", p)
+	}
+	for _, n := range []string{"n2", "laptop", "n3"} {
+		if m := got[n].KeyConflict; !strings.Contains(m, "belongs to node MeshPeer n1") {
+			t.Errorf("%s KeyConflict = %q, want it to name n1 as the key's owner", n, m)
+		}
+	}
+}
+
+// TestPodCIDRConflicts: a Node arriving with pre-set podCIDRs overlapping a
+// node already in the mesh (or outside the cluster's CIDRs) stays out, and
+// the others keep theirs; one wide node never takes out several.
+func TestPodCIDRConflicts(t *testing.T) {
+	at := func(n corev1.Node, day int) corev1.Node {
+		n.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, day, 0, 0, 0, 0, time.UTC))
+		return n
+	}
+	nodes := []corev1.Node{
+		at(node("n1", "198.19.1.0/24"), 5), at(node("n2", "198.19.2.0/24"), 5), at(node("n3", "198.19.3.0/24"), 5),
+		at(node("dup", "198.19.1.0/24"), 1),   // older, but n1 already publishes
+		at(node("wide", "198.19.0.0/17"), 2),  // over n1-n3
+		at(node("away", "198.18.64.0/24"), 6), // outside --cluster-cidrs
+		at(node("v6", "198.19.4.0/24", "2001:db8:100:4::/64"), 7),
+	}
+	peers := []wgv1.MeshPeer{nodePeer("n1", keyA, "198.19.1.0/24")}
+	got := PodCIDRConflicts(nodes, peers, []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("2001:db8:100::/56")})
+	want := map[string]string{
+		"dup":  "overlaps pod CIDR 198.19.1.0/24 of node n1",
+		"wide": "pod CIDR 198.19.0.0/17 of node wide overlaps pod CIDR 198.19.1.0/24 of node n1",
+		"away": "lies outside the cluster's pod CIDRs",
+	}
+	if len(got) != len(want) {
+		t.Errorf("conflicts = %v, want %d (dup, wide, away)", got, len(want))
+	}
+	for n, w := range want {
+		if !strings.Contains(got[n], w) {
+			t.Errorf("%s: %q, want it to contain %q", n, got[n], w)
+		}
+	}
+	// Reported as AllowedIPsConflict on the node's MeshPeer.
+	dup := nodePeer("dup", keyB) // the operator withheld its allowedIPs
+	fc := FindConflicts(ConflictInput{Peers: append(peers, dup), Nodes: nodes})
+	if !strings.Contains(fc["dup"].AllowedIPsConflict, "overlaps pod CIDR 198.19.1.0/24 of node n1") || fc["n1"].AllowedIPsConflict != "" {
+		t.Errorf("conflicts = %+v, want dup out and n1 kept", fc)
+	}
+}
+
+// TestExternalPeerMayNotCaptureTheUnderlay: an external peer whose
+// allowedIPs contain a node address, a peer endpoint or the API server
+// would loop WireGuard's own packets into the tunnel.
+func TestExternalPeerMayNotCaptureTheUnderlay(t *testing.T) {
+	n1 := node("n1", "198.19.1.0/24")
+	n1.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}}
+	p1 := nodePeer("n1", keyA, "198.19.1.0/24")
+	p1.Spec.Endpoint = "198.18.0.11:51820"
+	ext := func(name, cidr string) wgv1.MeshPeer {
+		p := extPeer(name, "", wgv1.CIDR(cidr))
+		p.Spec.PublicKey = wgv1.PublicKey(strings.Repeat(name[:1], 43) + "=")
+		return p
+	}
+	peers := []wgv1.MeshPeer{p1, ext("underlay", "198.18.0.0/24"), ext("api", "198.18.1.1/32"), ext("fine", "198.18.200.0/24"), ext("pods", "198.19.200.0/24")}
+	got := FindConflicts(ConflictInput{Peers: peers, Nodes: []corev1.Node{n1}, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")},
+		Protected: []netip.Addr{netip.MustParseAddr("198.18.1.1")}})
+	for name, want := range map[string]string{"underlay": "contains underlay address 198.18.0.11", "api": "contains underlay address 198.18.1.1", "pods": "overlaps the cluster's pod CIDR 198.19.0.0/16"} {
+		if !strings.Contains(got[name].AllowedIPsConflict, want) {
+			t.Errorf("%s: AllowedIPsConflict %q, want %q", name, got[name].AllowedIPsConflict, want)
+		}
+	}
+	if _, ok := got["fine"]; ok {
+		t.Errorf("fine: %+v", got["fine"])
+	}
+}
+
 func TestFindConflictsCapsNames(t *testing.T) {
 	var peers []wgv1.MeshPeer
 	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
 		peers = append(peers, extPeer(n, keyA))
 	}
-	m := FindConflicts(peers, nil)["a"].KeyConflict
+	m := FindConflicts(ConflictInput{Peers: peers})["a"].KeyConflict
 	if !strings.Contains(m, "b, c, d, e, f and 2 more") {
 		t.Fatalf("message = %q", m)
 	}

@@ -30,15 +30,27 @@
 // A bad annotation value gives a Warning Event (InvalidAnnotation) on the
 // Node naming the annotation and the value, and the condition
 // InvalidAnnotation=True on the MeshPeer; the field keeps its last good
-// value. A MeshPeer with the node's name that the node does not control is
-// never touched (Event MeshPeerNameTaken).
+// value. A MeshPeer with the node's name that the node does not control (made
+// in advance, by hand) is taken over, spec and owner (Event MeshPeerAdopted):
+// it never locks the node out. The annotation wgmesh.io/public-key-since
+// records when the current key was first published.
 //
-// Conflicts (ConflictReconciler): MeshPeers sharing a public key all get
-// KeyConflict=True, naming the others; MeshPeers not controlled by a Node
-// whose allowedIPs overlap a node's pod CIDRs get AllowedIPsConflict=True,
-// naming the node and CIDR. Agents leave such peers out (MeshPeer.Excluded).
-// The conditions turn False once resolved. External MeshPeers' specs are
-// never changed.
+// A node is a node peer only through its controller owner reference, with the
+// Node's name and UID (wgv1.IsNodePeer); anything else is external, whatever
+// its spec.nodeName says. Pod CIDRs are published only when they lie inside
+// --cluster-cidrs and overlap no node already in the mesh
+// (PodCIDRConflicts): a Node arriving with pre-set overlapping podCIDRs gets
+// a PodCIDRConflict Event and AllowedIPsConflict, and is published once the
+// other node is gone.
+//
+// Conflicts (ConflictReconciler): among MeshPeers sharing a public key the
+// node that published it first keeps it (wgv1.KeyOwner) and the others get
+// KeyConflict=True; without such a node all of them do. Node peers whose pod
+// CIDRs are withheld, and external MeshPeers whose allowedIPs overlap the
+// cluster's pod CIDRs or contain an underlay address (a Node address, a peer
+// endpoint, the API server), get AllowedIPsConflict=True naming the range.
+// Agents leave such peers out (MeshPeer.Excluded). The conditions turn False
+// once resolved. External MeshPeers' specs are never changed.
 //
 // Conditions are written with server-side apply, one field manager per
 // controller, so the agent's Ready condition is never overwritten.

@@ -84,7 +84,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (ctrl.Manager, error) {
 	if reg == nil {
 		reg = metrics.Registry
 	}
-	if err := Setup(mgr, Options{Pools: o.Pools, Registerer: reg, Now: o.Now}); err != nil {
+	if err := Setup(mgr, Options{Pools: o.Pools, Registerer: reg, Now: o.Now, APIServer: wgv1.URLHostAddrs(cfg.Host)}); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -12,14 +13,17 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -36,7 +40,8 @@ const (
 	ReasonMeshPeerCreated   = "MeshPeerCreated"
 	ReasonMeshPeerUpdated   = "MeshPeerUpdated"
 	ReasonMeshPeerDeleted   = "MeshPeerDeleted"
-	ReasonMeshPeerNameTaken = "MeshPeerNameTaken"
+	ReasonMeshPeerAdopted   = "MeshPeerAdopted"
+	ReasonPodCIDRConflict   = "PodCIDRConflict"
 	ReasonInvalidAnnotation = "InvalidAnnotation"
 	reasonAnnotationsValid  = "AnnotationsValid"
 )
@@ -50,6 +55,9 @@ type MeshPeerReconciler struct {
 	Metrics  *Metrics
 	// Now is the clock for condition times; time.Now when nil.
 	Now func() time.Time
+	// ClusterCIDRs are --cluster-cidrs: pod CIDRs outside them are never
+	// published.
+	ClusterCIDRs []netip.Prefix
 }
 
 // SetupWithManager registers the controller (leader-elected).
@@ -58,6 +66,9 @@ func (r *MeshPeerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named(meshPeerControllerName).
 		For(&corev1.Node{}, builder.WithPredicates(nodePeerInputsChanged())).
 		Owns(&wgv1.MeshPeer{}).
+		// A node whose pod CIDRs were withheld (they overlapped another
+		// node's) gets them once that other node changes or goes.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.overlappingNodes), builder.WithPredicates(podCIDRsChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
@@ -114,11 +125,10 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 		return nil
 	}
 
-	if existing != nil && !ownedByNodeNamed(existing, name) {
-		r.Recorder.Eventf(&node, existing, corev1.EventTypeWarning, ReasonMeshPeerNameTaken, "SyncMeshPeer",
-			"MeshPeer %s exists and is not this node's (no controller owner reference to Node %s); the node is left out of the mesh until it is renamed or deleted", name, name)
-		return nil
-	}
+	// A MeshPeer made in advance under the node's name (by hand, or left
+	// by an older Node of that name) never locks the node out: the operator
+	// takes it over, spec and owner, below.
+	adopt := existing != nil && !controlledBy(existing, &node)
 
 	ann := ParseNodeAnnotations(node.Annotations)
 	var current *wgv1.MeshPeerSpec
@@ -127,6 +137,22 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 	}
 	spec, ok := DesiredPeerSpec(node.Name, nodePodCIDRs(&node), ann, current)
 	invalidMsg := invalidAnnotationsMessage(ann)
+	if ok && len(spec.AllowedIPs) > 0 {
+		withheld, err := r.podCIDRConflict(ctx, node.Name)
+		if err != nil {
+			return err
+		}
+		if withheld != "" {
+			// Never publish two node MeshPeers whose allowedIPs overlap:
+			// this node stays out (the conflict controller marks its
+			// MeshPeer AllowedIPsConflict) and the others keep working.
+			spec.AllowedIPs = nil
+			if existing == nil || len(existing.Spec.AllowedIPs) > 0 || adopt {
+				r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, ReasonPodCIDRConflict, "SyncMeshPeer", "%s", withheld)
+				logger.Info("pod CIDRs withheld from the mesh", "node", node.Name, "reason", withheld)
+			}
+		}
+	}
 
 	if !ok {
 		if invalidMsg != "" {
@@ -141,7 +167,7 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 
 	switch {
 	case existing == nil:
-		mp = wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: node.Name}, Spec: spec}
+		mp = wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: node.Name, Annotations: map[string]string{wgv1.AnnotationPublicKeySince: r.now().UTC().Format(time.RFC3339Nano)}}, Spec: spec}
 		if err := controllerutil.SetControllerReference(&node, &mp, r.Scheme); err != nil {
 			return fmt.Errorf("MeshPeer %s: owner reference: %w", name, err)
 		}
@@ -155,8 +181,18 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 			"created MeshPeer for node %s: %s", node.Name, describeSpec(spec))
 		logger.Info("created MeshPeer", "meshpeer", mp.Name, "publicKey", spec.PublicKey, "endpoint", spec.Endpoint, "allowedIPs", spec.AllowedIPs)
 		existing = &mp
-	case !SpecEqual(existing.Spec, spec) || !controlledBy(existing, &node):
+	case !SpecEqual(existing.Spec, spec) || adopt:
 		before := describeSpec(existing.Spec)
+		if adopt || existing.Spec.PublicKey != spec.PublicKey || existing.Annotations[wgv1.AnnotationPublicKeySince] == "" {
+			if existing.Annotations == nil {
+				existing.Annotations = map[string]string{}
+			}
+			existing.Annotations[wgv1.AnnotationPublicKeySince] = r.now().UTC().Format(time.RFC3339Nano)
+		}
+		if adopt {
+			r.Recorder.Eventf(existing, &node, corev1.EventTypeWarning, ReasonMeshPeerAdopted, "SyncMeshPeer",
+				"MeshPeer %s was not controlled by Node %s (UID %s); the operator takes it over: a MeshPeer named after a node is that node's (was %s)", name, name, node.UID, before)
+		}
 		existing.Spec = spec
 		existing.OwnerReferences = nil
 		if err := controllerutil.SetControllerReference(&node, existing, r.Scheme); err != nil {
@@ -195,6 +231,48 @@ func (r *MeshPeerReconciler) delete(ctx context.Context, mp *wgv1.MeshPeer) erro
 		"deleted MeshPeer %s: its node is gone or has no wgmesh.io/public-key", mp.Name)
 	log.FromContext(ctx).Info("deleted MeshPeer", "meshpeer", mp.Name)
 	return nil
+}
+
+// podCIDRConflict says why this node's pod CIDRs may not be published
+// (PodCIDRConflicts), or "".
+func (r *MeshPeerReconciler) podCIDRConflict(ctx context.Context, name string) (string, error) {
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes); err != nil {
+		return "", fmt.Errorf("list nodes: %w", err)
+	}
+	var peers wgv1.MeshPeerList
+	if err := r.Client.List(ctx, &peers); err != nil {
+		return "", fmt.Errorf("list MeshPeers: %w", err)
+	}
+	return PodCIDRConflicts(nodes.Items, peers.Items, r.ClusterCIDRs)[name], nil
+}
+
+// overlappingNodes maps a Node whose pod CIDRs changed (or that went away)
+// to the other Nodes whose pod CIDRs overlap its own.
+func (r *MeshPeerReconciler) overlappingNodes(ctx context.Context, obj client.Object) []reconcile.Request {
+	changed, ok := obj.(*corev1.Node)
+	if !ok {
+		return nil
+	}
+	mine := parseCIDRs(nodePodCIDRs(changed))
+	var nodes corev1.NodeList
+	if len(mine) == 0 || r.Client.List(ctx, &nodes) != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		if n.Name == changed.Name {
+			continue
+		}
+		for _, p := range parseCIDRs(nodePodCIDRs(n)) {
+			if slices.ContainsFunc(mine, p.Overlaps) {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: n.Name}})
+				break
+			}
+		}
+	}
+	return out
 }
 
 func (r *MeshPeerReconciler) now() time.Time {

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -206,38 +207,37 @@ func TestMeshPeerKeyConflict(t *testing.T) {
 	cleanCluster(t)
 	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
 	createNode(t, "wgm-kc-1", map[string]string{wgv1.AnnotationPublicKey: keyA})
+	waitPeer(t, "wgm-kc-1", notExcluded)
+	// A second node announcing the same key is left out; the node that
+	// published it first keeps working.
 	createNode(t, "wgm-kc-2", map[string]string{wgv1.AnnotationPublicKey: keyA})
-	for self, other := range map[string]string{"wgm-kc-1": "wgm-kc-2", "wgm-kc-2": "wgm-kc-1"} {
-		mp := waitPeer(t, self, func(mp *wgv1.MeshPeer) string {
-			return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionTrue, "MeshPeer "+other)
-		})
-		if ex, _ := mp.Excluded(); !ex {
-			t.Fatalf("%s not excluded", self)
-		}
+	mp := waitPeer(t, "wgm-kc-2", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionTrue, "belongs to node MeshPeer wgm-kc-1")
+	})
+	if ex, _ := mp.Excluded(); !ex {
+		t.Fatal("wgm-kc-2 not excluded")
 	}
-	// An external peer with the same key joins the conflict.
+	waitPeer(t, "wgm-kc-1", notExcluded)
+	// An external peer with the same key is left out too.
 	ext := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-kc-laptop"}, Spec: wgv1.MeshPeerSpec{PublicKey: keyA, AllowedIPs: []wgv1.CIDR{"198.18.200.1/32"}}}
 	if err := testClient.Create(context.Background(), ext); err != nil {
 		t.Fatal(err)
 	}
 	waitPeer(t, "wgm-kc-laptop", func(mp *wgv1.MeshPeer) string {
-		return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionTrue, "wgm-kc-1, wgm-kc-2")
+		return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionTrue, "belongs to node MeshPeer wgm-kc-1")
 	})
+	waitPeer(t, "wgm-kc-1", notExcluded)
 	// Resolved: the node gets a new key and the laptop goes away.
 	annotate(t, "wgm-kc-2", map[string]string{wgv1.AnnotationPublicKey: keyB})
 	if err := testClient.Delete(context.Background(), ext); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"wgm-kc-1", "wgm-kc-2"} {
-		mp := waitPeer(t, n, func(mp *wgv1.MeshPeer) string {
-			return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionFalse, "")
-		})
-		if ex, _ := mp.Excluded(); ex {
-			t.Fatalf("%s still excluded", n)
-		}
-	}
+	waitPeer(t, "wgm-kc-2", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionFalse, "")
+	})
+	waitPeer(t, "wgm-kc-1", notExcluded)
 	eventually(t, 10*time.Second, func() string {
-		if e := findEvent(t, "MeshPeer", "wgm-kc-1", ReasonKeyConflict); e == nil || e.Type != corev1.EventTypeWarning {
+		if e := findEvent(t, "MeshPeer", "wgm-kc-2", ReasonKeyConflict); e == nil || e.Type != corev1.EventTypeWarning {
 			return "no KeyConflict warning event"
 		}
 		return ""
@@ -289,7 +289,8 @@ func TestMeshPeerExternalOverlap(t *testing.T) {
 func TestMeshPeerNodeDeletedAndNameTaken(t *testing.T) {
 	needAPI(t)
 	cleanCluster(t)
-	// A user MeshPeer already named like a node: never touched.
+	// A MeshPeer made in advance under a node's name does not lock the node
+	// out: the operator takes it over.
 	taken := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-del-2"}, Spec: wgv1.MeshPeerSpec{PublicKey: keyB, Endpoint: "198.18.0.99:51820"}}
 	if err := testClient.Create(context.Background(), taken); err != nil {
 		t.Fatal(err)
@@ -298,15 +299,24 @@ func TestMeshPeerNodeDeletedAndNameTaken(t *testing.T) {
 	createNode(t, "wgm-del-1", map[string]string{wgv1.AnnotationPublicKey: keyA})
 	createNode(t, "wgm-del-2", map[string]string{wgv1.AnnotationPublicKey: "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA="})
 	waitPeer(t, "wgm-del-1", func(*wgv1.MeshPeer) string { return "" })
-	eventually(t, 10*time.Second, func() string {
-		if e := findEvent(t, "Node", "wgm-del-2", ReasonMeshPeerNameTaken); e == nil {
-			return "no MeshPeerNameTaken event"
+	adopted := waitPeer(t, "wgm-del-2", func(mp *wgv1.MeshPeer) string {
+		if ref := metav1.GetControllerOf(mp); ref == nil || ref.UID != getNode(t, "wgm-del-2").UID {
+			return fmt.Sprintf("not controlled by its Node: %v", mp.OwnerReferences)
+		}
+		if mp.Spec.Endpoint != "" || mp.Spec.NodeName != "wgm-del-2" || mp.Annotations[wgv1.AnnotationPublicKeySince] == "" {
+			return "spec not the node's: " + describeSpec(mp.Spec)
 		}
 		return ""
 	})
-	if mp, _ := getPeer("wgm-del-2"); mp.Spec.PublicKey != keyB || metav1.GetControllerOf(mp) != nil {
-		t.Fatalf("user MeshPeer changed: %s", describeSpec(mp.Spec))
+	if !wgv1.IsNodePeer(adopted, func(string) (types.UID, bool) { return getNode(t, "wgm-del-2").UID, true }) {
+		t.Errorf("the adopted MeshPeer is not a node peer: %+v", adopted.ObjectMeta)
 	}
+	eventually(t, 10*time.Second, func() string {
+		if e := findEvent(t, "MeshPeer", "wgm-del-2", ReasonMeshPeerAdopted); e == nil {
+			return "no MeshPeerAdopted event"
+		}
+		return ""
+	})
 	// Node deleted: its MeshPeer goes (the operator deletes it; no GC here).
 	if err := testClient.Delete(context.Background(), getNode(t, "wgm-del-1")); err != nil {
 		t.Fatal(err)
@@ -317,4 +327,68 @@ func TestMeshPeerNodeDeletedAndNameTaken(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestMeshPeerOverlappingPresetPodCIDRs: a Node that arrives with pre-set
+// podCIDRs overlapping a node already in the mesh (a misconfigured kubelet,
+// a hand-made Node) gets an Event and AllowedIPsConflict and its CIDRs are
+// never published; the node already in the mesh keeps its MeshPeer as it
+// was. A node that copies another node's key is left out; the genuine node
+// stays.
+func TestMeshPeerOverlappingPresetPodCIDRs(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	createNode(t, "wgm-pre-1", map[string]string{wgv1.AnnotationPublicKey: keyA}, "198.19.1.0/24")
+	waitPeer(t, "wgm-pre-1", func(mp *wgv1.MeshPeer) string {
+		if len(mp.Spec.AllowedIPs) != 1 {
+			return "allowedIPs not published yet"
+		}
+		return notExcluded(mp)
+	})
+	createNode(t, "wgm-pre-2", map[string]string{wgv1.AnnotationPublicKey: keyB}, "198.19.1.0/25")
+	dup := waitPeer(t, "wgm-pre-2", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionAllowedIPsConflict, metav1.ConditionTrue, "overlaps pod CIDR 198.19.1.0/24 of node wgm-pre-1")
+	})
+	if len(dup.Spec.AllowedIPs) != 0 {
+		t.Errorf("the overlapping node's CIDRs were published: %v", dup.Spec.AllowedIPs)
+	}
+	if ex, _ := dup.Excluded(); !ex {
+		t.Error("the overlapping node's MeshPeer is not excluded")
+	}
+	eventually(t, 10*time.Second, func() string {
+		if findEvent(t, "Node", "wgm-pre-2", ReasonPodCIDRConflict) == nil {
+			return "no PodCIDRConflict Event on the Node"
+		}
+		return ""
+	})
+	first := waitPeer(t, "wgm-pre-1", notExcluded)
+	if len(first.Spec.AllowedIPs) != 1 || first.Spec.AllowedIPs[0] != "198.19.1.0/24" {
+		t.Errorf("the node already in the mesh lost its range: %v", first.Spec.AllowedIPs)
+	}
+
+	// Node 2 copies node 1's key: node 2 is left out, node 1 keeps working.
+	annotate(t, "wgm-pre-2", map[string]string{wgv1.AnnotationPublicKey: keyA})
+	waitPeer(t, "wgm-pre-2", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionTrue, "belongs to node MeshPeer wgm-pre-1")
+	})
+	waitPeer(t, "wgm-pre-1", notExcluded)
+
+	// Node 1 goes away: node 2 gets its range (and key) into the mesh.
+	if err := testClient.Delete(context.Background(), getNode(t, "wgm-pre-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitPeer(t, "wgm-pre-2", func(mp *wgv1.MeshPeer) string {
+		if len(mp.Spec.AllowedIPs) != 1 {
+			return fmt.Sprintf("allowedIPs %v, want its own 198.19.1.0/25 once the other node is gone", mp.Spec.AllowedIPs)
+		}
+		return notExcluded(mp)
+	})
+}
+
+func notExcluded(mp *wgv1.MeshPeer) string {
+	if ex, c := mp.Excluded(); ex {
+		return fmt.Sprintf("excluded: %s: %s", c.Type, c.Message)
+	}
+	return ""
 }

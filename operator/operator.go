@@ -2,6 +2,7 @@ package operator
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock for condition times; time.Now when nil.
 	Now func() time.Time
+	// APIServer are the API server's addresses: no external MeshPeer may
+	// route them into the tunnel.
+	APIServer []netip.Addr
 }
 
 // Setup adds the operator's controllers to a manager. They run only on the
@@ -41,13 +45,23 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := nodeCIDR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up %s controller: %w", nodeCIDRControllerName, err)
 	}
-	peers := &MeshPeerReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: rec, Metrics: m, Now: opts.Now}
+	peers := &MeshPeerReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: rec, Metrics: m, Now: opts.Now,
+		ClusterCIDRs: poolPrefixes(opts.Pools)}
 	if err := peers.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up %s controller: %w", meshPeerControllerName, err)
 	}
-	conflicts := &ConflictReconciler{Client: mgr.GetClient(), Recorder: rec, Metrics: m, Now: opts.Now}
+	conflicts := &ConflictReconciler{Client: mgr.GetClient(), Recorder: rec, Metrics: m, Now: opts.Now,
+		ClusterCIDRs: poolPrefixes(opts.Pools), APIServer: opts.APIServer}
 	if err := conflicts.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up %s controller: %w", conflictControllerName, err)
 	}
 	return nil
+}
+
+func poolPrefixes(pools []cidr.PoolSpec) []netip.Prefix {
+	out := make([]netip.Prefix, len(pools))
+	for i, p := range pools {
+		out[i] = p.Prefix
+	}
+	return out
 }

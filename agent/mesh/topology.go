@@ -10,8 +10,8 @@ import (
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/wgmesh/wgmesh/agent/endpoint"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -25,6 +25,20 @@ type Input struct {
 	PodCIDRs []netip.Prefix
 	// Peers are all MeshPeers.
 	Peers []wgv1.MeshPeer
+	// NodeUIDs tells which Nodes exist, with their UIDs: a MeshPeer is a
+	// node's only when its controller owner reference is that Node (see
+	// wgv1.IsNodePeer). Nil: the UID is not checked.
+	NodeUIDs func(name string) (types.UID, bool)
+	// ClusterCIDRs are the cluster's pod ranges: a node peer's allowedIPs
+	// must lie inside them, an external peer's must stay outside. Empty:
+	// not checked.
+	ClusterCIDRs []netip.Prefix
+	// ServiceCIDRs are the cluster's service ranges: no peer may claim them.
+	ServiceCIDRs []netip.Prefix
+	// Protected are addresses no external peer may route into the tunnel:
+	// this node's underlay addresses and the API server's. Every peer's
+	// endpoint address is protected too.
+	Protected []netip.Addr
 }
 
 // Peer is one desired WireGuard peer. Endpoint is host:port as written in the
@@ -78,16 +92,22 @@ const (
 	ReasonInvalidAllowedIPs  = "InvalidAllowedIPs"
 	ReasonOverlappingIPs     = "OverlappingAllowedIPs"
 	ReasonDuplicatePublicKey = "DuplicatePublicKey"
+	ReasonOutsideClusterCIDR = "AllowedIPsOutsideClusterCIDRs"
+	ReasonCapturesUnderlay   = "AllowedIPsCaptureUnderlay"
 )
 
 type candidate struct {
 	peer Peer
 	node bool
+	mp   *wgv1.MeshPeer
 }
 
 // New computes the topology. Peers that are this node, that the operator
 // excluded, or that cannot be used are left out; the unusable ones are
-// returned as Problems while every other peer keeps working.
+// returned as Problems while every other peer keeps working. Bad candidates
+// (bad fields, copied keys, ranges they may not claim) are removed first;
+// only then are overlaps between the rest resolved, so that one wide or
+// already-excluded peer never takes good peers out with it.
 func New(in Input) Topology {
 	var t Topology
 	for _, c := range in.PodCIDRs {
@@ -102,17 +122,14 @@ func New(in Input) Topology {
 	// send first and keep its mapping open.
 	var ownKeepalive int32
 	for i := range in.Peers {
-		if mp := &in.Peers[i]; mp.Spec.NodeName == in.NodeName && mp.Spec.PersistentKeepalive != nil {
+		if mp := &in.Peers[i]; mp.Name == in.NodeName && wgv1.IsNodePeer(mp, in.NodeUIDs) && mp.Spec.PersistentKeepalive != nil {
 			ownKeepalive = *mp.Spec.PersistentKeepalive
 		}
 	}
 	var cands []candidate
 	for i := range in.Peers {
 		mp := &in.Peers[i]
-		if mp.Spec.NodeName != "" && mp.Spec.NodeName == in.NodeName {
-			continue
-		}
-		if mp.Name == in.NodeName && mp.Spec.NodeName == "" {
+		if mp.Name == in.NodeName {
 			continue
 		}
 		if excluded, _ := mp.Excluded(); excluded {
@@ -130,61 +147,53 @@ func New(in Input) Topology {
 			// Our own key under another name: never a peer of ourselves.
 			continue
 		}
-		cands = append(cands, candidate{peer: p, node: mp.Spec.NodeName != ""})
+		c := candidate{peer: p, node: wgv1.IsNodePeer(mp, in.NodeUIDs), mp: mp}
+		if !c.node {
+			c.peer.NodeName = ""
+		}
+		cands = append(cands, c)
 	}
 	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.peer.Name, b.peer.Name) })
 
 	bad := map[string]Problem{}
-	// Duplicate keys: both are left out, never merged.
-	byKey := map[wgtypes.Key][]string{}
+	markKeyConflicts(cands, bad, in.NodeUIDs)
+	protected := slices.Clone(in.Protected)
 	for _, c := range cands {
-		byKey[c.peer.PublicKey] = append(byKey[c.peer.PublicKey], c.peer.Name)
-	}
-	for _, c := range cands {
-		if others := byKey[c.peer.PublicKey]; len(others) > 1 {
-			bad[c.peer.Name] = Problem{Peer: c.peer.Name, Field: "spec.publicKey", Value: c.peer.PublicKey.String(),
-				Reason: ReasonDuplicatePublicKey, Detail: fmt.Sprintf("the same key is announced by MeshPeers %s; each peer needs its own key", strings.Join(others, ", "))}
+		if a, err := netip.ParseAddrPort(c.peer.Endpoint); err == nil {
+			protected = append(protected, a.Addr().Unmap())
 		}
 	}
-	// AllowedIPs overlapping this node's pod CIDRs, or another peer's.
-	for i, c := range cands {
+	for _, c := range cands {
 		if _, ok := bad[c.peer.Name]; ok {
 			continue
 		}
-		for _, a := range c.peer.AllowedIPs {
-			if own, ok := overlapsAny(a, in.PodCIDRs); ok {
-				bad[c.peer.Name] = Problem{Peer: c.peer.Name, Field: "spec.allowedIPs", Value: a.String(), Reason: ReasonOverlappingIPs,
-					Detail: fmt.Sprintf("overlaps this node's (%s) pod CIDR %s; use a range outside every node's pod CIDRs", in.NodeName, own)}
-				break
-			}
+		if p, ok := checkRanges(in, c, protected); !ok {
+			bad[c.peer.Name] = p
 		}
+	}
+	// Overlaps: node peers among themselves first; external peers lose to
+	// any node peer left; then external peers among themselves.
+	var nodes, externals []candidate
+	for _, c := range cands {
 		if _, ok := bad[c.peer.Name]; ok {
 			continue
 		}
-		for j, o := range cands {
-			if i == j {
-				continue
-			}
-			// A node peer's AllowedIPs come from the operator and win
-			// over an external peer's; between equals both lose.
-			if c.node && !o.node {
-				continue
-			}
-			if _, ok := bad[o.peer.Name]; ok && bad[o.peer.Name].Reason == ReasonDuplicatePublicKey {
-				continue
-			}
-			for _, a := range c.peer.AllowedIPs {
-				if other, ok := overlapsAny(a, o.peer.AllowedIPs); ok {
-					bad[c.peer.Name] = Problem{Peer: c.peer.Name, Field: "spec.allowedIPs", Value: a.String(), Reason: ReasonOverlappingIPs,
-						Detail: fmt.Sprintf("overlaps %s of MeshPeer %s; AllowedIPs must not overlap between peers", other, o.peer.Name)}
-					break
-				}
-			}
-			if _, ok := bad[c.peer.Name]; ok {
-				break
-			}
+		if c.node {
+			nodes = append(nodes, c)
+		} else {
+			externals = append(externals, c)
 		}
 	}
+	nodes = resolveOverlaps(nodes, bad)
+	var rest []candidate
+	for _, c := range externals {
+		if p, ok := overlapsPeer(c, nodes); ok {
+			bad[c.peer.Name] = p
+			continue
+		}
+		rest = append(rest, c)
+	}
+	resolveOverlaps(rest, bad)
 
 	for _, c := range cands {
 		if p, ok := bad[c.peer.Name]; ok {
@@ -213,24 +222,172 @@ func New(in Input) Topology {
 	return t
 }
 
+// markKeyConflicts leaves out peers sharing a public key, except the one
+// wgv1.KeyOwner picks: a key copied onto another node or into an external
+// MeshPeer never evicts the node that had it first.
+func markKeyConflicts(cands []candidate, bad map[string]Problem, nodes func(name string) (types.UID, bool)) {
+	byKey := map[wgtypes.Key][]candidate{}
+	for _, c := range cands {
+		byKey[c.peer.PublicKey] = append(byKey[c.peer.PublicKey], c)
+	}
+	for _, group := range byKey {
+		if len(group) < 2 {
+			continue
+		}
+		var all []string
+		var mps []*wgv1.MeshPeer
+		for _, c := range group {
+			all = append(all, c.peer.Name)
+			mps = append(mps, c.mp)
+		}
+		winner := wgv1.KeyOwner(mps, nodes)
+		for _, c := range group {
+			if c.peer.Name == winner {
+				continue
+			}
+			detail := fmt.Sprintf("the same key is announced by MeshPeers %s; each peer needs its own key", strings.Join(all, ", "))
+			if winner != "" {
+				detail = fmt.Sprintf("the key belongs to node MeshPeer %s, which announced it first; each peer needs its own key", winner)
+			}
+			bad[c.peer.Name] = Problem{Peer: c.peer.Name, Field: "spec.publicKey", Value: c.peer.PublicKey.String(),
+				Reason: ReasonDuplicatePublicKey, Detail: detail}
+		}
+	}
+}
+
+// checkRanges refuses allowedIPs a peer may not claim: this node's pod
+// CIDRs and the service CIDRs (any peer); ranges outside the cluster's pod
+// CIDRs (node peers); the cluster's pod CIDRs and protected underlay
+// addresses, which would loop WireGuard's own packets into the tunnel
+// (external peers).
+func checkRanges(in Input, c candidate, protected []netip.Addr) (Problem, bool) {
+	prob := func(a netip.Prefix, reason, detail string) (Problem, bool) {
+		return Problem{Peer: c.peer.Name, Field: "spec.allowedIPs", Value: a.String(), Reason: reason, Detail: detail}, false
+	}
+	for _, a := range c.peer.AllowedIPs {
+		if own, ok := overlapsAny(a, in.PodCIDRs); ok {
+			return prob(a, ReasonOverlappingIPs, fmt.Sprintf("overlaps this node's (%s) pod CIDR %s; use a range outside every node's pod CIDRs", in.NodeName, own))
+		}
+		if svc, ok := overlapsAny(a, in.ServiceCIDRs); ok {
+			return prob(a, ReasonCapturesUnderlay, fmt.Sprintf("overlaps the service CIDR %s; service addresses never go through the tunnel", svc))
+		}
+		if c.node {
+			if len(in.ClusterCIDRs) > 0 && !insideAny(a, in.ClusterCIDRs) {
+				return prob(a, ReasonOutsideClusterCIDR, fmt.Sprintf("a node's allowedIPs must lie inside the cluster's pod CIDRs %s", joinPrefixes(in.ClusterCIDRs)))
+			}
+			continue
+		}
+		if cl, ok := overlapsAny(a, in.ClusterCIDRs); ok {
+			return prob(a, ReasonOverlappingIPs, fmt.Sprintf("overlaps the cluster's pod CIDR %s, which only node peers carry", cl))
+		}
+		for _, addr := range protected {
+			if a.Contains(addr) {
+				return prob(a, ReasonCapturesUnderlay, fmt.Sprintf("contains %s, an underlay address (a node, a peer endpoint or the API server): WireGuard's own packets would loop into the tunnel", addr))
+			}
+		}
+	}
+	return Problem{}, true
+}
+
+// resolveOverlaps leaves out, round by round, the peers that overlap the
+// most others (the wide ones), until no two overlap; equals overlapping each
+// other all go. It returns the peers kept.
+func resolveOverlaps(set []candidate, bad map[string]Problem) []candidate {
+	type hit struct {
+		mine, theirs netip.Prefix
+		peer         string
+	}
+	for {
+		counts := make([]int, len(set))
+		first := make([]hit, len(set))
+		most := 0
+		for i := range set {
+			for j := range set {
+				if i == j {
+					continue
+				}
+				if a, b, ok := overlapping(set[i].peer.AllowedIPs, set[j].peer.AllowedIPs); ok {
+					if counts[i] == 0 {
+						first[i] = hit{mine: a, theirs: b, peer: set[j].peer.Name}
+					}
+					counts[i]++
+				}
+			}
+			most = max(most, counts[i])
+		}
+		if most == 0 {
+			return set
+		}
+		var keep []candidate
+		for i, c := range set {
+			if counts[i] < most {
+				keep = append(keep, c)
+				continue
+			}
+			h := first[i]
+			detail := fmt.Sprintf("overlaps %s of MeshPeer %s; AllowedIPs must not overlap between peers", h.theirs, h.peer)
+			if counts[i] > 1 {
+				detail = fmt.Sprintf("overlaps %d other peers (such as %s of MeshPeer %s); AllowedIPs must not overlap between peers", counts[i], h.theirs, h.peer)
+			}
+			bad[c.peer.Name] = Problem{Peer: c.peer.Name, Field: "spec.allowedIPs", Value: h.mine.String(), Reason: ReasonOverlappingIPs, Detail: detail}
+		}
+		set = keep
+	}
+}
+
+func overlapsPeer(c candidate, set []candidate) (Problem, bool) {
+	for _, o := range set {
+		if a, b, ok := overlapping(c.peer.AllowedIPs, o.peer.AllowedIPs); ok {
+			return Problem{Peer: c.peer.Name, Field: "spec.allowedIPs", Value: a.String(), Reason: ReasonOverlappingIPs,
+				Detail: fmt.Sprintf("overlaps %s of node MeshPeer %s; node pod CIDRs win over external peers", b, o.peer.Name)}, true
+		}
+	}
+	return Problem{}, false
+}
+
+func overlapping(as, bs []netip.Prefix) (netip.Prefix, netip.Prefix, bool) {
+	for _, a := range as {
+		if b, ok := overlapsAny(a, bs); ok {
+			return a, b, true
+		}
+	}
+	return netip.Prefix{}, netip.Prefix{}, false
+}
+
+func insideAny(p netip.Prefix, set []netip.Prefix) bool {
+	for _, o := range set {
+		if o.Bits() <= p.Bits() && o.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
 func parse(mp *wgv1.MeshPeer) (Peer, *Problem) {
 	p := Peer{Name: mp.Name, NodeName: mp.Spec.NodeName, Endpoint: string(mp.Spec.Endpoint)}
 	key, err := wgtypes.ParseKey(string(mp.Spec.PublicKey))
 	if err != nil {
 		return p, &Problem{Peer: mp.Name, Field: "spec.publicKey", Value: string(mp.Spec.PublicKey), Reason: ReasonInvalidPublicKey,
-			Detail: "not a WireGuard public key; want 32 bytes in base64"}
+			Detail: "not " + wgv1.WantPublicKey}
 	}
 	p.PublicKey = key
 	if p.Endpoint != "" {
-		if err := endpoint.Validate(p.Endpoint); err != nil {
+		if _, err := wgv1.ParseEndpoint(p.Endpoint, true); err != nil {
 			return p, &Problem{Peer: mp.Name, Field: "spec.endpoint", Value: p.Endpoint, Reason: ReasonInvalidEndpoint, Detail: err.Error()}
 		}
 	}
 	for _, s := range mp.Spec.AllowedIPs {
-		pfx, err := netip.ParsePrefix(string(s))
-		if err != nil || pfx.Masked() != pfx {
-			return p, &Problem{Peer: mp.Name, Field: "spec.allowedIPs", Value: string(s), Reason: ReasonInvalidAllowedIPs,
-				Detail: "not a CIDR in canonical form (such as 10.244.1.0/24 or 2001:db8:1::/64)"}
+		pfx, err := wgv1.ParseCIDR(string(s))
+		if err != nil {
+			return p, &Problem{Peer: mp.Name, Field: "spec.allowedIPs", Value: string(s), Reason: ReasonInvalidAllowedIPs, Detail: err.Error()}
 		}
 		p.AllowedIPs = append(p.AllowedIPs, pfx)
 	}

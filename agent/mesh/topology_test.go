@@ -9,6 +9,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -28,7 +29,19 @@ func mp(name, node string, k wgtypes.Key, ep string, allowed ...string) wgv1.Mes
 	for _, a := range allowed {
 		p.Spec.AllowedIPs = append(p.Spec.AllowedIPs, wgv1.CIDR(a))
 	}
+	if node != "" {
+		yes := true
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node, UID: types.UID("uid-" + node), Controller: &yes}}
+	}
 	return p
+}
+
+// nodeUIDs are the Nodes of the tests: n1 to n9, each with UID uid-<name>.
+func nodeUIDs(name string) (types.UID, bool) {
+	if len(name) == 2 && name[0] == 'n' && name[1] >= '1' && name[1] <= '9' {
+		return types.UID("uid-" + name), true
+	}
+	return "", false
 }
 
 func pfx(s ...string) []netip.Prefix {
@@ -70,7 +83,17 @@ func TestNew(t *testing.T) {
 	withKA := mp("n3", "n3", key(3), "", "198.19.3.0/24", "2001:db8:100:3::/64")
 	withKA.Spec.PersistentKeepalive = &keepalive
 
-	self := Input{NodeName: "n1", PublicKey: key(1), PodCIDRs: pfx("198.19.1.0/24", "2001:db8:100:1::/64")}
+	self := Input{NodeName: "n1", PublicKey: key(1), PodCIDRs: pfx("198.19.1.0/24", "2001:db8:100:1::/64"), NodeUIDs: nodeUIDs,
+		ClusterCIDRs: pfx("198.19.0.0/16", "2001:db8:100::/56"), ServiceCIDRs: pfx("198.18.128.0/20"),
+		Protected: []netip.Addr{netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("198.18.0.1")}}
+	since := func(p wgv1.MeshPeer, t string) wgv1.MeshPeer {
+		p.Annotations = map[string]string{wgv1.AnnotationPublicKeySince: t}
+		return p
+	}
+	forgedUID := mp("n4", "n4", key(4), "", "198.19.4.0/24")
+	forgedUID.OwnerReferences[0].UID = "uid-of-a-deleted-node"
+	wideExcluded := mp("n9", "n9", key(9), "", "198.19.0.0/17")
+	wideExcluded.Status.Conditions = []metav1.Condition{{Type: wgv1.ConditionAllowedIPsConflict, Status: metav1.ConditionTrue}}
 	tests := []struct {
 		name         string
 		peers        []wgv1.MeshPeer
@@ -107,16 +130,69 @@ func TestNew(t *testing.T) {
 		},
 		{
 			name:         "external overlapping a node peer: node wins",
-			peers:        []wgv1.MeshPeer{mp("ext", "", key(9), "", "198.19.0.0/16"), mp("n2", "n2", key(2), "198.18.0.12:51820", "198.19.2.0/24")},
+			peers:        []wgv1.MeshPeer{mp("ext", "", key(9), "", "198.18.64.0/24", "198.19.0.0/16"), mp("n2", "n2", key(2), "198.18.0.12:51820", "198.19.2.0/24")},
 			wantPeers:    []string{"n2"},
 			wantRoutes:   []string{"198.19.2.0/24 src 198.19.1.1"},
 			wantProblems: []string{"ext spec.allowedIPs 198.19.0.0/16 OverlappingAllowedIPs"},
 		},
 		{
-			name:         "two externals overlapping: both out",
-			peers:        []wgv1.MeshPeer{mp("a", "", key(7), "", "198.18.200.0/24"), mp("b", "", key(8), "", "198.18.200.128/25"), mp("n2", "n2", key(2), "", "198.19.2.0/24")},
+			name: "one wide node peer (/17 over three /24s) is left out, the three keep working",
+			peers: []wgv1.MeshPeer{mp("n2", "n2", key(2), "", "198.19.2.0/24"), mp("n3", "n3", key(3), "", "198.19.3.0/24"),
+				mp("n4", "n4", key(4), "", "198.19.4.0/24"), mp("n5", "n5", key(5), "", "198.19.0.0/17")},
+			wantPeers:    []string{"n2", "n3", "n4"},
+			wantRoutes:   []string{"198.19.2.0/24 src 198.19.1.1", "198.19.3.0/24 src 198.19.1.1", "198.19.4.0/24 src 198.19.1.1"},
+			wantProblems: []string{"n5 spec.allowedIPs 198.19.0.0/17 OverlappingAllowedIPs"},
+		},
+		{
+			name:       "an already-excluded wide peer removes nobody",
+			peers:      []wgv1.MeshPeer{wideExcluded, mp("n2", "n2", key(2), "", "198.19.2.0/24")},
+			wantPeers:  []string{"n2"},
+			wantRoutes: []string{"198.19.2.0/24 src 198.19.1.1"},
+		},
+		{
+			name:         "two node peers with one pod CIDR: both out, the rest kept",
+			peers:        []wgv1.MeshPeer{mp("n2", "n2", key(2), "", "198.19.2.0/24"), mp("n3", "n3", key(3), "", "198.19.2.0/24"), mp("n4", "n4", key(4), "", "198.19.4.0/24")},
+			wantPeers:    []string{"n4"},
+			wantRoutes:   []string{"198.19.4.0/24 src 198.19.1.1"},
+			wantProblems: []string{"n2 spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs", "n3 spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs"},
+		},
+		{
+			name:         "a MeshPeer claiming a node without being the node's is external",
+			peers:        []wgv1.MeshPeer{mp("evil", "", key(8), "", "198.19.2.0/24"), forgedUID, func() wgv1.MeshPeer { p := mp("n2", "n2", key(2), "", "198.19.2.0/24"); p.Name = "n2-copy"; return p }()},
+			wantProblems: []string{"evil spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs", "n2-copy spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs", "n4 spec.allowedIPs 198.19.4.0/24 OverlappingAllowedIPs"},
+		},
+		{
+			name:         "node peer outside the cluster's pod CIDRs",
+			peers:        []wgv1.MeshPeer{mp("n2", "n2", key(2), "", "198.18.64.0/24"), mp("n3", "n3", key(3), "", "198.19.3.0/24")},
+			wantPeers:    []string{"n3"},
+			wantRoutes:   []string{"198.19.3.0/24 src 198.19.1.1"},
+			wantProblems: []string{"n2 spec.allowedIPs 198.18.64.0/24 AllowedIPsOutsideClusterCIDRs"},
+		},
+		{
+			name: "externals capturing the underlay, a peer endpoint, the API server or services are refused",
+			peers: []wgv1.MeshPeer{mp("n2", "n2", key(2), "198.18.0.12:51820", "198.19.2.0/24"),
+				mp("own-underlay", "", key(5), "", "198.18.0.11/32"), mp("peer-endpoint", "", key(6), "", "198.18.0.0/28"),
+				mp("api", "", key(7), "", "198.18.0.1/32"), mp("svc", "", key(8), "", "198.18.128.0/24"),
+				mp("default", "", key(9), "", "0.0.0.0/0")},
+			wantPeers:  []string{"n2"},
+			wantRoutes: []string{"198.19.2.0/24 src 198.19.1.1"},
+			wantProblems: []string{"api spec.allowedIPs 198.18.0.1/32 AllowedIPsCaptureUnderlay", "default spec.allowedIPs 0.0.0.0/0 OverlappingAllowedIPs",
+				"own-underlay spec.allowedIPs 198.18.0.11/32 AllowedIPsCaptureUnderlay", "peer-endpoint spec.allowedIPs 198.18.0.0/28 AllowedIPsCaptureUnderlay",
+				"svc spec.allowedIPs 198.18.128.0/24 AllowedIPsCaptureUnderlay"},
+		},
+		{
+			name: "a copied key never evicts the node that had it first",
+			peers: []wgv1.MeshPeer{since(mp("n2", "n2", key(2), "", "198.19.2.0/24"), "2026-01-01T00:00:00Z"),
+				since(mp("n3", "n3", key(2), "", "198.19.3.0/24"), "2026-02-01T00:00:00Z"), mp("ext", "", key(2), "", "198.18.64.0/24")},
 			wantPeers:    []string{"n2"},
 			wantRoutes:   []string{"198.19.2.0/24 src 198.19.1.1"},
+			wantProblems: []string{"ext spec.publicKey " + key(2).String() + " DuplicatePublicKey", "n3 spec.publicKey " + key(2).String() + " DuplicatePublicKey"},
+		},
+		{
+			name:         "two externals overlapping: both out",
+			peers:        []wgv1.MeshPeer{mp("a", "", key(7), "", "198.18.200.0/24"), mp("b", "", key(8), "", "198.18.200.128/25"), mp("c", "", key(6), "", "198.18.201.0/24"), mp("n2", "n2", key(2), "", "198.19.2.0/24")},
+			wantPeers:    []string{"c", "n2"},
+			wantRoutes:   []string{"198.18.201.0/24 src 198.19.1.1", "198.19.2.0/24 src 198.19.1.1"},
 			wantProblems: []string{"a spec.allowedIPs 198.18.200.0/24 OverlappingAllowedIPs", "b spec.allowedIPs 198.18.200.128/25 OverlappingAllowedIPs"},
 		},
 		{

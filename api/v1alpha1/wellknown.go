@@ -23,8 +23,10 @@ const (
 	// announce the same public key. Both are left out of the mesh.
 	ConditionKeyConflict = "KeyConflict"
 	// ConditionAllowedIPsConflict is written by the operator when an
-	// external MeshPeer's allowedIPs overlap a node's pod CIDRs. The external
-	// peer is left out of the mesh.
+	// external MeshPeer's allowedIPs overlap the cluster's pod CIDRs or
+	// contain an underlay address, or when a node's pod CIDRs overlap a node
+	// already in the mesh or lie outside the cluster's pod CIDRs. The peer is
+	// left out of the mesh.
 	ConditionAllowedIPsConflict = "AllowedIPsConflict"
 	// ConditionDegraded is written by the agent of the peer's node: True when
 	// that node cannot use some MeshPeers (unresolvable endpoint, overlapping
@@ -41,3 +43,9 @@ var ExclusionConditions = []string{ConditionKeyConflict, ConditionAllowedIPsConf
 
 // DefaultListenPort is the WireGuard UDP port used unless configured.
 const DefaultListenPort = 51820
+
+// AnnotationPublicKeySince, on a node MeshPeer, is when the operator first
+// published its current spec.publicKey (RFC 3339). When two nodes announce
+// one key, the node that had it first keeps it: a copied key never evicts
+// the genuine node.
+const AnnotationPublicKeySince = "wgmesh.io/public-key-since"
