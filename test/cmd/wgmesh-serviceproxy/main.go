@@ -31,7 +31,11 @@ import (
 
 func main() {
 	var kubeconfig, node, clusterCIDRs, serviceCIDRs, metricsAddr, healthAddr string
-	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the API server.")
+	// controller-runtime's client/config package registers --kubeconfig on the
+	// default FlagSet already; defining it again panics at start.
+	if flag.Lookup("kubeconfig") == nil {
+		flag.String("kubeconfig", "", "kubeconfig of the API server.")
+	}
 	flag.StringVar(&node, "node-name", os.Getenv("NODE_NAME"), "This node's name.")
 	flag.StringVar(&clusterCIDRs, "cluster-cidrs", "10.244.0.0/16", "Pod ranges, comma separated.")
 	flag.StringVar(&serviceCIDRs, "service-cidrs", "10.96.0.0/12", "Service ranges, comma separated.")
@@ -40,6 +44,7 @@ func main() {
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	kubeconfig = flag.Lookup("kubeconfig").Value.String()
 	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("serviceproxy")
 	ctrl.SetLogger(log)
 
