@@ -147,7 +147,9 @@ func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (int, error) {
 			// Recreated with another timeout: its users are rewritten
 			// below; flush them first so the set is unreferenced.
 			for _, user := range usersOf(want, n) {
-				c.FlushChain(&nftables.Chain{Name: user, Table: t})
+				if !ch.newChains[user] {
+					c.FlushChain(&nftables.Chain{Name: user, Table: t})
+				}
 			}
 			c.DelSet(&nftables.Set{Table: t, Name: n})
 		}

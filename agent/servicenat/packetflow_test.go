@@ -150,7 +150,7 @@ func TestPacketFlowSessionAffinity(t *testing.T) {
 	// The tracer explored both branches and recorded the client in both
 	// affinity sets; a real connection takes one. Keep only the second.
 	for name := range tr.affinity {
-		if !contains([]string{affinityName("ns/sticky/tcp/p", ep("198.19.2.7", 80, false))}, name) {
+		if !contains([]string{affinityName("ns/sticky/tcp/p", ep("198.19.2.7", 80, false), 10*time.Second)}, name) {
 			delete(tr.affinity, name)
 		}
 	}

@@ -81,8 +81,7 @@ type Proxy struct {
 	wake    chan struct{}
 
 	// State of what is in the kernel (owned by the sync loop).
-	globals   Input
-	fragments map[ServiceKey][2]*Ruleset
+	table     *Table
 	models    map[ServiceKey]Service
 	reported  map[string]bool
 	lastGen   uint32
@@ -107,7 +106,7 @@ func New(o Options) *Proxy {
 	return &Proxy{
 		o: o, k: &Kernel{NetNSFd: o.NetNSFd}, metrics: NewMetrics(o.Registerer), ct: &Conntrack{NetNSFd: o.NetNSFd},
 		dirty: map[ServiceKey]bool{}, trigger: map[ServiceKey]time.Time{}, wake: make(chan struct{}, 1),
-		fragments: map[ServiceKey][2]*Ruleset{}, models: map[ServiceKey]Service{}, reported: map[string]bool{},
+		models: map[ServiceKey]Service{}, reported: map[string]bool{},
 	}
 }
 
@@ -263,8 +262,12 @@ func (p *Proxy) sync(periodic bool) error {
 		p.metrics.SyncErrors.WithLabelValues("node").Inc()
 		return err
 	}
-	if !sameGlobals(globals, p.globals) {
+	if p.table == nil || !sameGlobals(globals, p.table.Input()) {
 		all = true
+		p.table = NewTable(globals)
+		for k := range p.models {
+			dirty[k] = true
+		}
 	}
 	if periodic && !all {
 		p.periods++
@@ -283,29 +286,19 @@ func (p *Proxy) sync(periodic bool) error {
 	kind := "partial"
 	if all {
 		kind = "full"
-	}
-	p.globals = globals
-	// Re-convert the Services that changed (all of them for a full sync).
-	keys := dirty
-	if all {
-		keys = map[ServiceKey]bool{}
+		// Every Service, in case an event was missed.
 		svcs, _ := p.svcLister.List(labels.Everything())
 		for _, s := range svcs {
-			keys[ServiceKey{s.Namespace, s.Name}] = true
-		}
-		for k := range p.fragments {
-			keys[k] = true
+			dirty[ServiceKey{s.Namespace, s.Name}] = true
 		}
 	}
-	old := map[ServiceKey][2]*Ruleset{}
 	oldModels := map[ServiceKey]Service{}
-	for k := range keys {
-		old[k] = p.fragments[k]
+	for k := range dirty {
 		oldModels[k] = p.models[k]
 		p.update(k)
 	}
 	writes := 0
-	for i, f := range Families {
+	for _, f := range Families {
 		var ch *changes
 		var want *Ruleset
 		if all {
@@ -318,28 +311,15 @@ func (p *Proxy) sync(periodic bool) error {
 				p.metrics.SyncErrors.WithLabelValues("read").Inc()
 				return err
 			}
-			want = RenderStatic(globals, f)
-			for _, fr := range p.fragments {
-				if fr[i] != nil {
-					want.Merge(fr[i])
-				}
-			}
+			want = p.table.Full(f)
 			ch = diff(cur, want)
 			if periodic && !ch.Empty() {
 				p.o.Log.Info("service NAT drift repaired", "family", f.String(), "objects", ch.Size(want))
 			}
 		} else {
-			before, after := NewRuleset(), NewRuleset()
-			for k := range keys {
-				if fr := old[k][i]; fr != nil {
-					before.Merge(fr)
-				}
-				if fr := p.fragments[k][i]; fr != nil {
-					after.Merge(fr)
-				}
-			}
-			want = after
-			ch = diff(digestOf(before), after)
+			var before *Ruleset
+			before, want = p.table.Changes(f)
+			ch = diff(digestOf(before), want)
 		}
 		writes += ch.Size(want)
 		if _, err := p.k.Apply(f, ch, want); err != nil {
@@ -347,6 +327,7 @@ func (p *Proxy) sync(periodic bool) error {
 			return err
 		}
 	}
+	p.table.Commit()
 	if gen, err := p.k.Generation(); err == nil {
 		p.lastGen = gen
 	}
@@ -357,7 +338,7 @@ func (p *Proxy) sync(periodic bool) error {
 		p.metrics.NetworkProgrammingDuration.Observe(now.Sub(t).Seconds())
 	}
 	// Stale UDP flows, now that the rules no longer lead to them.
-	for k := range keys {
+	for k := range dirty {
 		n, err := p.ct.CleanStale(oldModels[k], p.models[k], globals.NodePortIPs)
 		if err != nil {
 			p.metrics.SyncErrors.WithLabelValues("conntrack").Inc()
@@ -368,7 +349,7 @@ func (p *Proxy) sync(periodic bool) error {
 	p.o.HealthCheck.Set(healthTargets(p.models))
 	p.setGauges()
 	if writes > 0 || all {
-		p.o.Log.V(1).Info("service NAT synced", "kind", kind, "services", len(keys), "writes", writes, "duration", time.Since(start))
+		p.o.Log.V(1).Info("service NAT synced", "kind", kind, "services", len(dirty), "writes", writes, "duration", time.Since(start))
 	}
 	p.syncedMu.Lock()
 	p.synced = true
@@ -376,23 +357,23 @@ func (p *Proxy) sync(periodic bool) error {
 	return nil
 }
 
-// update re-renders one Service's fragments from the listers.
+// update re-renders one Service from the listers into the table.
 func (p *Proxy) update(k ServiceKey) {
 	svc, err := p.svcLister.Services(k.Namespace).Get(k.Name)
 	if err != nil || !Proxied(svc) {
-		delete(p.fragments, k)
+		p.table.Delete(k)
 		delete(p.models, k)
 		return
 	}
 	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: k.Name})
 	slices, _ := p.sliceLister.EndpointSlices(k.Namespace).List(sel)
 	model, probs := Convert(svc, slices, ConvertOptions{NodeName: p.o.NodeName, ServiceCIDRs: p.o.ServiceCIDRs})
-	p.report(svc, probs)
-	var fr [2]*Ruleset
-	for i, f := range Families {
-		fr[i] = RenderService(p.globals, f, model)
+	p.table.Update(model)
+	for _, c := range p.table.Conflicts(k) {
+		probs = append(probs, Problem{Kind: "Service", Namespace: k.Namespace, Name: k.Name, Field: "spec", Value: c,
+			Reason: "conflicts: the Service first in namespace/name order keeps the address and port"})
 	}
-	p.fragments[k] = fr
+	p.report(svc, probs)
 	p.models[k] = model
 }
 

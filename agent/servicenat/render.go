@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Names in the kernel (DESIGN.md, "Service NAT layout"; kube-proxy's
@@ -96,11 +97,11 @@ var (
 // Render computes family f's whole table: the static chains plus every
 // Service's fragment. It is pure: the same input gives the same ruleset.
 func Render(in Input, f Family) *Ruleset {
-	rs := RenderStatic(in, f)
+	t := NewTable(in)
 	for _, s := range in.Services {
-		rs.Merge(RenderService(in, f, s))
+		t.Update(s)
 	}
-	return rs
+	return t.Full(f)
 }
 
 // RenderStatic computes the chains and set elements that do not belong to
@@ -256,7 +257,7 @@ func renderPort(rs *Ruleset, in portInput) {
 		epChain[e.AddrPort()] = name
 		c := Chain{{Saddr: Host(e.Addr), Verdict: Jump(ChainMarkForMasquerade)}}
 		if s.AffinityTimeout > 0 {
-			aff := affinityName(in.id, e)
+			aff := affinityName(in.id, e, s.AffinityTimeout)
 			rs.Affinity[aff] = AffinitySet{Timeout: s.AffinityTimeout}
 			c = append(c, Rule{Update: aff})
 		}
@@ -266,7 +267,7 @@ func renderPort(rs *Ruleset, in portInput) {
 		var c Chain
 		if s.AffinityTimeout > 0 {
 			for _, e := range es {
-				c = append(c, Rule{SaddrSet: affinityName(in.id, e), Verdict: Goto(epChain[e.AddrPort()])})
+				c = append(c, Rule{SaddrSet: affinityName(in.id, e, s.AffinityTimeout), Verdict: Goto(epChain[e.AddrPort()])})
 			}
 		}
 		names := make([]string, len(es))
@@ -371,6 +372,11 @@ func renderPort(rs *Ruleset, in portInput) {
 	}
 }
 
-func affinityName(id string, e Endpoint) string {
-	return prefixAffinity + hashed(id+"__"+e.AddrPort().String())
+// affinityName names an endpoint's affinity set. The timeout is part of
+// the hash: a new timeout is a new set, swapped in with the chains that use
+// it, so a set is never deleted while a rule still refers to it.
+func affinityName(id string, e Endpoint, timeout time.Duration) string {
+	name := id + "__" + e.AddrPort().String()
+	sum := sha256.Sum256([]byte(name + "__" + timeout.String()))
+	return prefixAffinity + strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:8] + "-" + name
 }

@@ -1,0 +1,208 @@
+package servicenat
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Table is the rendered service NAT of every Service, kept per Service so
+// that a change renders and writes only the Services it touches. It also
+// settles verdict map keys two Services claim (two Services with the same
+// externalIP and port, which the API server allows): the Service first in
+// namespace/name order owns the key, the other is reported, and it gets
+// the key when the owner lets go. A fresh Table over the same Services
+// gives the same result whatever the order of updates.
+type Table struct {
+	in  Input
+	raw map[ServiceKey][2]*Ruleset
+	eff map[ServiceKey][2]*Ruleset
+	// claims: family, map, key -> the Services whose fragments have it.
+	claims map[claimKey]map[ServiceKey]bool
+	// pending are the Services whose effective fragment changed since the
+	// last Commit, with the fragment they had then.
+	pending map[ServiceKey][2]*Ruleset
+}
+
+type claimKey struct {
+	fam int
+	m   string
+	k   MapKey
+}
+
+// NewTable returns an empty table for the node-wide input in (its
+// Services are ignored: add them with Update).
+func NewTable(in Input) *Table {
+	in.Services = nil
+	return &Table{in: in, raw: map[ServiceKey][2]*Ruleset{}, eff: map[ServiceKey][2]*Ruleset{},
+		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey][2]*Ruleset{}}
+}
+
+// Input is the node-wide input the table renders with.
+func (t *Table) Input() Input { return t.in }
+
+// Update renders s and records what changed.
+func (t *Table) Update(s Service) {
+	t.set(s.ServiceKey, [2]*Ruleset{RenderService(t.in, IPv4, s), RenderService(t.in, IPv6, s)})
+}
+
+// Delete removes a Service.
+func (t *Table) Delete(k ServiceKey) {
+	if _, ok := t.raw[k]; ok {
+		t.set(k, [2]*Ruleset{})
+	}
+}
+
+func (t *Table) set(k ServiceKey, raw [2]*Ruleset) {
+	affected := map[ServiceKey]bool{k: true}
+	for _, ck := range claimsOf(t.raw[k]) {
+		delete(t.claims[ck], k)
+		for other := range t.claims[ck] {
+			affected[other] = true
+		}
+		if len(t.claims[ck]) == 0 {
+			delete(t.claims, ck)
+		}
+	}
+	if raw[0] == nil && raw[1] == nil {
+		delete(t.raw, k)
+	} else {
+		t.raw[k] = raw
+		for _, ck := range claimsOf(raw) {
+			if t.claims[ck] == nil {
+				t.claims[ck] = map[ServiceKey]bool{}
+			}
+			t.claims[ck][k] = true
+			for other := range t.claims[ck] {
+				affected[other] = true
+			}
+		}
+	}
+	for a := range affected {
+		if _, ok := t.pending[a]; !ok {
+			t.pending[a] = t.eff[a]
+		}
+		if r, ok := t.raw[a]; ok {
+			t.eff[a] = t.effective(a, r)
+		} else {
+			delete(t.eff, a)
+		}
+	}
+}
+
+func claimsOf(fr [2]*Ruleset) []claimKey {
+	var out []claimKey
+	for i, rs := range fr {
+		if rs == nil {
+			continue
+		}
+		for m, els := range rs.Maps {
+			for k := range els {
+				out = append(out, claimKey{i, m, k})
+			}
+		}
+	}
+	return out
+}
+
+func less(a, b ServiceKey) bool {
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+// owner is the first claimant of a key in namespace/name order.
+func (t *Table) owner(ck claimKey) ServiceKey {
+	var best ServiceKey
+	first := true
+	for s := range t.claims[ck] {
+		if first || less(s, best) {
+			best, first = s, false
+		}
+	}
+	return best
+}
+
+// effective is a Service's fragments without the map keys another Service owns.
+func (t *Table) effective(k ServiceKey, raw [2]*Ruleset) [2]*Ruleset {
+	var out [2]*Ruleset
+	for i, rs := range raw {
+		if rs == nil {
+			continue
+		}
+		cp := NewRuleset()
+		cp.Merge(rs)
+		for m, els := range cp.Maps {
+			for key := range els {
+				if t.owner(claimKey{i, m, key}) != k {
+					delete(els, key)
+				}
+			}
+		}
+		out[i] = cp
+	}
+	return out
+}
+
+// Conflicts lists the map keys a Service lost to another (for reports).
+func (t *Table) Conflicts(k ServiceKey) []string {
+	var out []string
+	for _, ck := range claimsOf(t.raw[k]) {
+		if o := t.owner(ck); o != k {
+			out = append(out, fmt.Sprintf("%s %s is already served by Service %s", ck.m, ck.k, o))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Changes returns, for family f, the old and new fragments of the Services
+// changed since the last Commit (the input of diff for a partial sync).
+func (t *Table) Changes(f Family) (before, after *Ruleset) {
+	i := familyIndex(f)
+	before, after = NewRuleset(), NewRuleset()
+	for k, old := range t.pending {
+		if old[i] != nil {
+			before.Merge(old[i])
+		}
+		if cur := t.eff[k][i]; cur != nil {
+			after.Merge(cur)
+		}
+	}
+	return before, after
+}
+
+// Changed lists the Services changed since the last Commit.
+func (t *Table) Changed() []ServiceKey {
+	out := make([]ServiceKey, 0, len(t.pending))
+	for k := range t.pending {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return less(out[i], out[j]) })
+	return out
+}
+
+// Commit marks the changes as written.
+func (t *Table) Commit() { t.pending = map[ServiceKey][2]*Ruleset{} }
+
+// Full is family f's whole desired table.
+func (t *Table) Full(f Family) *Ruleset {
+	i := familyIndex(f)
+	rs := RenderStatic(t.in, f)
+	for _, fr := range t.eff {
+		if fr[i] != nil {
+			rs.Merge(fr[i])
+		}
+	}
+	return rs
+}
+
+// Len is the number of Services in the table.
+func (t *Table) Len() int { return len(t.raw) }
+
+func familyIndex(f Family) int {
+	if f == IPv4 {
+		return 0
+	}
+	return 1
+}
