@@ -1,0 +1,249 @@
+package servicenat
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/wgmesh/wgmesh/test/apiserver"
+	"github.com/wgmesh/wgmesh/test/netns"
+)
+
+// TestProxyAgainstAPIServer runs the proxy against a real API server and a
+// real kernel: a Service it cannot use is reported and skipped while the
+// others work, metrics and Events tell what happened, drift is repaired,
+// kube-proxy beside it is reported, and a restart over an existing ruleset
+// writes nothing.
+func TestProxyAgainstAPIServer(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	if reason := apiserver.SkipReason(); reason != "" {
+		t.Skip(reason)
+	}
+	env, cfg, err := apiserver.StartWith(apiserver.Options{ServiceCIDR: "198.18.128.0/20"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDR: "198.19.1.0/24", PodCIDRs: []string{"198.19.1.0/24"}}}
+	node, err = cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}}
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mkSvc := func(name, ip string) {
+		t.Helper()
+		_, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.ServiceSpec{ClusterIP: ip, Selector: map[string]string{"app": name},
+				Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkSvc("good", "198.18.128.10")
+	// Inside the API server's range but outside the proxy's --service-cidrs.
+	mkSvc("outside", "198.18.129.10")
+	trigger := time.Now().Add(-50 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	_, err = cs.DiscoveryV1().EndpointSlices("default").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "good-1", Labels: map[string]string{discoveryv1.LabelServiceName: "good"},
+			Annotations: map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(int32(8080)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"198.19.2.5"}, NodeName: ptr.To("n2")}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ns := netns.NewForTest(t, "wgmsn-proxy")
+	k := kernelIn(t, ns)
+	listen := func(network, addr string) (l net.Listener, err error) {
+		err = ns.Do(func() error { l, err = net.Listen(network, addr); return err })
+		return l, err
+	}
+	start := func(reg *prometheus.Registry) (context.CancelFunc, chan error) {
+		pctx, pcancel := context.WithCancel(ctx)
+		p := New(Options{NodeName: "n1", NetNSFd: k.NetNSFd, SyncPeriod: time.Second,
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")},
+			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.128.0/24")},
+			HealthCheck:  NewHealthServer(listen, testr.New(t)), Log: testr.New(t), Registerer: reg})
+		done := make(chan error, 1)
+		go func() { done <- p.Run(pctx, cfg) }()
+		return pcancel, done
+	}
+	reg := prometheus.NewRegistry()
+	stop, done := start(reg)
+	goodKey := MapKey{netip.MustParseAddr("198.18.128.10"), TCP, 80}
+	waitKernel(t, k, "the good Service's element", func(d *digest) bool { _, ok := d.maps[MapServiceIPs][goodKey]; return ok })
+
+	t.Run("bad Service skipped and reported", func(t *testing.T) {
+		d, err := k.Read(IPv4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key := range d.maps[MapServiceIPs] {
+			if key.Addr == netip.MustParseAddr("198.18.129.10") {
+				t.Errorf("Service outside --service-cidrs programmed: %s", key)
+			}
+		}
+		waitFor(t, "an InvalidServiceField Event on default/outside", func() error {
+			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=outside"})
+			if err != nil {
+				return err
+			}
+			for _, e := range evs.Items {
+				if e.Reason == "InvalidServiceField" && strings.Contains(e.Message, `spec.clusterIPs[0]="198.18.129.10"`) {
+					return nil
+				}
+			}
+			return fmt.Errorf("events %v", evs.Items)
+		})
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		// good, outside, and the API server's own default/kubernetes.
+		if got := metricSum(t, reg, "wgmesh_services"); got != 3 {
+			t.Errorf("wgmesh_services = %v, want 3", got)
+		}
+		if got := metricSum(t, reg, "wgmesh_service_endpoints"); got != 2 {
+			t.Errorf("wgmesh_service_endpoints = %v, want 2", got)
+		}
+		if n := metricSum(t, reg, "wgmesh_service_network_programming_duration_seconds"); n < 1 {
+			t.Errorf("network programming duration observed %v times, want at least 1", n)
+		}
+		if n := metricSum(t, reg, "wgmesh_service_sync_duration_seconds"); n < 1 {
+			t.Errorf("sync duration observed %v times", n)
+		}
+	})
+
+	t.Run("drift repaired", func(t *testing.T) {
+		if out, err := ns.Exec(ctx, "nft", "delete", "element", "ip", TableName, MapServiceIPs, "{ 198.18.128.10 . tcp . 80 }"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if out, err := ns.Exec(ctx, "nft", "flush", "chain", "ip", TableName, ChainServices); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		waitKernel(t, k, "the element and the services chain back", func(d *digest) bool {
+			_, ok := d.maps[MapServiceIPs][goodKey]
+			return ok && len(d.chains[ChainServices]) == 2
+		})
+	})
+
+	t.Run("kube-proxy beside it reported", func(t *testing.T) {
+		if out, err := ns.Exec(ctx, "nft", "add", "table", "ip", "kube-proxy"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		waitFor(t, "a KubeProxyDetected Event on the Node", func() error {
+			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=n1"})
+			if err != nil {
+				return err
+			}
+			for _, e := range evs.Items {
+				if e.Reason == ReasonKubeProxyDetected && strings.Contains(e.Message, "kube-proxy") {
+					return nil
+				}
+			}
+			return fmt.Errorf("events %v", evs.Items)
+		})
+		if got := metricSum(t, reg, "wgmesh_service_kube_proxy_detected"); got != 1 {
+			t.Errorf("wgmesh_service_kube_proxy_detected = %v", got)
+		}
+	})
+
+	t.Run("restart writes only differences", func(t *testing.T) {
+		stop()
+		<-done
+		reg2 := prometheus.NewRegistry()
+		stop2, done2 := start(reg2)
+		defer func() { stop2(); <-done2 }()
+		waitFor(t, "the first sync of the restarted proxy", func() error {
+			if metricSum(t, reg2, "wgmesh_service_sync_duration_seconds") < 1 {
+				return fmt.Errorf("not synced yet")
+			}
+			return nil
+		})
+		if got := metricSum(t, reg2, "wgmesh_service_nftables_writes_total"); got != 0 {
+			t.Errorf("a restart over the same ruleset wrote %v objects, want 0", got)
+		}
+	})
+}
+
+func waitKernel(t *testing.T, k *Kernel, what string, ok func(*digest) bool) {
+	t.Helper()
+	waitFor(t, what, func() error {
+		d, err := k.Read(IPv4)
+		if err != nil {
+			return err
+		}
+		if !ok(d) {
+			return fmt.Errorf("not in the kernel yet")
+		}
+		return nil
+	})
+}
+
+func waitFor(t *testing.T, what string, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = fn(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("waiting for %s: %v", what, err)
+}
+
+// metricSum adds up a metric's series: gauge and counter values,
+// histogram sample counts.
+func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += seriesValue(m)
+		}
+	}
+	return sum
+}
+
+func seriesValue(m *dto.Metric) float64 {
+	switch {
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	}
+	return 0
+}
