@@ -139,7 +139,9 @@ func TestConvertPolicies(t *testing.T) {
 
 func TestProxiedSkipsHeadlessExternalNameAndOtherProxies(t *testing.T) {
 	for name, mutate := range map[string]func(*corev1.Service){
-		"headless":     func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone} },
+		"headless": func(s *corev1.Service) {
+			s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ClusterIPNone, []string{corev1.ClusterIPNone}
+		},
 		"externalName": func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeExternalName },
 		"other proxy":  func(s *corev1.Service) { s.Labels = map[string]string{LabelServiceProxyName: "other"} },
 	} {
