@@ -216,17 +216,21 @@ func exprs(c *nftables.Conn, table *nftables.Table, f Family, r Rule) ([]expr.An
 		out = append(out, &expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: 0, SetName: r.VMap})
 	}
 	if len(r.Numgen) > 0 {
+		// The library marks anonymous sets' keys big-endian, so the
+		// random number is turned to network order: nft then lists the
+		// map as { 0 : ..., 1 : ... }, as kube-proxy's reads.
 		set := &nftables.Set{Table: table, Anonymous: true, Constant: true, IsMap: true,
-			KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}
+			KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
 		els := make([]nftables.SetElement, len(r.Numgen))
 		for i, ch := range r.Numgen {
-			els[i] = nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(i)), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}}
+			els[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint32(uint32(i)), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}}
 		}
 		if err := c.AddSet(set, els); err != nil {
 			return nil, fmt.Errorf("endpoint map: %w", err)
 		}
 		out = append(out,
 			&expr.Numgen{Register: reg1, Modulus: uint32(len(r.Numgen)), Type: unix.NFT_NG_RANDOM},
+			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 			&expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID})
 	}
 	if r.Masquerade {
