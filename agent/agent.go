@@ -200,6 +200,9 @@ func (a *Agent) loop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(err, errRefuseToRun) {
+				return err
+			}
 			a.log.Error(err, "reconcile failed; retrying", "after", backoff)
 			time.AfterFunc(backoff, a.trigger.fire)
 			backoff = min(2*backoff, 30*time.Second)

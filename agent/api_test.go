@@ -2,10 +2,15 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -108,5 +113,47 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	}
 	if _, ok := node.Annotations[wgv1.AnnotationPublicKey]; ok || node.Annotations["other"] != "keep" {
 		t.Fatalf("after withdraw: %v", node.Annotations)
+	}
+}
+
+// TestRefusesDisagreeingClusterCIDRs: an agent whose --cluster-cidrs do not
+// contain its own Node's podCIDRs stops with a message naming the node, the
+// CIDR and the flag (and a Warning Event), before it touches the kernel.
+func TestRefusesDisagreeingClusterCIDRs(t *testing.T) {
+	_, cfg := apiserver.StartForTest(t)
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "wgm-mismatch"}, Spec: corev1.NodeSpec{PodCIDR: "198.18.99.0/24", PodCIDRs: []string{"198.18.99.0/24"}}}
+	if err := c.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{NodeName: node.Name, StateDir: t.TempDir(), MetricsBindAddress: "0", HealthProbeAddress: "0",
+		LinkName: "wgm-never0", BridgeName: "wgm-neverbr0", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")}}, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Run(ctx, cfg)
+	if err == nil || !errors.Is(err, errRefuseToRun) || !strings.Contains(err.Error(), "Node wgm-mismatch spec.podCIDRs 198.18.99.0/24 lies outside --cluster-cidrs [198.19.0.0/16]") {
+		t.Fatalf("Run = %v, want a refusal naming the node, the CIDR and --cluster-cidrs", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the agent ran until the timeout instead of refusing")
+	}
+	found := false
+	for deadline := time.Now().Add(10 * time.Second); !found && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var evs eventsv1.EventList
+		if err := c.List(context.Background(), &evs); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Items {
+			found = found || (e.Reason == ReasonClusterCIDRMismatch && e.Regarding.Name == node.Name)
+		}
+	}
+	if !found {
+		t.Error("no ClusterCIDRMismatch Event on the Node")
 	}
 }

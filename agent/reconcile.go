@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/agent/endpoint"
@@ -42,6 +45,9 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 		return fmt.Errorf("listing MeshPeers: %w", err)
 	}
 	podCIDRs := nodePodCIDRs(node)
+	if err := a.checkClusterCIDRs(node, podCIDRs); err != nil {
+		return err
+	}
 	in := mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: podCIDRs, Peers: list.Items,
 		ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs, Protected: append(nodeAddrs(node), a.apiServer...)}
 	if a.nodes != nil {
@@ -106,6 +112,42 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	}
 	a.metrics.PeersConnected.Set(float64(countConnected(peers)))
 	return errors.Join(append([]error{kerr}, dperr...)...)
+}
+
+// errRefuseToRun ends the agent: its configuration disagrees with the
+// cluster, and going on would program a data plane that leaks or loops.
+var errRefuseToRun = errors.New("refusing to run")
+
+// ReasonClusterCIDRMismatch is the Event reason when the node's pod CIDRs lie
+// outside --cluster-cidrs.
+const ReasonClusterCIDRMismatch = "ClusterCIDRMismatch"
+
+// checkClusterCIDRs refuses to run when this node's pod CIDRs lie outside
+// --cluster-cidrs: the operator and the agent disagree about the cluster's
+// pod ranges (the egress masquerade and leak guard would be wrong).
+func (a *Agent) checkClusterCIDRs(node *corev1.Node, podCIDRs []netip.Prefix) error {
+	if len(a.o.ClusterCIDRs) == 0 {
+		return nil
+	}
+	for _, p := range podCIDRs {
+		if !slices.ContainsFunc(a.o.ClusterCIDRs, func(c netip.Prefix) bool { return c.Bits() <= p.Bits() && c.Contains(p.Addr()) }) {
+			msg := fmt.Sprintf("Node %s spec.podCIDRs %s lies outside --cluster-cidrs %v: the agent and the cluster disagree about the pod ranges; set --cluster-cidrs (chart: agent.clusterCIDRs or operator.clusterCIDRs) to the cluster's pod CIDRs", node.Name, p, a.o.ClusterCIDRs)
+			a.ready.Store(false)
+			// Written synchronously: the agent exits right after, before
+			// the recorder's queue would be flushed.
+			ev := &eventsv1.Event{
+				ObjectMeta: metav1.ObjectMeta{GenerateName: node.Name + "-cluster-cidr-mismatch-", Namespace: metav1.NamespaceDefault},
+				EventTime:  metav1.NowMicro(), ReportingController: FieldManager, ReportingInstance: FieldManager + "-" + node.Name,
+				Action: "CheckConfiguration", Reason: ReasonClusterCIDRMismatch, Type: corev1.EventTypeWarning, Note: msg,
+				Regarding: corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID},
+			}
+			if err := a.client.Create(context.Background(), ev); err != nil {
+				a.log.Error(err, "recording the ClusterCIDRMismatch Event")
+			}
+			return fmt.Errorf("%w: %s", errRefuseToRun, msg)
+		}
+	}
+	return nil
 }
 
 // announce publishes the public key and the chosen endpoint on the own Node.

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"fmt"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"net/netip"
 	"strings"
 )
@@ -182,18 +183,19 @@ func familyOf(p netip.Prefix) Family {
 	return IPv6
 }
 
-// ParseCIDRs parses a flag's comma-separated list, naming the flag on error.
+// ParseCIDRs parses a flag's list of canonical CIDRs (wgv1.ParseCIDR, the
+// one CIDR validator), naming the flag on error.
 func ParseCIDRs(flag string, values []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, v := range values {
 		if v == "" {
 			continue
 		}
-		p, err := netip.ParsePrefix(v)
+		p, err := wgv1.ParseCIDR(v)
 		if err != nil {
-			return nil, fmt.Errorf("flag %s: %q is not a CIDR (want e.g. 10.244.0.0/16 or fd00:10::/56): %w", flag, v, err)
+			return nil, fmt.Errorf("flag %s: %w", flag, err)
 		}
-		out = append(out, p.Masked())
+		out = append(out, p)
 	}
 	return out, nil
 }

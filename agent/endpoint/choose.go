@@ -120,47 +120,9 @@ func JoinHostPort(ip netip.Addr, port int) string {
 }
 
 // Validate checks that s is host:port with a port in 1-65535 and a host that
-// is an IP address or a DNS name.
+// is an IPv4 address, an [IPv6] address or a DNS name (wgv1.ParseEndpoint,
+// the one endpoint validator).
 func Validate(s string) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("want host:port (IPv4, [IPv6] or DNS name): %w", err)
-	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("port %q is not in 1-65535", port)
-	}
-	if host == "" {
-		return fmt.Errorf("empty host; want an IP address or DNS name")
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return nil
-	}
-	if !isDNSName(host) {
-		return fmt.Errorf("host %q is neither an IP address nor a DNS name", host)
-	}
-	return nil
-}
-
-func isDNSName(s string) bool {
-	if len(s) > 253 {
-		return false
-	}
-	for i, label := 0, 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-			label++
-		case c == '-' && label > 0 && i+1 < len(s) && s[i+1] != '.':
-			label++
-		case c == '.' && label > 0:
-			label = 0
-		default:
-			return false
-		}
-		if label > 63 {
-			return false
-		}
-	}
-	return true
+	_, err := wgv1.ParseEndpoint(s, true)
+	return err
 }

@@ -8,14 +8,14 @@ import (
 // PublicKey is a WireGuard public key: 32 bytes, base64 encoded.
 //
 // +kubebuilder:validation:MaxLength=44
-// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$')",messageExpression="'publicKey ' + self + ' is not a WireGuard public key: want 32 bytes in base64 (44 characters ending in =)'"
+// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$')",messageExpression="'publicKey ' + self + ' is not a WireGuard public key: 32 bytes in base64 (44 characters ending in =)'"
 type PublicKey string
 
 // Endpoint is host:port, where host is an IPv4 address, an IPv6 address in
 // brackets, or a DNS name, and port is 1-65535.
 //
 // +kubebuilder:validation:MaxLength=261
-// +kubebuilder:validation:XValidation:rule="self.matches('^(\\\\[[0-9A-Fa-f:.]+\\\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$') && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535 && (!self.startsWith('[') || isIP(self.substring(1, self.lastIndexOf(']'))))",messageExpression="'endpoint ' + self + ' is not host:port (IPv4, [IPv6] or DNS name, and a port in 1-65535)'"
+// +kubebuilder:validation:XValidation:rule="self.matches('^(\\\\[[0-9A-Fa-f:.]+\\\\]|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*):[0-9]{1,5}$') && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535 && self.lastIndexOf(':') <= 253 && (self.startsWith('[') ? (isIP(self.substring(1, self.lastIndexOf(']'))) && ip(self.substring(1, self.lastIndexOf(']'))).family() == 6) : (!self.substring(0, self.lastIndexOf(':')).matches('^[0-9.]+$') || (isIP(self.substring(0, self.lastIndexOf(':'))) && ip(self.substring(0, self.lastIndexOf(':'))).family() == 4)))",messageExpression="'endpoint ' + self + ' is not host:port (IPv4, [IPv6] or DNS name, and a port in 1-65535)'"
 type Endpoint string
 
 // CIDR is an IPv4 or IPv6 prefix in canonical form, such as 10.244.1.0/24 or

@@ -134,6 +134,8 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped IPv6 prefix: want %s", s, WantCIDR)
 	case p.Masked() != p:
 		return netip.Prefix{}, fmt.Errorf("%q has host bits set: want %s", s, p.Masked())
+	case p.String() != s:
+		return netip.Prefix{}, fmt.Errorf("%q is not written in canonical form: want %s", s, p)
 	}
 	return p, nil
 }

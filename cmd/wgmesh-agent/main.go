@@ -19,7 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/wgmesh/wgmesh/agent"
+	"github.com/wgmesh/wgmesh/agent/mtu"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
 func main() {
@@ -70,11 +72,17 @@ func run() int {
 	default:
 		return fail(fmt.Errorf("--endpoint-address-type=%q: want InternalIP or ExternalIP", addrType))
 	}
-	if o.ClusterCIDRs, err = parseCIDRs("cluster-cidrs", clusterCIDRs); err != nil {
+	if o.ClusterCIDRs, err = wgv1.ParseCIDRList("--cluster-cidrs", clusterCIDRs); err != nil {
 		return fail(err)
 	}
-	if o.ServiceCIDRs, err = parseCIDRs("service-cidrs", serviceCIDRs); err != nil {
+	if o.ServiceCIDRs, err = wgv1.ParseCIDRList("--service-cidrs", serviceCIDRs); err != nil {
 		return fail(err)
+	}
+	if err := wgv1.CheckRange("--listen-port", o.ListenPort, 1, 65535); err != nil {
+		return fail(err)
+	}
+	if err := wgv1.CheckRange("--mtu", o.MTU, mtu.Minimum, 65535); o.MTU != 0 && err != nil {
+		return fail(fmt.Errorf("%w (or 0: the underlay MTU minus 80)", err))
 	}
 
 	o.LinkName, o.BridgeName = agent.DefaultLinkName, agent.DefaultBridgeName
@@ -120,6 +128,8 @@ func userspace(args []string) int {
 	return 0
 }
 
+// parseCIDRs parses a comma-separated flag of canonical CIDRs (any number
+// per family) with the one CIDR validator, wgv1.ParseCIDR.
 func parseCIDRs(flagName, s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, f := range strings.Split(s, ",") {
@@ -127,9 +137,9 @@ func parseCIDRs(flagName, s string) ([]netip.Prefix, error) {
 		if f == "" {
 			continue
 		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil || p.Masked() != p {
-			return nil, fmt.Errorf("--%s: %q is not a CIDR in canonical form (such as 10.244.0.0/16 or 2001:db8::/56)", flagName, f)
+		p, err := wgv1.ParseCIDR(f)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", flagName, err)
 		}
 		out = append(out, p)
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/wgmesh/wgmesh/operator"
@@ -70,6 +71,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	cfg, err := restConfig(kubeconfig)
 	if err != nil {
 		return fail(fmt.Errorf("--kubeconfig %q: %w", kubeconfig, err))
+	}
+	reader, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return fail(err)
+	}
+	if err := operator.CheckClusterCIDRs(ctx, reader, pools); err != nil {
+		return fail(err)
 	}
 	mgr, err := operator.NewManager(cfg, mo)
 	if err != nil {

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -142,5 +145,41 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `"msg":"starting"`) {
 		t.Errorf("no structured start log line; log:\n%s", stderr.String())
+	}
+}
+
+// TestRunRefusesDisagreeingClusterCIDRs: Nodes whose podCIDRs lie outside
+// --cluster-cidrs (kube-controller-manager allocated from another range) stop
+// the operator at start with a message naming the node, the CIDR and the flag.
+func TestRunRefusesDisagreeingClusterCIDRs(t *testing.T) {
+	env, cfg := apiserver.StartForTest(t)
+	user, err := env.AddUser(envtest.User{Name: "wgmesh-test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "wgm-kcm-1"}, Spec: corev1.NodeSpec{PodCIDR: "198.18.99.0/24", PodCIDRs: []string{"198.18.99.0/24"}}}
+	if err := c.Create(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stderr syncBuffer
+	code := run(ctx, []string{"--kubeconfig=" + kubeconfig, "--cluster-cidrs=198.19.0.0/16", "--leader-elect=false",
+		"--metrics-bind-address=0", "--health-probe-bind-address=0"}, &stderr)
+	want := "--cluster-cidrs 198.19.0.0/16 disagrees with the cluster: Node wgm-kcm-1 spec.podCIDRs 198.18.99.0/24 lies outside it"
+	if code != 2 || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("exit code %d, stderr %q; want 2 and %q", code, stderr.String(), want)
 	}
 }

@@ -2,6 +2,7 @@ package cidr
 
 import (
 	"fmt"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"net/netip"
 	"strings"
 )
@@ -51,15 +52,9 @@ func (c Config) Parse() ([]PoolSpec, error) {
 		if s == "" {
 			continue
 		}
-		p, err := netip.ParsePrefix(s)
+		p, err := wgv1.ParseCIDR(s)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %q is not a CIDR; want one IPv4 and/or one IPv6 CIDR such as 10.244.0.0/16,2001:db8:100::/56", FlagClusterCIDRs, s)
-		}
-		if p.Addr().Is4In6() || p.Addr().Zone() != "" {
-			return nil, fmt.Errorf("%s: %q is not a plain IPv4 or IPv6 CIDR", FlagClusterCIDRs, s)
-		}
-		if p.Masked() != p {
-			return nil, fmt.Errorf("%s: %s has bits set after the prefix length; did you mean %s?", FlagClusterCIDRs, s, p.Masked())
+			return nil, fmt.Errorf("%s: %w", FlagClusterCIDRs, err)
 		}
 		prefixes = append(prefixes, p)
 	}

@@ -160,6 +160,9 @@ type container struct {
 	mounts          map[string]string // volume name -> mount path
 	hasNodeNameEnv  bool
 	readiness, live string // probe paths
+	startup         bool   // has a startup probe
+	privileged      bool
+	capAdd, capDrop []string
 }
 
 func containers(t testing.TB, obj *unstructured.Unstructured) []container {
@@ -179,6 +182,10 @@ func containers(t testing.TB, obj *unstructured.Unstructured) []container {
 			rp, _, _ := unstructured.NestedString(m, "restartPolicy")
 			c.sidecar = rp == "Always"
 			c.readiness, _, _ = unstructured.NestedString(m, "readinessProbe", "httpGet", "path")
+			_, c.startup, _ = unstructured.NestedMap(m, "startupProbe")
+			c.privileged, _, _ = unstructured.NestedBool(m, "securityContext", "privileged")
+			c.capAdd, _, _ = unstructured.NestedStringSlice(m, "securityContext", "capabilities", "add")
+			c.capDrop, _, _ = unstructured.NestedStringSlice(m, "securityContext", "capabilities", "drop")
 			c.live, _, _ = unstructured.NestedString(m, "livenessProbe", "httpGet", "path")
 			mounts, _, _ := unstructured.NestedSlice(m, "volumeMounts")
 			for _, vm := range mounts {

@@ -36,6 +36,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"operator.healthProbeBindAddress=0", []string{"/operator/healthProbeBindAddress"}},
 		{`operator.clusterCIDRs=198.19.0.0/16\,198.20.0.0/16`, []string{"operator.clusterCIDRs", "198.19.0.0/16,198.20.0.0/16", "at most one of each"}},
 		{"image.pullPolicy=Sometimes", []string{"/image/pullPolicy"}},
+		{"operator.leaderElect=false", []string{"operator.leaderElect=false with operator.replicas=2", "set operator.replicas=1"}},
 	} {
 		_, err := runHelm(t, "template", "x", chartDir(t), "--set", tc.set)
 		if err == nil {
@@ -99,6 +100,10 @@ func TestRenderedPods(t *testing.T) {
 			}
 			if uw.mounts["wireguard-run"] != "/var/run/wireguard" || uw.mounts["dev-tun"] != "/dev/net/tun" {
 				t.Errorf("userspace container mounts %v, want the shared /var/run/wireguard and /dev/net/tun", uw.mounts)
+			}
+			// Not privileged: the TUN device and NET_ADMIN only.
+			if uw.privileged || !slices.Equal(uw.capAdd, []string{"NET_ADMIN"}) || !slices.Equal(uw.capDrop, []string{"ALL"}) {
+				t.Errorf("userspace container: privileged %v, capabilities add %v drop %v; want NET_ADMIN only", uw.privileged, uw.capAdd, uw.capDrop)
 			}
 			native := !strings.Contains(s.values, "nativeSidecar: false")
 			if uw.init != native || uw.sidecar != native {

@@ -60,4 +60,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- fail (printf "%s: %q has more than one IPv4 or more than one IPv6 CIDR; want at most one of each, such as \"10.244.0.0/16,fd00:10:244::/56\"" $key $list) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (not .Values.operator.leaderElect) (gt (int .Values.operator.replicas) 1) -}}
+{{- fail (printf "operator.leaderElect=false with operator.replicas=%d: without leader election every replica would allocate pod CIDRs and write MeshPeers at once; set operator.replicas=1 or operator.leaderElect=true" (int .Values.operator.replicas)) -}}
+{{- end -}}
 {{- end -}}

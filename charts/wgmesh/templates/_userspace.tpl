@@ -18,7 +18,9 @@ so that restarting the agent container never drops the data plane. Call with
   # A native sidecar: started before the agent, kept running beside it.
   restartPolicy: Always
   {{- end }}
-  {{- with $a.securityContext }}
+  # Not privileged: it needs only the TUN device (mounted below) and
+  # NET_ADMIN to create wgmesh0.
+  {{- with $a.userspace.securityContext }}
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
