@@ -291,10 +291,17 @@ func TestServices(t *testing.T) {
 			}
 		}
 		// From a pod, through the workload's dialer: refused, not a timeout.
-		start := time.Now()
-		_, err := c.PodDial(ctx, clients[0], "tcp", em.Spec.ClusterIPs[0], 80, "hostname")
-		if err == nil || time.Since(start) > 2*time.Second {
-			t.Errorf("pod -> service without endpoints: err=%v after %s, want a quick refusal", err, time.Since(start))
+		for _, pp := range []struct {
+			proto string
+			port  int
+		}{{"tcp", 80}, {"udp", 53}} {
+			for _, cip := range em.Spec.ClusterIPs {
+				start := time.Now()
+				_, err := c.PodDial(ctx, clients[0], pp.proto, cip, pp.port, "hostname")
+				if err == nil || !strings.Contains(err.Error(), "refused") || time.Since(start) > 2*time.Second {
+					t.Errorf("pod -> %s %s (no endpoints): err=%v after %s, want a quick refusal", pp.proto, cip, err, time.Since(start))
+				}
+			}
 		}
 	})
 
