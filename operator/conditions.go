@@ -2,13 +2,9 @@ package operator
 
 import (
 	"context"
-	"fmt"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -68,28 +64,7 @@ func conditionsChanged(current, want []metav1.Condition) bool {
 }
 
 // applyConditions server-side-applies a field manager's conditions to a
-// MeshPeer's status. A MeshPeer that is gone is not an error.
+// MeshPeer's status (wgv1.ApplyConditions).
 func applyConditions(ctx context.Context, c client.Client, mp *wgv1.MeshPeer, manager string, conds []metav1.Condition) error {
-	list := make([]any, 0, len(conds))
-	for _, cond := range conds {
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&cond)
-		if err != nil {
-			return err
-		}
-		list = append(list, m)
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": wgv1.GroupVersion.String(),
-		"kind":       "MeshPeer",
-		"metadata":   map[string]any{"name": mp.Name},
-		"status":     map[string]any{"conditions": list},
-	}}
-	err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("MeshPeer %s: apply status conditions: %w", mp.Name, err)
-	}
-	return nil
+	return wgv1.ApplyConditions(ctx, c, mp.Name, manager, conds)
 }

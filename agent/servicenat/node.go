@@ -1,13 +1,21 @@
 package servicenat
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
 // localAddrs lists the addresses of the node's interfaces.
@@ -82,8 +90,12 @@ func familyName(f nftables.TableFamily) string {
 // beside wgmesh's service NAT.
 const ReasonKubeProxyDetected = "KubeProxyDetected"
 
+// FieldManager owns the service NAT's condition on the node's MeshPeer.
+const FieldManager = "wgmesh-service-nat"
+
 // detectKubeProxy warns (once per appearance) when kube-proxy's rules are
-// on the node while ours are on: both would answer for every Service.
+// on the node while ours are on: both would answer for every Service. The
+// node's MeshPeer carries the KubeProxyConflict condition while it lasts.
 func (p *Proxy) detectKubeProxy() {
 	found, err := p.k.KubeProxyRules()
 	if err != nil {
@@ -91,9 +103,13 @@ func (p *Proxy) detectKubeProxy() {
 	}
 	if len(found) == 0 {
 		p.metrics.KubeProxyDetected.Set(0)
-		p.kpWarned = false
+		if p.kpWarned || !p.kpChecked {
+			p.setConflictCondition(metav1.ConditionFalse, "NoKubeProxy", "no kube-proxy rules on the node")
+		}
+		p.kpWarned, p.kpChecked = false, true
 		return
 	}
+	p.kpChecked = true
 	p.metrics.KubeProxyDetected.Set(1)
 	if p.kpWarned {
 		return
@@ -107,5 +123,35 @@ func (p *Proxy) detectKubeProxy() {
 			ref.UID = n.UID
 		}
 		p.events.Event(ref, corev1.EventTypeWarning, ReasonKubeProxyDetected, msg)
+	}
+	p.setConflictCondition(metav1.ConditionTrue, ReasonKubeProxyDetected, msg)
+}
+
+// setConflictCondition writes the condition when it differs from what the
+// MeshPeer has (one read per change of state, no write otherwise).
+func (p *Proxy) setConflictCondition(status metav1.ConditionStatus, reason, msg string) {
+	if p.client == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mp := &wgv1.MeshPeer{}
+	if err := p.client.Get(ctx, client.ObjectKey{Name: p.o.NodeName}, mp); err != nil {
+		if !apierrors.IsNotFound(err) {
+			p.o.Log.Error(err, "reading own MeshPeer for the KubeProxyConflict condition")
+		}
+		return
+	}
+	cur := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionKubeProxyConflict)
+	if cur == nil && status == metav1.ConditionFalse {
+		return
+	}
+	if cur != nil && cur.Status == status && cur.Reason == reason && cur.Message == msg {
+		return
+	}
+	cond := metav1.Condition{Type: wgv1.ConditionKubeProxyConflict, Status: status, Reason: reason, Message: msg,
+		ObservedGeneration: mp.Generation, LastTransitionTime: metav1.Now()}
+	if err := wgv1.ApplyConditions(ctx, p.client, mp.Name, FieldManager, []metav1.Condition{cond}); err != nil {
+		p.o.Log.Error(err, "writing the KubeProxyConflict condition")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -25,8 +26,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/agent/mesh"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
 // Defaults.
@@ -87,6 +90,8 @@ type Proxy struct {
 	lastGen   uint32
 	periods   int
 	kpWarned  bool
+	kpChecked bool
+	client    client.Client
 	synced    bool
 	syncedMu  sync.Mutex
 	lastError error
@@ -151,6 +156,11 @@ func (p *Proxy) fire() {
 func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
+		return fmt.Errorf("service NAT: client: %w", err)
+	}
+	crScheme := runtime.NewScheme()
+	_ = wgv1.AddToScheme(crScheme)
+	if p.client, err = client.New(cfg, client.Options{Scheme: crScheme}); err != nil {
 		return fmt.Errorf("service NAT: client: %w", err)
 	}
 	bc := record.NewBroadcaster(record.WithContext(ctx))

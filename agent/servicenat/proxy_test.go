@@ -14,9 +14,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
 	"github.com/wgmesh/wgmesh/test/netns"
@@ -49,6 +54,21 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}}
 	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	crc, err := client.New(cfg, client.Options{Scheme: testScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crc.Create(ctx, &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
+		Spec: wgv1.MeshPeerSpec{NodeName: "n1", PublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", AllowedIPs: []wgv1.CIDR{"198.19.1.0/24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	conflict := func() *metav1.Condition {
+		mp := &wgv1.MeshPeer{}
+		if err := crc.Get(ctx, client.ObjectKey{Name: "n1"}, mp); err != nil {
+			t.Fatal(err)
+		}
+		return meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionKubeProxyConflict)
 	}
 	mkSvc := func(name, ip string) {
 		t.Helper()
@@ -169,6 +189,21 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 		if got := metricSum(t, reg, "wgmesh_service_kube_proxy_detected"); got != 1 {
 			t.Errorf("wgmesh_service_kube_proxy_detected = %v", got)
 		}
+		waitFor(t, "KubeProxyConflict True on the node's MeshPeer", func() error {
+			if c := conflict(); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "kube-proxy") {
+				return fmt.Errorf("condition %+v", c)
+			}
+			return nil
+		})
+		if out, err := ns.Exec(ctx, "nft", "delete", "table", "ip", "kube-proxy"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		waitFor(t, "KubeProxyConflict False once kube-proxy is gone", func() error {
+			if c := conflict(); c == nil || c.Status != metav1.ConditionFalse {
+				return fmt.Errorf("condition %+v", c)
+			}
+			return nil
+		})
 	})
 
 	t.Run("restart writes only differences", func(t *testing.T) {
@@ -246,4 +281,10 @@ func seriesValue(m *dto.Metric) float64 {
 		return float64(m.Histogram.GetSampleCount())
 	}
 	return 0
+}
+
+func testScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = wgv1.AddToScheme(s)
+	return s
 }
