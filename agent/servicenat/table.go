@@ -123,8 +123,20 @@ func (t *Table) owner(ck claimKey) ServiceKey {
 	return best
 }
 
-// effective is a Service's fragments without the map keys another Service owns.
+// effective is a Service's fragments without the map keys another Service
+// owns: the rendered fragments themselves (no copy) when it owns them all,
+// which is the normal case.
 func (t *Table) effective(k ServiceKey, raw [2]*Ruleset) [2]*Ruleset {
+	lost := false
+	for _, ck := range claimsOf(raw) {
+		if len(t.claims[ck]) > 1 && t.owner(ck) != k {
+			lost = true
+			break
+		}
+	}
+	if !lost {
+		return raw
+	}
 	var out [2]*Ruleset
 	for i, rs := range raw {
 		if rs == nil {
