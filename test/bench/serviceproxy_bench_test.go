@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
@@ -24,16 +26,16 @@ import (
 
 // Knobs of BenchmarkServiceProxy (environment variables).
 const (
-	envKubeProxy = "WGMESH_KUBE_PROXY"     // the real kube-proxy (hack/kube-proxy.sh --path)
-	envSizes     = "WGMESH_BENCH_SERVICES" // Service counts, default "100,1000,10000"
-	envQuiet     = "WGMESH_BENCH_QUIET"    // no-op resync window, default 60s
-	envChanges   = "WGMESH_BENCH_CHANGES"  // changes timed per kind, default 20
-	envLogs      = "WGMESH_BENCH_LOGS"     // keep the proxies' logs in this directory
-	serviceProxy = "wgmesh-serviceproxy"   // ours, in WGMESH_BIN_DIR
-	connects     = 2000                    // timed connects per measurement
-	settle       = 1500 * time.Millisecond // between timed changes: more than kube-proxy's 1s min-sync-period
-	syncTimeout  = 15 * time.Minute        // for one full sync
-	fullAt       = 1000                    // sizes below measure only sync, RSS and connects
+	envKubeProxy = "WGMESH_KUBE_PROXY"         // the real kube-proxy (hack/kube-proxy.sh --path)
+	envSizes     = "WGMESH_BENCH_SERVICES"     // Service counts, default "100,1000,10000"
+	envQuiet     = "WGMESH_BENCH_QUIET"        // no-op resync window, default 60s
+	envChanges   = "WGMESH_BENCH_CHANGES"      // changes timed per kind, default 20
+	envLogs      = "WGMESH_BENCH_LOGS"         // keep the proxies' logs in this directory
+	serviceProxy = "wgmesh-serviceproxy"       // ours, in WGMESH_BIN_DIR
+	connects     = 2000                        // timed connects per measurement
+	settle       = 1500 * time.Millisecond     // between timed changes: more than kube-proxy's 1s min-sync-period
+	envTimeout   = "WGMESH_BENCH_SYNC_TIMEOUT" // for one full sync, default 5m
+	fullAt       = 1000                        // sizes below measure only sync, RSS and connects
 )
 
 // proxySpec says how to run one service proxy and where it keeps its rules.
@@ -83,6 +85,7 @@ func wgmeshSpec(bin string) proxySpec {
 
 // proxyResult is what one proxy measured at one Service count.
 type proxyResult struct {
+	failed         string        // why it has no figures (did not finish its full sync)
 	fullSync       time.Duration // process start to every Service's map element in the kernel
 	fullSyncMetric float64       // seconds its own sync metric summed up to then
 	rssKiB         int64         // VmHWM at the end
@@ -94,13 +97,18 @@ type proxyResult struct {
 	quietCPU       time.Duration
 	quietSyncs     float64
 	quietSyncSum   float64
+	// A full resync forced by a change that alters no rule (the Node's zone
+	// label: kube-proxy then rebuilds everything; its own periodic one is hourly).
+	forcedCPU     time.Duration
+	forcedSyncs   float64
+	forcedSyncSum float64
 }
 
 type benchEnv struct {
 	cs                          kubernetes.Interface
 	objs                        *benchObjects
 	kubeconfig, apiAddr, logDir string
-	quiet                       time.Duration
+	quiet, syncTimeout          time.Duration
 	changes                     int
 	switchAt                    int // index in switchEPs the "switch" Service points at
 	runs                        int // proxy runs so far: each creates its changes in its own /24
@@ -125,18 +133,46 @@ func BenchmarkServiceProxy(b *testing.B) {
 	for _, n := range sizes {
 		start := time.Now()
 		must(b, env.objs.grow(context.Background(), n))
-		fmt.Printf("service proxy bench: %d Services with %d endpoints each created in %s\n", n, endpointsPerService, time.Since(start).Round(time.Millisecond))
+		fmt.Printf("service proxy bench: %d Services with %d endpoints each created in %s (load average %s)\n",
+			n, endpointsPerService, time.Since(start).Round(time.Millisecond), loadAverage())
 		for _, s := range specs {
-			r := measureProxy(b, env, s, n)
 			if results[s.name] == nil {
 				results[s.name] = map[int]*proxyResult{}
 			}
+			if failedBefore(results[s.name]) {
+				results[s.name][n] = &proxyResult{failed: "not run: it failed at a smaller count"}
+				continue
+			}
+			r := measureProxy(b, env, s, n)
 			results[s.name][n] = r
-			fmt.Printf("service proxy bench: %s at %d Services: full sync %s, peak RSS %s, connect p50 %s\n",
-				s.name, n, r.fullSync.Round(time.Millisecond), mib(r.rssKiB), percentile(r.connect, 50))
+			if r.failed != "" {
+				fmt.Printf("service proxy bench: %s at %d Services FAILED: %s\n", s.name, n, r.failed)
+				continue
+			}
+			fmt.Printf("service proxy bench: %s at %d Services: full sync %s, peak RSS %s, connect p50 %s (load average %s)\n",
+				s.name, n, r.fullSync.Round(time.Millisecond), mib(r.rssKiB), percentile(r.connect, 50), loadAverage())
 		}
 	}
 	printServiceProxyTable(b, sizes, results, ours != "")
+}
+
+func failedBefore(m map[int]*proxyResult) bool {
+	for _, r := range m {
+		if r.failed != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// loadAverage is the 1-minute load average: the figures assume a machine
+// otherwise idle, and this shows when it was not.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 // serviceProxyBinaries skips where the benchmark cannot run and returns
@@ -238,6 +274,7 @@ func startServiceProxyEnv(b *testing.B) *benchEnv {
 	env := &benchEnv{
 		cs: cs, objs: &benchObjects{cs: cs}, kubeconfig: kubeconfig, apiAddr: u.Host, logDir: logDir,
 		quiet: envDuration(b, envQuiet, 60*time.Second), changes: changes,
+		syncTimeout: envDuration(b, envTimeout, 5*time.Minute),
 	}
 	must(b, env.objs.setup(context.Background()))
 	return env
@@ -274,15 +311,16 @@ func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResu
 	p := startProxyProc(b, pn.node, fmt.Sprintf("%s-%d", spec.short, n), spec.bin, spec.args(env.kubeconfig, node), "nft", env.logDir)
 	defer p.stop()
 	r := &proxyResult{}
-	r.fullSync = waitFullSync(b, p, probe, n)
+	if r.fullSync, err = waitFullSync(p, probe, n, env.syncTimeout); err != nil {
+		r.failed = err.Error()
+		return r
+	}
 	for _, ip := range []netip.Addr{probeIP, switchIP} {
 		waitElement(b, p, probe, serviceKey(ip, servicePort), time.Minute)
 	}
-	if sum, _, err := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric); err == nil {
-		r.fullSyncMetric = sum
-	} else {
-		b.Logf("%s: %v", spec.name, err)
-	}
+	// The metric is observed after the rules are in the kernel (kube-proxy
+	// waits for nft to exit), so give it a moment.
+	r.fullSyncMetric, _ = waitHistogram(b, pn, spec, 0)
 
 	time.Sleep(settle)
 	r.connect, err = connectLatencies(pn.client, netip.AddrPortFrom(probeIP, servicePort), 200, connects)
@@ -300,6 +338,7 @@ func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResu
 		must(b, err)
 		sum1, cnt1, _ := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric)
 		r.quietCPU, r.quietSyncs, r.quietSyncSum = cpu1-cpu0, cnt1-cnt0, sum1-sum0
+		r.forcedCPU, r.forcedSyncs, r.forcedSyncSum = forcedResync(b, env, p, pn, spec, node)
 
 		env.runs++
 		base := netip.AddrFrom4([4]byte{198, 19, byte(200 + env.runs), 0})
@@ -323,24 +362,94 @@ func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResu
 	return r
 }
 
-// waitFullSync waits until the last bulk Service's element is in the kernel,
-// then until every bulk Service's is, and returns the time since the process
-// started.
-func waitFullSync(b *testing.B, p *proxyProc, probe *nftProbe, n int) time.Duration {
+// waitHistogram waits up to a minute until the proxy's sync histogram has
+// more than after observations, and returns its sum and count.
+func waitHistogram(b *testing.B, pn *proxyNet, spec proxySpec, after float64) (sum, count float64) {
 	b.Helper()
-	waitElement(b, p, probe, bulkKey(n-1), syncTimeout)
-	want := bulkKeys(n)
-	for {
-		got, err := probe.count(want)
-		must(b, err)
-		if got == n {
-			return time.Since(p.started)
+	ctx := context.Background()
+	var err error
+	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(100 * time.Millisecond) {
+		if sum, count, err = scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric); err == nil && count > after {
+			return sum, count
 		}
+	}
+	b.Logf("%s: no new %s observation within a minute (%v)", spec.name, spec.syncMetric, err)
+	return sum, count
+}
+
+// forcedResync changes the proxy Node's topology.kubernetes.io/zone label,
+// which alters no rule here (no endpoint has zone hints) but makes
+// kube-proxy rebuild its whole table, and measures the process's CPU time and
+// its sync metric over the following syncs. A proxy that does not resync on
+// it reports no syncs.
+func forcedResync(b *testing.B, env *benchEnv, p *proxyProc, pn *proxyNet, spec proxySpec, node string) (time.Duration, float64, float64) {
+	b.Helper()
+	ctx := context.Background()
+	sum0, cnt0, err := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric)
+	must(b, err)
+	cpu0, err := p.cpu()
+	must(b, err)
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:"bench-zone-%d"}}}`, corev1.LabelTopologyZone, env.runs)
+	if _, err := env.cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		b.Fatalf("label Node %s: %v", node, err)
+	}
+	// Wait until the syncs it causes are over (kube-proxy syncs each IP family
+	// in turn), or 20s for a proxy that does not react.
+	sum1, cnt1 := sum0, cnt0
+	start := time.Now()
+	last := start
+	for time.Since(start) < 2*time.Minute {
+		time.Sleep(100 * time.Millisecond)
+		s, c, err := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric)
+		must(b, err)
+		if c != cnt1 {
+			sum1, cnt1, last = s, c, time.Now()
+		}
+		if (cnt1 == cnt0 && time.Since(start) > 20*time.Second) || (cnt1 != cnt0 && time.Since(last) > 3*time.Second) {
+			break
+		}
+	}
+	cpu1, err := p.cpu()
+	must(b, err)
+	return cpu1 - cpu0, cnt1 - cnt0, sum1 - sum0
+}
+
+// waitFullSync waits until every bulk Service's element is in the kernel
+// and returns the time since the process started. It polls the last bulk
+// Service's element first (one cheap lookup), then dumps the map. A proxy
+// that exits or does not finish within syncTimeout is an error, not a fatal
+// one: the other proxy's figures are still worth printing.
+func waitFullSync(p *proxyProc, probe *nftProbe, n int, syncTimeout time.Duration) (time.Duration, error) {
+	last := bulkKey(n - 1)
+	want := bulkKeys(n)
+	got := 0
+	lastSeen := false
+	for ; ; time.Sleep(pollInterval) {
 		if p.exited() {
-			b.Fatal(p.exitedWith())
+			return 0, errors.New(p.exitedWith())
 		}
 		if time.Since(p.started) > syncTimeout {
-			b.Fatalf("%s: only %d of %d Services in %s %s after %s", p.name, got, n, probe.table, serviceIPsMap, syncTimeout)
+			what := fmt.Sprintf("only %d of %d Services", got, n)
+			if !lastSeen {
+				what = fmt.Sprintf("not even the last Service's (%s)", bulkName(n-1))
+			}
+			return 0, fmt.Errorf("%s: %s in %s %s after %s; log %s", p.name, what, probe.table, serviceIPsMap, syncTimeout, p.logPath)
+		}
+		if !lastSeen {
+			ok, err := probe.has(last)
+			if err != nil {
+				return 0, err
+			}
+			if lastSeen = ok; !ok {
+				continue
+			}
+		}
+		var err error
+		if got, err = probe.count(want); err != nil {
+			return 0, err
+		}
+		if got == n {
+			return time.Since(p.started), nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -35,6 +35,12 @@ func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[in
 		k, o := get(kp, n), get(ours, n)
 		row := tableRow{what: what, kp: "-", ours: "not available"}
 		var kv, ov float64
+		if k != nil && k.failed != "" {
+			row.kp, k = "failed", nil
+		}
+		if o != nil && o.failed != "" {
+			row.ours, o = "failed", nil
+		}
 		if k != nil {
 			kv, row.kp = val(k)
 		}
@@ -99,6 +105,15 @@ func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[in
 				mean := r.quietSyncSum / r.quietSyncs
 				return mean, fmt.Sprintf("%.0f, %.1f ms", r.quietSyncs, mean*1000)
 			}, nil)
+			add("forced no-op full resync (Node zone label): CPU", n, func(r *proxyResult) (float64, string) {
+				if r.forcedSyncs == 0 {
+					return 0, "no sync"
+				}
+				return ms(r.forcedCPU), fmtMS(r.forcedCPU)
+			}, nil)
+			add("  syncs, summed duration (own metric)", n, func(r *proxyResult) (float64, string) {
+				return r.forcedSyncSum, fmt.Sprintf("%.0f, %.1f ms", r.forcedSyncs, r.forcedSyncSum*1000)
+			}, nil)
 		}
 		add("TCP connect p50 / p99, "+ns, n, func(r *proxyResult) (float64, string) {
 			return ms(percentile(r.connect, 50)), fmt.Sprintf("%s / %s", fmtUS(percentile(r.connect, 50)), fmtUS(percentile(r.connect, 99)))
@@ -118,11 +133,21 @@ func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[in
 	if !haveOurs {
 		fmt.Println("wgmesh: not available")
 	}
+	for _, name := range []string{"kube-proxy", "wgmesh"} {
+		for _, n := range sizes {
+			if r := get(results[name], n); r != nil && r.failed != "" {
+				fmt.Printf("%s at %d Services failed: %s\n", name, n, r.failed)
+			}
+		}
+	}
 	fmt.Println()
 
 	for name, m := range results {
 		short := strings.ReplaceAll(name, "-", "")
 		for n, r := range m {
+			if r.failed != "" {
+				continue
+			}
 			b.ReportMetric(r.fullSync.Seconds(), fmt.Sprintf("%s-fullsync-%d-s", short, n))
 			b.ReportMetric(float64(r.rssKiB)/1024, fmt.Sprintf("%s-rss-%d-MiB", short, n))
 			b.ReportMetric(ms(percentile(r.connect, 50)), fmt.Sprintf("%s-connect-p50-%d-ms", short, n))
@@ -138,6 +163,11 @@ func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[in
 // for each proxy; the target applies to wgmesh's own growth.
 func growthRow(what string, kpLast, kpFirst, oLast, oFirst *proxyResult) tableRow {
 	row := tableRow{what: what, kp: "-", ours: "not available"}
+	for _, r := range []**proxyResult{&kpLast, &kpFirst, &oLast, &oFirst} {
+		if *r != nil && (*r).failed != "" {
+			*r = nil
+		}
+	}
 	g := func(last, first *proxyResult) float64 {
 		return float64(percentile(last.connect, 50)) / float64(percentile(first.connect, 50))
 	}
