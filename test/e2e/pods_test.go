@@ -25,6 +25,7 @@ import (
 	cniconf "github.com/wgmesh/wgmesh/cni"
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 const (
@@ -49,7 +50,7 @@ func needCluster(t *testing.T) {
 	netns.SkipUnlessControlPlane(t)
 	bin := os.Getenv("WGMESH_BIN_DIR")
 	if bin == "" {
-		t.Skip("end-to-end: WGMESH_BIN_DIR is unset (make test sets it)")
+		skip.Unless(t, "end-to-end: WGMESH_BIN_DIR is unset (make test sets it)")
 	}
 	for _, p := range []string{"wgmesh-agent", "wgmesh-operator", "cni/bridge", "cni/host-local", "cni/portmap", "cni/loopback"} {
 		if _, err := os.Stat(filepath.Join(bin, p)); err != nil {
@@ -201,25 +202,7 @@ func TestPodNetworking(t *testing.T) {
 func runPodNetworking(t *testing.T, tc podNetCase) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 3, NATNodes: 1, DualStack: tc.dualStack, UnderlayMTU: tc.underlayMTU,
-		KeepWorkDir: os.Getenv("WGM_KEEP_CLUSTER") != "", Log: testLog{t}})
-	if err != nil {
-		t.Fatalf("cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("agent log of %s: %s", n.Name, n.AgentLog())
-			}
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
-	if len(c.Missing) > 0 {
-		t.Fatalf("binaries missing: %v", c.Missing)
-	}
-
+	c := startCluster(ctx, t, cluster.Options{Nodes: 3, NATNodes: 1, DualStack: tc.dualStack, UnderlayMTU: tc.underlayMTU})
 	setNATKeepalive(ctx, t, c)
 
 	wantMTU := tc.underlayMTU - 80
@@ -324,6 +307,32 @@ func runPodNetworking(t *testing.T, tc podNetCase) {
 	t.Run("egress", func(t *testing.T) { egressToInternet(ctx, t, c, pods) })
 	t.Run("hostport", func(t *testing.T) { hostPortWorks(ctx, t, c) })
 	t.Run("recreate", func(t *testing.T) { recreatePod(ctx, t, c, pods, cidrs) })
+}
+
+// startCluster starts a local cluster for one test (WGM_KEEP_CLUSTER keeps
+// its work directory), names the agents' logs when the test fails, and
+// stops it when the test ends.
+func startCluster(ctx context.Context, t *testing.T, o cluster.Options) *cluster.Cluster {
+	t.Helper()
+	o.KeepWorkDir, o.Log = os.Getenv("WGM_KEEP_CLUSTER") != "", testLog{t}
+	c, err := cluster.Start(ctx, o)
+	if err != nil {
+		t.Fatalf("cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("agent log of %s: %s", n.Name, n.AgentLog())
+			}
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping the cluster: %v", err)
+		}
+	})
+	if len(c.Missing) > 0 {
+		t.Fatalf("binaries missing: %v", c.Missing)
+	}
+	return c
 }
 
 type testLog struct{ t *testing.T }

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,24 +34,7 @@ func TestServices(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 3, NATNodes: 1, DualStack: true, UnderlayMTU: 1500,
-		KeepWorkDir: os.Getenv("WGM_KEEP_CLUSTER") != "", Log: testLog{t}})
-	if err != nil {
-		t.Fatalf("cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("agent log of %s: %s", n.Name, n.AgentLog())
-			}
-		}
-		if err := c.Stop(); err != nil {
-			t.Errorf("stopping the cluster: %v", err)
-		}
-	})
-	if len(c.Missing) > 0 {
-		t.Fatalf("binaries missing: %v", c.Missing)
-	}
+	c := startCluster(ctx, t, cluster.Options{Nodes: 3, NATNodes: 1, DualStack: true, UnderlayMTU: 1500})
 	setNATKeepalive(ctx, t, c)
 
 	// Backends: one "web" pod per node (the NAT node's included), and a
