@@ -7,7 +7,7 @@ TEST_TIMEOUT ?= 50m
 # CNI plugins built from github.com/containernetworking/plugins at the version in go.mod.
 CNI_PLUGINS := bridge host-local portmap loopback
 
-.PHONY: all build serviceproxy cni-plugins control-plane helm kube-proxy generate lint test unit bench demo demo-down clean
+.PHONY: all build serviceproxy cni-plugins control-plane helm kube-proxy generate lint test fuzz unit bench demo demo-down clean
 
 all: build
 
@@ -47,9 +47,26 @@ lint: ## vet, gofmt, and fail when generated files are stale
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@hack/verify-generated.sh
 
-test: control-plane build cni-plugins helm ## Run every test (unit, API, network namespaces); needs root
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
+# WGMESH_NO_SKIP=1: a test that lacks root, the control plane or a built
+# binary fails instead of skipping (test/skip), so make test cannot pass by
+# skipping. The fuzz targets run briefly after the tests (their seed corpora
+# run with the tests).
+test: control-plane build cni-plugins helm ## Run every test (unit, API, network namespaces, brief fuzzing); needs root
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
+
+# Go native fuzz targets: every parser of outside input and the topology.
+FUZZ_PACKAGES := ./api/v1alpha1 ./operator ./agent/mesh
+FUZZTIME ?= 2m
+FUZZTIME_TEST ?= 3s
+fuzz: ## Fuzz every parser and the topology, FUZZTIME each (default 2m)
+	@for pkg in $(FUZZ_PACKAGES); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/wgmesh-fuzz.log 2>&1 || { cat /tmp/wgmesh-fuzz.log; exit 1; }; \
+	  done; \
+	done
 
 unit: ## Only the tests that need neither root nor the control plane
 	$(GO) test -count=1 -short ./...

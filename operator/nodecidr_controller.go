@@ -124,7 +124,8 @@ func (r *NodeCIDRReconciler) reconcile(ctx context.Context, req ctrl.Request) (c
 	if err := r.rebuild(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
-	defer r.Metrics.setPools(r.Allocator.Stats())
+	// Evaluated at return, so the gauges include what this reconcile did.
+	defer func() { r.Metrics.setPools(r.Allocator.Stats()) }()
 
 	var node corev1.Node
 	if err := r.Client.Get(ctx, req.NamespacedName, &node); err != nil {

@@ -56,7 +56,7 @@ func TestNodeCIDRDualStackAndPreset(t *testing.T) {
 	createNode(t, "wgm-preset-1", nil, "198.19.0.0/24", "2001:db8:100::/64")
 	// Outside the pool: left alone, ignored gracefully.
 	createNode(t, "wgm-preset-2", nil, "198.18.64.0/24")
-	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16,2001:db8:100::/56", name: "op"})
+	op := startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16,2001:db8:100::/56", name: "op"})
 	createNode(t, "wgm-ds-1", nil)
 	got := waitPodCIDRs(t, "wgm-ds-1", 2)
 	if got[0] != "198.19.1.0/24" || got[1] != "2001:db8:100:1::/64" {
@@ -64,7 +64,14 @@ func TestNodeCIDRDualStackAndPreset(t *testing.T) {
 	}
 	// Pre-set after start: counted too.
 	createNode(t, "wgm-preset-3", nil, "198.19.2.0/24", "2001:db8:100:2::/64")
-	time.Sleep(200 * time.Millisecond) // let the watch deliver it; correctness is asserted below
+	// Wait until the operator counts it as used (both families: preset-1,
+	// ds-1, preset-3), not for a guessed time.
+	eventually(t, 10*time.Second, func() string {
+		if got := op.metric(t, "wgmesh_operator_cidr_pool_used"); got != 6 {
+			return fmt.Sprintf("wgmesh_operator_cidr_pool_used = %v, want 6", got)
+		}
+		return ""
+	})
 	createNode(t, "wgm-ds-2", nil)
 	got2 := waitPodCIDRs(t, "wgm-ds-2", 2)
 	if got2[0] == "198.19.2.0/24" || got2[1] == "2001:db8:100:2::/64" {

@@ -61,7 +61,7 @@ func runMain(m *testing.M) int {
 func needAPI(t *testing.T) {
 	t.Helper()
 	if testCfg == nil {
-		t.Skip(skipReason)
+		apiserver.SkipOrFail(t, skipReason)
 	}
 }
 

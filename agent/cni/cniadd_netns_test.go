@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // loopbackConfList is what containerd's CRI plugin runs for every pod besides
@@ -28,16 +30,16 @@ func pluginSource(t *testing.T) string {
 		t.Skip("needs root, network namespaces and the built CNI plugins; skipped with -short")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
+		skip.Unless(t, "needs root to create network namespaces")
 	}
 	dir := os.Getenv("WGMESH_BIN_DIR")
 	if dir == "" {
-		t.Skip("WGMESH_BIN_DIR is unset: run `make cni-plugins` and set WGMESH_BIN_DIR=<repo>/bin (make test does)")
+		skip.Unless(t, "WGMESH_BIN_DIR is unset: run `make cni-plugins` and set WGMESH_BIN_DIR=<repo>/bin (make test does)")
 	}
 	src := filepath.Join(dir, "cni")
 	for _, p := range StandardPlugins {
 		if _, err := os.Stat(filepath.Join(src, p)); err != nil {
-			t.Skipf("CNI plugin %s missing in %s: run `make cni-plugins`", p, src)
+			skip.Unless(t, fmt.Sprintf("CNI plugin %s missing in %s: run `make cni-plugins`", p, src))
 		}
 	}
 	return src

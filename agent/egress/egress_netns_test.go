@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 func must(t *testing.T, err error) {
@@ -245,7 +246,7 @@ func TestBridgeNetfilterInNetns(t *testing.T) {
 	netns.SkipUnlessRoot(t)
 	node := netns.NewForTest(t, "wgm-egr-brnf")
 	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
-		t.Skipf("br_netfilter is not available on this host (%v); Ensure reports it as a condition", err)
+		skip.Unless(t, fmt.Sprintf("br_netfilter is not available on this host (%v); Ensure reports it as a condition", err))
 	}
 	var st BridgeNFStatus
 	var err error

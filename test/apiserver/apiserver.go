@@ -13,6 +13,8 @@ import (
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // SkipReason says why API tests cannot run here, or "" when they can.
@@ -79,7 +81,7 @@ func StartWith(opts Options) (*envtest.Environment, *rest.Config, error) {
 func StartForTest(tb testing.TB) (*envtest.Environment, *rest.Config) {
 	tb.Helper()
 	if reason := SkipReason(); reason != "" {
-		tb.Skip(reason)
+		SkipOrFail(tb, reason)
 	}
 	env, cfg, err := Start()
 	if err != nil {
@@ -87,4 +89,12 @@ func StartForTest(tb testing.TB) (*envtest.Environment, *rest.Config) {
 	}
 	tb.Cleanup(func() { _ = env.Stop() })
 	return env, cfg
+}
+
+// SkipOrFail skips tb for reason (from SkipReason): with -short always;
+// otherwise a failure when requirements are required (skip.EnvNoSkip).
+func SkipOrFail(tb testing.TB, reason string) {
+	tb.Helper()
+	skip.Short(tb, "API test")
+	skip.Unless(tb, reason)
 }

@@ -56,7 +56,7 @@ func runMain(m *testing.M) int {
 func needAPI(t *testing.T) {
 	t.Helper()
 	if apiClient == nil {
-		t.Skip(skipReason)
+		apiserver.SkipOrFail(t, skipReason)
 	}
 }
 

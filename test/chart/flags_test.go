@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // binDir is where make build put the binaries; without it the flag tests skip.
@@ -17,7 +19,7 @@ func binDir(t testing.TB) string {
 	t.Helper()
 	d := os.Getenv("WGMESH_BIN_DIR")
 	if d == "" {
-		t.Skip("WGMESH_BIN_DIR is unset: the flag tests run the built binaries (make test sets it after make build)")
+		skip.Unless(t, "WGMESH_BIN_DIR is unset: the flag tests run the built binaries (make test sets it after make build)")
 	}
 	return d
 }

@@ -412,7 +412,23 @@ func statusNotOnATimer(ctx context.Context, t *testing.T, c *cluster.Cluster, no
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(12 * time.Second)
+	// Wait for two full reconciles (resyncs) on every node, counted by the
+	// agent's own metric, rather than sleeping for a guessed time.
+	start := map[string]float64{}
+	for _, n := range nodes {
+		start[n.Name] = reconcileCount(ctx, t, n)
+	}
+	err = eventually(ctx, agentMeshTimeout, func() error {
+		for _, n := range nodes {
+			if got := reconcileCount(ctx, t, n); got < start[n.Name]+2 {
+				return fmt.Errorf("node %s: %v reconciles since, want 2", n.Name, got-start[n.Name])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range nodes {
 		mp := &wgv1.MeshPeer{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
@@ -422,6 +438,26 @@ func statusNotOnATimer(ctx context.Context, t *testing.T, c *cluster.Cluster, no
 			t.Errorf("MeshPeer %s was rewritten in a steady mesh (resourceVersion %s -> %s, status %+v)", n.Name, versions[n.Name], mp.ResourceVersion, mp.Status)
 		}
 	}
+}
+
+var reconcileCountLine = regexp.MustCompile(`(?m)^wgmesh_reconcile_duration_seconds_count (\S+)$`)
+
+// reconcileCount is the node agent's wgmesh_reconcile_duration_seconds_count.
+func reconcileCount(ctx context.Context, t *testing.T, n *cluster.Node) float64 {
+	t.Helper()
+	out, err := n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9472 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", n.Name, err)
+	}
+	m := reconcileCountLine.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("metrics of %s lack wgmesh_reconcile_duration_seconds_count", n.Name)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func driftRepaired(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {

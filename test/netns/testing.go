@@ -3,17 +3,17 @@ package netns
 import (
 	"os"
 	"testing"
+
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // SkipUnlessRoot skips a test that creates network namespaces when it runs
 // with -short or without root.
 func SkipUnlessRoot(tb testing.TB) {
 	tb.Helper()
-	if testing.Short() {
-		tb.Skip("network namespaces: skipped with -short")
-	}
+	skip.Short(tb, "network namespaces")
 	if os.Geteuid() != 0 {
-		tb.Skip("network namespaces: need root")
+		skip.Unless(tb, "network namespaces: need root")
 	}
 }
 
@@ -36,6 +36,6 @@ func SkipUnlessControlPlane(tb testing.TB) {
 	tb.Helper()
 	SkipUnlessRoot(tb)
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		tb.Skip("local cluster: KUBEBUILDER_ASSETS is unset (make test sets it; see hack/control-plane.sh)")
+		skip.Unless(tb, "local cluster: KUBEBUILDER_ASSETS is unset (make test sets it; see hack/control-plane.sh)")
 	}
 }

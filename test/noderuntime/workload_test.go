@@ -9,11 +9,13 @@ import (
 	"testing"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 func TestWorkloadProtocols(t *testing.T) {
-	if testing.Short() || os.Geteuid() != 0 {
-		t.Skip("workload in network namespaces: needs root, skipped with -short")
+	skip.Short(t, "workload in network namespaces")
+	if os.Geteuid() != 0 {
+		skip.Unless(t, "workload in network namespaces: needs root")
 	}
 	tag := os.Getpid() % 10000
 	var nss []*netns.NS
