@@ -61,6 +61,8 @@ type Agent struct {
 	events  recorder.EventRecorder
 	trigger *trigger
 	ready   atomic.Bool
+	// readyErr says why the agent is not ready (for /readyz).
+	readyErr atomic.Value
 	// reported remembers which problems were already announced (Events,
 	// log lines) so that a resync does not repeat them; losing it on
 	// restart only repeats each Event once.
@@ -134,6 +136,9 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	}
 	if err := mgr.AddReadyzCheck("dataplane", func(*http.Request) error {
 		if !a.ready.Load() {
+			if msg, _ := a.readyErr.Load().(string); msg != "" {
+				return errors.New(msg)
+			}
 			return errors.New("WireGuard link not configured yet")
 		}
 		return nil

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/agent/mesh"
@@ -78,18 +80,17 @@ type Applied struct {
 	EndpointErrors []mesh.Problem // peers kept, but their endpoint could not be resolved
 }
 
-// Apply reconciles the kernel with d. Each step is attempted even when an
-// earlier one failed where that makes sense; errors are joined.
+// Apply reconciles the kernel with d. One failing part is reported and
+// never stops the others: sysctls, the pod bridge (same-node pods work
+// without the tunnel), the WireGuard link and its peers, the routes. Errors
+// are joined.
 func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 	var a Applied
-	if err := k.ensureLink(ctx); err != nil {
-		return a, err
-	}
-	a.Mode = k.mode
 	var errs []error
 
 	if !k.o.SkipSysctl {
-		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.Required(k.o.LinkName))
+		v6 := slices.ContainsFunc(d.Topology.Gateways, func(g netip.Prefix) bool { return g.Addr().Is6() })
+		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.Required(sysctl.Options{Link: k.o.LinkName, IPv6: v6, IPv6Uplinks: k.ipv6Uplinks(v6)}))
 		a.Sysctls = res
 		if err != nil {
 			errs = append(errs, err)
@@ -104,6 +105,18 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 	}
 	a.UnderlayIface, a.UnderlayMTU = iface, under
 	a.MTU = mtu.Choose(k.o.MTU, under)
+
+	if len(d.Topology.Gateways) > 0 {
+		if err := routes.EnsureBridge(k.h, routes.BridgeOptions{Name: k.o.BridgeName, Gateways: d.Topology.Gateways, MTU: a.MTU,
+			HardwareAddr: routes.StableMAC(k.o.BridgeName, d.Topology.Gateways)}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	if err := k.ensureLink(ctx); err != nil {
+		return a, errors.Join(append(errs, err)...)
+	}
+	a.Mode = k.mode
 	if err := k.setMTU(a.MTU); err != nil {
 		errs = append(errs, err)
 	}
@@ -118,12 +131,6 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 		return a, errors.Join(append(errs, err)...)
 	}
 
-	if len(d.Topology.Gateways) > 0 {
-		if err := routes.EnsureBridge(k.h, routes.BridgeOptions{Name: k.o.BridgeName, Gateways: d.Topology.Gateways, MTU: a.MTU,
-			HardwareAddr: routes.StableMAC(k.o.BridgeName, d.Topology.Gateways)}); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	tb := &routes.Table{Link: k.o.LinkName, Netlink: k.h}
 	rr, err := tb.Sync(d.Topology.Routes)
 	a.Routes = rr
@@ -136,6 +143,28 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 		errs = append(errs, err)
 	}
 	return a, errors.Join(errs...)
+}
+
+// ipv6Uplinks are the interfaces of the IPv6 default routes (see
+// sysctl.Options.IPv6Uplinks).
+func (k *Kernel) ipv6Uplinks(v6 bool) []string {
+	if !v6 {
+		return nil
+	}
+	rs, err := k.h.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, r := range rs {
+		if r.Dst != nil && r.Dst.IP != nil && !r.Dst.IP.IsUnspecified() {
+			continue
+		}
+		if l, err := k.h.LinkByIndex(r.LinkIndex); err == nil && !slices.Contains(out, l.Attrs().Name) {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out
 }
 
 func (k *Kernel) ensureLink(ctx context.Context) error {

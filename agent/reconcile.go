@@ -75,21 +75,32 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	a.metrics.setSysctls(applied.Sysctls)
 	a.metrics.MTU.Set(float64(applied.MTU))
 
+	// The node data plane (leak guard, egress, CNI) is applied whatever
+	// happened to the tunnel: the guard matters most when the tunnel is
+	// broken, and same-node pods work without it.
 	var dperr []error
-	if kerr == nil {
-		a.ready.Store(true)
-		st := NodeState{NodeName: a.o.NodeName, PodCIDRs: podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: topo.Gateways,
-			TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs,
-			Event: func(eventType, reason, message string) {
-				a.events.Eventf(node, nil, eventType, reason, "ConfigureDataplane", "%s", message)
-			}}
-		for _, d := range a.o.Dataplanes {
-			if err := d.Apply(ctx, st); err != nil {
-				a.metrics.ReconcileErrors.WithLabelValues(d.Name()).Inc()
-				dperr = append(dperr, fmt.Errorf("%s: %w", d.Name(), err))
-			}
+	st := NodeState{NodeName: a.o.NodeName, PodCIDRs: podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: topo.Gateways,
+		TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs,
+		Event: func(eventType, reason, message string) {
+			a.events.Eventf(node, nil, eventType, reason, "ConfigureDataplane", "%s", message)
+		}}
+	for _, d := range a.o.Dataplanes {
+		if err := d.Apply(ctx, st); err != nil {
+			a.metrics.ReconcileErrors.WithLabelValues(d.Name()).Inc()
+			dperr = append(dperr, fmt.Errorf("%s: %w", d.Name(), err))
 		}
 	}
+
+	// Ready tells the truth: false while any part of the data plane is
+	// broken, or while a node that should have peers has none.
+	notReady := errors.Join(append([]error{kerr}, dperr...)...)
+	if notReady == nil && len(topo.Peers) == 0 {
+		if n := otherNodePeers(list.Items, a.o.NodeName); n > 0 {
+			notReady = fmt.Errorf("no usable peer although %d other node MeshPeers exist (see the Degraded condition)", n)
+		}
+	}
+	a.ready.Store(notReady == nil)
+	a.readyErr.Store(errorText(notReady))
 
 	problems := append(append([]mesh.Problem{}, topo.Problems...), applied.EndpointErrors...)
 	a.report(node, list.Items, problems)
@@ -106,12 +117,31 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	a.metrics.Peers.Set(float64(len(peers)))
 	a.metrics.PeerProblems.Set(float64(len(problems)))
 
-	if err := a.writeStatus(ctx, list.Items, StatusInput{LinkErr: kerr, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now()}); err != nil {
+	if err := a.writeStatus(ctx, list.Items, StatusInput{LinkErr: notReady, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now()}); err != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("status").Inc()
 		dperr = append(dperr, err)
 	}
 	a.metrics.PeersConnected.Set(float64(countConnected(peers)))
 	return errors.Join(append([]error{kerr}, dperr...)...)
+}
+
+// otherNodePeers counts the MeshPeers of other nodes (by their owner
+// reference; validity is the topology's business).
+func otherNodePeers(peers []wgv1.MeshPeer, self string) int {
+	n := 0
+	for i := range peers {
+		if peers[i].Name != self && wgv1.IsNodePeer(&peers[i], nil) {
+			n++
+		}
+	}
+	return n
+}
+
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // errRefuseToRun ends the agent: its configuration disagrees with the

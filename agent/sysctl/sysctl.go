@@ -29,14 +29,37 @@ type Result struct {
 	Err      error
 }
 
-// Required returns the settings for a node whose WireGuard link is link.
-func Required(link string) []Setting {
-	return []Setting{
+// Options say which settings a node needs.
+type Options struct {
+	// Link is the WireGuard link.
+	Link string
+	// IPv6 is whether the node has IPv6 pod CIDRs. Only then are IPv6
+	// settings touched: a host booted with IPv6 disabled has none, and
+	// turning on IPv6 forwarding on a host that needs no IPv6 pod traffic
+	// would only risk its router advertisements.
+	IPv6 bool
+	// IPv6Uplinks are the interfaces carrying IPv6 default routes. With
+	// forwarding on, the kernel ignores router advertisements unless
+	// accept_ra is 2: a host that learned its default route from them
+	// would lose it. Their accept_ra 1 becomes 2 before forwarding is set.
+	IPv6Uplinks []string
+}
+
+// Required returns the settings for a node, in the order to apply them.
+func Required(o Options) []Setting {
+	out := []Setting{
 		{Key: "net.ipv4.ip_forward", Value: "1", Why: "forward pod traffic between the bridge and the tunnel"},
-		{Key: "net.ipv6.conf.all.forwarding", Value: "1", Why: "forward IPv6 pod traffic"},
 		{Key: "net.ipv4.conf.all.rp_filter", Value: "2", OnlyIf: []string{"1"}, Why: "strict reverse-path filtering drops tunnel traffic whose source routes elsewhere"},
-		{Key: "net.ipv4.conf." + link + ".rp_filter", Value: "2", OnlyIf: []string{"1"}, Why: "strict reverse-path filtering on the tunnel"},
+		{Key: "net.ipv4.conf." + o.Link + ".rp_filter", Value: "2", OnlyIf: []string{"1"}, Why: "strict reverse-path filtering on the tunnel"},
 	}
+	if o.IPv6 {
+		for _, up := range o.IPv6Uplinks {
+			out = append(out, Setting{Key: "net.ipv6.conf." + up + ".accept_ra", Value: "2", OnlyIf: []string{"1"},
+				Why: "keep the default route learned from router advertisements once forwarding is on"})
+		}
+		out = append(out, Setting{Key: "net.ipv6.conf.all.forwarding", Value: "1", Why: "forward IPv6 pod traffic"})
+	}
+	return out
 }
 
 // Ensure applies settings under root (default /proc/sys). Every setting is
