@@ -86,7 +86,7 @@ func New(o Options, log logr.Logger) (*Agent, error) {
 	a := &Agent{o: o, log: log, key: key, trigger: newTrigger(), reported: map[string]bool{}}
 	a.kernel = NewKernel(KernelOptions{
 		LinkName: o.LinkName, BridgeName: o.BridgeName, Mode: o.WireGuardMode, ListenPort: o.ListenPort, MTU: o.MTU,
-		UserspaceLog: o.StateDir + "/wireguard-go.log", Log: log.WithName("kernel"),
+		UserspaceLog: o.StateDir + "/wireguard-go.log", UserspaceExternal: o.UserspaceSidecar, Log: log.WithName("kernel"),
 	})
 	log.Info("WireGuard key ready", "publicKey", key.PublicKey().String(), "keyFile", o.StateDir+"/"+keys.FileName)
 	return a, nil

@@ -32,6 +32,9 @@ type KernelOptions struct {
 	// StartUserspace overrides how the userspace WireGuard process starts.
 	StartUserspace wireguard.StartFunc
 	UserspaceLog   string
+	// UserspaceExternal: another container owns userspace WireGuard
+	// (wireguard.LinkOptions.External).
+	UserspaceExternal bool
 	// SysctlRoot is /proc/sys unless set; SkipSysctl leaves sysctls alone.
 	SysctlRoot string
 	SkipSysctl bool
@@ -179,7 +182,7 @@ func (k *Kernel) ensureLink(ctx context.Context) error {
 	}
 	mode, err := wireguard.EnsureLink(ctx, wireguard.LinkOptions{
 		Name: k.o.LinkName, Mode: k.o.Mode, Netlink: k.h,
-		StartUserspace: k.o.StartUserspace, UserspaceLog: k.o.UserspaceLog, Log: k.o.Log,
+		StartUserspace: k.o.StartUserspace, UserspaceLog: k.o.UserspaceLog, External: k.o.UserspaceExternal, Log: k.o.Log,
 	})
 	if err != nil {
 		return err

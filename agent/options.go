@@ -38,6 +38,9 @@ type Options struct {
 	ServiceCIDRs        []netip.Prefix
 	StateDir            string
 	CleanupOnExit       bool
+	// UserspaceSidecar: userspace WireGuard runs in its own container
+	// (--userspace-wireguard-sidecar); the agent only waits for it.
+	UserspaceSidecar bool
 
 	LinkName   string // default wgmesh0
 	BridgeName string // default wgmesh-br0

@@ -57,7 +57,7 @@ func benchDevice(b *testing.B) *Client {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, ok := socketAnswers(name); ok {
+		if _, ok := SocketAnswers(name); ok {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -40,9 +40,15 @@ type LinkOptions struct {
 	// with SpawnOptions{LogFile: UserspaceLog}.
 	StartUserspace StartFunc
 	UserspaceLog   string
-	// Wait bounds how long to wait for a started userspace process.
+	// Wait bounds how long to wait for a started userspace process (or,
+	// with External, for the one another container starts).
 	Wait time.Duration
-	Log  logr.Logger
+	// External: userspace WireGuard is owned by another process (the
+	// chart's userspace-wireguard container). The agent only waits for its
+	// link and socket; it never starts a process of its own and never
+	// deletes the link, so that exactly one process owns the data plane.
+	External bool
+	Log      logr.Logger
 }
 
 // EnsureLink makes sure the WireGuard link exists and is up, and returns the
@@ -54,15 +60,15 @@ func EnsureLink(ctx context.Context, o LinkOptions) (Mode, error) {
 	if h == nil {
 		h = &netlink.Handle{}
 	}
-	mode, err := existing(h, o)
+	var mode Mode
+	var err error
+	if o.External {
+		mode, err = waitExternal(ctx, h, o)
+	} else if mode, err = existing(h, o); err == nil && mode == "" {
+		mode, err = create(ctx, h, o)
+	}
 	if err != nil {
 		return "", err
-	}
-	if mode == "" {
-		mode, err = create(ctx, h, o)
-		if err != nil {
-			return "", err
-		}
 	}
 	link, err := h.LinkByName(o.Name)
 	if err != nil {
@@ -92,8 +98,14 @@ func existing(h *netlink.Handle, o LinkOptions) (Mode, error) {
 			return ModeKernel, nil
 		}
 	case "tun", "tuntap":
-		if _, ok := socketAnswers(o.Name); ok && o.Mode != ModeKernel {
+		st, pid := socketState(o.Name)
+		switch {
+		case st == socketServing && o.Mode != ModeKernel:
 			return ModeUserspace, nil
+		case st == socketBusy:
+			// Its process may be starting or loaded: deleting the TUN
+			// would drop the data plane. Look again later.
+			return "", fmt.Errorf("userspace WireGuard of %s (pid %d) holds %s but did not answer in time; the link is kept and checked again", o.Name, pid, SocketPath(o.Name))
 		}
 	}
 	// Wrong kind, or a TUN whose process is gone: it carries no traffic.
@@ -116,7 +128,7 @@ func create(ctx context.Context, h *netlink.Handle, o LinkOptions) (Mode, error)
 		}
 		o.Log.Info("kernel WireGuard unavailable, using userspace WireGuard", "error", err.Error())
 	}
-	if pid, ok := socketAnswers(o.Name); ok {
+	if pid, ok := SocketAnswers(o.Name); ok {
 		// A process serves the socket but its link is gone: it is useless.
 		if p, err := os.FindProcess(pid); err == nil && pid > 0 {
 			_ = p.Signal(syscall.SIGTERM)
@@ -139,7 +151,7 @@ func create(ctx context.Context, h *netlink.Handle, o LinkOptions) (Mode, error)
 	deadline := time.Now().Add(wait)
 	for {
 		if _, err := h.LinkByName(o.Name); err == nil {
-			if _, ok := socketAnswers(o.Name); ok {
+			if _, ok := SocketAnswers(o.Name); ok {
 				o.Log.Info("started userspace WireGuard", "link", o.Name, "log", o.UserspaceLog)
 				return ModeUserspace, nil
 			}
@@ -155,12 +167,42 @@ func create(ctx context.Context, h *netlink.Handle, o LinkOptions) (Mode, error)
 	}
 }
 
+// waitExternal waits for the link and socket of a userspace WireGuard
+// process that another container owns. It starts nothing and deletes
+// nothing.
+func waitExternal(ctx context.Context, h *netlink.Handle, o LinkOptions) (Mode, error) {
+	wait := o.Wait
+	if wait == 0 {
+		wait = 15 * time.Second
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		link, err := h.LinkByName(o.Name)
+		if err == nil {
+			if t := link.Type(); t != "tun" && t != "tuntap" {
+				return "", fmt.Errorf("link %s is a %s link, not the TUN of the userspace-wireguard container; it is left alone (remove it by hand)", o.Name, t)
+			}
+			if st, _ := socketState(o.Name); st == socketServing {
+				return ModeUserspace, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("waiting for the userspace-wireguard container: no TUN %s answering on %s after %s (the agent never starts its own)", o.Name, SocketPath(o.Name), wait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // DeleteLink removes the link and stops a userspace process serving it.
 func DeleteLink(h *netlink.Handle, name string) error {
 	if h == nil {
 		h = &netlink.Handle{}
 	}
-	if pid, ok := socketAnswers(name); ok && pid > 0 {
+	if pid, ok := SocketAnswers(name); ok && pid > 0 {
 		if p, err := os.FindProcess(pid); err == nil {
 			_ = p.Signal(syscall.SIGTERM)
 		}

@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
@@ -16,12 +17,34 @@ const SocketDir = "/var/run/wireguard"
 // SocketPath is the UAPI socket of interface name.
 func SocketPath(name string) string { return filepath.Join(SocketDir, name+".sock") }
 
-// socketAnswers reports whether a userspace WireGuard process answers on the
+// SocketAnswers reports whether a userspace WireGuard process answers on the
 // UAPI socket of name, and its process id.
-func socketAnswers(name string) (int, bool) {
+func SocketAnswers(name string) (int, bool) {
+	st, pid := socketState(name)
+	return pid, st == socketServing
+}
+
+// socketStatus is what the UAPI socket of a TUN link says about its owner.
+type socketStatus int
+
+const (
+	// socketServing: a process answered "get" with errno=0.
+	socketServing socketStatus = iota
+	// socketDead: no socket file, or nobody listens on it: the TUN carries
+	// no traffic and may be replaced.
+	socketDead
+	// socketBusy: something holds the socket but did not answer in time
+	// (a process starting or under load): never a reason to delete.
+	socketBusy
+)
+
+func socketState(name string) (socketStatus, int) {
 	c, err := net.DialTimeout("unix", SocketPath(name), time.Second)
 	if err != nil {
-		return 0, false
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+			return socketDead, 0
+		}
+		return socketBusy, 0
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -36,14 +59,17 @@ func socketAnswers(name string) (int, bool) {
 		}
 	}
 	if _, err := c.Write([]byte("get=1\n\n")); err != nil {
-		return pid, false
+		return socketBusy, pid
 	}
 	s := bufio.NewScanner(c)
 	s.Buffer(make([]byte, 64*1024), 16*1024*1024)
 	for s.Scan() {
 		if strings.HasPrefix(s.Text(), "errno=") {
-			return pid, s.Text() == "errno=0"
+			if s.Text() == "errno=0" {
+				return socketServing, pid
+			}
+			return socketBusy, pid
 		}
 	}
-	return pid, false
+	return socketBusy, pid
 }

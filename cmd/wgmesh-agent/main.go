@@ -55,6 +55,7 @@ func run() int {
 	flag.StringVar(&cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory.")
 	flag.StringVar(&cniBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory.")
 	flag.StringVar(&o.StateDir, "state-dir", agent.DefaultStateDir, "Directory for the private key and the userspace WireGuard log.")
+	flag.BoolVar(&o.UserspaceSidecar, "userspace-wireguard-sidecar", false, "Userspace WireGuard runs in its own container (the chart's userspace-wireguard): only wait for its link and socket, never start or delete one.")
 	flag.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "On exit remove the link, routes and this node's annotations (default: the data plane stays).")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
@@ -113,9 +114,16 @@ func run() int {
 func userspace(args []string) int {
 	fs := flag.NewFlagSet("userspace-wireguard", flag.ExitOnError)
 	iface := fs.String("interface", agent.DefaultLinkName, "TUN interface name.")
+	probe := fs.Bool("probe", false, "Only check: exit 0 when the UAPI socket of --interface answers, 1 otherwise (the container's startup probe).")
 	zopts := zap.Options{}
 	zopts.BindFlags(fs)
 	_ = fs.Parse(args)
+	if *probe {
+		if _, ok := wireguard.SocketAnswers(*iface); !ok {
+			return fail(fmt.Errorf("userspace WireGuard %s does not answer on %s", *iface, wireguard.SocketPath(*iface)))
+		}
+		return 0
+	}
 	log := zap.New(zap.UseFlagOptions(&zopts)).WithName("userspace-wireguard")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

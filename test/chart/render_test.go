@@ -101,6 +101,14 @@ func TestRenderedPods(t *testing.T) {
 			if uw.mounts["wireguard-run"] != "/var/run/wireguard" || uw.mounts["dev-tun"] != "/dev/net/tun" {
 				t.Errorf("userspace container mounts %v, want the shared /var/run/wireguard and /dev/net/tun", uw.mounts)
 			}
+			// Exactly one owner: the agent is told to wait for this
+			// container, which has a startup probe on its socket.
+			if flagArgs(agent.args)["userspace-wireguard-sidecar"] != "true" {
+				t.Errorf("agent args %v: want --userspace-wireguard-sidecar=true beside the userspace-wireguard container", agent.args)
+			}
+			if !uw.startup {
+				t.Error("userspace container has no startup probe")
+			}
 			// Not privileged: the TUN device and NET_ADMIN only.
 			if uw.privileged || !slices.Equal(uw.capAdd, []string{"NET_ADMIN"}) || !slices.Equal(uw.capDrop, []string{"ALL"}) {
 				t.Errorf("userspace container: privileged %v, capabilities add %v drop %v; want NET_ADMIN only", uw.privileged, uw.capAdd, uw.capDrop)

@@ -24,6 +24,13 @@ so that restarting the agent container never drops the data plane. Call with
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  # Started (for a native sidecar: before the agent starts) once its UAPI
+  # socket answers.
+  startupProbe:
+    exec:
+      command: [wgmesh-agent, userspace-wireguard, --probe, --interface=wgmesh0]
+    periodSeconds: 1
+    failureThreshold: 60
   {{- with $a.userspace.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
