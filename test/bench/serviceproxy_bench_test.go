@@ -322,6 +322,9 @@ func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResu
 	// waits for nft to exit), so give it a moment.
 	r.fullSyncMetric, _ = waitHistogram(b, pn, spec, 0)
 
+	// Measure a settled proxy: the full sync may go on after the elements are
+	// in (kube-proxy's other IP family, nft exiting).
+	waitIdle(p, 2*time.Minute)
 	time.Sleep(settle)
 	r.connect, err = connectLatencies(pn.client, netip.AddrPortFrom(probeIP, servicePort), 200, connects)
 	if err != nil {
@@ -377,6 +380,15 @@ func waitHistogram(b *testing.B, pn *proxyNet, spec proxySpec, after float64) (s
 	return sum, count
 }
 
+// waitIdle waits until the process is idle (see proxyProc.idle), at most timeout.
+func waitIdle(p *proxyProc, timeout time.Duration) {
+	for start := time.Now(); time.Since(start) < timeout && !p.exited(); {
+		if p.idle(time.Second) {
+			return
+		}
+	}
+}
+
 // forcedResync changes the proxy Node's topology.kubernetes.io/zone label,
 // which alters no rule here (no endpoint has zone hints) but makes
 // kube-proxy rebuild its whole table, and measures the process's CPU time and
@@ -393,19 +405,23 @@ func forcedResync(b *testing.B, env *benchEnv, p *proxyProc, pn *proxyNet, spec 
 	if _, err := env.cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		b.Fatalf("label Node %s: %v", node, err)
 	}
-	// Wait until the syncs it causes are over (kube-proxy syncs each IP family
-	// in turn), or 20s for a proxy that does not react.
+	// Wait until the syncs it causes are over: kube-proxy syncs each IP family
+	// in turn, and a full rebuild at 10,000 Services takes many seconds, most
+	// of them in nft (a child it waits for). A proxy that does not react gets 20s.
 	sum1, cnt1 := sum0, cnt0
 	start := time.Now()
 	last := start
-	for time.Since(start) < 2*time.Minute {
-		time.Sleep(100 * time.Millisecond)
+	for time.Since(start) < 3*time.Minute {
+		time.Sleep(500 * time.Millisecond)
 		s, c, err := scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric)
 		must(b, err)
 		if c != cnt1 {
 			sum1, cnt1, last = s, c, time.Now()
 		}
-		if (cnt1 == cnt0 && time.Since(start) > 20*time.Second) || (cnt1 != cnt0 && time.Since(last) > 3*time.Second) {
+		if cnt1 == cnt0 && time.Since(start) > 20*time.Second {
+			break
+		}
+		if cnt1 != cnt0 && time.Since(last) > 3*time.Second && p.idle(time.Second) {
 			break
 		}
 	}

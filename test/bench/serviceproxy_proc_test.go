@@ -141,6 +141,26 @@ func (p *proxyProc) cpu() (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
+// idle tells whether the process used (almost) no CPU over d and runs no
+// helper child (kube-proxy is idle while it waits for nft).
+func (p *proxyProc) idle(d time.Duration) bool {
+	before, err := p.cpu()
+	if err != nil {
+		return false
+	}
+	time.Sleep(d)
+	after, err := p.cpu()
+	if err != nil || after-before > d/30 {
+		return false
+	}
+	for _, c := range childPIDs(p.pid()) {
+		if netns.ProcessName(c) == p.childName {
+			return false
+		}
+	}
+	return true
+}
+
 // sampleChildren records the peak VmHWM of the process's helper children every 20ms.
 func (p *proxyProc) sampleChildren(ctx context.Context) {
 	t := time.NewTicker(20 * time.Millisecond)
