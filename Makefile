@@ -19,6 +19,7 @@ build: ## Build the binaries into bin/
 # (as upstream releases are), so the product's go.mod needs none of the plugins' deps.
 cni-plugins: ## Build the standard CNI plugins into bin/cni/
 	@mkdir -p $(BIN)/cni
+	$(GO) build -o $(BIN)/cni/wgmesh-guard ./cmd/wgmesh-guard
 	@$(GO) mod download github.com/containernetworking/plugins
 	@dir="$$($(GO) list -m -f '{{.Dir}}' github.com/containernetworking/plugins)" && \
 	ver="$$($(GO) list -m -f '{{.Version}}' github.com/containernetworking/plugins)" && \

@@ -26,6 +26,9 @@ type NodeState struct {
 	// ClusterCIDRs and ServiceCIDRs are --cluster-cidrs and --service-cidrs.
 	ClusterCIDRs []netip.Prefix
 	ServiceCIDRs []netip.Prefix
+	// NodePodCIDRs are the pod CIDRs of every node the agent knows (its
+	// own and every node MeshPeer's): the leak guard covers them all.
+	NodePodCIDRs []netip.Prefix
 	// Event records a Kubernetes Event on this node's Node object (type is
 	// Normal or Warning); components report what they changed and why.
 	Event func(eventType, reason, message string)

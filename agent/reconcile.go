@@ -13,6 +13,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/agent/endpoint"
@@ -81,6 +82,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	var dperr []error
 	st := NodeState{NodeName: a.o.NodeName, PodCIDRs: podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: topo.Gateways,
 		TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs,
+		NodePodCIDRs: nodePeerRanges(list.Items, podCIDRs, in.NodeUIDs),
 		Event: func(eventType, reason, message string) {
 			a.events.Eventf(node, nil, eventType, reason, "ConfigureDataplane", "%s", message)
 		}}
@@ -123,6 +125,23 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	}
 	a.metrics.PeersConnected.Set(float64(countConnected(peers)))
 	return errors.Join(append([]error{kerr}, dperr...)...)
+}
+
+// nodePeerRanges are this node's pod CIDRs and every node MeshPeer's
+// allowedIPs (each canonical; bad entries are the topology's problem).
+func nodePeerRanges(peers []wgv1.MeshPeer, own []netip.Prefix, nodes func(string) (types.UID, bool)) []netip.Prefix {
+	out := slices.Clone(own)
+	for i := range peers {
+		if !wgv1.IsNodePeer(&peers[i], nodes) {
+			continue
+		}
+		for _, c := range peers[i].Spec.AllowedIPs {
+			if p, err := wgv1.ParseCIDR(string(c)); err == nil {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // otherNodePeers counts the MeshPeers of other nodes (by their owner

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+
+	"github.com/wgmesh/wgmesh/cni/guard"
 )
 
 // Names that users, the chart and the tests depend on (DESIGN.md).
@@ -90,6 +92,14 @@ func Render(opts Options) ([]byte, error) {
 		bridge = BridgeName
 	}
 	ipam := ipamConf{Type: "host-local", DataDir: opts.DataDir}
+	gate := guard.Conf{Type: guard.PluginType}
+	for _, p := range prefixes {
+		if p.Addr().Is4() {
+			gate.Families = append(gate.Families, "ipv4")
+		} else {
+			gate.Families = append(gate.Families, "ipv6")
+		}
+	}
 	for _, p := range prefixes {
 		ipam.Ranges = append(ipam.Ranges, []rangeConf{{Subnet: p.String(), Gateway: Gateway(p).String()}})
 		if p.Addr().Is4() {
@@ -102,6 +112,9 @@ func Render(opts Options) ([]byte, error) {
 		CNIVersion: CNIVersion,
 		Name:       NetworkName,
 		Plugins: []any{
+			// First: no pod network until the leak guard is in the
+			// kernel (after a reboot the file is here before the agent).
+			gate,
 			bridgeConf{
 				Type:        "bridge",
 				Bridge:      bridge,

@@ -92,12 +92,12 @@ func TestRenderSemantics(t *testing.T) {
 			if list.Name != NetworkName || list.CNIVersion != CNIVersion {
 				t.Errorf("name/version = %q/%q, want %q/%q", list.Name, list.CNIVersion, NetworkName, CNIVersion)
 			}
-			if len(list.Plugins) != 2 {
-				t.Fatalf("got %d plugins, want bridge and portmap", len(list.Plugins))
+			if len(list.Plugins) != 3 || list.Plugins[0].Network.Type != "wgmesh-guard" {
+				t.Fatalf("got %d plugins, want wgmesh-guard (first: no network before the leak guard), bridge and portmap", len(list.Plugins))
 			}
 
 			var br bridgeSemantics
-			if err := json.Unmarshal(list.Plugins[0].Bytes, &br); err != nil {
+			if err := json.Unmarshal(list.Plugins[1].Bytes, &br); err != nil {
 				t.Fatal(err)
 			}
 			want := bridgeSemantics{Type: "bridge", Bridge: BridgeName, IsGateway: true, HairpinMode: true, IPMasq: false, MTU: tc.opts.MTU}
@@ -106,7 +106,7 @@ func TestRenderSemantics(t *testing.T) {
 			}
 
 			var conf ipamSemantics
-			if err := json.Unmarshal(list.Plugins[0].Bytes, &conf); err != nil {
+			if err := json.Unmarshal(list.Plugins[1].Bytes, &conf); err != nil {
 				t.Fatal(err)
 			}
 			ipam := conf.IPAM
@@ -150,7 +150,7 @@ func TestRenderSemantics(t *testing.T) {
 			}
 
 			var pm portmapSemantics
-			if err := json.Unmarshal(list.Plugins[1].Bytes, &pm); err != nil {
+			if err := json.Unmarshal(list.Plugins[2].Bytes, &pm); err != nil {
 				t.Fatal(err)
 			}
 			if pm.Type != "portmap" || !pm.Capabilities["portMappings"] || pm.SNAT == nil || !*pm.SNAT || pm.Backend != tc.opts.PortMapBackend {
@@ -168,7 +168,7 @@ func TestRenderDeterministicAndBridgeOverride(t *testing.T) {
 		t.Fatal("Render is not deterministic")
 	}
 	var br bridgeSemantics
-	if err := json.Unmarshal(mustLoad(t, opts).Plugins[0].Bytes, &br); err != nil {
+	if err := json.Unmarshal(mustLoad(t, opts).Plugins[1].Bytes, &br); err != nil {
 		t.Fatal(err)
 	}
 	if br.Bridge != "wgmtestbr" {

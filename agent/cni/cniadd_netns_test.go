@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
@@ -125,6 +127,22 @@ func (r *cniRig) allocated(t *testing.T) []string {
 	return ips
 }
 
+// installGuard programs the agent's leak guard (agent/egress) in node, as
+// the agent does before it writes the conflist.
+func installGuard(t *testing.T, node *netns.NS, podCIDRs ...string) {
+	t.Helper()
+	f, err := os.Open(node.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	m := egress.NewManager(egress.ManagerOptions{NetNSFd: int(f.Fd()), ProcSys: t.TempDir(),
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("2001:db8:100::/56")}})
+	if err := m.Apply(context.Background(), podCIDRs); err != nil && m.GuardErr() != nil {
+		t.Fatalf("leak guard: %v", err)
+	}
+}
+
 func podLinks(t *testing.T, pod *netns.NS) []string {
 	t.Helper()
 	names, err := netns.LinkNames(pod)
@@ -158,10 +176,21 @@ func TestCNIAddWithRealPlugins(t *testing.T) {
 		t.Errorf("addresses allocated by a refused ADD: %v", ips)
 	}
 
-	// podCIDR arrives.
+	// podCIDR arrives; the conflist is on disk (as after a reboot) but the
+	// leak guard is not in nftables yet: the gate refuses, nothing is set up.
 	if err := r.mgr.Apply(ctx, State{PodCIDRs: []string{"198.19.1.0/24", "2001:db8:100:1::/64"}, MTU: 1420}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := r.add(ctx, pod, "c0", nil); err == nil || !strings.Contains(err.Error(), "the wgmesh leak guard is not installed yet") {
+		t.Fatalf("ADD without the leak guard: %v, want the wgmesh-guard refusal", err)
+	}
+	if links := podLinks(t, pod); strings.Join(links, ",") != "lo" {
+		t.Errorf("pod has links %v after the gate refused, want only lo", links)
+	}
+	if ips := r.allocated(t); len(ips) != 0 {
+		t.Errorf("addresses allocated behind the gate: %v", ips)
+	}
+	installGuard(t, r.node, "198.19.1.0/24", "2001:db8:100:1::/64")
 	res, err := r.add(ctx, pod, "c1", []map[string]any{{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}})
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -247,6 +276,7 @@ func TestCNIAddBrokenConfigSurfacesPluginError(t *testing.T) {
 	if err := r.mgr.Apply(ctx, State{PodCIDRs: []string{"198.19.2.0/24"}, MTU: 1420}); err != nil {
 		t.Fatal(err)
 	}
+	installGuard(t, r.node, "198.19.2.0/24")
 	_, err := r.add(ctx, pod, "c2", nil)
 	if err == nil {
 		t.Fatal("ADD succeeded with a non-bridge wgmesh-br0")

@@ -62,7 +62,7 @@ func loadBridge(t *testing.T, path string) (mtu int, subnets []string) {
 			} `json:"ranges"`
 		} `json:"ipam"`
 	}
-	if err := json.Unmarshal(list.Plugins[0].Bytes, &br); err != nil {
+	if err := json.Unmarshal(list.Plugins[1].Bytes, &br); err != nil {
 		t.Fatal(err)
 	}
 	for _, rs := range br.IPAM.Ranges {

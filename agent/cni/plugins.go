@@ -12,9 +12,11 @@ import (
 	"syscall"
 )
 
-// StandardPlugins are the binaries the agent installs. loopback is in the list
-// although the conflist does not name it: containerd runs it for every pod.
-var StandardPlugins = []string{"bridge", "host-local", "portmap", "loopback"}
+// StandardPlugins are the binaries the agent installs: wgmesh's own gate
+// (wgmesh-guard, the conflist's first plugin) and the standard plugins.
+// loopback is in the list although the conflist does not name it: containerd
+// runs it for every pod.
+var StandardPlugins = []string{"wgmesh-guard", "bridge", "host-local", "portmap", "loopback"}
 
 const binMode = 0o755
 

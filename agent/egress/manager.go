@@ -31,6 +31,8 @@ type Manager struct {
 	nft      *Reconciler
 	brnf     BridgeNetfilter
 	lastBrNF *BridgeNFStatus
+	guardErr error
+	guardOK  bool
 }
 
 // NewManager returns a Manager.
@@ -48,19 +50,24 @@ func NewManager(opts ManagerOptions) *Manager {
 	}
 }
 
-// Apply programs masquerade for podCIDRs (the node's spec.podCIDRs) and
-// enables br_netfilter. br_netfilter being unavailable is reported (log,
-// Warning event once, metric 0), not returned as an error.
-func (m *Manager) Apply(_ context.Context, podCIDRs []string) error {
+// Apply programs the leak guard (over the cluster's, every known node's and
+// the service ranges) and masquerade for podCIDRs (the node's
+// spec.podCIDRs), and enables br_netfilter. br_netfilter being unavailable
+// is reported (log, Warning event once, metric 0), not returned as an error.
+func (m *Manager) Apply(_ context.Context, podCIDRs []string, nodePodCIDRs ...netip.Prefix) error {
 	pods, err := ParseCIDRs("node spec.podCIDRs", podCIDRs)
 	if err != nil {
+		m.guardErr, m.guardOK = err, false
 		return err
 	}
-	progs := Desired(Options{PodCIDRs: pods, ClusterCIDRs: m.opts.ClusterCIDRs, ServiceCIDRs: m.opts.ServiceCIDRs, TunnelIf: m.opts.TunnelIf, BridgeIf: m.opts.BridgeIf})
+	progs := Desired(Options{PodCIDRs: pods, ClusterCIDRs: m.opts.ClusterCIDRs, ServiceCIDRs: m.opts.ServiceCIDRs, NodePodCIDRs: nodePodCIDRs,
+		TunnelIf: m.opts.TunnelIf, BridgeIf: m.opts.BridgeIf})
 	if _, err := m.nft.Apply(progs); err != nil {
+		m.guardErr, m.guardOK = fmt.Errorf("leak guard and egress masquerade: %w", err), false
 		m.opts.Events(corev1.EventTypeWarning, "EgressMasqueradeFailed", err.Error())
-		return fmt.Errorf("egress masquerade: %w", err)
+		return m.guardErr
 	}
+	m.guardErr, m.guardOK = nil, true
 
 	st, err := m.brnf.Ensure()
 	if err != nil {
@@ -81,6 +88,15 @@ func (m *Manager) Apply(_ context.Context, podCIDRs []string) error {
 	}
 	m.lastBrNF = &st
 	return nil
+}
+
+// GuardErr is why the leak guard is not in place after the last Apply (nil
+// when it is). The CNI configuration is written only after it is.
+func (m *Manager) GuardErr() error {
+	if m.guardErr == nil && !m.guardOK {
+		return fmt.Errorf("the leak guard has not been programmed yet")
+	}
+	return m.guardErr
 }
 
 // BridgeNetfilterStatus is the last br_netfilter outcome (nil before Apply).

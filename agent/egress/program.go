@@ -2,17 +2,20 @@ package egress
 
 import (
 	"fmt"
-	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"net/netip"
+	"slices"
 	"strings"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/cni/guard"
 )
 
 // Names in the kernel (DESIGN.md: table wgmesh, families ip and ip6).
 const (
-	TableName         = "wgmesh"
+	TableName         = guard.Table
 	ChainName         = "egress-postrouting"
-	GuardForwardChain = "guard-forward"
-	GuardOutputChain  = "guard-output"
+	GuardForwardChain = guard.ForwardChain
+	GuardOutputChain  = guard.OutputChain
 	DefaultTunnelIf   = "wgmesh0"
 	DefaultBridgeIf   = "wgmesh-br0"
 )
@@ -104,8 +107,12 @@ type Options struct {
 	PodCIDRs     []netip.Prefix // the node's own podCIDRs
 	ClusterCIDRs []netip.Prefix // --cluster-cidrs
 	ServiceCIDRs []netip.Prefix // --service-cidrs
-	TunnelIf     string         // defaults to DefaultTunnelIf
-	BridgeIf     string         // defaults to DefaultBridgeIf
+	// NodePodCIDRs are every node's pod CIDRs the agent knows of (node
+	// MeshPeers): guarded too, so nodes whose podCIDRs came from elsewhere
+	// (kube-controller-manager) are covered.
+	NodePodCIDRs []netip.Prefix
+	TunnelIf     string // defaults to DefaultTunnelIf
+	BridgeIf     string // defaults to DefaultBridgeIf
 }
 
 // Desired computes the IPv4 and IPv6 programs. A family without a node
@@ -122,7 +129,7 @@ func Desired(o Options) []Program {
 	var out []Program
 	for _, fam := range []Family{IPv4, IPv6} {
 		p := Program{Family: fam}
-		for _, d := range ofFamily(o.ClusterCIDRs, fam) {
+		for _, d := range GuardedRanges(o, fam) {
 			p.Guard = append(p.Guard, Rule{NotOIFNames: []string{tun, bridge}, Daddr: d, Verdict: Drop})
 		}
 		srcs := ofFamily(o.PodCIDRs, fam)
@@ -137,6 +144,33 @@ func Desired(o Options) []Program {
 		}
 		out = append(out, p)
 	}
+	return out
+}
+
+// GuardedRanges are the destinations the leak guard keeps off every
+// interface but the tunnel and the bridge: the cluster's pod CIDRs, every
+// node's pod CIDRs and the service CIDRs, without ranges another one
+// already covers, sorted.
+func GuardedRanges(o Options, fam Family) []netip.Prefix {
+	all := ofFamily(append(append(append([]netip.Prefix{}, o.ClusterCIDRs...), o.NodePodCIDRs...), o.ServiceCIDRs...), fam)
+	slices.SortFunc(all, func(a, b netip.Prefix) int {
+		if a.Bits() != b.Bits() {
+			return a.Bits() - b.Bits()
+		}
+		return a.Addr().Compare(b.Addr())
+	})
+	var out []netip.Prefix
+	for _, p := range all {
+		if !slices.ContainsFunc(out, func(o netip.Prefix) bool { return o.Bits() <= p.Bits() && o.Contains(p.Addr()) }) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
 	return out
 }
 

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,6 +15,9 @@ func TestDesiredTracesPackets(t *testing.T) {
 		PodCIDRs:     []netip.Prefix{mp("198.19.1.0/24"), mp("2001:db8:100:1::/64")},
 		ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16"), mp("2001:db8:100::/56")},
 		ServiceCIDRs: []netip.Prefix{mp("198.18.128.0/20"), mp("2001:db8:200::/112")},
+		// A node whose podCIDRs kube-controller-manager gave it, outside
+		// the flag, and one inside (covered already).
+		NodePodCIDRs: []netip.Prefix{mp("198.20.7.0/24"), mp("198.19.2.0/24")},
 	})
 	if len(progs) != 2 || progs[0].Family != IPv4 || progs[1].Family != IPv6 {
 		t.Fatalf("want ip and ip6 programs, got %+v", progs)
@@ -36,13 +40,14 @@ func TestDesiredTracesPackets(t *testing.T) {
 		{"pod to other node's underlay address", "198.19.1.5", "198.18.0.12", "eth0", Masquerade},
 		{"pod to pod same node", "198.19.1.5", "198.19.1.6", "wgmesh-br0", Return},
 		{"pod to remote pod", "198.19.1.5", "198.19.2.7", "wgmesh0", Return},
-		{"pod to service", "198.19.1.5", "198.18.128.10", "eth0", Return},
+		{"pod to a service address never translated (no endpoints, no proxy)", "198.19.1.5", "198.18.128.10", "eth0", Drop},
 		{"pod into the mesh outside cluster ranges (external peer)", "198.19.1.5", "198.18.5.1", "wgmesh0", Return},
 		{"host traffic", "198.18.0.11", "198.18.0.250", "eth0", Return},
 		{"other node's pod routed through us", "198.19.2.7", "198.18.0.250", "eth0", Return},
 		{"v6 pod to internet", "2001:db8:100:1::5", "2001:db8::250", "eth0", Masquerade},
 		{"v6 pod to remote pod", "2001:db8:100:1::5", "2001:db8:100:2::7", "wgmesh0", Return},
-		{"v6 pod to service", "2001:db8:100:1::5", "2001:db8:200::10", "eth0", Return},
+		{"v6 pod to an untranslated service address", "2001:db8:100:1::5", "2001:db8:200::10", "eth0", Drop},
+		{"pod to a node range outside --cluster-cidrs (kube-controller-manager)", "198.19.1.5", "198.20.7.7", "eth0", Drop},
 		{"pod to a pod range with no route yet (default route)", "198.19.1.5", "198.19.9.9", "eth0", Drop},
 		{"node to a pod range with no route yet", "198.18.0.11", "198.19.9.9", "eth0", Drop},
 		{"v6 pod to a pod range with no route yet", "2001:db8:100:1::5", "2001:db8:100:9::9", "eth0", Drop},
@@ -98,5 +103,14 @@ func TestParseCIDRs(t *testing.T) {
 	_, err = ParseCIDRs("--service-cidrs", []string{"198.18.128.0"})
 	if err == nil || !strings.Contains(err.Error(), "--service-cidrs") || !strings.Contains(err.Error(), `"198.18.128.0"`) {
 		t.Errorf("error %v should name the flag and value", err)
+	}
+}
+
+func TestGuardedRanges(t *testing.T) {
+	got := GuardedRanges(Options{ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16")}, NodePodCIDRs: []netip.Prefix{mp("198.19.2.0/24"), mp("198.20.7.0/24"), mp("2001:db8:100:1::/64")},
+		ServiceCIDRs: []netip.Prefix{mp("198.18.128.0/20")}}, IPv4)
+	want := []netip.Prefix{mp("198.18.128.0/20"), mp("198.19.0.0/16"), mp("198.20.7.0/24")}
+	if !slices.Equal(got, want) {
+		t.Errorf("guarded %v, want %v (covered ranges folded, other family left out)", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 
@@ -19,18 +20,21 @@ type dataplaneFlags struct {
 }
 
 // nodeDataplanes returns the agent.NodeDataplane components, in the order the
-// agent applies them after the mesh: first the CNI plugins and conflist, then
-// egress masquerade and br_netfilter.
+// agent applies them after the mesh: first the leak guard, egress masquerade
+// and br_netfilter, then the CNI plugins and conflist, which are written only
+// once the guard is in place (the conflist's first plugin, wgmesh-guard,
+// holds pods back after a reboot until it is).
 func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.NodeDataplane {
 	cniEvents, egressEvents := &nodeEvents{}, &nodeEvents{}
+	eg := egress.NewManager(egress.ManagerOptions{
+		ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, BridgeIf: o.BridgeName,
+		Log: log.WithName("egress"), Metrics: egress.NewMetrics(metrics.Registry), Events: egressEvents.emit,
+	})
 	return []agent.NodeDataplane{
-		cniDataplane{events: cniEvents, m: agentcni.New(agentcni.Options{
+		egressDataplane{events: egressEvents, m: eg},
+		cniDataplane{events: cniEvents, guard: eg.GuardErr, m: agentcni.New(agentcni.Options{
 			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource,
 			Log: log.WithName("cni"), Metrics: agentcni.NewMetrics(metrics.Registry), Events: cniEvents.emit,
-		})},
-		egressDataplane{events: egressEvents, m: egress.NewManager(egress.ManagerOptions{
-			ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, BridgeIf: o.BridgeName,
-			Log: log.WithName("egress"), Metrics: egress.NewMetrics(metrics.Registry), Events: egressEvents.emit,
 		})},
 	}
 }
@@ -60,11 +64,15 @@ func (e *nodeEvents) emit(eventType, reason, message string) {
 type cniDataplane struct {
 	m      *agentcni.Manager
 	events *nodeEvents
+	guard  func() error // nil once the leak guard is in place
 }
 
 func (cniDataplane) Name() string { return "cni" }
 func (d cniDataplane) Apply(ctx context.Context, st agent.NodeState) error {
 	d.events.set(st.Event)
+	if err := d.guard(); err != nil {
+		return fmt.Errorf("CNI configuration not written: the leak guard is not in place: %w", err)
+	}
 	return d.m.Apply(ctx, agentcni.State{PodCIDRs: prefixStrings(st.PodCIDRs), MTU: st.MTU})
 }
 func (d cniDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
@@ -77,7 +85,7 @@ type egressDataplane struct {
 func (egressDataplane) Name() string { return "egress" }
 func (d egressDataplane) Apply(ctx context.Context, st agent.NodeState) error {
 	d.events.set(st.Event)
-	return d.m.Apply(ctx, prefixStrings(st.PodCIDRs))
+	return d.m.Apply(ctx, prefixStrings(st.PodCIDRs), st.NodePodCIDRs...)
 }
 func (d egressDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
 

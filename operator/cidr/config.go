@@ -2,9 +2,10 @@ package cidr
 
 import (
 	"fmt"
-	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"net/netip"
 	"strings"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
 // Flag names, used in configuration errors so that a user knows what to fix.
