@@ -53,6 +53,7 @@ func TestAgent(t *testing.T) {
 	t.Run("drift repaired", func(t *testing.T) { driftRepaired(ctx, t, c, nodes) })
 	t.Run("kill -9 loses no packet", func(t *testing.T) { killNineNoLoss(ctx, t, c, nodes) })
 	t.Run("bad MeshPeers reported, others work", func(t *testing.T) { badMeshPeers(ctx, t, c, nodes) })
+	t.Run("DNS force-endpoint", func(t *testing.T) { dnsForceEndpoint(ctx, t, c, nodes) })
 	t.Run("cleanup on exit", func(t *testing.T) { cleanupOnExit(ctx, t, c, nodes) })
 	t.Run("join and leave", func(t *testing.T) { joinAndLeave(ctx, t, c, nodes) })
 	t.Run("1000 MeshPeers", func(t *testing.T) { thousandPeers(ctx, t, c, nodes) })
@@ -141,6 +142,7 @@ func gateways(inf nodeInfo) []netip.Addr {
 type uapiPeer struct {
 	allowed       []string
 	lastHandshake int64
+	endpoint      string
 }
 
 func uapi(n *cluster.Node, req string) (string, error) {
@@ -181,6 +183,10 @@ func uapiPeers(n *cluster.Node) (map[string]*uapiPeer, error) {
 		case "allowed_ip":
 			if cur != nil {
 				cur.allowed = append(cur.allowed, v)
+			}
+		case "endpoint":
+			if cur != nil {
+				cur.endpoint = v
 			}
 		case "last_handshake_time_sec":
 			if cur != nil {
@@ -458,6 +464,77 @@ func reconcileCount(ctx context.Context, t *testing.T, n *cluster.Node) float64 
 		t.Fatal(err)
 	}
 	return v
+}
+
+// dnsForceEndpoint: a wgmesh.io/force-endpoint with a DNS name goes through
+// the operator into the MeshPeer as written, and every other node's agent
+// resolves it (here through /etc/hosts in each node's own mount namespace)
+// and uses the address; the mesh keeps working.
+func dnsForceEndpoint(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	infos := waitFullMesh(ctx, t, c, nodes)
+	b := nodes[1]
+	const name = "wgm-dns-b.wgmesh.test"
+	hosts, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(file, append(hosts, []byte(fmt.Sprintf("\n%s %s\n", b.UnderlayIP, name))...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if out, err := n.Exec(ctx, "mount", "--bind", file, "/etc/hosts"); err != nil {
+			t.Fatalf("%s: %v %s", n.Name, err, out)
+		}
+		t.Cleanup(func() { _, _ = n.Exec(context.WithoutCancel(ctx), "umount", "/etc/hosts") })
+	}
+	set := func(v *string) {
+		node := &corev1.Node{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: b.Name}, node); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(node.DeepCopy())
+		if v == nil {
+			delete(node.Annotations, wgv1.AnnotationForceEndpoint)
+		} else {
+			node.Annotations[wgv1.AnnotationForceEndpoint] = *v
+		}
+		if err := c.Client.Patch(ctx, node, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ep := name + ":51820"
+	set(&ep)
+	t.Cleanup(func() { set(nil) })
+	err = eventually(ctx, agentMeshTimeout, func() error {
+		mp := &wgv1.MeshPeer{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: b.Name}, mp); err != nil {
+			return err
+		}
+		if string(mp.Spec.Endpoint) != ep {
+			return fmt.Errorf("MeshPeer %s endpoint %q, want %q", b.Name, mp.Spec.Endpoint, ep)
+		}
+		for _, n := range nodes {
+			if n == b {
+				continue
+			}
+			peers, err := uapiPeers(n)
+			if err != nil {
+				return err
+			}
+			if p := peers[infos[b.Name].keyHex]; p == nil || p.endpoint != net.JoinHostPort(b.UnderlayIP, "51820") {
+				return fmt.Errorf("%s: peer %s endpoint %+v, want %s resolved from %s", n.Name, b.Name, p, b.UnderlayIP, name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := nodes[0]
+	if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, a, gateways(infos[a.Name])[0], gateways(infos[b.Name])[0]) }); err != nil {
+		t.Errorf("%s cannot reach %s through the DNS endpoint: %v", a.Name, b.Name, err)
+	}
 }
 
 func driftRepaired(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
