@@ -27,10 +27,59 @@ type Kernel struct {
 	NetNSFd int
 	// BatchSize bounds the messages per netlink batch (DefaultBatchSize).
 	BatchSize int
+
+	// Chains and affinity sets that an earlier write left unreferenced.
+	// They are deleted with the next write, never in the transaction that
+	// drops their last reference (as kube-proxy does): one change is one
+	// commit, and the kernel never sees a chain deleted while a rule being
+	// removed in the same transaction still points at it.
+	staleChains, staleSets map[Family]map[string]bool
+}
+
+// HasStale reports chains or sets waiting for deletion.
+func (k *Kernel) HasStale() bool {
+	for _, m := range []map[Family]map[string]bool{k.staleChains, k.staleSets} {
+		for _, names := range m {
+			if len(names) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// FlushStale deletes the chains and sets earlier writes left unreferenced.
+func (k *Kernel) FlushStale() error {
+	for _, f := range Families {
+		if _, err := k.Apply(f, &changes{newChains: map[string]bool{}}, NewRuleset()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k *Kernel) stale(f Family) (chains, sets map[string]bool) {
+	if k.staleChains == nil {
+		k.staleChains, k.staleSets = map[Family]map[string]bool{}, map[Family]map[string]bool{}
+	}
+	if k.staleChains[f] == nil {
+		k.staleChains[f], k.staleSets[f] = map[string]bool{}, map[string]bool{}
+	}
+	return k.staleChains[f], k.staleSets[f]
 }
 
 func (k *Kernel) conn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
+	// Acknowledgements without the echoed request (NETLINK_CAP_ACK) and a
+	// roomy receive buffer: every message of a batch is acknowledged, and
+	// full echoes of a few hundred rule messages overflow the default
+	// buffer (ENOBUFS).
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
+			return err
+		}
+		_ = c.SetReadBuffer(4 << 20)
+		return nil
+	})}
 	if k.NetNSFd != 0 {
 		opts = append(opts, nftables.WithNetNSFd(k.NetNSFd))
 	}
@@ -123,9 +172,27 @@ func (k *Kernel) EnsureSkeleton(f Family) error {
 // Apply writes ch, taking rules and verdicts from want, in small batches
 // ordered so that nothing is referenced before it exists or deleted while
 // referenced. It returns the number of batches sent.
-func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (int, error) {
-	if ch.Empty() {
+func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (sent int, err error) {
+	staleChains, staleSets := k.stale(f)
+	if ch.Empty() && len(staleChains)+len(staleSets) == 0 {
 		return 0, nil
+	}
+	defer func() {
+		if err != nil {
+			// What is in the kernel is unknown now: the full sync that
+			// follows a failure reads it back and deletes what is left.
+			k.staleChains, k.staleSets = nil, nil
+		}
+	}()
+	// A stale chain or set written again is live again.
+	for _, n := range ch.writeChains {
+		if staleChains[n] {
+			delete(staleChains, n)
+			ch.newChains[n] = false
+		}
+	}
+	for _, n := range ch.addAffinity {
+		delete(staleSets, n)
 	}
 	c, err := k.conn()
 	if err != nil {
@@ -189,7 +256,11 @@ func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (int, error) {
 			}
 			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: ex, UserData: ruleUserData(r)})
 		}
-		if err := b.add(1 + 2*len(want.Chains[n])); err != nil {
+		units := 1
+		for _, r := range want.Chains[n] {
+			units += 2 + len(r.Numgen)
+		}
+		if err := b.add(units); err != nil {
 			return fail("writing chain "+n, err)
 		}
 	}
@@ -222,29 +293,35 @@ func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (int, error) {
 			return fail("deleting elements of set "+s, err)
 		}
 	}
-	// Unreferenced chains: flush all, then delete all (they may jump to
-	// each other).
-	for _, n := range ch.delChains {
+	// Chains and sets an earlier, committed write left unreferenced: flush
+	// all, then delete all (they may jump to each other).
+	for _, n := range sortedKeys(staleChains) {
 		c.FlushChain(&nftables.Chain{Name: n, Table: t})
 		if err := b.add(1); err != nil {
 			return fail("flushing stale chains", err)
 		}
 	}
-	if err := b.flush(); err != nil {
-		return fail("flushing stale chains", err)
-	}
-	for _, n := range ch.delChains {
+	for _, n := range sortedKeys(staleChains) {
 		c.DelChain(&nftables.Chain{Name: n, Table: t})
 		if err := b.add(1); err != nil {
 			return fail("deleting stale chains", err)
 		}
 	}
+	for _, n := range sortedKeys(staleSets) {
+		c.DelSet(&nftables.Set{Table: t, Name: n})
+		if err := b.add(1); err != nil {
+			return fail("deleting stale affinity sets", err)
+		}
+	}
+	clear(staleChains)
+	clear(staleSets)
+	// What this write leaves unreferenced goes with the next one.
+	for _, n := range ch.delChains {
+		staleChains[n] = true
+	}
 	for _, n := range ch.delAffinity {
 		if !contains(ch.addAffinity, n) {
-			c.DelSet(&nftables.Set{Table: t, Name: n})
-			if err := b.add(1); err != nil {
-				return fail("deleting affinity sets", err)
-			}
+			staleSets[n] = true
 		}
 	}
 	if err := b.flush(); err != nil {
@@ -276,7 +353,7 @@ func (k *Kernel) elements(c *nftables.Conn, b *batch, f Family, m string, keys [
 		if err != nil {
 			return err
 		}
-		if err := b.add(n); err != nil {
+		if err := b.add(1 + n/2); err != nil {
 			return err
 		}
 		keys = keys[n:]
@@ -286,20 +363,29 @@ func (k *Kernel) elements(c *nftables.Conn, b *batch, f Family, m string, keys [
 
 func (k *Kernel) setElements(c *nftables.Conn, b *batch, f Family, name string, addrs []netip.Addr, del bool) error {
 	s := setObj(f, name)
-	els := make([]nftables.SetElement, len(addrs))
-	for i, a := range addrs {
-		els[i] = nftables.SetElement{Key: a.AsSlice()}
+	// In messages of at most elemsPerMessage: the element list is one
+	// netlink attribute, whose 16-bit length silently wraps beyond 64 KiB.
+	for len(addrs) > 0 {
+		n := min(len(addrs), elemsPerMessage)
+		els := make([]nftables.SetElement, n)
+		for i, a := range addrs[:n] {
+			els[i] = nftables.SetElement{Key: a.AsSlice()}
+		}
+		var err error
+		if del {
+			err = c.SetDeleteElements(s, els)
+		} else {
+			err = c.SetAddElements(s, els)
+		}
+		if err != nil {
+			return err
+		}
+		if err := b.add(1 + n/4); err != nil {
+			return err
+		}
+		addrs = addrs[n:]
 	}
-	var err error
-	if del {
-		err = c.SetDeleteElements(s, els)
-	} else {
-		err = c.SetAddElements(s, els)
-	}
-	if err != nil {
-		return err
-	}
-	return b.add(len(els))
+	return nil
 }
 
 func usersOf(rs *Ruleset, set string) []string {
@@ -535,6 +621,9 @@ func (k *Kernel) Delete(f Family) error {
 	empty := NewRuleset()
 	ch := diff(cur, empty)
 	if _, err := k.Apply(f, ch, empty); err != nil {
+		return err
+	}
+	if _, err := k.Apply(f, &changes{newChains: map[string]bool{}}, empty); err != nil {
 		return err
 	}
 	c, err := k.conn()

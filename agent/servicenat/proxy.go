@@ -290,6 +290,9 @@ func (p *Proxy) sync(periodic bool) error {
 		p.detectKubeProxy()
 	}
 	if !all && len(dirty) == 0 {
+		if p.k.HasStale() {
+			return p.k.FlushStale()
+		}
 		return nil
 	}
 	start := time.Now()
@@ -338,6 +341,11 @@ func (p *Proxy) sync(periodic bool) error {
 		}
 	}
 	p.table.Commit()
+	if p.k.HasStale() {
+		// Chains this write left unreferenced go in a second commit
+		// shortly after, or with the next change, whichever comes first.
+		time.AfterFunc(time.Second, p.fire)
+	}
 	if gen, err := p.k.Generation(); err == nil {
 		p.lastGen = gen
 	}
