@@ -331,9 +331,14 @@ func udpEndpointReplaced(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	ask := func(timeout time.Duration) (string, error) {
 		deadline := time.Now().Add(timeout)
 		buf := make([]byte, 256)
+		var lastErr error
 		for time.Now().Before(deadline) {
+			// Until the service NAT is programmed, the leak guard drops the
+			// untranslated packet (EPERM on a local send): retry like a reader.
 			if _, err := conn.WriteTo([]byte("hostname\n"), dst); err != nil {
-				return "", err
+				lastErr = err
+				time.Sleep(100 * time.Millisecond)
+				continue
 			}
 			_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			k, _, err := conn.ReadFrom(buf)
@@ -341,7 +346,7 @@ func udpEndpointReplaced(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 				return strings.TrimSpace(string(buf[:k])), nil
 			}
 		}
-		return "", fmt.Errorf("no answer from %s in %s", dst, timeout)
+		return "", fmt.Errorf("no answer from %s in %s (last send error: %v)", dst, timeout, lastErr)
 	}
 	if got, err := ask(retryTimeout); err != nil || got != "dns-a" {
 		t.Fatalf("before: %q, %v; want dns-a", got, err)
