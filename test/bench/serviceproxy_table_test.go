@@ -89,10 +89,10 @@ func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[in
 				}
 			}
 			add("Service create -> element, p50 / p99, "+ns, n, func(r *proxyResult) (float64, string) {
-				return ms(percentile(r.svcChange, 99)), fmt.Sprintf("%s / %s", fmtMS(percentile(r.svcChange, 50)), fmtMS(percentile(r.svcChange, 99)))
+				return ms(percentile(r.svcChange, 99)), fmt.Sprintf("%s / %s%s", fmtMS(percentile(r.svcChange, 50)), fmtMS(percentile(r.svcChange, 99)), timeouts(r.svcChange))
 			}, changeTarget)
 			add("endpoint replaced -> traffic, p50 / p99, "+ns, n, func(r *proxyResult) (float64, string) {
-				return ms(percentile(r.epChange, 99)), fmt.Sprintf("%s / %s", fmtMS(percentile(r.epChange, 50)), fmtMS(percentile(r.epChange, 99)))
+				return ms(percentile(r.epChange, 99)), fmt.Sprintf("%s / %s%s", fmtMS(percentile(r.epChange, 50)), fmtMS(percentile(r.epChange, 99)), timeouts(r.epChange))
 			}, changeTarget)
 			add("no-op resync: CPU per minute idle, "+ns, n, func(r *proxyResult) (float64, string) {
 				perMin := float64(r.quietCPU) * float64(time.Minute) / float64(r.quiet)
@@ -182,6 +182,20 @@ func growthRow(what string, kpLast, kpFirst, oLast, oFirst *proxyResult) tableRo
 	}
 	row.target = verdict(fmt.Sprintf("wgmesh <= %.1fx", targetConnectGrowth), ok, og <= targetConnectGrowth)
 	return row
+}
+
+// timeouts says how many of ds hit changeTimeout, if any.
+func timeouts(ds []time.Duration) string {
+	n := 0
+	for _, d := range ds {
+		if d >= changeTimeout {
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of %d timed out at %s)", n, len(ds), changeTimeout)
 }
 
 func verdict(target string, measured, met bool) string {
