@@ -63,3 +63,33 @@ func TestKernelProgramsAndReadsBack(t *testing.T) {
 	}
 	_ = netip.Addr{}
 }
+
+// TestKernelLargeTable writes 5,000 Services and reads
+// them back whole: element lists beyond one netlink attribute's 64 KiB and
+// batches beyond the socket buffers must neither fail nor lose anything.
+func TestKernelLargeTable(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	if testing.Short() {
+		t.Skip("large table: skipped with -short")
+	}
+	ns := netns.NewForTest(t, "wgmsn-large")
+	k := kernelIn(t, ns)
+	in := sampleInput()
+	in.Services = benchServices(5000, 1)
+	want := Render(in, IPv4)
+	if err := k.EnsureSkeleton(IPv4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Apply(IPv4, diff(newDigest(), want), want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.Read(IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := diff(got, want); !ch.Empty() {
+		t.Fatalf("read back differs in %d objects (cluster-ips %d of %d, service-ips %d of %d, chains %d of %d)", ch.Size(want),
+			len(got.sets[SetClusterIPs]), len(want.Sets[SetClusterIPs]), len(got.maps[MapServiceIPs]), len(want.Maps[MapServiceIPs]),
+			len(got.chains), len(want.Chains))
+	}
+}

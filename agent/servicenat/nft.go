@@ -3,7 +3,6 @@ package servicenat
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -127,9 +126,7 @@ func verdictExpr(v Verdict) *expr.Verdict {
 }
 
 // exprs translates a model rule into nftables expressions of family f.
-// Anonymous maps (numgen) are added to c, as they live in the same batch
-// as their rule.
-func exprs(c *nftables.Conn, table *nftables.Table, f Family, r Rule) ([]expr.Any, error) {
+func exprs(f Family, r Rule) ([]expr.Any, error) {
 	var out []expr.Any
 	off := addrOffsets[f]
 	if r.CtStateNew {
@@ -164,6 +161,13 @@ func exprs(c *nftables.Conn, table *nftables.Table, f Family, r Rule) ([]expr.An
 		out = append(out,
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len},
 			&expr.Lookup{SourceRegister: reg1, SetName: r.DaddrSet})
+	}
+	if r.NumgenMod > 0 {
+		// In network byte order, so that < compares numbers.
+		out = append(out,
+			&expr.Numgen{Register: reg1, Modulus: uint32(r.NumgenMod), Type: unix.NFT_NG_RANDOM},
+			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+			&expr.Cmp{Op: expr.CmpOpLt, Register: reg1, Data: binaryutil.BigEndian.PutUint32(1)})
 	}
 	if r.FibSaddrLocal || r.FibDaddrLocal {
 		out = append(out,
@@ -214,24 +218,6 @@ func exprs(c *nftables.Conn, table *nftables.Table, f Family, r Rule) ([]expr.An
 				&expr.Payload{DestRegister: reg32_0 + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
 		}
 		out = append(out, &expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: 0, SetName: r.VMap})
-	}
-	if len(r.Numgen) > 0 {
-		// The library marks anonymous sets' keys big-endian, so the
-		// random number is turned to network order: nft then lists the
-		// map as { 0 : ..., 1 : ... }, as kube-proxy's reads.
-		set := &nftables.Set{Table: table, Anonymous: true, Constant: true, IsMap: true,
-			KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict}
-		els := make([]nftables.SetElement, len(r.Numgen))
-		for i, ch := range r.Numgen {
-			els[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint32(uint32(i)), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: ch}}
-		}
-		if err := c.AddSet(set, els); err != nil {
-			return nil, fmt.Errorf("endpoint map: %w", err)
-		}
-		out = append(out,
-			&expr.Numgen{Register: reg1, Modulus: uint32(len(r.Numgen)), Type: unix.NFT_NG_RANDOM},
-			&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-			&expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: 0, SetName: set.Name, SetID: set.ID})
 	}
 	if r.Masquerade {
 		out = append(out, &expr.Masq{FullyRandom: true})

@@ -270,11 +270,14 @@ func renderPort(rs *Ruleset, in portInput) {
 				c = append(c, Rule{SaddrSet: affinityName(in.id, e, s.AffinityTimeout), Verdict: Goto(epChain[e.AddrPort()])})
 			}
 		}
-		names := make([]string, len(es))
 		for i, e := range es {
-			names[i] = epChain[e.AddrPort()]
+			r := Rule{Verdict: Goto(epChain[e.AddrPort()])}
+			if left := len(es) - i; left > 1 {
+				r.NumgenMod = left
+			}
+			c = append(c, r)
 		}
-		return append(c, Rule{Numgen: names})
+		return c
 	}
 
 	hasCluster, hasLocal := len(sets.Cluster) > 0, len(sets.Local) > 0

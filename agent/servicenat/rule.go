@@ -91,8 +91,12 @@ type Rule struct {
 	// Lookups that end the rule with the map's verdict.
 	VMap    string // <key> vmap @VMap
 	VMapKey KeyKind
-	// Numgen: numgen random mod len vmap { i : goto Numgen[i] }.
-	Numgen     []string
+	// NumgenMod > 0 matches with probability 1/NumgenMod: numgen random
+	// mod NumgenMod < 1. A cascade of such rules picks one of N endpoints
+	// uniformly (mod N, then mod N-1, ..., then the last unconditionally)
+	// without a set per Service: every anonymous set costs the kernel a
+	// scan of all the table's sets to name it, quadratic at 10,000 Services.
+	NumgenMod  int
 	Masquerade bool
 	SNAT       netip.Addr
 	DNAT       netip.AddrPort
@@ -134,6 +138,9 @@ func (r Rule) String() string {
 	if r.DaddrSet != "" {
 		add("daddr @%s", r.DaddrSet)
 	}
+	if r.NumgenMod > 0 {
+		add("numgen random mod %d < 1", r.NumgenMod)
+	}
 	if r.FibSaddrLocal {
 		add("fib saddr type local")
 	}
@@ -164,13 +171,6 @@ func (r Rule) String() string {
 		} else {
 			add("daddr . meta l4proto . th dport vmap @%s", r.VMap)
 		}
-	}
-	if len(r.Numgen) > 0 {
-		s := make([]string, len(r.Numgen))
-		for i, c := range r.Numgen {
-			s[i] = fmt.Sprintf("%d : goto %s", i, c)
-		}
-		add("numgen random mod %d vmap { %s }", len(r.Numgen), strings.Join(s, ", "))
 	}
 	if r.Masquerade {
 		add("masquerade fully-random")

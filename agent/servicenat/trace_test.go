@@ -159,10 +159,9 @@ func (t *tracer) run(chain string, i int, p tracePacket, s pstate) []pstate {
 				continue
 			}
 			next = []Verdict{v}
-		case len(r.Numgen) > 0:
-			for _, c := range r.Numgen {
-				next = append(next, Goto(c))
-			}
+		case r.NumgenMod > 0:
+			// Both fates of the random draw.
+			return append(t.run(chain, i+1, p, s), t.runVerdict(chain, i, p, s, r.Verdict)...)
 		case r.DNAT.IsValid():
 			s.dnat, s.dst, s.dport = r.DNAT, r.DNAT.Addr(), r.DNAT.Port()
 			s.terminated, s.verdict = true, VerdictAccept
@@ -178,28 +177,35 @@ func (t *tracer) run(chain string, i int, p tracePacket, s pstate) []pstate {
 		}
 		var out []pstate
 		for _, v := range next {
-			switch v.Kind {
-			case VerdictJump:
-				for _, sub := range t.run(v.Chain, 0, p, s) {
-					if sub.terminated {
-						out = append(out, sub)
-					} else {
-						out = append(out, t.run(chain, i+1, p, sub)...)
-					}
-				}
-			case VerdictGoto:
-				out = append(out, t.run(v.Chain, 0, p, s)...)
-			case VerdictReturn:
-				out = append(out, s)
-			default:
-				s2 := s
-				s2.terminated, s2.verdict = true, v.Kind
-				out = append(out, s2)
-			}
+			out = append(out, t.runVerdict(chain, i, p, s, v)...)
 		}
 		return out
 	}
 	return []pstate{s}
+}
+
+// runVerdict follows verdict v of rule i of chain.
+func (t *tracer) runVerdict(chain string, i int, p tracePacket, s pstate, v Verdict) []pstate {
+	var out []pstate
+	switch v.Kind {
+	case VerdictJump:
+		for _, sub := range t.run(v.Chain, 0, p, s) {
+			if sub.terminated {
+				out = append(out, sub)
+			} else {
+				out = append(out, t.run(chain, i+1, p, sub)...)
+			}
+		}
+	case VerdictGoto:
+		out = append(out, t.run(v.Chain, 0, p, s)...)
+	case VerdictReturn:
+		out = append(out, s)
+	default:
+		s2 := s
+		s2.terminated, s2.verdict = true, v.Kind
+		out = append(out, s2)
+	}
+	return out
 }
 
 func (t *tracer) match(r Rule, p tracePacket, s pstate) bool {
