@@ -1,6 +1,7 @@
 package servicenat
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -176,6 +177,26 @@ func TestTableSettlesContestedKeys(t *testing.T) {
 		tb.Delete(ServiceKey{"ns", "a"})
 		if v := tb.Full(IPv4).Maps[MapServiceIPs][key]; !strings.Contains(v.Chain, "ns/b/") {
 			t.Errorf("after ns/a is gone %s goes to %s, want ns/b's chain", key, v)
+		}
+	}
+}
+
+func TestNodePortIPs(t *testing.T) {
+	node := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}, {Type: corev1.NodeInternalIP, Address: "2001:db8::11"},
+		{Type: corev1.NodeExternalIP, Address: "198.18.5.11"}, {Type: corev1.NodeHostName, Address: "n1"},
+	}}}
+	local := mustAddrs("127.0.0.1", "::1", "198.18.0.11", "198.18.5.11", "198.19.1.1", "2001:db8::11")
+	for _, tc := range []struct {
+		ranges []netip.Prefix
+		want   string
+	}{
+		{nil, "[198.18.0.11 2001:db8::11]"},
+		{[]netip.Prefix{netip.MustParsePrefix("198.18.0.0/16")}, "[198.18.0.11 198.18.5.11]"},
+		{[]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}, "[198.18.0.11 198.18.5.11 198.19.1.1 2001:db8::11]"},
+	} {
+		if got := fmt.Sprint(NodePortIPs(node, local, tc.ranges)); got != tc.want {
+			t.Errorf("ranges %v: %s, want %s (never loopback)", tc.ranges, got, tc.want)
 		}
 	}
 }

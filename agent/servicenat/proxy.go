@@ -445,27 +445,38 @@ func (p *Proxy) computeGlobals() (Input, error) {
 			}
 		}
 	}
-	if len(p.o.NodePortAddresses) == 0 {
+	var local []netip.Addr
+	if len(p.o.NodePortAddresses) > 0 {
+		if local, err = localAddrs(p.o.NetNSFd); err != nil {
+			return in, err
+		}
+	}
+	in.NodePortIPs = NodePortIPs(node, local, p.o.NodePortAddresses)
+	return in, nil
+}
+
+// NodePortIPs are the addresses NodePorts are served on: with no ranges
+// given (--nodeport-addresses), the Node's InternalIP addresses; else the
+// node's own addresses within the ranges. Never loopback.
+func NodePortIPs(node *corev1.Node, local []netip.Addr, ranges []netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	if len(ranges) == 0 {
 		for _, a := range node.Status.Addresses {
 			if a.Type != corev1.NodeInternalIP {
 				continue
 			}
 			if ip, err := netip.ParseAddr(a.Address); err == nil && !ip.IsLoopback() {
-				in.NodePortIPs = append(in.NodePortIPs, ip.Unmap())
+				out = append(out, ip.Unmap())
 			}
 		}
-	} else {
-		addrs, err := localAddrs(p.o.NetNSFd)
-		if err != nil {
-			return in, err
-		}
-		for _, a := range addrs {
-			if !a.IsLoopback() && inAny(a, p.o.NodePortAddresses) {
-				in.NodePortIPs = append(in.NodePortIPs, a)
-			}
+		return out
+	}
+	for _, a := range local {
+		if !a.IsLoopback() && inAny(a, ranges) {
+			out = append(out, a.Unmap())
 		}
 	}
-	return in, nil
+	return out
 }
 
 func sameGlobals(a, b Input) bool {
