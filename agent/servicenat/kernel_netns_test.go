@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // kernelIn opens ns for nftables.
@@ -69,9 +70,7 @@ func TestKernelProgramsAndReadsBack(t *testing.T) {
 // batches beyond the socket buffers must neither fail nor lose anything.
 func TestKernelLargeTable(t *testing.T) {
 	netns.SkipUnlessRoot(t)
-	if testing.Short() {
-		t.Skip("large table: skipped with -short")
-	}
+	skip.Short(t, "large table")
 	ns := netns.NewForTest(t, "wgmsn-large")
 	k := kernelIn(t, ns)
 	in := sampleInput()

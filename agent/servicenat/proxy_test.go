@@ -25,6 +25,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // TestProxyAgainstAPIServer runs the proxy against a real API server and a
@@ -35,7 +36,7 @@ import (
 func TestProxyAgainstAPIServer(t *testing.T) {
 	netns.SkipUnlessRoot(t)
 	if reason := apiserver.SkipReason(); reason != "" {
-		t.Skip(reason)
+		skip.Unless(t, reason)
 	}
 	env, cfg, err := apiserver.StartWith(apiserver.Options{ServiceCIDR: "198.18.128.0/20"})
 	if err != nil {
