@@ -47,7 +47,8 @@ func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[in
 		if o != nil {
 			ov, row.ours = val(o)
 		}
-		if k != nil && o != nil && kv > 0 {
+		// No ratio where either side measured nothing (no nft child, no sync).
+		if k != nil && o != nil && kv > 0 && ov > 0 {
 			row.ratio = fmt.Sprintf("%.2fx", ov/kv)
 			if target != nil {
 				row.target = target(ov/kv, ov)
