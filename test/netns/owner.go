@@ -59,3 +59,18 @@ func Owned(pid int) []string {
 	}
 	return out
 }
+
+// LiveOwners lists the live processes other than self that own objects
+// with an owner record (another test run, a benchmark, the demo).
+func LiveOwners(self int) []int {
+	ents, _ := os.ReadDir(OwnersDir)
+	seen := map[int]bool{}
+	var out []int
+	for _, e := range ents {
+		if pid := ownerOf(e.Name()); pid != 0 && pid != self && !seen[pid] {
+			seen[pid] = true
+			out = append(out, pid)
+		}
+	}
+	return out
+}
