@@ -38,8 +38,10 @@ const (
 	// desired table (cheap when the ruleset generation has not moved).
 	DefaultSyncPeriod = 30 * time.Second
 	// fullCheckEvery forces a real comparison every so many periods even
-	// when the generation did not move.
-	fullCheckEvery = 10
+	// when the generation did not move (hourly at the default period, as
+	// kube-proxy's full resync): at 10,000 Services reading the table back
+	// takes seconds, during which changes wait.
+	fullCheckEvery = 120
 	// EventSource is the component name on Events.
 	EventSource = "wgmesh-service-nat"
 )
@@ -291,7 +293,11 @@ func (p *Proxy) sync(periodic bool) error {
 	}
 	if !all && len(dirty) == 0 {
 		if p.k.HasStale() {
-			return p.k.FlushStale()
+			if err := p.k.FlushStale(); err != nil {
+				return err
+			}
+			// Our own write moved the generation: not drift.
+			p.recordGeneration()
 		}
 		return nil
 	}
@@ -346,9 +352,7 @@ func (p *Proxy) sync(periodic bool) error {
 		// shortly after, or with the next change, whichever comes first.
 		time.AfterFunc(time.Second, p.fire)
 	}
-	if gen, err := p.k.Generation(); err == nil {
-		p.lastGen = gen
-	}
+	p.recordGeneration()
 	p.metrics.Writes.WithLabelValues(kind).Add(float64(writes))
 	p.metrics.SyncDuration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	now := time.Now()
@@ -373,6 +377,15 @@ func (p *Proxy) sync(periodic bool) error {
 	p.synced = true
 	p.syncedMu.Unlock()
 	return nil
+}
+
+// recordGeneration remembers the ruleset generation after our own write,
+// so that the periodic check reads the kernel back only when someone else
+// changed it.
+func (p *Proxy) recordGeneration() {
+	if gen, err := p.k.Generation(); err == nil {
+		p.lastGen = gen
+	}
 }
 
 // update re-renders one Service from the listers into the table.
