@@ -354,56 +354,43 @@ func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (sent int, err erro
 const elemsPerMessage = 128
 
 func (k *Kernel) elements(c *nftables.Conn, b *batch, f Family, m string, keys []MapKey, verdicts map[MapKey]Verdict, del bool) error {
-	s := mapObj(f, m)
-	for len(keys) > 0 {
-		n := min(len(keys), elemsPerMessage)
-		els := make([]nftables.SetElement, n)
-		for i, key := range keys[:n] {
-			els[i] = nftables.SetElement{Key: encodeKey(key)}
-			if !del {
-				els[i].VerdictData = verdictExpr(verdicts[key])
-			}
+	els := make([]nftables.SetElement, len(keys))
+	for i, key := range keys {
+		els[i] = nftables.SetElement{Key: encodeKey(key)}
+		if !del {
+			els[i].VerdictData = verdictExpr(verdicts[key])
 		}
-		var err error
-		if del {
-			err = c.SetDeleteElements(s, els)
-		} else {
-			err = c.SetAddElements(s, els)
-		}
-		if err != nil {
-			return err
-		}
-		if err := b.add(1 + n/2); err != nil {
-			return err
-		}
-		keys = keys[n:]
 	}
-	return nil
+	return sendElements(c, b, mapObj(f, m), els, del, 2)
 }
 
 func (k *Kernel) setElements(c *nftables.Conn, b *batch, f Family, name string, addrs []netip.Addr, del bool) error {
-	s := setObj(f, name)
-	// In messages of at most elemsPerMessage: the element list is one
-	// netlink attribute, whose 16-bit length silently wraps beyond 64 KiB.
-	for len(addrs) > 0 {
-		n := min(len(addrs), elemsPerMessage)
-		els := make([]nftables.SetElement, n)
-		for i, a := range addrs[:n] {
-			els[i] = nftables.SetElement{Key: a.AsSlice()}
-		}
+	els := make([]nftables.SetElement, len(addrs))
+	for i, a := range addrs {
+		els[i] = nftables.SetElement{Key: a.AsSlice()}
+	}
+	return sendElements(c, b, setObj(f, name), els, del, 4)
+}
+
+// sendElements adds or deletes elements in messages of at most
+// elemsPerMessage: the element list is one netlink attribute, whose 16-bit
+// length silently wraps beyond 64 KiB. perUnit elements count one batch unit.
+func sendElements(c *nftables.Conn, b *batch, s *nftables.Set, els []nftables.SetElement, del bool, perUnit int) error {
+	for len(els) > 0 {
+		n := min(len(els), elemsPerMessage)
 		var err error
 		if del {
-			err = c.SetDeleteElements(s, els)
+			err = c.SetDeleteElements(s, els[:n])
 		} else {
-			err = c.SetAddElements(s, els)
+			err = c.SetAddElements(s, els[:n])
 		}
 		if err != nil {
 			return err
 		}
-		if err := b.add(1 + n/4); err != nil {
+		if err := b.add(1 + n/perUnit); err != nil {
 			return err
 		}
-		addrs = addrs[n:]
+		els = els[n:]
 	}
 	return nil
 }

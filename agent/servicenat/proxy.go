@@ -206,8 +206,11 @@ func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 		AddFunc: onSlice, UpdateFunc: func(_, n any) { onSlice(n) }, DeleteFunc: onSlice}); err != nil {
 		return err
 	}
+	// A Node change matters only when it changes the node-wide input
+	// (addresses, podCIDRs), which every sync recomputes: a label or a
+	// status heartbeat must not cost a full read-back of the table.
 	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { p.markAll() }, UpdateFunc: func(_, _ any) { p.markAll() }, DeleteFunc: func(any) { p.markAll() }}); err != nil {
+		AddFunc: func(any) { p.fire() }, UpdateFunc: func(_, _ any) { p.fire() }, DeleteFunc: func(any) { p.fire() }}); err != nil {
 		return err
 	}
 	for _, f := range []informers.SharedInformerFactory{all, slices, nodes} {
