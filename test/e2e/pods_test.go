@@ -256,16 +256,7 @@ func runPodNetworking(t *testing.T, tc podNetCase) {
 	if tc.dualStack {
 		filter += " and not host " + cluster.APIServerIP6
 	}
-	// "any": frames a bridge forwards between its ports never pass the
-	// bridge's own interface.
-	capUnder, err := netns.StartCapture(ctx, c.Underlay, "any", filter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	capNAT, err := netns.StartCapture(ctx, c.Router, "any", filter)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stopCapture := captureUnderlays(ctx, t, c, filter)
 	before := map[string][2]int64{}
 	for _, n := range c.Nodes {
 		rx, tx, err := wgTransfer(n)
@@ -282,14 +273,7 @@ func runPodNetworking(t *testing.T, tc podNetCase) {
 	t.Run("node-to-pod", func(t *testing.T) { nodeToPod(ctx, t, c, pods, cidrs) })
 	t.Run("large-payloads", func(t *testing.T) { largePayloads(ctx, t, c, pods) })
 
-	under, err := capUnder.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nat, err := capNAT.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
+	under, nat := stopCapture()
 	t.Run("encrypted", func(t *testing.T) {
 		checkCapture(t, "underlay", under, tc.dualStack)
 		checkCapture(t, "NAT cloud", nat, tc.dualStack)
@@ -307,6 +291,35 @@ func runPodNetworking(t *testing.T, tc podNetCase) {
 	t.Run("egress", func(t *testing.T) { egressToInternet(ctx, t, c, pods) })
 	t.Run("hostport", func(t *testing.T) { hostPortWorks(ctx, t, c) })
 	t.Run("recreate", func(t *testing.T) { recreatePod(ctx, t, c, pods, cidrs) })
+}
+
+// captureUnderlays captures, with filter, everything crossing the underlay
+// and the NAT cloud; the returned function stops both captures and returns
+// their packets.
+func captureUnderlays(ctx context.Context, t *testing.T, c *cluster.Cluster, filter string) func() (under, nat []netns.Packet) {
+	t.Helper()
+	// "any": frames a bridge forwards between its ports never pass the
+	// bridge's own interface.
+	capUnder, err := netns.StartCapture(ctx, c.Underlay, "any", filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	capNAT, err := netns.StartCapture(ctx, c.Router, "any", filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() ([]netns.Packet, []netns.Packet) {
+		t.Helper()
+		under, err := capUnder.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nat, err := capNAT.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return under, nat
+	}
 }
 
 // startCluster starts a local cluster for one test (WGM_KEEP_CLUSTER keeps

@@ -83,14 +83,7 @@ func TestServices(t *testing.T) {
 	// Encryption proof over the whole service part.
 	filter := "not arp and not icmp6 and not host " + cluster.APIServerIP + " and not host " + cluster.APIServerIP6 +
 		" and not host " + cluster.InternetIP + " and not host " + cluster.InternetIP6 + " and not host 198.18.0.200"
-	capUnder, err := netns.StartCapture(ctx, c.Underlay, "any", filter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	capNAT, err := netns.StartCapture(ctx, c.Router, "any", filter)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stopCapture := captureUnderlays(ctx, t, c, filter)
 
 	t.Run("clusterip-from-pods", func(t *testing.T) {
 		// From a pod on every node (the NAT node's included), over TCP, HTTP
@@ -290,14 +283,7 @@ func TestServices(t *testing.T) {
 	t.Run("udp-endpoint-replaced", func(t *testing.T) { udpEndpointReplaced(ctx, t, c) })
 	t.Run("external-traffic-policy-local", func(t *testing.T) { externalLocal(ctx, t, c, web) })
 
-	under, err := capUnder.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nat, err := capNAT.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
+	under, nat := stopCapture()
 	t.Run("encrypted", func(t *testing.T) {
 		checkCapture(t, "underlay", under, true)
 		checkCapture(t, "NAT cloud", nat, true)
