@@ -215,7 +215,9 @@ func DeleteLink(h *netlink.Handle, name string) error {
 		}
 		return fmt.Errorf("looking up link %s: %w", name, err)
 	}
-	if err := h.LinkDel(link); err != nil {
+	// The userspace process removes its TUN as it exits on the signal
+	// above: gone between the lookup and the delete is what was asked.
+	if err := h.LinkDel(link); err != nil && !errors.Is(err, syscall.ENODEV) {
 		return fmt.Errorf("removing link %s: %w", name, err)
 	}
 	return nil
