@@ -53,11 +53,18 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c := &Cluster{opts: opts}
+	if opts.RealNodes {
+		if err := c.checkNodeParts(); err != nil {
+			return nil, err
+		}
+	}
 	began := time.Now()
 	buildErr := make(chan error, 1)
 	go func() { // builds while the network and control plane come up
 		var err error
-		c.testnodeBin, err = buildTestnode(ctx, opts.Log)
+		if !opts.RealNodes {
+			c.testnodeBin, err = buildTestnode(ctx, opts.Log)
+		}
 		buildErr <- err
 	}()
 	if c.run, err = acquireRun(ctx, opts.LockWait, c.logf); err != nil {
@@ -121,6 +128,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if opts.RealNodes {
+		if err := c.installRealNodes(ctx); err != nil {
+			return nil, err
+		}
+	}
 	// Pods can be created once the service-account controller made "default" (as kind
 	// waits for it too).
 	err = waitUntil(ctx, 60*time.Second, "service account default/default", c.cp.kcm, func() bool {
@@ -131,6 +143,28 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	c.logf("%d nodes ready (%s)", len(c.Nodes), time.Since(began).Round(time.Millisecond))
 	return c, nil
+}
+
+// installRealNodes installs wgmesh with helm on the registered real nodes, waits for them
+// to become Ready (the agents wrote the CNI configuration) and starts CoreDNS on the
+// pod network.
+func (c *Cluster) installRealNodes(ctx context.Context) error {
+	began := time.Now()
+	if err := c.HelmInstall(ctx); err != nil {
+		return err
+	}
+	if err := c.newClient(); err != nil { // discovery again: the CRD came with the chart
+		return err
+	}
+	if err := c.waitNodesReady(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	c.logf("wgmesh installed with helm, %d nodes Ready (%s)", len(c.Nodes), time.Since(began).Round(time.Millisecond))
+	if err := c.startCoreDNS(ctx); err != nil {
+		return err
+	}
+	c.logf("CoreDNS ready (%s)", time.Since(began).Round(time.Millisecond))
+	return nil
 }
 
 // AddNode adds a node; natted puts it in the second cloud.

@@ -27,6 +27,7 @@ import (
 // controlPlane holds the control-plane processes and credentials.
 type controlPlane struct {
 	etcd, apiserver, kcm, operator *process
+	scheduler                      *process
 	pki                            *pki
 	saKey, saPub                   string
 	etcdURL                        string
@@ -83,6 +84,9 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"admin":                   {"wgmesh-admin", "system:masters"},
 		"kube-controller-manager": {"system:kube-controller-manager", ""},
 		"operator":                {"wgmesh-operator", "system:masters"},
+		"kube-scheduler":          {"system:kube-scheduler", ""},
+		// The API server's identity towards kubelets (exec, logs, port-forward).
+		"apiserver-kubelet-client": {"kube-apiserver-kubelet-client", "system:masters"},
 	}
 	for name, id := range kubeconfigs {
 		var orgs []string
@@ -107,6 +111,13 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	}
 	if err := c.newClient(); err != nil {
 		return err
+	}
+	if c.opts.RealNodes {
+		// helm install brings the CRDs and the operator.
+		if err := c.startControllerManager(ctx); err != nil {
+			return err
+		}
+		return c.startScheduler(ctx)
 	}
 	if err := c.applyCRDs(ctx); err != nil {
 		return err
@@ -160,6 +171,19 @@ func (c *Cluster) startAPIServer(ctx context.Context, cert, key string) error {
 	}
 	certDir := filepath.Join(c.WorkDir, "apiserver")
 	os.MkdirAll(certDir, 0o700)
+	authz := "RBAC"
+	var extra []string
+	if c.opts.RealNodes {
+		// Real kubelets: the Node authorizer and NodeRestriction limit each to its own
+		// Node and pods, as in a production cluster; the API server reaches kubelets by
+		// InternalIP (their names resolve nowhere) with its own client certificate.
+		authz = "Node,RBAC"
+		extra = append(extra,
+			"--enable-admission-plugins=NodeRestriction",
+			"--kubelet-preferred-address-types=InternalIP",
+			"--kubelet-client-certificate="+filepath.Join(c.WorkDir, "pki", "apiserver-kubelet-client.crt"),
+			"--kubelet-client-key="+filepath.Join(c.WorkDir, "pki", "apiserver-kubelet-client.key"))
+	}
 	cmd := exec.Command(bin,
 		"--etcd-servers="+c.cp.etcdURL,
 		"--bind-address="+APIServerIP, "--advertise-address="+APIServerIP,
@@ -167,7 +191,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, cert, key string) error {
 		"--tls-cert-file="+cert, "--tls-private-key-file="+key,
 		"--client-ca-file="+c.cp.pki.CAFile,
 		// RBAC, not AlwaysAllow: AlwaysAllow turns anonymous auth off and everything 401s.
-		"--authorization-mode=RBAC",
+		"--authorization-mode="+authz,
 		"--service-cluster-ip-range="+svc,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+c.cp.saPub,
@@ -175,6 +199,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, cert, key string) error {
 		"--allow-privileged=true", "--profiling=false",
 		"--enable-priority-and-fairness=false",
 		"--v=1")
+	cmd.Args = append(cmd.Args, extra...)
 	if c.cp.apiserver, err = c.startProcess("kube-apiserver", cmd, filepath.Join(c.WorkDir, "logs", "kube-apiserver.log")); err != nil {
 		return err
 	}
@@ -279,10 +304,16 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Not nodeipam: pod CIDRs are the operator's job.
+	controllers := "endpointslice,garbagecollector,namespace,serviceaccount,serviceaccount-token"
+	if c.opts.RealNodes {
+		// Everything a real cluster runs (workloads, node lifecycle taints, the root CA
+		// ConfigMap e2e waits for), still without node IPAM.
+		controllers = "*,-nodeipam"
+	}
 	cmd := exec.Command(bin,
 		"--kubeconfig="+filepath.Join(c.WorkDir, "kube-controller-manager.kubeconfig"),
-		// Not nodeipam: pod CIDRs are the operator's job.
-		"--controllers=endpointslice,garbagecollector,namespace,serviceaccount,serviceaccount-token",
+		"--controllers="+controllers,
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file="+c.cp.saKey,
 		"--root-ca-file="+c.cp.pki.CAFile,
@@ -339,7 +370,7 @@ func (c *Cluster) StopOperator() {
 // server, then etcd (etcd first makes the API server's shutdown hang).
 func (c *Cluster) stopControlPlane() {
 	c.StopOperator()
-	for _, p := range []*process{c.cp.kcm, c.cp.apiserver, c.cp.etcd} {
+	for _, p := range []*process{c.cp.scheduler, c.cp.kcm, c.cp.apiserver, c.cp.etcd} {
 		p.stop(syscall.SIGTERM, 15*time.Second)
 	}
 }

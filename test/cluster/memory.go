@@ -39,7 +39,7 @@ func rss(pid int) int64 {
 // Memory measures the resident memory of the control plane and of each node now.
 func (c *Cluster) Memory() Memory {
 	m := Memory{ControlPlane: map[string]int64{}, Nodes: map[string]int64{}, NodeProcesses: map[string]map[string]int64{}}
-	for _, p := range []*process{c.cp.etcd, c.cp.apiserver, c.cp.kcm, c.cp.operator} {
+	for _, p := range []*process{c.cp.etcd, c.cp.apiserver, c.cp.kcm, c.cp.scheduler, c.cp.operator} {
 		if p != nil && p.running() {
 			m.ControlPlane[p.name] = rss(p.pid())
 		}
@@ -49,6 +49,10 @@ func (c *Cluster) Memory() Memory {
 	c.mu.Unlock()
 	for _, n := range nodes {
 		pids, _ := n.Machine.PIDs()
+		if n.real != nil {
+			// Pods outside the node's namespaces are found through the node's cgroups.
+			pids = uniquePIDs(append(pids, n.real.pids()...))
+		}
 		per := map[string]int64{}
 		for _, pid := range pids {
 			r := rss(pid)
@@ -106,4 +110,16 @@ func (m Memory) String() string {
 	}
 	fmt.Fprintf(&b, "\ntotal: %s", mib(total))
 	return b.String()
+}
+
+func uniquePIDs(pids []int) []int {
+	seen := map[int]bool{}
+	out := pids[:0]
+	for _, p := range pids {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -43,6 +43,7 @@ type Node struct {
 	mu      sync.Mutex
 	agent   *process
 	runtime *process
+	real    *realNode // real nodes: containerd and kubelet
 }
 
 func (c *Cluster) newNode(ctx context.Context, name string, natted bool) (*Node, error) {
@@ -69,7 +70,16 @@ func (c *Cluster) newNode(ctx context.Context, name string, natted bool) (*Node,
 	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	m, err := netns.NewMachine(ctx, netns.MachineOptions{Name: name, StateDir: filepath.Join(n.Dir, "root"), Private: PrivateDirs})
+	mo := netns.MachineOptions{Name: name, StateDir: filepath.Join(n.Dir, "root"), Private: PrivateDirs}
+	if c.opts.RealNodes {
+		mo.Private = append(append([]string(nil), PrivateDirs...), realPrivateDirs...)
+		setup, err := machineSetup()
+		if err != nil {
+			return nil, err
+		}
+		mo.Setup = setup
+	}
+	m, err := netns.NewMachine(ctx, mo)
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +89,12 @@ func (c *Cluster) newNode(ctx context.Context, name string, natted bool) (*Node,
 	}
 	if err := n.writeKubeconfig(); err != nil {
 		return n, err
+	}
+	if c.opts.RealNodes {
+		if err := n.startRealNode(ctx); err != nil {
+			return n, err
+		}
+		return n, n.waitRegistered(ctx)
 	}
 	if err := n.StartRuntime(ctx); err != nil {
 		return n, err
@@ -129,8 +145,14 @@ func (n *Node) setupLinks() error {
 }
 
 func (n *Node) writeKubeconfig() error {
-	// Node identities are admins for now: the product's RBAC roles live in the chart.
-	cf, kf, err := n.c.cp.pki.issue("node-"+n.Name, "system:node:"+n.Name, []string{"system:nodes", "system:masters"}, nil, nil, false)
+	// Simulated nodes' identities are admins (their agents run with it); a real node's
+	// kubelet is only system:node:<name>, held to its own objects by the Node authorizer
+	// and NodeRestriction, and the agents use the chart's ServiceAccounts.
+	orgs := []string{"system:nodes", "system:masters"}
+	if n.c.opts.RealNodes {
+		orgs = []string{"system:nodes"}
+	}
+	cf, kf, err := n.c.cp.pki.issue("node-"+n.Name, "system:node:"+n.Name, orgs, nil, nil, false)
 	if err != nil {
 		return err
 	}
@@ -188,14 +210,22 @@ func (n *Node) StopRuntime() {
 	}
 }
 
+// waitRegistered waits for the Node object; simulated nodes are Ready at once, real ones
+// only once wgmesh wrote the CNI configuration, so for them registration is enough.
 func (n *Node) waitRegistered(ctx context.Context) error {
 	n.mu.Lock()
 	rt := n.runtime
+	if n.real != nil {
+		rt = n.real.kubelet
+	}
 	n.mu.Unlock()
-	return waitUntil(ctx, 60*time.Second, "Node "+n.Name+" to be registered and Ready", rt, func() bool {
+	return waitUntil(ctx, 90*time.Second, "Node "+n.Name+" to be registered and Ready", rt, func() bool {
 		node := &corev1.Node{}
 		if err := n.c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
 			return false
+		}
+		if n.real != nil {
+			return true
 		}
 		for _, cond := range node.Status.Conditions {
 			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
@@ -285,10 +315,14 @@ func (n *Node) destroy() error {
 	if agent != nil {
 		agent.stop(syscall.SIGTERM, 10*time.Second)
 	}
-	if n.Machine == nil {
-		return nil
+	var err error
+	if n.real != nil {
+		err = n.stopRealNode()
 	}
-	err := n.Machine.Close()
+	if n.Machine == nil {
+		return err
+	}
+	err = errors.Join(err, n.Machine.Close())
 	for _, p := range []*process{agent, rt} {
 		if p != nil {
 			n.c.run.forgetProc(p.pid())

@@ -35,6 +35,21 @@ type Options struct {
 	NoOperator bool
 	// AgentArgs are appended to every agent's flags.
 	AgentArgs []string
+	// RealNodes runs the real kubelet and containerd in every node (REAL-NODES.md)
+	// instead of the node runtime and the agent processes, adds kube-scheduler and the
+	// controllers real nodes need, and installs wgmesh with `helm install` from
+	// charts/wgmesh and the image from `make image`: the operator and agents run as pods
+	// with the chart's ServiceAccounts and RBAC. CoreDNS serves cluster DNS.
+	RealNodes bool
+	// NodeParts holds kubelet, kube-scheduler, containerd, containerd-shim-runc-v2, ctr
+	// and images/*.tar (default $WGMESH_NODE_PARTS; hack/node-parts.sh builds it).
+	NodeParts string
+	// Image is wgmesh's OCI archive (default $WGMESH_IMAGE; make image builds it).
+	Image string
+	// Helm is the helm binary (default $WGMESH_HELM; hack/helm.sh builds it).
+	Helm string
+	// HelmValues are extra `--set` values of the real-node install.
+	HelmValues []string
 	// LockWait is how long Start waits for another local cluster on this machine to stop
 	// (only one runs at a time: they share addresses). Default 20 minutes; negative: fail
 	// at once.
@@ -74,6 +89,15 @@ func (o *Options) defaults() error {
 	}
 	if o.Assets == "" {
 		return fmt.Errorf("options: Assets is empty and KUBEBUILDER_ASSETS is unset: run hack/control-plane.sh and export KUBEBUILDER_ASSETS=$(hack/control-plane.sh --dir)")
+	}
+	if o.NodeParts == "" {
+		o.NodeParts = os.Getenv("WGMESH_NODE_PARTS")
+	}
+	if o.Image == "" {
+		o.Image = os.Getenv("WGMESH_IMAGE")
+	}
+	if o.Helm == "" {
+		o.Helm = os.Getenv("WGMESH_HELM")
 	}
 	if o.LockWait == 0 {
 		o.LockWait = 20 * time.Minute

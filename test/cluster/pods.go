@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/test/noderuntime"
@@ -19,6 +20,10 @@ import (
 // WorkloadImage is the image name pods use; the node runtime runs its built-in workload
 // whatever the image says.
 const WorkloadImage = "wgmesh.io/test-workload:builtin"
+
+// AgnhostImage is what pods run on real nodes (imported by hack/node-parts.sh, the name the
+// upstream e2e suite uses).
+const AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 
 // DefaultWorkloadPort is the port the workload serves when a pod declares none.
 const DefaultWorkloadPort = 8080
@@ -65,6 +70,18 @@ func (c *Cluster) CreatePodWith(ctx context.Context, o PodOptions) (*corev1.Pod,
 			NodeName:   o.Node.Name,
 			Containers: []corev1.Container{{Name: "workload", Image: WorkloadImage, Ports: ports}},
 		},
+	}
+	if c.opts.RealNodes {
+		// The real scheduler places it (on that node); agnhost netexec answers the same
+		// requests as the built-in workload, over HTTP and UDP on the first port.
+		pod.Spec.NodeName = ""
+		pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": o.Node.Name}
+		pod.Spec.TerminationGracePeriodSeconds = new(int64)
+		ctr := &pod.Spec.Containers[0]
+		ctr.Image, ctr.ImagePullPolicy = AgnhostImage, corev1.PullIfNotPresent
+		ctr.Args = []string{"netexec", fmt.Sprintf("--http-port=%d", o.Ports[0]), fmt.Sprintf("--udp-port=%d", o.Ports[0])}
+		ctr.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/hostname", Port: intstr.FromInt32(o.Ports[0])}}, PeriodSeconds: 1}
 	}
 	if err := c.Client.Create(ctx, pod); err != nil {
 		return nil, fmt.Errorf("create pod %s/%s on %s: %w", o.Namespace, o.Name, o.Node.Name, err)

@@ -114,7 +114,13 @@ func cleanupPreviousRun() error {
 		}
 	}
 	os.Remove(statePath())
-	return netns.CleanupLeftovers()
+	// Real nodes' pod processes are in neither a node's network nor its mount namespace:
+	// their cgroups find them.
+	var errs []error
+	for _, root := range leftoverCgroupRoots() {
+		errs = append(errs, removeCgroupRoot(root))
+	}
+	return errors.Join(append(errs, netns.CleanupLeftovers())...)
 }
 
 func (l *runLock) save() error {

@@ -25,6 +25,9 @@ type MachineOptions struct {
 	// Private lists absolute directories that the machine sees as its own (for example
 	// /var/run/wireguard). Each is backed by StateDir/<path with '/' as '_'>.
 	Private []string
+	// Setup is shell run last inside the new mount namespace (sh -e), for example the
+	// cgroup mounts and the shared propagation a real kubelet needs.
+	Setup string
 }
 
 // Machine is a network namespace plus a persistent private mount namespace: processes
@@ -113,6 +116,7 @@ func (m *Machine) setup(ctx context.Context, o MachineOptions) error {
 		m.backing[filepath.Clean(p)] = hostDir
 		fmt.Fprintf(&script, "mount --bind %q %q\n", hostDir, real)
 	}
+	script.WriteString(o.Setup)
 	cmd := m.NS.Command(ctx, "unshare", "--mount="+m.mntPath, "--propagation=private", "--", "/bin/sh", "-e", "-c", script.String())
 	if _, err := run(cmd, m.NS.String()); err != nil {
 		return err
