@@ -26,6 +26,10 @@ type Options struct {
 	ConfDir   string // --cni-conf-dir
 	BinDir    string // --cni-bin-dir
 	BinSource string // --cni-bin-source; empty = do not install plugins
+	// PluginRecord is the file naming the plugins the agent created in
+	// BinDir (in its state directory), so that Cleanup removes those and no
+	// others; see PluginInstaller.Record.
+	PluginRecord string
 	// PortMapBackend overrides detection ("nftables" or "iptables").
 	PortMapBackend string
 	// IPAMDataDir is host-local's dataDir; empty = the plugin's default /var/lib/cni/networks.
@@ -59,7 +63,7 @@ func New(opts Options) *Manager {
 	return &Manager{
 		opts:    opts,
 		conf:    ConfigFile{Dir: opts.ConfDir, Name: cniconf.ConfFileName},
-		plugins: &PluginInstaller{SourceDir: opts.BinSource, BinDir: opts.BinDir},
+		plugins: &PluginInstaller{SourceDir: opts.BinSource, BinDir: opts.BinDir, Record: opts.PluginRecord},
 	}
 }
 
@@ -127,8 +131,10 @@ func (m *Manager) Apply(_ context.Context, st State) error {
 	return nil
 }
 
-// Cleanup removes the agent's conflist (and nothing else). Plugin binaries
-// stay: they are the standard plugins that other networks may use too.
+// Cleanup removes the agent's conflist, then the plugin binaries it
+// created (PluginInstaller.Remove: those absent before it installed them,
+// and wgmesh-guard, while they still hold what it installed). Plugins the
+// node had before wgmesh, and every other file, stay.
 func (m *Manager) Cleanup(_ context.Context) error {
 	removed, err := m.conf.Remove()
 	if err != nil {
@@ -140,7 +146,17 @@ func (m *Manager) Cleanup(_ context.Context) error {
 		m.opts.Metrics.ConfigRemovals.Inc()
 		m.opts.Log.Info("removed CNI config on cleanup", "path", m.conf.Path())
 	}
-	return nil
+	if m.opts.BinSource == "" {
+		return nil
+	}
+	plugins, err := m.plugins.Remove()
+	if len(plugins) > 0 {
+		m.opts.Log.Info("removed the CNI plugins wgmesh installed", "plugins", plugins, "binDir", m.opts.BinDir)
+	}
+	if err != nil {
+		m.opts.Metrics.Errors.WithLabelValues("remove").Inc()
+	}
+	return err
 }
 
 func (m *Manager) portMapBackend() string {

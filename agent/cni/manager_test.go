@@ -28,12 +28,13 @@ func newTestManager(t *testing.T) (*Manager, string, *[]recorded) {
 	}
 	var events []recorded
 	m := New(Options{
-		ConfDir:   filepath.Join(root, "etc/cni/net.d"),
-		BinDir:    filepath.Join(root, "opt/cni/bin"),
-		BinSource: src,
-		LookPath:  func(string) (string, error) { return "", errors.New("no nft") },
-		Log:       logr.Discard(),
-		Events:    func(typ, reason, msg string) { events = append(events, recorded{typ, reason, msg}) },
+		ConfDir:      filepath.Join(root, "etc/cni/net.d"),
+		BinDir:       filepath.Join(root, "opt/cni/bin"),
+		BinSource:    src,
+		PluginRecord: filepath.Join(root, "var/lib/wgmesh/cni-plugins"),
+		LookPath:     func(string) (string, error) { return "", errors.New("no nft") },
+		Log:          logr.Discard(),
+		Events:       func(typ, reason, msg string) { events = append(events, recorded{typ, reason, msg}) },
 	})
 	return m, root, &events
 }
@@ -212,6 +213,10 @@ func TestApplyLifecycle(t *testing.T) {
 		t.Error("cleanup left the conflist")
 	}
 	checkOthers()
+	// The plugins it installed into an empty bin dir go too.
+	if entries, err := os.ReadDir(filepath.Join(root, "opt/cni/bin")); err != nil || len(entries) != 0 {
+		t.Errorf("cleanup left in the bin dir: %v %v", entries, err)
+	}
 	if got := testutil.ToFloat64(m.opts.Metrics.ConfigRemovals); got != 2 {
 		t.Errorf("removals = %v, want 2", got)
 	}

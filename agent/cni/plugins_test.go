@@ -122,3 +122,68 @@ func TestWriteFileAtomicReaders(t *testing.T) {
 		t.Fatal(bad)
 	}
 }
+
+// TestPluginRemoveOnlyWhatItCreated: Remove (helm uninstall) deletes the
+// plugins the installer created, across agent restarts (the record lives in
+// the state directory), and wgmesh-guard; a plugin the node had before
+// wgmesh, one replaced since, and every other file stay.
+func TestPluginRemoveOnlyWhatItCreated(t *testing.T) {
+	root := t.TempDir()
+	src, dst := filepath.Join(root, "src"), filepath.Join(root, "bin")
+	record := filepath.Join(root, "state", "cni-plugins")
+	for _, p := range StandardPlugins {
+		writeFile(t, filepath.Join(src, p), "v1 "+p, 0o755)
+	}
+	// The node's own bridge (a distribution package, older) and an
+	// unrelated plugin were there before wgmesh.
+	writeFile(t, filepath.Join(dst, "bridge"), "distro bridge", 0o755)
+	writeFile(t, filepath.Join(dst, "other-plugin"), "someone else's", 0o755)
+
+	first := &PluginInstaller{SourceDir: src, BinDir: dst, Record: record}
+	if _, err := first.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(record); string(b) != "host-local\nloopback\nportmap\nwgmesh-guard\n" {
+		t.Errorf("record = %q, want the four plugins that were absent", b)
+	}
+	// An upgrade: the agent restarts with a newer image; everything is in
+	// place or rewritten in place, and the record is unchanged.
+	writeFile(t, filepath.Join(src, "portmap"), "v2 portmap", 0o755)
+	second := &PluginInstaller{SourceDir: src, BinDir: dst, Record: record}
+	if got, err := second.Ensure(); err != nil || strings.Join(got, ",") != "portmap" {
+		t.Fatalf("after the restart Ensure installed %v (%v), want portmap", got, err)
+	}
+	if b, _ := os.ReadFile(record); string(b) != "host-local\nloopback\nportmap\nwgmesh-guard\n" {
+		t.Errorf("record after the restart = %q", b)
+	}
+	// Someone replaced loopback since: it is theirs now.
+	writeFile(t, filepath.Join(dst, "loopback"), "their loopback", 0o755)
+
+	removed, err := second.Remove()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(removed, ",") != "wgmesh-guard,host-local,portmap" {
+		t.Errorf("removed %v, want wgmesh-guard,host-local,portmap", removed)
+	}
+	entries, _ := os.ReadDir(dst)
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	// bridge was overwritten by the install (as before this change); it
+	// stays because it was not wgmesh's to begin with.
+	if strings.Join(left, ",") != "bridge,loopback,other-plugin" {
+		t.Errorf("left in the bin dir: %v, want bridge,loopback,other-plugin", left)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "loopback")); string(b) != "their loopback" {
+		t.Errorf("loopback = %q", b)
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("record left after Remove: %v", err)
+	}
+	// Idempotent.
+	if removed, err := second.Remove(); err != nil || len(removed) != 0 {
+		t.Errorf("second Remove: %v %v", removed, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -13,6 +14,10 @@ import (
 	agentcni "github.com/wgmesh/wgmesh/agent/cni"
 	"github.com/wgmesh/wgmesh/agent/egress"
 )
+
+// cniPluginRecord, in --state-dir, names the CNI plugins the agent created in
+// --cni-bin-dir: the ones its cleanup removes.
+const cniPluginRecord = "cni-plugins"
 
 // dataplaneFlags are the flags only node data plane components use.
 type dataplaneFlags struct {
@@ -33,7 +38,7 @@ func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.
 	return []agent.NodeDataplane{
 		egressDataplane{events: egressEvents, m: eg},
 		cniDataplane{events: cniEvents, guard: eg.GuardErr, m: agentcni.New(agentcni.Options{
-			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource,
+			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource, PluginRecord: filepath.Join(o.StateDir, cniPluginRecord),
 			Log: log.WithName("cni"), Metrics: agentcni.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
 	}
