@@ -58,9 +58,12 @@ type Agent struct {
 	metrics *Metrics
 	client  client.Client
 	reader  client.Reader
-	events  recorder.EventRecorder
-	trigger *trigger
-	ready   atomic.Bool
+	// apiReader reads from the API server, not the cache (the agent's own
+	// DaemonSet, the Node as the agent stops).
+	apiReader client.Reader
+	events    recorder.EventRecorder
+	trigger   *trigger
+	ready     atomic.Bool
 	// readyErr says why the agent is not ready (for /readyz).
 	readyErr atomic.Value
 	// reported remembers which problems were already announced (Events,
@@ -103,8 +106,10 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// Run runs the agent until ctx ends; then, with --cleanup-on-exit, it
-// removes what it created.
+// Run runs the agent until ctx ends. Then it removes what it created from
+// the node when it is being uninstalled (its DaemonSet is gone or being
+// deleted) or with --cleanup-on-exit, and leaves the data plane up
+// otherwise (see exitCleanup).
 func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme:                 Scheme(),
@@ -122,6 +127,7 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	}
 	a.client = mgr.GetClient()
 	a.reader = mgr.GetCache()
+	a.apiReader = mgr.GetAPIReader()
 	a.events = mgr.GetEventRecorder(FieldManager)
 	a.metrics = NewMetrics(metrics.Registry)
 	if a.nodes, err = newNodeDirectory(cfg, a.trigger.fire); err != nil {
@@ -170,12 +176,20 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 		}
 	}
 	runErr := mgr.Start(ctx)
-	if a.o.CleanupOnExit {
-		if err := a.cleanup(); err != nil {
-			a.log.Error(err, "cleanup on exit")
-			runErr = errors.Join(runErr, err)
-		}
+	clean, why := exitCleanup(context.Background(), a.o, a.apiReader)
+	if !clean {
+		a.log.Info("stopping; the data plane stays", "reason", why)
+		return runErr
 	}
+	a.log.Info("stopping; removing wgmesh from the node", "reason", why)
+	a.nodeEvent(corev1.EventTypeNormal, ReasonUninstalling, fmt.Sprintf("%s: removing wgmesh from node %s (link %s, routes, bridge %s, nftables table %s, CNI config and plugins, annotations)",
+		why, a.o.NodeName, a.o.LinkName, a.o.BridgeName, "wgmesh"))
+	if err := a.cleanup(); err != nil {
+		a.log.Error(err, "removing wgmesh from the node", "reason", why)
+		a.nodeEvent(corev1.EventTypeWarning, ReasonUninstallFailed, fmt.Sprintf("%s, but removing wgmesh from node %s failed: %v", why, a.o.NodeName, err))
+		return errors.Join(runErr, err)
+	}
+	a.nodeEvent(corev1.EventTypeNormal, ReasonUninstalled, fmt.Sprintf("removed wgmesh from node %s (%s)", a.o.NodeName, why))
 	return runErr
 }
 
@@ -230,6 +244,13 @@ func (t *trigger) fire() {
 	}
 }
 
+// cleanup removes wgmesh from the node, the one way for an uninstall and for
+// --cleanup-on-exit: every NodeDataplane's part (the leak guard and egress
+// chains, the CNI conflist and the plugins the agent installed), the service
+// NAT (with the last of them, nftables table wgmesh in both families), the
+// routes, the bridge and the WireGuard link, and this node's annotations
+// (the operator then deletes the node's MeshPeer). The private key stays in
+// the state directory.
 func (a *Agent) cleanup() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -250,7 +271,7 @@ func (a *Agent) cleanup() error {
 	if err := withdrawAnnotations(ctx, a.client, a.o.NodeName); err != nil {
 		errs = append(errs, err)
 	}
-	a.log.Info("cleaned up on exit", "link", a.o.LinkName, "bridge", a.o.BridgeName, "errors", len(errs))
+	a.log.Info("removed wgmesh from the node", "link", a.o.LinkName, "bridge", a.o.BridgeName, "errors", len(errs))
 	return errors.Join(errs...)
 }
 

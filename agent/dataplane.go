@@ -44,6 +44,7 @@ type NodeDataplane interface {
 	// Name identifies the component in logs, metrics and events.
 	Name() string
 	Apply(ctx context.Context, st NodeState) error
-	// Cleanup undoes what Apply did; called only with --cleanup-on-exit.
+	// Cleanup undoes what Apply did; called only when the agent removes
+	// wgmesh from the node (uninstall, --cleanup-on-exit).
 	Cleanup(ctx context.Context) error
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
 	"github.com/wgmesh/wgmesh/agent/wireguard"
@@ -37,7 +38,14 @@ type Options struct {
 	ClusterCIDRs        []netip.Prefix
 	ServiceCIDRs        []netip.Prefix
 	StateDir            string
-	CleanupOnExit       bool
+	// CleanupOnExit: remove wgmesh from the node whenever the agent stops
+	// (--cleanup-on-exit).
+	CleanupOnExit bool
+	// DaemonSet is the agent's own DaemonSet (--daemonset-name in
+	// --namespace): when the agent stops and it is gone or being deleted
+	// (helm uninstall), the agent removes wgmesh from the node as
+	// CleanupOnExit does. Empty: only CleanupOnExit removes it.
+	DaemonSet types.NamespacedName
 	// UserspaceSidecar: userspace WireGuard runs in its own container
 	// (--userspace-wireguard-sidecar); the agent only waits for it.
 	UserspaceSidecar bool
@@ -61,7 +69,8 @@ type ServiceProxy interface {
 	Run(ctx context.Context, cfg *rest.Config) error
 	// Synced is nil once the first sync is done and the last one worked.
 	Synced() error
-	// Delete removes the service NAT from the kernel (--cleanup-on-exit).
+	// Delete removes the service NAT from the kernel (uninstall,
+	// --cleanup-on-exit).
 	Delete() error
 }
 

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -38,6 +39,7 @@ func run() int {
 		clusterCIDRs, serviceCIDRs string
 		cniBinSource, cniConfDir   string
 		cniBinDir                  string
+		dsName, dsNamespace        string
 		sp                         serviceProxyFlags
 	)
 	sp.bind(flag.CommandLine)
@@ -55,8 +57,10 @@ func run() int {
 	flag.StringVar(&cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory.")
 	flag.StringVar(&cniBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory.")
 	flag.StringVar(&o.StateDir, "state-dir", agent.DefaultStateDir, "Directory for the private key and the userspace WireGuard log.")
-	flag.BoolVar(&o.UserspaceSidecar, "userspace-wireguard-sidecar", false, "Userspace WireGuard runs in its own container (the chart's userspace-wireguard): only wait for its link and socket, never start or delete one.")
-	flag.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "On exit remove the link, routes and this node's annotations (default: the data plane stays).")
+	flag.BoolVar(&o.UserspaceSidecar, "userspace-wireguard-sidecar", false, "Userspace WireGuard runs in a process another pod owns (the chart's <release>-wireguard DaemonSet): only wait for its link and socket, never start or replace one.")
+	flag.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "On every exit remove wgmesh from the node: link, routes, bridge, nftables table wgmesh, the CNI config and the plugins the agent installed, this node's annotations (default: the data plane stays across restarts; see --daemonset-name).")
+	flag.StringVar(&dsName, "daemonset-name", "", "The agent's own DaemonSet, in --namespace: when the agent stops and the DaemonSet is gone or being deleted (helm uninstall), it removes wgmesh from the node as --cleanup-on-exit does; otherwise (a restart, an upgrade) the data plane stays. Empty: only --cleanup-on-exit removes it.")
+	flag.StringVar(&dsNamespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of --daemonset-name (default $POD_NAMESPACE).")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -84,6 +88,13 @@ func run() int {
 	}
 	if err := wgv1.CheckRange("--mtu", o.MTU, mtu.Minimum, 65535); o.MTU != 0 && err != nil {
 		return fail(fmt.Errorf("%w (or 0: the underlay MTU minus 80)", err))
+	}
+
+	if dsName != "" {
+		if dsNamespace == "" {
+			return fail(fmt.Errorf("--daemonset-name=%s: no namespace; set --namespace or $POD_NAMESPACE (the downward API's metadata.namespace)", dsName))
+		}
+		o.DaemonSet = types.NamespacedName{Namespace: dsNamespace, Name: dsName}
 	}
 
 	o.LinkName, o.BridgeName = agent.DefaultLinkName, agent.DefaultBridgeName

@@ -126,10 +126,15 @@ var valueOfFlag = map[string]map[string]string{
 	},
 }
 
-// notAValue are flags the chart deliberately leaves out: in-cluster config,
-// $NODE_NAME from the downward API, and logging (extraArgs).
+// notAValue are flags the chart deliberately leaves out or sets itself:
+// in-cluster config, $NODE_NAME and $POD_NAMESPACE from the downward API,
+// the chart's own object names (--daemonset-name), and logging (extraArgs).
 func notAValue(flag string) bool {
-	return flag == "kubeconfig" || flag == "node-name" || strings.HasPrefix(flag, "zap-")
+	switch flag {
+	case "kubeconfig", "node-name", "namespace", "daemonset-name":
+		return true
+	}
+	return strings.HasPrefix(flag, "zap-")
 }
 
 // TestChartCoversFlagsWithTheirDefaults: every flag of each binary is a chart
