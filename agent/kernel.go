@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -29,6 +30,10 @@ type KernelOptions struct {
 	MTU        int // configured; 0 = underlay - 80
 	// Netlink is bound to the node's network namespace; nil = the caller's.
 	Netlink *netlink.Handle
+	// Namespace is that same namespace when it is not the caller's: the WireGuard
+	// client is opened there (kernel WireGuard's generic netlink socket belongs to the
+	// namespace it is opened in). nil = the caller's.
+	Namespace *vnetns.NsHandle
 	// StartUserspace overrides how the userspace WireGuard process starts.
 	StartUserspace wireguard.StartFunc
 	UserspaceLog   string
@@ -187,7 +192,7 @@ func (k *Kernel) ensureLink(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wg, err := wireguard.Open(k.o.LinkName)
+	wg, err := wireguard.Open(k.o.LinkName, k.o.Namespace)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func benchDevice(b *testing.B) *Client {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c, err := Open(name)
+	c, err := Open(name, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

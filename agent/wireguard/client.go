@@ -2,7 +2,9 @@ package wireguard
 
 import (
 	"fmt"
+	"runtime"
 
+	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -32,13 +34,50 @@ type Client struct {
 	wg   *wgctrl.Client
 }
 
-// Open returns a client for link name.
-func Open(name string) (*Client, error) {
-	wg, err := wgctrl.New()
+// Open returns a client for link name in network namespace ns (nil: the caller's).
+// Kernel WireGuard is configured over generic netlink, whose socket belongs to the
+// namespace it was opened in: opened anywhere else, a kernel link is "file does not
+// exist". (Userspace WireGuard answers on a UAPI socket in the mount namespace, wherever
+// the client was opened.)
+func Open(name string, ns *netns.NsHandle) (*Client, error) {
+	var wg *wgctrl.Client
+	err := inNamespace(ns, func() error {
+		var err error
+		wg, err = wgctrl.New()
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("opening wgctrl: %w", err)
+		return nil, fmt.Errorf("opening wgctrl for %s: %w", name, err)
 	}
 	return &Client{name: name, wg: wg}, nil
+}
+
+// inNamespace runs fn on an OS thread that has joined ns (nil: fn runs as it is). The
+// thread goes back to its namespace afterwards, or, if it cannot, dies with its goroutine.
+func inNamespace(ns *netns.NsHandle, fn func() error) error {
+	if ns == nil {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("reading the thread's network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(*ns); err != nil {
+			errc <- fmt.Errorf("entering network namespace %s: %w", ns, err)
+			return
+		}
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }
 
 // Close releases the client.
