@@ -22,20 +22,23 @@ import (
 	"github.com/wgmesh/wgmesh/agent/routes"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
 // node is one network namespace with a Kernel configured for it.
 type testNode struct {
 	ns     *netns.NS
+	nsh    vnetns.NsHandle
 	h      *netlink.Handle
 	kernel *Kernel
+	mode   wireguard.Mode
 	link   string
 	bridge string
 	key    wgtypes.Key
 }
 
-// newTestNode makes a namespace with an underlay interface (a veth to peer
-// when given, else a dummy) and a Kernel whose userspace WireGuard process is
+// newTestNode makes a namespace and a Kernel for it in the mode under test
+// (test/wgmode): kernel WireGuard, or userspace WireGuard whose process is
 // this test binary started inside the namespace.
 func newTestNode(t *testing.T, suffix string, linkName string) *testNode {
 	t.Helper()
@@ -50,11 +53,16 @@ func newTestNode(t *testing.T, suffix string, linkName string) *testNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
+	nsh, err := vnetns.GetFromPath(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nsh.Close() })
 	key, _ := wgtypes.GeneratePrivateKey()
-	n := &testNode{ns: ns, h: h, link: linkName, bridge: linkName + "br", key: key}
+	n := &testNode{ns: ns, nsh: nsh, h: h, mode: wgmode.Mode(t), link: linkName, bridge: linkName + "br", key: key}
 	n.kernel = NewKernel(KernelOptions{
-		LinkName: linkName, BridgeName: n.bridge, Mode: wireguard.ModeUserspace, ListenPort: 51820,
-		Netlink: h, SkipSysctl: true, Log: testr.New(t),
+		LinkName: linkName, BridgeName: n.bridge, Mode: n.mode, ListenPort: 51820,
+		Netlink: h, Namespace: &n.nsh, SkipSysctl: true, Log: testr.New(t),
 		StartUserspace: func(ctx context.Context, iface string) error {
 			cmd := ns.Command(context.Background(), os.Args[0])
 			cmd.Env = append(os.Environ(), envUserspace+"="+iface)
@@ -97,18 +105,46 @@ func (n *testNode) routes(t *testing.T) []string {
 	return out
 }
 
+// device reads the WireGuard device as the node sees it (a kernel link is
+// visible only from inside its namespace).
 func (n *testNode) device(t *testing.T) *wgtypes.Device {
 	t.Helper()
-	c, err := wgctrl.New()
+	c, err := wireguard.Open(n.link, &n.nsh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	d, err := c.Device(n.link)
+	d, err := c.Device()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// configure changes the device behind the agent's back, from inside the node.
+func (n *testNode) configure(t *testing.T, cfg wgtypes.Config) {
+	t.Helper()
+	err := n.ns.Do(func() error {
+		c, err := wgctrl.New()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.ConfigureDevice(n.link, cfg)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// linkIndex is the WireGuard link's ifindex: a link that was replaced has another.
+func (n *testNode) linkIndex(t *testing.T) int {
+	t.Helper()
+	l, err := n.h.LinkByName(n.link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Index
 }
 
 func peerKeys(d *wgtypes.Device) map[wgtypes.Key][]string {
@@ -140,9 +176,9 @@ func pubkey() wgtypes.Key {
 	return k.PublicKey()
 }
 
-// TestKernelApplyInNamespace drives the real userspace WireGuard process and
-// real netlink through create, no-op, per-peer change, drift, restart and
-// cleanup.
+// TestKernelApplyInNamespace drives WireGuard (the kernel module, or the real
+// userspace process: test/wgmode) and real netlink through create, no-op,
+// per-peer change, drift, restart and cleanup.
 func TestKernelApplyInNamespace(t *testing.T) {
 	netns.SkipUnlessRoot(t)
 	ctx := context.Background()
@@ -181,7 +217,7 @@ func TestKernelApplyInNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Mode != wireguard.ModeUserspace || a.Peers.Added != 2 || a.MTU != 1320 || a.UnderlayIface != "wgmu0" {
+	if a.Mode != n.mode || a.Peers.Added != 2 || a.MTU != 1320 || a.UnderlayIface != "wgmu0" {
 		t.Fatalf("first apply: %+v", a)
 	}
 	wantRoutes := []string{"198.19.2.0/24 src 198.19.1.1", "198.19.3.0/24 src 198.19.1.1", "2001:db8:100:2::/64 src 2001:db8:100:1::1"}
@@ -210,9 +246,10 @@ func TestKernelApplyInNamespace(t *testing.T) {
 	if !slices.Equal(got, []string{"198.19.1.1/24", "2001:db8:100:1::1/64"}) {
 		t.Fatalf("bridge addresses = %q", got)
 	}
+	index := n.linkIndex(t)
 	pid, ok := wireguardPID(link)
-	if !ok {
-		t.Fatal("userspace WireGuard does not answer")
+	if ok != (n.mode == wireguard.ModeUserspace) {
+		t.Fatalf("userspace WireGuard answers: %v, in %s mode", ok, n.mode)
 	}
 
 	// Same state: the device is not touched.
@@ -268,11 +305,7 @@ func TestKernelApplyInNamespace(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("netlink watch did not report the deleted route")
 	}
-	c, _ := wgctrl.New()
-	if err := c.ConfigureDevice(link, wgtypes.Config{Peers: []wgtypes.PeerConfig{{PublicKey: k2, Remove: true}}}); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
+	n.configure(t, wgtypes.Config{Peers: []wgtypes.PeerConfig{{PublicKey: k2, Remove: true}}})
 	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
 	if err != nil || a.Peers.Added != 1 || a.Routes.Added != 1 {
 		t.Fatalf("drift repair: %+v %v", a, err)
@@ -290,11 +323,19 @@ func TestKernelApplyInNamespace(t *testing.T) {
 	if pid2, _ := wireguardPID(link); pid2 != pid {
 		t.Fatalf("userspace WireGuard restarted (pid %d -> %d); it must survive the agent", pid, pid2)
 	}
+	if got := n.linkIndex(t); got != index {
+		t.Fatalf("the link was replaced (ifindex %d -> %d); it must survive the agent", index, got)
+	}
 
-	// The userspace process dies: the next Apply starts a new one and
-	// configures it from scratch.
-	if p, err := os.FindProcess(pid); err == nil {
-		_ = p.Kill()
+	// The device goes away (the userspace process dies; the kernel link is
+	// deleted by hand): the next Apply makes a new one and configures it from
+	// scratch.
+	if n.mode == wireguard.ModeUserspace {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
+	} else if _, err := n.ns.Exec(ctx, "ip", "link", "del", link); err != nil {
+		t.Fatal(err)
 	}
 	waitFor(t, "old link to disappear", 10*time.Second, func() bool { _, err := n.h.LinkByName(link); return err != nil })
 	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
@@ -312,7 +353,9 @@ func TestKernelApplyInNamespace(t *testing.T) {
 		_, e2 := n.h.LinkByName(n.bridge)
 		return e1 != nil && e2 != nil
 	})
-	waitFor(t, "userspace process exit", 10*time.Second, func() bool { return !alive(pid3) })
+	if n.mode == wireguard.ModeUserspace {
+		waitFor(t, "userspace process exit", 10*time.Second, func() bool { return !alive(pid3) })
+	}
 }
 
 func wireguardPID(link string) (int, bool) {

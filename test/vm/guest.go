@@ -279,7 +279,8 @@ func GuestRun() error {
 	for _, c := range sp.Commands {
 		fmt.Fprintf(out, "vm: $ %s\n", c)
 		began := time.Now()
-		cmd := exec.Command("bash", "-c", c)
+		// pipefail: "x.test | tail" fails when the test does.
+		cmd := exec.Command("bash", "-o", "pipefail", "-c", c)
 		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = sp.Dir, sp.Env, out, out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		code := 0
