@@ -59,7 +59,7 @@ func newTestNode(t *testing.T, suffix string, linkName string) *testNode {
 	}
 	t.Cleanup(func() { nsh.Close() })
 	key, _ := wgtypes.GeneratePrivateKey()
-	n := &testNode{ns: ns, nsh: nsh, h: h, mode: wgmode.Mode(t), link: linkName, bridge: linkName + "br", key: key}
+	n := &testNode{ns: ns, nsh: nsh, h: h, mode: wireguard.Mode(wgmode.Mode(t)), link: linkName, bridge: linkName + "br", key: key}
 	n.kernel = NewKernel(KernelOptions{
 		LinkName: linkName, BridgeName: n.bridge, Mode: n.mode, ListenPort: 51820,
 		Netlink: h, Namespace: &n.nsh, SkipSysctl: true, Log: testr.New(t),

@@ -13,33 +13,36 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/wgmesh/wgmesh/agent/wireguard"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // Env selects the mode: "userspace" (or unset) or "kernel".
 const Env = "WGMESH_TEST_WIREGUARD_MODE"
 
+// The modes, spelled as --wireguard-mode takes them (agent/wireguard.Mode; not imported
+// here, so that the wireguard package's own tests can use this one).
+const (
+	Userspace = "userspace"
+	Kernel    = "kernel"
+)
+
 // Mode is the mode this run tests. Kernel mode on a kernel without WireGuard is a
 // missing requirement (test/skip: a failure with WGMESH_NO_SKIP=1).
-func Mode(tb testing.TB) wireguard.Mode {
+func Mode(tb testing.TB) string {
 	tb.Helper()
 	switch m := os.Getenv(Env); m {
-	case "", string(wireguard.ModeUserspace):
-		return wireguard.ModeUserspace
-	case string(wireguard.ModeKernel):
+	case "", Userspace:
+		return Userspace
+	case Kernel:
 		if !KernelAvailable() {
 			skip.Unless(tb, "kernel WireGuard: this kernel has no wireguard module (make test-kernel runs these tests in a VM)")
 		}
-		return wireguard.ModeKernel
+		return Kernel
 	default:
-		tb.Fatalf("%s=%q: want userspace or kernel", Env, m)
+		tb.Fatalf("%s=%q: want %s or %s", Env, m, Userspace, Kernel)
 		return ""
 	}
 }
-
-// Kernel reports whether this run tests kernel WireGuard.
-func Kernel(tb testing.TB) bool { return Mode(tb) == wireguard.ModeKernel }
 
 // KernelAvailable reports whether the running kernel has WireGuard: loaded, built in, or a
 // module the kernel can load on demand (the first wireguard link loads it).
