@@ -1,5 +1,6 @@
 // Command wgmesh-operator assigns pod CIDRs to Nodes and keeps one MeshPeer
-// per Node. See package operator.
+// per Node. See package operator. `wgmesh-operator uninstall` is the chart's
+// pre-delete hook (package operator/uninstall).
 package main
 
 import (
@@ -27,6 +28,9 @@ func main() {
 // run is the whole command; it returns the exit code (2 for bad flags or
 // configuration, 1 when the operator fails while running).
 func run(ctx context.Context, args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "uninstall" {
+		return runUninstall(ctx, args[1:], stderr)
+	}
 	var (
 		c          cidr.Config
 		mo         operator.ManagerOptions
@@ -35,6 +39,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	)
 	fs := flag.NewFlagSet("wgmesh-operator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: wgmesh-operator [flags]\n       wgmesh-operator uninstall [flags] (the chart's pre-delete hook; see its --help)\n")
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; only needed outside the cluster (also $KUBECONFIG).")
 	fs.StringVar(&c.ClusterCIDRs, "cluster-cidrs", cidr.DefaultClusterCIDRs, "Pod CIDRs of the cluster: a comma list with at most one IPv4 and one IPv6 CIDR; the first is the primary family.")
 	fs.IntVar(&c.NodeMaskSizeIPv4, "node-cidr-mask-size-ipv4", cidr.DefaultNodeMaskSizeIPv4, "Prefix length of each node's IPv4 pod CIDR.")
