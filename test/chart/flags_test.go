@@ -77,8 +77,12 @@ func TestArgsAreFlagsTheBinariesAccept(t *testing.T) {
 	binDir(t)
 	for _, s := range scenarios {
 		objs := render(t, "wgmesh", "kube-system", s)
-		for _, kind := range []struct{ kind, suffix string }{{"Deployment", "-operator"}, {"DaemonSet", "-agent"}} {
-			for _, c := range containers(t, find(t, objs, kind.kind, kind.suffix)) {
+		for _, kind := range []struct{ kind, suffix string }{{"Deployment", "-operator"}, {"DaemonSet", "-agent"}, {"DaemonSet", "-wireguard"}} {
+			obj := lookup(objs, kind.kind, kind.suffix)
+			if obj == nil {
+				continue // the wireguard DaemonSet: userspace mode only
+			}
+			for _, c := range containers(t, obj) {
 				if len(c.command) != 1 {
 					t.Errorf("%s/%s: command %v, want one binary name", c.pod, c.name, c.command)
 					continue
@@ -119,7 +123,7 @@ var valueOfFlag = map[string]map[string]string{
 		"cni-bin-dir":                 "agent.cniBinDir",
 		"state-dir":                   "agent.stateDir",
 		"cleanup-on-exit":             "agent.cleanupOnExit",
-		"userspace-wireguard-sidecar": "agent.wireguardMode (userspace: the chart's userspace-wireguard container)",
+		"userspace-wireguard-sidecar": "agent.wireguardMode (userspace: the chart's wireguard DaemonSet)",
 		"service-proxy":               "agent.serviceProxy",
 		"nodeport-addresses":          "agent.nodePortAddresses",
 		"service-sync-period":         "agent.serviceSyncPeriod",

@@ -27,7 +27,7 @@ type scenario struct {
 }
 
 // scenarios are the configurations users are told about: the defaults,
-// userspace WireGuard (as a native sidecar and as an ordinary container) and
+// userspace WireGuard (with its defaults, and updated OnDelete) and
 // dual-stack. Addresses come from the ranges tests may use.
 var scenarios = []scenario{
 	{name: "defaults"},
@@ -35,11 +35,18 @@ var scenarios = []scenario{
 agent:
   wireguardMode: userspace
 `},
-	{name: "userspace-container", values: `
+	{name: "userspace-ondelete", values: `
+imagePullSecrets: [{name: registry}]
 agent:
   wireguardMode: userspace
+  nodeSelector:
+    kubernetes.io/os: linux
+    wgmesh.io/no-wireguard-module: "true"
   userspace:
-    nativeSidecar: false
+    updateStrategy:
+      type: OnDelete
+    podAnnotations:
+      example.com/owner: network-team
 `},
 	{name: "dualstack", values: `
 kubernetesServiceHost: 198.18.0.1
@@ -145,20 +152,34 @@ func decode(manifests string) ([]*unstructured.Unstructured, error) {
 
 func find(t testing.TB, objs []*unstructured.Unstructured, kind, suffix string) *unstructured.Unstructured {
 	t.Helper()
+	o := lookup(objs, kind, suffix)
+	if o == nil {
+		t.Fatalf("no %s named *%s among the rendered objects", kind, suffix)
+	}
+	return o
+}
+
+// lookup is find for objects that may be absent: nil then.
+func lookup(objs []*unstructured.Unstructured, kind, suffix string) *unstructured.Unstructured {
 	for _, o := range objs {
 		if o.GetKind() == kind && strings.HasSuffix(o.GetName(), suffix) {
 			return o
 		}
 	}
-	t.Fatalf("no %s named *%s among the rendered objects", kind, suffix)
 	return nil
+}
+
+// podSpec is the pod template's spec of a DaemonSet, Deployment or Job.
+func podSpec(obj *unstructured.Unstructured) map[string]any {
+	spec, _, _ := unstructured.NestedMap(obj.Object, "spec", "template", "spec")
+	return spec
 }
 
 // container is the part of a rendered container the tests look at.
 type container struct {
 	name, pod       string
 	command, args   []string
-	init, sidecar   bool
+	init            bool
 	mounts          map[string]string // volume name -> mount path
 	hasNodeNameEnv  bool
 	readiness, live string // probe paths
@@ -181,8 +202,6 @@ func containers(t testing.TB, obj *unstructured.Unstructured) []container {
 			c.name, _, _ = unstructured.NestedString(m, "name")
 			c.command, _, _ = unstructured.NestedStringSlice(m, "command")
 			c.args, _, _ = unstructured.NestedStringSlice(m, "args")
-			rp, _, _ := unstructured.NestedString(m, "restartPolicy")
-			c.sidecar = rp == "Always"
 			c.readiness, _, _ = unstructured.NestedString(m, "readinessProbe", "httpGet", "path")
 			_, c.startup, _ = unstructured.NestedMap(m, "startupProbe")
 			c.privileged, _, _ = unstructured.NestedBool(m, "securityContext", "privileged")

@@ -1,9 +1,12 @@
 package chart
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 func TestLint(t *testing.T) {
@@ -27,6 +30,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"agent.listenPort=70000", []string{"/agent/listenPort", "65,535"}},
 		{"agent.mtu=1000", []string{"/agent/mtu", "1,280"}},
 		{"agent.wireguardmode=userspace", []string{"/agent", "'wireguardmode' not allowed"}},
+		{"agent.userspace.nativeSidecar=true", []string{"/agent/userspace", "'nativeSidecar' not allowed"}},
 		{"agent.endpoint=nohostport", []string{"/agent/endpoint"}},
 		{"agent.serviceCIDRs=10.96.0.0/33", []string{"/agent/serviceCIDRs"}},
 		{"operator.clusterCIDRs=banana", []string{"/operator/clusterCIDRs"}},
@@ -80,31 +84,46 @@ func TestRenderedPods(t *testing.T) {
 					t.Errorf("agent: volume %s mounted at %q, want %q", vol, agent.mounts[vol], path)
 				}
 			}
+			if slices.ContainsFunc(cs, func(c container) bool { return slices.Contains(c.args, "userspace-wireguard") }) {
+				t.Error("agent pod: a userspace-wireguard container is rendered; it belongs to the wireguard DaemonSet")
+			}
 			mode := flagArgs(agent.args)["wireguard-mode"]
-			i := slices.IndexFunc(cs, func(c container) bool { return slices.Contains(c.args, "userspace-wireguard") })
+			wg := lookup(objs, "DaemonSet", "-wireguard")
 			if mode != "userspace" {
-				if i >= 0 {
-					t.Errorf("wireguard-mode %s: a userspace-wireguard container is rendered", mode)
+				if wg != nil {
+					t.Errorf("wireguard-mode %s: the wireguard DaemonSet %s is rendered", mode, wg.GetName())
+				}
+				if flagArgs(agent.args)["userspace-wireguard-sidecar"] != "false" {
+					t.Errorf("wireguard-mode %s: agent args %v, want --userspace-wireguard-sidecar=false", mode, agent.args)
 				}
 				return
 			}
-			if i < 0 {
-				t.Fatal("wireguard-mode userspace: no container runs `wgmesh-agent userspace-wireguard`")
+			if wg == nil {
+				t.Fatal("wireguard-mode userspace: no DaemonSet *-wireguard")
 			}
-			uw := cs[i]
+			if wg.GetName() != "wgmesh-wireguard" {
+				t.Errorf("wireguard DaemonSet named %s, want wgmesh-wireguard", wg.GetName())
+			}
+			wcs := containers(t, wg)
+			if len(wcs) != 1 || wcs[0].init {
+				t.Fatalf("wireguard DaemonSet: containers %+v, want one", wcs)
+			}
+			uw := wcs[0]
 			// The agent adopts a TUN wgmesh0 whose UAPI socket in
 			// /var/run/wireguard answers: both must see the same directory
 			// and the same interface name the agent uses.
 			if !slices.Equal(uw.command, []string{"wgmesh-agent"}) || !slices.Equal(uw.args, []string{"userspace-wireguard", "--interface=wgmesh0"}) {
 				t.Errorf("userspace container runs %v %v", uw.command, uw.args)
 			}
-			if uw.mounts["wireguard-run"] != "/var/run/wireguard" || uw.mounts["dev-tun"] != "/dev/net/tun" {
-				t.Errorf("userspace container mounts %v, want the shared /var/run/wireguard and /dev/net/tun", uw.mounts)
+			if uw.mounts["wireguard-run"] != "/var/run/wireguard" || uw.mounts["dev-tun"] != "/dev/net/tun" || len(uw.mounts) != 2 {
+				t.Errorf("userspace container mounts %v, want only the shared /var/run/wireguard and /dev/net/tun", uw.mounts)
 			}
+			wantHostPath(t, wg, "wireguard-run", "/var/run/wireguard")
+			wantHostPath(t, wg, "dev-tun", "/dev/net/tun")
 			// Exactly one owner: the agent is told to wait for this
-			// container, which has a startup probe on its socket.
+			// process, which has a startup probe on its socket.
 			if flagArgs(agent.args)["userspace-wireguard-sidecar"] != "true" {
-				t.Errorf("agent args %v: want --userspace-wireguard-sidecar=true beside the userspace-wireguard container", agent.args)
+				t.Errorf("agent args %v: want --userspace-wireguard-sidecar=true beside the wireguard DaemonSet", agent.args)
 			}
 			if !uw.startup {
 				t.Error("userspace container has no startup probe")
@@ -113,11 +132,84 @@ func TestRenderedPods(t *testing.T) {
 			if uw.privileged || !slices.Equal(uw.capAdd, []string{"NET_ADMIN"}) || !slices.Equal(uw.capDrop, []string{"ALL"}) {
 				t.Errorf("userspace container: privileged %v, capabilities add %v drop %v; want NET_ADMIN only", uw.privileged, uw.capAdd, uw.capDrop)
 			}
-			native := !strings.Contains(s.values, "nativeSidecar: false")
-			if uw.init != native || uw.sidecar != native {
-				t.Errorf("userspace container: init container %v, restartPolicy Always %v; want both %v", uw.init, uw.sidecar, native)
+			// On the host network, with no API credentials, on every node
+			// the agent runs on.
+			ws := podSpec(wg)
+			if ws["hostNetwork"] != true || ws["automountServiceAccountToken"] != false || ws["serviceAccountName"] != nil {
+				t.Errorf("wireguard pod: hostNetwork %v, automountServiceAccountToken %v, serviceAccountName %v; want true, false and none",
+					ws["hostNetwork"], ws["automountServiceAccountToken"], ws["serviceAccountName"])
+			}
+			for _, field := range []string{"priorityClassName", "nodeSelector", "tolerations", "affinity", "imagePullSecrets"} {
+				if !reflect.DeepEqual(ws[field], spec[field]) {
+					t.Errorf("wireguard pod %s = %v, the agent's is %v: they must run on the same nodes", field, ws[field], spec[field])
+				}
+			}
+			if strings.Contains(s.values, "OnDelete") {
+				if typ, _, _ := unstructured.NestedString(wg.Object, "spec", "updateStrategy", "type"); typ != "OnDelete" {
+					t.Errorf("wireguard DaemonSet updateStrategy %q, want OnDelete from agent.userspace.updateStrategy", typ)
+				}
+				if a, _, _ := unstructured.NestedString(wg.Object, "spec", "template", "metadata", "annotations", "example.com/owner"); a != "network-team" {
+					t.Errorf("wireguard pod annotations lack agent.userspace.podAnnotations")
+				}
 			}
 		})
+	}
+}
+
+// wantHostPath checks that a pod template's volume is the host path.
+func wantHostPath(t *testing.T, obj *unstructured.Unstructured, volume, path string) {
+	t.Helper()
+	vols, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "volumes")
+	for _, v := range vols {
+		v := v.(map[string]any)
+		if v["name"] == volume {
+			if p, _, _ := unstructured.NestedString(v, "hostPath", "path"); p != path {
+				t.Errorf("%s: volume %s is %v, want hostPath %s", obj.GetName(), volume, v, path)
+			}
+			return
+		}
+	}
+	t.Errorf("%s: no volume %s", obj.GetName(), volume)
+}
+
+// TestAgentChangesDoNotRestartWireGuard: in userspace mode, changing an
+// agent value (a flag, its resources, extra flags) or an operator value
+// changes the agent's pod template, which rolls the agent, and leaves the
+// wireguard DaemonSet's pod template as it is, so the data plane stays up;
+// changing agent.userspace.* does the opposite; a new image changes both.
+func TestAgentChangesDoNotRestartWireGuard(t *testing.T) {
+	base := scenario{name: "userspace", values: scenarios[1].values}
+	templates := func(set ...string) (agent, wg any) {
+		t.Helper()
+		var extra []string
+		for _, s := range set {
+			extra = append(extra, "--set", s)
+		}
+		objs := render(t, "wgmesh", "kube-system", base, extra...)
+		a, _, _ := unstructured.NestedMap(find(t, objs, "DaemonSet", "-agent").Object, "spec", "template")
+		w, _, _ := unstructured.NestedMap(find(t, objs, "DaemonSet", "-wireguard").Object, "spec", "template")
+		return a, w
+	}
+	agent0, wg0 := templates()
+	for _, tc := range []struct {
+		set                 []string
+		agentRolls, wgRolls bool
+	}{
+		{[]string{"agent.serviceSyncPeriod=10s"}, true, false},
+		{[]string{"agent.cleanupOnExit=true", "agent.mtu=1380"}, true, false},
+		{[]string{"agent.extraArgs={--zap-log-level=debug}", "agent.resources.limits.memory=512Mi"}, true, false},
+		{[]string{`agent.podAnnotations.example\.com/x=y`, "agent.securityContext.privileged=true"}, true, false},
+		{[]string{"operator.replicas=3", "operator.clusterCIDRs=198.19.0.0/16"}, true, false}, // agent --cluster-cidrs follows the operator's
+		{[]string{"agent.userspace.resources.limits.memory=512Mi"}, false, true},
+		{[]string{"image.tag=0.2.0"}, true, true},
+	} {
+		agent, wg := templates(tc.set...)
+		if rolled := !reflect.DeepEqual(agent, agent0); rolled != tc.agentRolls {
+			t.Errorf("--set %v: agent pod template changed %v, want %v", tc.set, rolled, tc.agentRolls)
+		}
+		if rolled := !reflect.DeepEqual(wg, wg0); rolled != tc.wgRolls {
+			t.Errorf("--set %v: wireguard pod template changed %v, want %v", tc.set, rolled, tc.wgRolls)
+		}
 	}
 }
 
