@@ -37,6 +37,9 @@ func (c *Cluster) helmValues() []string {
 		// This machine's kernel has no WireGuard module.
 		"agent.wireguardMode=userspace",
 	}
+	if c.opts.KubeProxy != "" {
+		v = append(v, "agent.serviceProxy=false")
+	}
 	return append(v, c.opts.HelmValues...)
 }
 

@@ -50,6 +50,9 @@ type Options struct {
 	Helm string
 	// HelmValues are extra `--set` values of the real-node install.
 	HelmValues []string
+	// KubeProxy, when set, is the kube-proxy binary every real node runs (nftables mode),
+	// and wgmesh's own service NAT is off: the reference the conformance run compares with.
+	KubeProxy string
 	// LockWait is how long Start waits for another local cluster on this machine to stop
 	// (only one runs at a time: they share addresses). Default 20 minutes; negative: fail
 	// at once.

@@ -38,7 +38,7 @@ const ClusterDNS = "198.18.128.10"
 
 // realNode is what a real node runs.
 type realNode struct {
-	containerd, kubelet *process
+	containerd, kubelet, kubeProxy *process
 	cgroupRoot          string
 }
 
@@ -217,6 +217,37 @@ nodeStatusReportFrequency: 10s
 		return err
 	}
 	n.real.kubelet = p
+	if c.opts.KubeProxy != "" {
+		return n.startKubeProxy(ctx)
+	}
+	return nil
+}
+
+// startKubeProxy runs upstream kube-proxy in nftables mode on the node (the reference
+// mode: Options.KubeProxy), as system:kube-proxy (bootstrap RBAC's node-proxier).
+func (n *Node) startKubeProxy(ctx context.Context) error {
+	c := n.c
+	cf, kf, err := c.cp.pki.issue("kube-proxy-"+n.Name, "system:kube-proxy", nil, nil, nil, false)
+	if err != nil {
+		return err
+	}
+	kc := filepath.Join(n.Dir, "kube-proxy.kubeconfig")
+	if err := writeKubeconfig(kc, fmt.Sprintf("https://%s:%d", APIServerIP, APIServerPort), c.cp.pki.CAFile, cf, kf); err != nil {
+		return err
+	}
+	cidrs := PodCIDR
+	if c.opts.DualStack {
+		cidrs += "," + PodCIDR6
+	}
+	cmd := n.Command(context.WithoutCancel(ctx), c.opts.KubeProxy,
+		"--kubeconfig="+kc, "--proxy-mode=nftables", "--hostname-override="+n.Name,
+		"--cluster-cidr="+cidrs, "--conntrack-max-per-core=0",
+		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256", "--v=1")
+	p, err := c.startProcess("kube-proxy "+n.Name, cmd, filepath.Join(n.Dir, "kube-proxy.log"))
+	if err != nil {
+		return err
+	}
+	n.real.kubeProxy = p
 	return nil
 }
 
@@ -234,9 +265,11 @@ func (n *Node) stopRealNode() error {
 	if r == nil {
 		return nil
 	}
-	if r.kubelet != nil {
-		r.kubelet.stop(syscall.SIGTERM, 10*time.Second)
-		n.c.run.forgetProc(r.kubelet.pid())
+	for _, p := range []*process{r.kubeProxy, r.kubelet} {
+		if p != nil {
+			p.stop(syscall.SIGTERM, 10*time.Second)
+			n.c.run.forgetProc(p.pid())
+		}
 	}
 	err := removeCgroupRoot(r.cgroupRoot)
 	if r.containerd != nil {

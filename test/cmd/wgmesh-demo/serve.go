@@ -24,9 +24,16 @@ func serve() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	began := time.Now()
-	say("starting a 3-node wgmesh cluster (1 node behind NAT) in network namespaces ...")
+	// Real nodes (kubelet, containerd, helm install) unless WGMESH_DEMO_NODES=simulated
+	// asks for the fast node runtime of the tests.
+	real := os.Getenv("WGMESH_DEMO_NODES") != "simulated"
+	if real {
+		say("starting a 3-node cluster (1 node behind NAT) in network namespaces: real kubelet and containerd on every node, wgmesh installed with helm install charts/wgmesh ...")
+	} else {
+		say("starting a 3-node wgmesh cluster (1 node behind NAT, simulated node runtime) in network namespaces ...")
+	}
 	c, err := cluster.Start(ctx, cluster.Options{
-		Nodes: 3, NATNodes: 1,
+		Nodes: 3, NATNodes: 1, RealNodes: real,
 		WorkDir:  filepath.Join(StateDir, "cluster"),
 		LockWait: 10 * time.Minute,
 		Log:      prefixed{},

@@ -1,0 +1,290 @@
+package e2e
+
+// Installed the way users install it (issue 9): real kubelets and containerd in every node
+// namespace (the NAT node's too), wgmesh from `helm install` of charts/wgmesh with the image
+// from `make image`, pods scheduled by the real scheduler. Then the Helm lifecycle: an
+// upgrade that rolls the agents loses no packet of a 10 ms ping across nodes, and an
+// uninstall leaves nothing of wgmesh on the nodes.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/skip"
+)
+
+func needRealNodes(t *testing.T) {
+	t.Helper()
+	needCluster(t)
+	for _, v := range []string{"WGMESH_NODE_PARTS", "WGMESH_IMAGE", "WGMESH_HELM"} {
+		if os.Getenv(v) == "" {
+			skip.Unless(t, "real nodes: "+v+" is unset (make test sets it: hack/node-parts.sh, make image, hack/helm.sh)")
+		}
+	}
+}
+
+func TestRealNodes(t *testing.T) {
+	needRealNodes(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	began := time.Now()
+	c := startCluster(ctx, t, cluster.Options{Nodes: 3, NATNodes: 1, RealNodes: true})
+	t.Logf("3 real nodes (1 behind NAT) with wgmesh installed by helm: %s", time.Since(began).Round(time.Second))
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("kubelet log of %s: %s", n.Name, n.KubeletLog())
+			}
+		}
+	})
+
+	t.Run("chart identities", func(t *testing.T) {
+		pods := &corev1.PodList{}
+		if err := c.Client.List(ctx, pods, client.InNamespace(cluster.HelmNamespace), client.MatchingLabels{"app.kubernetes.io/name": "wgmesh"}); err != nil {
+			t.Fatal(err)
+		}
+		agents := 0
+		for _, p := range pods.Items {
+			if p.Labels["app.kubernetes.io/component"] == "agent" {
+				agents++
+			}
+			if p.Spec.ServiceAccountName == "" || p.Spec.ServiceAccountName == "default" {
+				t.Errorf("pod %s runs as ServiceAccount %q, want the chart's own", p.Name, p.Spec.ServiceAccountName)
+			}
+		}
+		if agents != len(c.Nodes) {
+			t.Errorf("%d agent pods, want one per node (%d)", agents, len(c.Nodes))
+		}
+	})
+
+	t.Run("meshpeers", func(t *testing.T) {
+		waitCond(t, 2*time.Minute, "a MeshPeer per node, each with every other peer connected", func() error {
+			list := &wgv1.MeshPeerList{}
+			if err := c.Client.List(ctx, list); err != nil {
+				return err
+			}
+			if len(list.Items) != len(c.Nodes) {
+				return fmt.Errorf("%d MeshPeers, want %d", len(list.Items), len(c.Nodes))
+			}
+			for _, mp := range list.Items {
+				if mp.Spec.PublicKey == "" || len(mp.Spec.AllowedIPs) == 0 {
+					return fmt.Errorf("MeshPeer %s: spec incomplete: %+v", mp.Name, mp.Spec)
+				}
+			}
+			return nil
+		})
+		out, err := exec.CommandContext(ctx, kubectlPath(t), "--kubeconfig", c.Kubeconfig, "get", "meshpeers", "-o", "wide").CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl get meshpeers: %v: %s", err, out)
+		}
+		t.Logf("kubectl get meshpeers:\n%s", out)
+	})
+
+	// One agnhost pod per node, placed by the scheduler.
+	var pods []*corev1.Pod
+	for i, n := range c.Nodes {
+		name := fmt.Sprintf("real-%d", i)
+		if _, err := c.CreatePodWith(ctx, cluster.PodOptions{Name: name, Node: n, Labels: map[string]string{"app": "real"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range c.Nodes {
+		p, err := c.WaitPodReady(ctx, "default", fmt.Sprintf("real-%d", i), 3*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Spec.NodeName != c.Nodes[i].Name {
+			t.Fatalf("pod %s scheduled on %s, want %s", p.Name, p.Spec.NodeName, c.Nodes[i].Name)
+		}
+		pods = append(pods, p)
+	}
+
+	t.Run("pod matrix encrypted", func(t *testing.T) {
+		stop := captureUnderlays(ctx, t, c, "net "+cluster.PodCIDR)
+		for _, from := range pods {
+			for _, to := range pods {
+				for _, proto := range []string{"http", "udp"} {
+					var got string
+					err := eventually(ctx, 30*time.Second, func() error {
+						var err error
+						got, err = c.PodDial(ctx, from, proto, to.Status.PodIP, cluster.DefaultWorkloadPort, "hostname")
+						return err
+					})
+					if err != nil || got != to.Name {
+						t.Errorf("%s %s (%s) -> %s (%s): got %q, %v", proto, from.Name, from.Spec.NodeName, to.Name, to.Spec.NodeName, got, err)
+					}
+				}
+			}
+		}
+		under, nat := stop()
+		if len(under)+len(nat) > 0 {
+			t.Errorf("pod addresses seen in the clear: %d packets on the underlay, %d behind the NAT; first: %v", len(under), len(nat), append(under, nat...)[0])
+		}
+	})
+
+	t.Run("service and DNS", func(t *testing.T) {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "real"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "real"}, Ports: []corev1.ServicePort{
+				{Name: "http", Port: 80, TargetPort: intstr.FromInt32(cluster.DefaultWorkloadPort), Protocol: corev1.ProtocolTCP}}},
+		}
+		if err := c.Client.Create(ctx, svc); err != nil {
+			t.Fatal(err)
+		}
+		for _, from := range pods {
+			for _, host := range []string{svc.Spec.ClusterIP, "real.default.svc.cluster.local"} {
+				if host == "" {
+					if err := c.Client.Get(ctx, client.ObjectKeyFromObject(svc), svc); err != nil {
+						t.Fatal(err)
+					}
+					host = svc.Spec.ClusterIP
+				}
+				err := eventually(ctx, 30*time.Second, func() error {
+					_, err := c.PodDial(ctx, from, "http", host, 80, "hostname")
+					return err
+				})
+				if err != nil {
+					t.Errorf("%s (%s) -> %s:80: %v", from.Name, from.Spec.NodeName, host, err)
+				}
+			}
+		}
+	})
+
+	t.Logf("memory:\n%s", c.Memory())
+
+	t.Run("upgrade without loss", func(t *testing.T) {
+		before := agentPodUIDs(ctx, t, c)
+		// From the pod on the first node to the pod behind the NAT, every 10 ms.
+		ping := startPodPing(ctx, t, c, pods[0], pods[len(pods)-1].Status.PodIP)
+		time.Sleep(2 * time.Second)
+		if err := c.HelmUpgrade(ctx, "agent.serviceSyncPeriod=45s"); err != nil {
+			ping.stop()
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		sent, received := ping.stop()
+		after := agentPodUIDs(ctx, t, c)
+		for node, uid := range before {
+			if after[node] == uid {
+				t.Errorf("agent pod on %s was not replaced by the upgrade", node)
+			}
+		}
+		t.Logf("ping every 10 ms across the upgrade: %d sent, %d received, %d lost", sent, received, sent-received)
+		if sent < 100 || received != sent {
+			t.Errorf("ping across the upgrade: %d sent, %d received: want no loss", sent, received)
+		}
+	})
+
+	t.Run("uninstall leaves nothing", func(t *testing.T) {
+		for _, p := range pods {
+			c.DeletePod(ctx, p.Namespace, p.Name, time.Minute)
+		}
+		if err := c.HelmUninstall(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range c.Nodes {
+			var left []string
+			if out, _ := n.Exec(ctx, "ip", "link", "show", "wgmesh0"); !strings.Contains(string(out), "does not exist") {
+				left = append(left, "link wgmesh0")
+			}
+			for _, fam := range []string{"-4", "-6"} {
+				if out, _ := n.Exec(ctx, "ip", fam, "route", "show", "dev", "wgmesh0"); strings.TrimSpace(string(out)) != "" && !strings.Contains(string(out), "Cannot find device") {
+					left = append(left, "routes "+strings.TrimSpace(string(out)))
+				}
+			}
+			for _, fam := range []string{"ip", "ip6"} {
+				if _, err := n.Exec(ctx, "nft", "list", "table", fam, "wgmesh"); err == nil {
+					left = append(left, "nftables table "+fam+" wgmesh")
+				}
+			}
+			if _, err := os.Stat(n.HostPath("/etc/cni/net.d/10-wgmesh.conflist")); err == nil {
+				left = append(left, "/etc/cni/net.d/10-wgmesh.conflist")
+			}
+			if len(left) > 0 {
+				t.Errorf("node %s after helm uninstall still has: %s", n.Name, strings.Join(left, "; "))
+			}
+		}
+	})
+}
+
+func kubectlPath(t *testing.T) string {
+	t.Helper()
+	return os.Getenv("KUBEBUILDER_ASSETS") + "/kubectl"
+}
+
+// agentPodUIDs maps node name to the UID of its agent pod.
+func agentPodUIDs(ctx context.Context, t *testing.T, c *cluster.Cluster) map[string]string {
+	t.Helper()
+	pods := &corev1.PodList{}
+	if err := c.Client.List(ctx, pods, client.InNamespace(cluster.HelmNamespace),
+		client.MatchingLabels{"app.kubernetes.io/name": "wgmesh", "app.kubernetes.io/component": "agent"}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Spec.NodeName] = string(p.UID)
+		}
+	}
+	return out
+}
+
+type podPing struct {
+	cmd  *exec.Cmd
+	out  *strings.Builder
+	done chan struct{}
+}
+
+// startPodPing pings dst every 10 ms from inside pod's network namespace.
+func startPodPing(ctx context.Context, t *testing.T, c *cluster.Cluster, pod *corev1.Pod, dst string) *podPing {
+	t.Helper()
+	pid, err := c.Node(pod.Spec.NodeName).PodPID(ctx, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, "nsenter", "-t", strconv.Itoa(pid), "-n", "ping", "-i", "0.01", "-W", "1", dst)
+	pp := &podPing{cmd: cmd, out: &strings.Builder{}, done: make(chan struct{})}
+	r, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(pp.done)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			pp.out.WriteString(sc.Text() + "\n")
+		}
+	}()
+	return pp
+}
+
+// stop ends the ping (SIGINT, so it prints its summary) and returns sent and received.
+func (p *podPing) stop() (sent, received int) {
+	p.cmd.Process.Signal(os.Interrupt)
+	<-p.done
+	p.cmd.Wait()
+	m := pingSummary.FindStringSubmatch(p.out.String())
+	if m == nil {
+		return 0, 0
+	}
+	sent, _ = strconv.Atoi(m[1])
+	received, _ = strconv.Atoi(m[2])
+	return sent, received
+}
