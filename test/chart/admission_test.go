@@ -224,7 +224,11 @@ func TestAgentOwnNodePolicy(t *testing.T) {
 		t.Errorf("the agent's own MeshPeer status was refused: %v", err)
 	}
 	if err := endpoint.Withdraw(ctx, a, "vap-node-a"); err != nil {
-		t.Errorf("the agent's own withdrawal (--cleanup-on-exit) was refused: %v", err)
+		t.Errorf("the agent's own withdrawal (uninstall, --cleanup-on-exit) was refused: %v", err)
+	}
+	// As it stops, the agent reads its own DaemonSet (installed above).
+	if deleted, why, err := agent.DaemonSetDeleted(ctx, a, types.NamespacedName{Namespace: ns, Name: "wgmesh-agent"}); err != nil || deleted {
+		t.Errorf("the agent reading its own DaemonSet: deleted=%v (%s), %v; want present", deleted, why, err)
 	}
 
 	// A token of the agent's ServiceAccount that is not bound to a pod

@@ -102,7 +102,11 @@ func install(t *testing.T, release, namespace string, s scenario) {
 			t.Errorf("scenario %s: the API server refused %s %s/%s: %v", s.name, o.GetKind(), o.GetNamespace(), o.GetName(), err)
 			continue
 		}
-		t.Cleanup(func() { _ = apiClient.Delete(context.Background(), o) })
+		// Background, as Helm deletes: the default for a Job (orphan its
+		// pods) draws a warning.
+		t.Cleanup(func() {
+			_ = apiClient.Delete(context.Background(), o, client.PropagationPolicy(metav1.DeletePropagationBackground))
+		})
 	}
 	if w := warnings.take(); len(w) > 0 {
 		t.Errorf("scenario %s: the API server warned:\n%s", s.name, strings.Join(w, "\n"))
@@ -123,13 +127,16 @@ func TestAPIServerAcceptsEveryObject(t *testing.T) {
 var kubebuilderRBAC = regexp.MustCompile(`\+kubebuilder:rbac:groups=([^,]*),resources=([^,]*),verbs=(\S+)`)
 
 type access struct {
-	group, resource, subresource, verb, namespace string
+	group, resource, subresource, verb, namespace, name string
 }
 
 func (a access) String() string {
 	r := a.resource
 	if a.subresource != "" {
 		r += "/" + a.subresource
+	}
+	if a.name != "" {
+		r += " " + a.name
 	}
 	if a.group != "" {
 		r += "." + a.group
@@ -146,7 +153,7 @@ func allowed(t *testing.T, user string, a access) bool {
 		User:   user,
 		Groups: []string{"system:serviceaccounts", "system:authenticated"},
 		ResourceAttributes: &authzv1.ResourceAttributes{
-			Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb, Namespace: a.namespace,
+			Group: a.group, Resource: a.resource, Subresource: a.subresource, Verb: a.verb, Namespace: a.namespace, Name: a.name,
 		},
 	}}
 	if err := apiClient.Create(context.Background(), sar); err != nil {
@@ -203,6 +210,8 @@ func TestRBAC(t *testing.T) {
 		{resource: "services", verb: "list"}, {resource: "services", verb: "watch"},
 		{group: "discovery.k8s.io", resource: "endpointslices", verb: "list"},
 		{group: "discovery.k8s.io", resource: "endpointslices", verb: "watch"},
+		// As it stops: is its DaemonSet being deleted (helm uninstall)?
+		{group: "apps", resource: "daemonsets", verb: "get", namespace: ns, name: "wgmesh-agent"},
 	} {
 		if !allowed(t, agentSA, a) {
 			t.Errorf("agent may not %s", a)
@@ -220,9 +229,40 @@ func TestRBAC(t *testing.T) {
 		{group: "wgmesh.io", resource: "meshpeers", subresource: "status", verb: "update"},
 		{group: "events.k8s.io", resource: "events", verb: "delete", namespace: "default"},
 		{resource: "secrets", verb: "get", namespace: ns},
+		{group: "apps", resource: "daemonsets", verb: "get", namespace: ns, name: "other"},
+		{group: "apps", resource: "daemonsets", verb: "get", namespace: "default", name: "wgmesh-agent"},
+		{group: "apps", resource: "daemonsets", verb: "list", namespace: ns},
+		{group: "apps", resource: "daemonsets", verb: "delete", namespace: ns, name: "wgmesh-agent"},
+		{resource: "pods", verb: "get", namespace: ns},
 	} {
 		if allowed(t, agentSA, a) {
 			t.Errorf("agent may %s; only the operator or nobody should", a)
+		}
+	}
+
+	// The uninstall hook: its own DaemonSets and listing pods, in its
+	// namespace, nothing else.
+	uninstallSA := "system:serviceaccount:" + ns + ":wgmesh-uninstall"
+	for _, a := range []access{
+		{group: "apps", resource: "daemonsets", verb: "get", namespace: ns, name: "wgmesh-agent"},
+		{group: "apps", resource: "daemonsets", verb: "delete", namespace: ns, name: "wgmesh-agent"},
+		{resource: "pods", verb: "list", namespace: ns},
+	} {
+		if !allowed(t, uninstallSA, a) {
+			t.Errorf("the uninstall hook may not %s", a)
+		}
+	}
+	for _, a := range []access{
+		{group: "apps", resource: "daemonsets", verb: "delete", namespace: ns, name: "kube-proxy"},
+		{group: "apps", resource: "daemonsets", verb: "delete", namespace: "default", name: "wgmesh-agent"},
+		{group: "apps", resource: "daemonsets", verb: "deletecollection", namespace: ns},
+		{resource: "pods", verb: "delete", namespace: ns},
+		{resource: "pods", verb: "list", namespace: "default"},
+		{resource: "nodes", verb: "get"},
+		{resource: "secrets", verb: "get", namespace: ns},
+	} {
+		if allowed(t, uninstallSA, a) {
+			t.Errorf("the uninstall hook may %s", a)
 		}
 	}
 	if allowed(t, operatorSA, access{resource: "secrets", verb: "list"}) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/wgmesh/wgmesh/test/skip"
 )
@@ -69,6 +70,11 @@ func flagDefaults(usage string) map[string]string {
 	return out
 }
 
+// workloads are the rendered objects that run a wgmesh binary.
+var workloads = []struct{ kind, suffix string }{
+	{"Deployment", "-operator"}, {"DaemonSet", "-agent"}, {"DaemonSet", "-wireguard"}, {"Job", "-uninstall"},
+}
+
 // TestArgsAreFlagsTheBinariesAccept runs each rendered container's binary with
 // the rendered arguments plus --help: the flag package parses every argument
 // (name and type) before it reaches --help, so an unknown flag or a value of
@@ -77,7 +83,7 @@ func TestArgsAreFlagsTheBinariesAccept(t *testing.T) {
 	binDir(t)
 	for _, s := range scenarios {
 		objs := render(t, "wgmesh", "kube-system", s)
-		for _, kind := range []struct{ kind, suffix string }{{"Deployment", "-operator"}, {"DaemonSet", "-agent"}, {"DaemonSet", "-wireguard"}} {
+		for _, kind := range workloads {
 			obj := lookup(objs, kind.kind, kind.suffix)
 			if obj == nil {
 				continue // the wireguard DaemonSet: userspace mode only
@@ -96,9 +102,13 @@ func TestArgsAreFlagsTheBinariesAccept(t *testing.T) {
 	}
 }
 
-// valueOfFlag names the chart value behind each flag. Flags missing here and
-// not in notAValue make the test fail, so a new flag cannot go unnoticed.
+// valueOfFlag names the chart value behind each flag of each command (a
+// binary, or a binary and its subcommand). Flags missing here and not in
+// notAValue make the test fail, so a new flag cannot go unnoticed.
 var valueOfFlag = map[string]map[string]string{
+	"wgmesh-operator uninstall": {
+		"timeout": "uninstall.timeout",
+	},
 	"wgmesh-operator": {
 		"cluster-cidrs":             "operator.clusterCIDRs",
 		"node-cidr-mask-size-ipv4":  "operator.nodeCIDRMaskSizeIPv4",
@@ -132,10 +142,11 @@ var valueOfFlag = map[string]map[string]string{
 
 // notAValue are flags the chart deliberately leaves out or sets itself:
 // in-cluster config, $NODE_NAME and $POD_NAMESPACE from the downward API,
-// the chart's own object names (--daemonset-name), and logging (extraArgs).
+// the chart's own object names (the agent's --daemonset-name, the uninstall
+// hook's --namespace and --daemonset), and logging (extraArgs).
 func notAValue(flag string) bool {
 	switch flag {
-	case "kubeconfig", "node-name", "namespace", "daemonset-name":
+	case "kubeconfig", "node-name", "namespace", "daemonset-name", "daemonset":
 		return true
 	}
 	return strings.HasPrefix(flag, "zap-")
@@ -148,17 +159,25 @@ func TestChartCoversFlagsWithTheirDefaults(t *testing.T) {
 	binDir(t)
 	objs := render(t, "wgmesh", "kube-system", scenarios[0])
 	rendered := map[string]map[string]string{}
-	for _, kind := range []struct{ kind, suffix string }{{"Deployment", "-operator"}, {"DaemonSet", "-agent"}} {
-		for _, c := range containers(t, find(t, objs, kind.kind, kind.suffix)) {
-			if c.name == "operator" || c.name == "agent" {
-				rendered[c.command[0]] = flagArgs(c.args)
+	for _, kind := range workloads {
+		obj := lookup(objs, kind.kind, kind.suffix)
+		if obj == nil {
+			continue
+		}
+		for _, c := range containers(t, obj) {
+			if len(c.command) == 1 {
+				rendered[commandLine(c)] = flagArgs(c.args)
 			}
 		}
 	}
 	for bin, values := range valueOfFlag {
-		code, usage := runBinary(t, bin, "--help")
+		argv := strings.Fields(bin)
+		code, usage := runBinary(t, argv[0], append(argv[1:], "--help")...)
 		if code != 0 {
 			t.Fatalf("%s --help exited %d:\n%s", bin, code, usage)
+		}
+		if _, ok := rendered[bin]; !ok {
+			t.Errorf("no rendered container runs %s", bin)
 		}
 		defaults := flagDefaults(usage)
 		if len(defaults) == 0 {
@@ -177,7 +196,7 @@ func TestChartCoversFlagsWithTheirDefaults(t *testing.T) {
 			if !ok {
 				got = "" // left out: the binary's default applies
 			}
-			if got != def && !(got == "0" && def == "") && !(got == "false" && def == "") {
+			if got != def && !(got == "0" && def == "") && !(got == "false" && def == "") && !sameDuration(got, def) {
 				t.Errorf("%s --%s: chart value %s renders %q, the binary's default is %q", bin, flag, value, got, def)
 			}
 		}
@@ -187,4 +206,20 @@ func TestChartCoversFlagsWithTheirDefaults(t *testing.T) {
 			}
 		}
 	}
+}
+
+// commandLine is the binary a container runs, with its subcommand if any
+// ("wgmesh-operator uninstall").
+func commandLine(c container) string {
+	if len(c.args) > 0 && !strings.HasPrefix(c.args[0], "-") {
+		return c.command[0] + " " + c.args[0]
+	}
+	return c.command[0]
+}
+
+// sameDuration: "2m" in values.yaml is the flag package's "2m0s".
+func sameDuration(a, b string) bool {
+	da, errA := time.ParseDuration(a)
+	db, errB := time.ParseDuration(b)
+	return errA == nil && errB == nil && da == db
 }

@@ -182,8 +182,9 @@ type container struct {
 	init            bool
 	mounts          map[string]string // volume name -> mount path
 	hasNodeNameEnv  bool
-	readiness, live string // probe paths
-	startup         bool   // has a startup probe
+	env             map[string]string // name -> value, or the downward API's fieldPath
+	readiness, live string            // probe paths
+	startup         bool              // has a startup probe
 	privileged      bool
 	capAdd, capDrop []string
 }
@@ -214,12 +215,15 @@ func containers(t testing.TB, obj *unstructured.Unstructured) []container {
 				c.mounts[vm["name"].(string)] = vm["mountPath"].(string)
 			}
 			env, _, _ := unstructured.NestedSlice(m, "env")
+			c.env = map[string]string{}
 			for _, e := range env {
 				e := e.(map[string]any)
 				p, _, _ := unstructured.NestedString(e, "valueFrom", "fieldRef", "fieldPath")
 				if e["name"] == "NODE_NAME" && p == "spec.nodeName" {
 					c.hasNodeNameEnv = true
 				}
+				v, _ := e["value"].(string)
+				c.env[e["name"].(string)] = v + p
 			}
 			out = append(out, c)
 		}

@@ -3,6 +3,7 @@ package chart
 import (
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,6 +32,8 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"agent.mtu=1000", []string{"/agent/mtu", "1,280"}},
 		{"agent.wireguardmode=userspace", []string{"/agent", "'wireguardmode' not allowed"}},
 		{"agent.userspace.nativeSidecar=true", []string{"/agent/userspace", "'nativeSidecar' not allowed"}},
+		{"uninstall.timeout=2x", []string{"/uninstall/timeout"}},
+		{"uninstall.timeout=0m", []string{"uninstall.timeout", `"0m" is no time to wait`}},
 		{"agent.endpoint=nohostport", []string{"/agent/endpoint"}},
 		{"agent.serviceCIDRs=10.96.0.0/33", []string{"/agent/serviceCIDRs"}},
 		{"operator.clusterCIDRs=banana", []string{"/operator/clusterCIDRs"}},
@@ -75,6 +78,13 @@ func TestRenderedPods(t *testing.T) {
 			agent := cs[slices.IndexFunc(cs, func(c container) bool { return c.name == "agent" })]
 			if !agent.hasNodeNameEnv {
 				t.Error("agent: no NODE_NAME from fieldRef spec.nodeName")
+			}
+			// Uninstall: the agent checks its own DaemonSet as it stops.
+			if agent.env["POD_NAMESPACE"] != "metadata.namespace" || flagArgs(agent.args)["daemonset-name"] != "wgmesh-agent" {
+				t.Errorf("agent: env %v, args %v; want POD_NAMESPACE from metadata.namespace and --daemonset-name=wgmesh-agent", agent.env, agent.args)
+			}
+			if g, _, _ := unstructuredInt(spec, "terminationGracePeriodSeconds"); g < 40 {
+				t.Errorf("agent: terminationGracePeriodSeconds %d leaves no room for the cleanup (20s) after the manager's shutdown", g)
 			}
 			if agent.live != "/healthz" || agent.readiness != "/readyz" {
 				t.Errorf("agent: probes %q/%q, want /healthz and /readyz", agent.live, agent.readiness)
@@ -201,6 +211,8 @@ func TestAgentChangesDoNotRestartWireGuard(t *testing.T) {
 		{[]string{`agent.podAnnotations.example\.com/x=y`, "agent.securityContext.privileged=true"}, true, false},
 		{[]string{"operator.replicas=3", "operator.clusterCIDRs=198.19.0.0/16"}, true, false}, // agent --cluster-cidrs follows the operator's
 		{[]string{"agent.userspace.resources.limits.memory=512Mi"}, false, true},
+		{[]string{"uninstall.timeout=4m", "uninstall.resources.limits.memory=64Mi"}, false, false},
+		{[]string{"uninstall.enabled=false"}, true, false}, // no --daemonset-name
 		{[]string{"image.tag=0.2.0"}, true, true},
 	} {
 		agent, wg := templates(tc.set...)
@@ -254,4 +266,106 @@ func unstructuredInt(obj map[string]any, fields ...string) (int64, bool, error) 
 		return int64(n), true, nil
 	}
 	return 0, false, nil
+}
+
+// hookAnnotations are what Helm needs to run an object as the uninstall hook
+// and delete it afterwards (or before the next attempt, when it failed).
+func hookAnnotations(t *testing.T, o *unstructured.Unstructured) (weight int) {
+	t.Helper()
+	a := o.GetAnnotations()
+	if a["helm.sh/hook"] != "pre-delete" || a["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded" {
+		t.Errorf("%s %s: annotations %v, want helm.sh/hook pre-delete and hook-delete-policy before-hook-creation,hook-succeeded", o.GetKind(), o.GetName(), a)
+	}
+	w, err := strconv.Atoi(a["helm.sh/hook-weight"])
+	if err != nil {
+		t.Errorf("%s %s: hook-weight %q: %v", o.GetKind(), o.GetName(), a["helm.sh/hook-weight"], err)
+	}
+	return w
+}
+
+// TestUninstallHook checks the pre-delete hook that removes wgmesh from the
+// nodes on helm uninstall: a Job running `wgmesh-operator uninstall` on the
+// agent DaemonSet and, in userspace mode, then the wireguard one, with its
+// own ServiceAccount, Role and RoleBinding, all hooks made before the Job;
+// on the host network, placed like the operator, non-root with a read-only
+// root filesystem, bounded in time; none of it with uninstall.enabled=false.
+func TestUninstallHook(t *testing.T) {
+	for _, s := range scenarios {
+		t.Run(s.name, func(t *testing.T) {
+			objs := render(t, "wgmesh", "kube-system", s)
+			job := find(t, objs, "Job", "-uninstall")
+			jobWeight := hookAnnotations(t, job)
+			for _, kind := range []string{"ServiceAccount", "Role", "RoleBinding"} {
+				o := find(t, objs, kind, "-uninstall")
+				if w := hookAnnotations(t, o); w >= jobWeight {
+					t.Errorf("%s %s: hook weight %d, want below the Job's %d (it must exist before the Job)", kind, o.GetName(), w, jobWeight)
+				}
+			}
+			spec := podSpec(job)
+			if spec["serviceAccountName"] != "wgmesh-uninstall" || spec["restartPolicy"] != "Never" || spec["hostNetwork"] != true {
+				t.Errorf("Job pod: serviceAccountName %v, restartPolicy %v, hostNetwork %v; want wgmesh-uninstall, Never, true",
+					spec["serviceAccountName"], spec["restartPolicy"], spec["hostNetwork"])
+			}
+			operator := podSpec(find(t, objs, "Deployment", "-operator"))
+			for _, field := range []string{"tolerations", "nodeSelector"} {
+				if !reflect.DeepEqual(spec[field], operator[field]) {
+					t.Errorf("Job pod %s = %v, want the operator's %v", field, spec[field], operator[field])
+				}
+			}
+			if backoff, _, _ := unstructuredInt(job.Object, "spec", "backoffLimit"); backoff > 1 {
+				t.Errorf("Job backoffLimit %d, want at most 1", backoff)
+			}
+			if d, _, _ := unstructuredInt(job.Object, "spec", "activeDeadlineSeconds"); d != 180 {
+				t.Errorf("Job activeDeadlineSeconds %d, want 180 (uninstall.timeout 2m plus a minute)", d)
+			}
+			if nonRoot, _, _ := unstructured.NestedBool(spec, "securityContext", "runAsNonRoot"); !nonRoot {
+				t.Error("Job pod: not runAsNonRoot")
+			}
+			if uid, _, _ := unstructuredInt(spec, "securityContext", "runAsUser"); uid != 65532 {
+				t.Errorf("Job pod: runAsUser %d, want 65532 (the image's nonroot user)", uid)
+			}
+			cs := containers(t, job)
+			if len(cs) != 1 {
+				t.Fatalf("Job: %d containers", len(cs))
+			}
+			list, _, _ := unstructured.NestedSlice(job.Object, "spec", "template", "spec", "containers")
+			c0 := list[0].(map[string]any)
+			if ro, _, _ := unstructured.NestedBool(c0, "securityContext", "readOnlyRootFilesystem"); !ro || cs[0].privileged {
+				t.Errorf("Job container: readOnlyRootFilesystem %v, privileged %v", ro, cs[0].privileged)
+			}
+			if _, ok, _ := unstructured.NestedMap(c0, "resources", "requests"); !ok {
+				t.Error("Job container: no resource requests")
+			}
+			want := []string{"uninstall", "--namespace=kube-system", "--daemonset=wgmesh-agent", "--timeout=2m"}
+			if strings.Contains(s.values, "wireguardMode: userspace") {
+				want[2] = "--daemonset=wgmesh-agent,wgmesh-wireguard"
+			}
+			if !slices.Equal(cs[0].command, []string{"wgmesh-operator"}) || !slices.Equal(cs[0].args, want) {
+				t.Errorf("Job runs %v %v, want wgmesh-operator %v", cs[0].command, cs[0].args, want)
+			}
+			if strings.Contains(s.values, "kubernetesServiceHost") && cs[0].env["KUBERNETES_SERVICE_HOST"] != "198.18.0.1" {
+				t.Errorf("Job env %v: no KUBERNETES_SERVICE_HOST (the API server without kube-proxy)", cs[0].env)
+			}
+			role := find(t, objs, "Role", "-uninstall")
+			rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+			names, _, _ := unstructured.NestedStringSlice(rules[0].(map[string]any), "resourceNames")
+			if got := "--daemonset=" + strings.Join(names, ","); got != want[2] {
+				t.Errorf("uninstall Role covers DaemonSets %v, the Job deletes %s", names, want[2])
+			}
+		})
+	}
+
+	objs := render(t, "wgmesh", "kube-system", scenario{name: "no-uninstall", values: "uninstall:\n  enabled: false\nagent:\n  wireguardMode: userspace\n"})
+	for _, o := range objs {
+		if o.GetLabels()["app.kubernetes.io/component"] == "uninstall" || o.GetAnnotations()["helm.sh/hook"] != "" {
+			t.Errorf("uninstall.enabled=false renders %s %s", o.GetKind(), o.GetName())
+		}
+	}
+	if lookup(objs, "Role", "-agent") != nil {
+		t.Error("uninstall.enabled=false renders the agent's Role (reading its DaemonSet)")
+	}
+	agent := containers(t, find(t, objs, "DaemonSet", "-agent"))[0]
+	if _, ok := flagArgs(agent.args)["daemonset-name"]; ok {
+		t.Errorf("uninstall.enabled=false: agent args %v still pass --daemonset-name", agent.args)
+	}
 }

@@ -49,6 +49,25 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end -}}
 
+{{/* Annotations of the uninstall hook's objects; call with the weight. */}}
+{{- define "wgmesh.uninstallHook" -}}
+helm.sh/hook: pre-delete
+helm.sh/hook-weight: {{ . | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end -}}
+
+{{/* Seconds in a duration of hours, minutes and seconds such as "2m" or
+"1m30s" (the form values.schema.json allows for uninstall.timeout). */}}
+{{- define "wgmesh.seconds" -}}
+{{- $total := 0 -}}
+{{- range $unit, $mult := dict "h" 3600 "m" 60 "s" 1 -}}
+{{- with regexFind (printf "[0-9]+%s" $unit) $ -}}
+{{- $total = add $total (mul (trimSuffix $unit . | int) $mult) -}}
+{{- end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
 {{/* Checks values.schema.json cannot express. */}}
 {{- define "wgmesh.validate" -}}
 {{- range $key, $list := dict "operator.clusterCIDRs" .Values.operator.clusterCIDRs "agent.clusterCIDRs" .Values.agent.clusterCIDRs "agent.serviceCIDRs" .Values.agent.serviceCIDRs -}}
@@ -59,6 +78,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if or (gt $v4 1) (gt $v6 1) -}}
 {{- fail (printf "%s: %q has more than one IPv4 or more than one IPv6 CIDR; want at most one of each, such as \"10.244.0.0/16,fd00:10:244::/56\"" $key $list) -}}
 {{- end -}}
+{{- end -}}
+{{- if and .Values.uninstall.enabled (eq (include "wgmesh.seconds" .Values.uninstall.timeout) "0") -}}
+{{- fail (printf "uninstall.timeout: %q is no time to wait; want a duration such as \"2m\" or \"1m30s\"" .Values.uninstall.timeout) -}}
 {{- end -}}
 {{- if and (not .Values.operator.leaderElect) (gt (int .Values.operator.replicas) 1) -}}
 {{- fail (printf "operator.leaderElect=false with operator.replicas=%d: without leader election every replica would allocate pod CIDRs and write MeshPeers at once; set operator.replicas=1 or operator.leaderElect=true" (int .Values.operator.replicas)) -}}
