@@ -7,7 +7,7 @@ TEST_TIMEOUT ?= 50m
 # CNI plugins built from github.com/containernetworking/plugins at the version in go.mod.
 CNI_PLUGINS := bridge host-local portmap loopback
 
-.PHONY: all build serviceproxy cni-plugins control-plane helm kube-proxy generate lint test fuzz unit bench demo demo-down clean
+.PHONY: all build serviceproxy cni-plugins control-plane helm kube-proxy node-parts e2e-test generate lint test fuzz unit bench demo demo-down clean
 
 all: build
 
@@ -40,6 +40,15 @@ helm: ## Build (or reuse from the cache) helm for the chart tests
 kube-proxy: control-plane ## Build (or reuse from the cache) the real kube-proxy, the service NAT benchmark's reference
 	@hack/kube-proxy.sh >/dev/null
 
+# Real nodes (make conformance): kubelet, containerd, CoreDNS, the images the e2e suite
+# runs; test/nodeparts checks them through WGMESH_NODE_PARTS.
+node-parts: ## Build (or reuse from the cache) kubelet, kube-scheduler, containerd, runc shim, ctr, CoreDNS, pause, agnhost and their images
+	@hack/node-parts.sh >/dev/null
+
+# Only make conformance runs it.
+e2e-test: ## Build (or reuse from the cache) the upstream e2e suite, e2e.test, at the control plane's version
+	@hack/e2e-test.sh >/dev/null
+
 generate: ## Regenerate deepcopy and the CRD
 	$(CONTROLLER_GEN) object paths=./api/... crd output:crd:dir=./charts/wgmesh/crds
 
@@ -52,8 +61,9 @@ lint: ## vet, gofmt, and fail when generated files are stale
 # binary fails instead of skipping (test/skip), so make test cannot pass by
 # skipping. The fuzz targets run briefly after the tests (their seed corpora
 # run with the tests).
-test: control-plane build cni-plugins helm ## Run every test (unit, API, network namespaces, brief fuzzing); needs root
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" WGMESH_NO_SKIP=1 \
+test: control-plane build cni-plugins helm node-parts ## Run every test (unit, API, network namespaces, brief fuzzing); needs root
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
+	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
