@@ -46,7 +46,8 @@ type Options struct {
 	// (helm uninstall), the agent removes wgmesh from the node as
 	// CleanupOnExit does. Empty: only CleanupOnExit removes it.
 	DaemonSet types.NamespacedName
-	// UserspaceSidecar: userspace WireGuard runs in its own container
+	// UserspaceSidecar: userspace WireGuard runs in a process another pod
+	// owns, the chart's <release>-wireguard DaemonSet
 	// (--userspace-wireguard-sidecar); the agent only waits for it.
 	UserspaceSidecar bool
 

@@ -1,7 +1,8 @@
 // Command wgmesh-agent runs on every node (hostNetwork) and keeps the node's
 // part of the WireGuard mesh. `wgmesh-agent userspace-wireguard` is the
-// long-lived userspace WireGuard process the agent starts when the kernel has
-// no WireGuard module.
+// long-lived userspace WireGuard process: the chart's <release>-wireguard
+// DaemonSet runs it (--wireguard-mode=userspace), or the agent starts it when
+// the kernel has no WireGuard module (auto).
 package main
 
 import (
