@@ -4,10 +4,8 @@ GO ?= go
 BIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 TEST_TIMEOUT ?= 50m
-# CNI plugins built from github.com/containernetworking/plugins at the version in go.mod.
-CNI_PLUGINS := bridge host-local portmap loopback
 
-.PHONY: all build serviceproxy cni-plugins control-plane helm kube-proxy node-parts e2e-test generate lint test fuzz unit bench demo demo-down clean
+.PHONY: all build serviceproxy cni-plugins image control-plane helm kube-proxy node-parts e2e-test generate lint test fuzz unit bench demo demo-down clean
 
 all: build
 
@@ -15,19 +13,17 @@ build: ## Build the binaries into bin/
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# Built inside the plugins module at the go.mod version, with that module's own go.sum
-# (as upstream releases are), so the product's go.mod needs none of the plugins' deps.
-cni-plugins: ## Build the standard CNI plugins into bin/cni/
-	@mkdir -p $(BIN)/cni
-	$(GO) build -o $(BIN)/cni/wgmesh-guard ./cmd/wgmesh-guard
-	@$(GO) mod download github.com/containernetworking/plugins
-	@dir="$$($(GO) list -m -f '{{.Dir}}' github.com/containernetworking/plugins)" && \
-	ver="$$($(GO) list -m -f '{{.Version}}' github.com/containernetworking/plugins)" && \
-	for p in $(CNI_PLUGINS); do \
-	  case $$p in host-local) d=ipam/$$p;; portmap) d=meta/$$p;; *) d=main/$$p;; esac; \
-	  (cd "$$dir" && $(GO) build -trimpath -ldflags "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$$ver" \
-	    -o $(BIN)/cni/$$p ./plugins/$$d) || exit 1; \
-	done
+# wgmesh-guard and the standard plugins, built inside the plugins module at the go.mod
+# version (hack/cni-plugins.sh), so the product's go.mod needs none of the plugins' deps.
+cni-plugins: ## Build the CNI plugins the agent installs into bin/cni/
+	@GO="$(GO)" hack/cni-plugins.sh $(BIN)/cni
+
+# One image for linux/amd64 and linux/arm64 (wgmesh-operator, wgmesh-agent, the CNI
+# plugins), without Docker, named as the chart's defaults name it: values.yaml
+# image.repository and Chart.yaml appVersion (IMAGE_REPOSITORY=, IMAGE_TAG= override).
+# Reproducible: the same commit gives the same digest. test/image checks it.
+image: ## Build the wgmesh image as an OCI archive: bin/image/wgmesh-<appVersion>.oci.tar
+	@GO="$(GO)" hack/image.sh $(BIN)/image
 
 control-plane: ## Build (or reuse from the cache) etcd, kube-apiserver, kube-controller-manager, kubectl
 	@hack/control-plane.sh >/dev/null
@@ -54,6 +50,7 @@ generate: ## Regenerate deepcopy and the CRD
 
 lint: ## vet, gofmt, and fail when generated files are stale
 	$(GO) vet ./...
+	$(GO) -C hack/image vet ./...
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@hack/verify-generated.sh
 
@@ -65,6 +62,7 @@ test: control-plane build cni-plugins helm node-parts ## Run every test (unit, A
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
 	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) -C hack/image test -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
 # Go native fuzz targets: every parser of outside input and the topology.
@@ -81,6 +79,7 @@ fuzz: ## Fuzz every parser and the topology, FUZZTIME each (default 2m)
 
 unit: ## Only the tests that need neither root nor the control plane
 	$(GO) test -count=1 -short ./...
+	$(GO) -C hack/image test -count=1 -short ./...
 
 # The service NAT alone, as its own process, for the side-by-side benchmark with kube-proxy.
 serviceproxy:
