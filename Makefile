@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all build serviceproxy cni-plugins image control-plane helm kube-proxy node-parts e2e-test generate lint test fuzz unit bench demo demo-down clean
+.PHONY: all build serviceproxy cni-plugins image control-plane helm kube-proxy node-parts e2e-test conformance conformance-reference generate lint test fuzz unit bench demo demo-down clean
 
 all: build
 
@@ -58,12 +58,25 @@ lint: ## vet, gofmt, and fail when generated files are stale
 # binary fails instead of skipping (test/skip), so make test cannot pass by
 # skipping. The fuzz targets run briefly after the tests (their seed corpora
 # run with the tests).
-test: control-plane build cni-plugins helm node-parts ## Run every test (unit, API, network namespaces, brief fuzzing); needs root
+test: control-plane build cni-plugins helm node-parts image ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
-	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_NO_SKIP=1 \
+	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) -C hack/image test -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
+
+# The upstream network conformance specs (e2e.test at the control plane's version) on a
+# real-node cluster with wgmesh installed by helm and no kube-proxy; prints passed, failed
+# and skipped per spec and keeps the JUnit report (test/cmd/wgmesh-conformance; README,
+# "Conformance"). conformance-reference runs the same with upstream kube-proxy instead of
+# wgmesh's service NAT. CONFORMANCE_ARGS adds flags, e.g. --focus='\[Conformance\]'.
+REAL_NODE_ENV = KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
+	WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_E2E_TEST="$$(hack/e2e-test.sh --path)"
+conformance: control-plane build helm node-parts image e2e-test ## Run the upstream network conformance specs on real nodes without kube-proxy; needs root
+	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance $(CONFORMANCE_ARGS)
+
+conformance-reference: control-plane build helm node-parts image e2e-test kube-proxy ## The same specs with upstream kube-proxy (nftables) instead of wgmesh's service NAT
+	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance --kube-proxy="$$(hack/kube-proxy.sh --path)" $(CONFORMANCE_ARGS)
 
 # Go native fuzz targets: every parser of outside input and the topology.
 FUZZ_PACKAGES := ./api/v1alpha1 ./operator ./agent/mesh
@@ -94,7 +107,7 @@ clean:
 	rm -rf $(BIN)
 
 # --- local-cluster demo (test/cmd/wgmesh-demo, hack/demo.sh); needs root ---
-demo: build cni-plugins control-plane ## Start a 3-node cluster (1 behind NAT) in network namespaces and show it
+demo: build cni-plugins control-plane helm node-parts image ## Start a 3-node cluster (1 behind NAT) on real kubelets and containerd, wgmesh installed with helm, and show it
 	@hack/demo.sh up
 
 demo-down: ## Remove the demo: every namespace, link, mount, process and file it made

@@ -28,6 +28,11 @@ case "${1:-up}" in
   up)
     export KUBEBUILDER_ASSETS="${KUBEBUILDER_ASSETS:-$(hack/control-plane.sh --dir)}"
     export WGMESH_BIN_DIR="${WGMESH_BIN_DIR:-$PWD/bin}"
+    # Real nodes (the default; WGMESH_DEMO_NODES=simulated for the fast node runtime):
+    # kubelet and containerd from hack/node-parts.sh, the image from make image, helm.
+    export WGMESH_NODE_PARTS="${WGMESH_NODE_PARTS:-$(hack/node-parts.sh --dir)}"
+    export WGMESH_IMAGE="${WGMESH_IMAGE:-$(hack/image.sh --path)}"
+    export WGMESH_HELM="${WGMESH_HELM:-$(hack/helm.sh --path)}"
     exec "$cache/wgmesh-demo" up ;;
   down)
     exec "$cache/wgmesh-demo" down ;;

@@ -4,6 +4,7 @@
 # linux/arm64, as an OCI archive assembled by hack/image.
 #
 #   hack/image.sh [<out dir>]   default bin/image; writes <out dir>/wgmesh-<tag>.oci.tar
+#   hack/image.sh --path        print bin/image/wgmesh-<tag>.oci.tar (no build)
 #
 # stdout: "image: <name>", "archive: <path>", "digest: <index digest>";
 # progress on stderr.
@@ -45,6 +46,10 @@ fi
 export SOURCE_DATE_EPOCH
 revision="$(git -C "${root}" rev-parse HEAD 2>/dev/null || echo unknown)"
 
+if [[ "${out}" == "--path" ]]; then # where the archive goes by default, without building
+  echo "${root}/bin/image/wgmesh-${tag}.oci.tar"
+  exit 0
+fi
 mkdir -p "${out}"
 out="$(cd "${out}" && pwd)"
 archive="${out}/wgmesh-${tag}.oci.tar"
