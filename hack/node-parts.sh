@@ -9,7 +9,10 @@
 #   pause                              gcc -static of build/pause/linux/pause.c of k8s.io/kubernetes
 #   images/*.oci.tar                   OCI archives (hack/image) under the names the e2e suite
 #                                      expects (test/utils/image/manifest.go of k8s.io/kubernetes):
-#                                      pause, agnhost (current and previous), coredns
+#                                      pause, agnhost (current and previous), coredns, and
+#                                      what selected conformance specs run besides agnhost:
+#                                      glibc-dns-testing (DNS), busybox and
+#                                      regression-issue-74839 (Conntrack)
 #   parts.json                         the versions and image names above, for the tests and the cluster
 #
 # runc is Debian's package (apt-get install runc), not built here.
@@ -74,6 +77,23 @@ build_binaries() {
     "${containerd}" "[6/8]" urfave_cli_no_docs
   go_build "${PARTS_DIR}/coredns" "${COREDNS_DIR}" github.com/coredns/coredns "-s -w" "[7/8]"
   produce "${PARTS_DIR}/pause" "[8/8]" "compiling pause.c (gcc -static)" build_pause
+  go_build "${PARTS_DIR}/regression-issue-74839" "${TOOLS_DIR}" k8s.io/kubernetes/test/images/regression-issue-74839 \
+    "-s -w" "[conformance]"
+}
+
+# Debian's busybox-static with every applet linked in /bin (upstream's e2e busybox
+# image is the Docker Hub busybox: specs run sh, sleep and nc in it).
+busybox_root() {
+  local dir="$1" deb applet
+  mkdir -p "${dir}/bin" "${dir}/deb"
+  (cd "${dir}/deb" && apt-get download busybox-static >/dev/null) || die "apt-get download busybox-static failed"
+  deb="$(ls "${dir}"/deb/busybox-static_*.deb)"
+  dpkg-deb -x "${deb}" "${dir}/deb/x"
+  cp -p "${dir}/deb/x/bin/busybox" "${dir}/bin/busybox"
+  rm -rf "${dir}/deb"
+  for applet in $("${dir}/bin/busybox" --list); do
+    [[ "${applet}" == busybox || -e "${dir}/bin/${applet}" ]] || ln -s busybox "${dir}/bin/${applet}"
+  done
 }
 
 # pause as upstream builds it (build/pause/Makefile), stamped with the image tag.
@@ -204,6 +224,16 @@ build_images() {
       --entrypoint '["/agnhost"]' --cmd '["pause"]' \
       --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   done
+  # The DNS specs' second querier, a glibc resolver with dig: the same Debian root.
+  image "${PARTS_DIR}/images/glibc-dns-testing.oci.tar" "registry.k8s.io/e2e-test-images/glibc-dns-testing:${GLIBC_DNS_TAG}" \
+    --tar "all=${ROOTFS}" --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  mkdir -p "${work}/busybox" "${work}/regression"
+  busybox_root "${work}/busybox"
+  image "${PARTS_DIR}/images/busybox.oci.tar" "registry.k8s.io/e2e-test-images/busybox:${BUSYBOX_TAG}" \
+    --dir "all=${work}/busybox" --cmd '["sh"]' --env PATH=/bin
+  cp -p "${PARTS_DIR}/regression-issue-74839" "${work}/regression/"
+  image "${PARTS_DIR}/images/regression-issue-74839.oci.tar" "registry.k8s.io/e2e-test-images/regression-issue-74839:${REGRESSION_TAG}" \
+    --dir "all=${work}/regression" --entrypoint '["/regression-issue-74839"]'
 }
 
 write_parts_json() {
@@ -217,9 +247,12 @@ write_parts_json() {
   "images": {
     "registry.k8s.io/pause:${PAUSE_TAG}": "images/pause.oci.tar",
     "registry.k8s.io/coredns/coredns:${COREDNS_VERSION}": "images/coredns.oci.tar"$(
-  [[ "${skip_agnhost}" == true ]] || printf ',\n    "%s": "%s",\n    "%s": "%s"' \
+  [[ "${skip_agnhost}" == true ]] || printf ',\n    "%s": "%s"' \
     "registry.k8s.io/e2e-test-images/agnhost:${AGNHOST_TAG}" "images/agnhost-${AGNHOST_TAG}.oci.tar" \
-    "registry.k8s.io/e2e-test-images/agnhost:${AGNHOST_PREV_TAG}" "images/agnhost-${AGNHOST_PREV_TAG}.oci.tar")
+    "registry.k8s.io/e2e-test-images/agnhost:${AGNHOST_PREV_TAG}" "images/agnhost-${AGNHOST_PREV_TAG}.oci.tar" \
+    "registry.k8s.io/e2e-test-images/glibc-dns-testing:${GLIBC_DNS_TAG}" "images/glibc-dns-testing.oci.tar" \
+    "registry.k8s.io/e2e-test-images/busybox:${BUSYBOX_TAG}" "images/busybox.oci.tar" \
+    "registry.k8s.io/e2e-test-images/regression-issue-74839:${REGRESSION_TAG}" "images/regression-issue-74839.oci.tar")
   }
 }
 EOF
@@ -236,6 +269,9 @@ AGNHOST_VERSION="$(cat "${KUBE_SRC}/test/images/agnhost/VERSION")"
 AGNHOST_TAG="$(e2e_image_tag Agnhost)"
 AGNHOST_PREV_TAG="$(e2e_image_tag AgnhostPrev)"
 PAUSE_TAG="$(e2e_image_tag Pause)"
+GLIBC_DNS_TAG="$(e2e_image_tag GlibcDnsTesting)"
+BUSYBOX_TAG="$(e2e_image_tag BusyBox)"
+REGRESSION_TAG="$(e2e_image_tag RegressionIssue74839)"
 
 build_binaries
 [[ "${skip_agnhost}" == true ]] || agnhost_rootfs

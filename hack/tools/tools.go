@@ -15,6 +15,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/test/images/agnhost"
+	_ "k8s.io/kubernetes/test/images/regression-issue-74839"
 
 	// e2e.test (hack/e2e-test.sh) is `go test -c k8s.io/kubernetes/test/e2e`.
 	// go mod tidy keeps only what non-test code imports, so the packages its
