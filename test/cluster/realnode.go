@@ -39,7 +39,7 @@ const ClusterDNS = "198.18.128.10"
 // realNode is what a real node runs.
 type realNode struct {
 	containerd, kubelet, kubeProxy *process
-	cgroupRoot          string
+	cgroupRoot                     string
 }
 
 func (c *Cluster) nodePart(name string) string { return filepath.Join(c.opts.NodeParts, name) }
