@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all build serviceproxy cni-plugins image control-plane helm kube-proxy node-parts e2e-test conformance conformance-reference generate lint test fuzz unit bench demo demo-down clean
+.PHONY: all build serviceproxy cni-plugins image control-plane helm kube-proxy node-parts e2e-test conformance conformance-reference generate lint test fuzz unit bench demo demo-deps demo-down clean
 
 all: build
 
@@ -107,8 +107,11 @@ clean:
 	rm -rf $(BIN)
 
 # --- local-cluster demo (test/cmd/wgmesh-demo, hack/demo.sh); needs root ---
-demo: build cni-plugins control-plane helm node-parts image ## Start a 3-node cluster (1 behind NAT) on real kubelets and containerd, wgmesh installed with helm, and show it
+demo: demo-deps build cni-plugins control-plane helm node-parts image ## Start a 3-node cluster (1 behind NAT) on real kubelets and containerd, wgmesh installed with helm, and show it
 	@hack/demo.sh up
+
+demo-deps:
+	@hack/demo.sh deps
 
 demo-down: ## Remove the demo: every namespace, link, mount, process and file it made
 	@hack/demo.sh down

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo / make demo-down: a 3-node wgmesh cluster (1 behind NAT) in network namespaces
-# with a real control plane. Needs root. The Makefile builds the product, the CNI plugins
+# with a real control plane, real kubelets and containerd, wgmesh installed with helm
+# (WGMESH_DEMO_NODES=simulated: the fast node runtime of the tests instead). Needs root. The Makefile builds the product, the CNI plugins
 # and the control plane first; this script builds the small demo program (cached) and runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,22 +10,23 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 missing=()
-for pkg in ip:iproute2 nsenter:util-linux unshare:util-linux tcpdump:tcpdump nft:nftables; do
+for pkg in ip:iproute2 nsenter:util-linux unshare:util-linux tcpdump:tcpdump nft:nftables runc:runc debootstrap:debootstrap gcc:gcc; do
   command -v "${pkg%%:*}" >/dev/null || missing+=("${pkg#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "${1:-up}" = up ] && command -v apt-get >/dev/null; then
+  if [ "${1:-up}" != down ] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]} (apt-get)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
   else
     echo "missing packages: ${missing[*]}" >&2
-    [ "${1:-up}" = up ] && exit 1
+    [ "${1:-up}" != down ] && exit 1
   fi
 fi
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/wgmesh/demo"
 mkdir -p "$cache"
 go build -o "$cache/wgmesh-demo" ./test/cmd/wgmesh-demo
 case "${1:-up}" in
+  deps) ;; # the Debian packages above (make demo runs this before building the node parts)
   up)
     export KUBEBUILDER_ASSETS="${KUBEBUILDER_ASSETS:-$(hack/control-plane.sh --dir)}"
     export WGMESH_BIN_DIR="${WGMESH_BIN_DIR:-$PWD/bin}"
@@ -37,5 +39,5 @@ case "${1:-up}" in
   down)
     exec "$cache/wgmesh-demo" down ;;
   *)
-    echo "usage: $0 up|down" >&2; exit 2 ;;
+    echo "usage: $0 up|down|deps" >&2; exit 2 ;;
 esac
