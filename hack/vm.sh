@@ -9,6 +9,11 @@
 #                                   in the current directory; exits with the first failure
 #                                   (flags: wgmesh-vm run --help)
 #
+# run --cluster starts a local cluster's network, control plane and operator here on the
+# host (KUBEBUILDER_ASSETS, WGMESH_BIN_DIR as for make test) and puts the guest's NIC on its
+# underlay: a cluster the commands start in the guest then runs only its nodes there
+# (test/cluster/remote.go). --env KEY=VALUE adds to the commands' environment.
+#
 # WGMESH_VM_KERNEL=<version> (for example 6.1.0-56-amd64) pins the kernel; by default it is
 # what Debian's linux-image-amd64 depends on now.
 set -euo pipefail
@@ -79,6 +84,9 @@ fetch_kernel() {
   }
   log "[2/3] kernel ${version}: unpacking $(du -h "${tmp}"/*.deb | cut -f1) (dpkg-deb -x, depmod)"
   dpkg-deb -x "${tmp}"/linux-image-*.deb "${tmp}/root"
+  # Hardware a guest without devices never loads: two thirds of the package.
+  local m="${tmp}/root/lib/modules/${version}/kernel"
+  rm -rf "${m}/sound" "${m}/drivers/"{gpu,media,scsi,usb,infiniband,iio,staging,hwmon,hid,platform,bluetooth,input,isdn,mtd,nfc,net/wireless,net/ethernet}
   depmod -b "${tmp}/root" "${version}"
   log "[2/3] kernel ${version}: extracting vmlinux from vmlinuz"
   local vmlinuz="${tmp}/root/boot/vmlinuz-${version}" off
@@ -98,13 +106,14 @@ fetch_kernel() {
   log "[2/3] kernel ${version}: ready in $((SECONDS - start))s ($(du -sh "${dir}" | cut -f1))"
 }
 
-# build_tool: wgmesh-vm, static (it is also the guest's /init); incremental, seconds when
-# nothing changed.
+# build_tool: wgmesh-vm (the runner) and wgmesh-vminit (the guest's /init, static: the
+# initramfs has no loader); incremental, seconds when nothing changed.
 build_tool() {
   local start=$SECONDS
   mkdir -p "${VM_CACHE}/bin"
-  CGO_ENABLED=0 go -C "${REPO}" build -o "${VM_CACHE}/bin/wgmesh-vm" ./test/cmd/wgmesh-vm
-  log "[3/3] guest tool: ${VM_CACHE}/bin/wgmesh-vm ($((SECONDS - start))s)"
+  go -C "${REPO}" build -o "${VM_CACHE}/bin/" ./test/cmd/wgmesh-vm
+  CGO_ENABLED=0 go -C "${REPO}" build -o "${VM_CACHE}/bin/" ./test/cmd/wgmesh-vminit
+  log "[3/3] runner and guest init: ${VM_CACHE}/bin ($((SECONDS - start))s)"
 }
 
 cmd="${1:-}"

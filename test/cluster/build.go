@@ -9,9 +9,19 @@ import (
 	"path/filepath"
 )
 
+// TestnodeEnv names a wgmesh-testnode built beforehand, used instead of building one:
+// hack/test-kernel.sh sets it for the VM, where go build under emulation takes minutes.
+const TestnodeEnv = "WGMESH_TESTNODE"
+
 // buildTestnode builds test/cmd/wgmesh-testnode into the user cache (incremental: seconds
 // when nothing changed) and returns its path.
 func buildTestnode(ctx context.Context, log io.Writer) (string, error) {
+	if p := os.Getenv(TestnodeEnv); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("%s=%s: %w", TestnodeEnv, p, err)
+		}
+		return p, nil
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err

@@ -62,7 +62,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	buildErr := make(chan error, 1)
 	go func() { // builds while the network and control plane come up
 		var err error
-		if !opts.RealNodes {
+		if !opts.RealNodes && !opts.ControlPlaneOnly {
 			c.testnodeBin, err = buildTestnode(ctx, opts.Log)
 		}
 		buildErr <- err
@@ -101,6 +101,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.logf("control plane up (%s)", time.Since(began).Round(time.Millisecond))
+	if opts.ControlPlaneOnly {
+		return c, c.writeRemote()
+	}
 	if err := <-buildErr; err != nil {
 		return nil, err
 	}

@@ -60,6 +60,9 @@ func (c *Cluster) asset(name string) (string, error) {
 }
 
 func (c *Cluster) startControlPlane(ctx context.Context) error {
+	if c.opts.Remote != "" {
+		return c.useRemoteControlPlane(ctx)
+	}
 	cp := &c.cp
 	var err error
 	if cp.pki, err = newPKI(filepath.Join(c.WorkDir, "pki")); err != nil {

@@ -71,4 +71,12 @@
 // (netns.CleanupLeftovers). Stop kills every process in every node namespace, stops the
 // control plane, removes namespaces, links, mounts and the work directory; Leftovers lists
 // whatever still carries the prefix.
+//
+// # Split across a VM
+//
+// For kernel WireGuard (hack/vm.sh --cluster, make test-kernel) the nodes run in a VM and
+// the rest on the host: Options.ControlPlaneOnly on the host starts the network, the
+// control plane and the operator and writes remote.json; Options.Remote (default
+// $WGMESH_CLUSTER_REMOTE) in the guest makes a cluster of nodes only, whose underlay
+// bridge holds the guest's NIC, a tap on the host's underlay bridge (remote.go).
 package cluster

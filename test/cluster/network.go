@@ -18,6 +18,9 @@ type network struct {
 }
 
 func (c *Cluster) setupNetwork(ctx context.Context) error {
+	if c.opts.Remote != "" {
+		return c.setupRemoteNetwork()
+	}
 	mtu := c.opts.UnderlayMTU
 	var err error
 	n := &c.net

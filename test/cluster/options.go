@@ -53,6 +53,14 @@ type Options struct {
 	// KubeProxy, when set, is the kube-proxy binary every real node runs (nftables mode),
 	// and wgmesh's own service NAT is off: the reference the conformance run compares with.
 	KubeProxy string
+	// ControlPlaneOnly starts the network, the control plane and the operator but no
+	// nodes, and writes <WorkDir>/remote.json (RemoteFile), with which a cluster in a VM
+	// whose NIC is on this underlay uses them (hack/vm.sh --cluster; see remote.go).
+	ControlPlaneOnly bool
+	// Remote is such a remote.json (default $WGMESH_CLUSTER_REMOTE): this cluster's
+	// nodes run here, in a VM, and its control plane, operator, router and internet host
+	// where that file was written. No nodes behind NAT then.
+	Remote string
 	// LockWait is how long Start waits for another local cluster on this machine to stop
 	// (only one runs at a time: they share addresses). Default 20 minutes; negative: fail
 	// at once.
@@ -101,6 +109,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Helm == "" {
 		o.Helm = os.Getenv("WGMESH_HELM")
+	}
+	if err := o.remoteDefaults(); err != nil {
+		return err
 	}
 	if o.LockWait == 0 {
 		o.LockWait = 20 * time.Minute

@@ -15,6 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // Kernel is an unpacked Debian kernel package (hack/vm.sh makes one per version).
@@ -40,7 +43,7 @@ type Options struct {
 	Memory, CPUs int
 	// Timeout ends the guest (default 30 minutes).
 	Timeout time.Duration
-	// Init is the guest's /init: a static build of wgmesh-vm (default this executable).
+	// Init is the guest's /init: a static build of test/cmd/wgmesh-vminit.
 	Init string
 	// Qemu is the emulator (default qemu-system-x86_64 from PATH).
 	Qemu string
@@ -49,7 +52,21 @@ type Options struct {
 	Output, Log io.Writer
 	// KeepRunDir keeps the run directory (spec, initramfs, console log) for debugging.
 	KeepRunDir bool
+	// NIC, when set, gives the guest a NIC (eth0 there) whose host end, a tap, is on a
+	// bridge in a network namespace; nil: the guest has no network to the host.
+	NIC *NIC
 }
+
+// NIC is where the guest's NIC plugs in on the host.
+type NIC struct {
+	// NetNS is the network namespace's path (qemu runs in it, so its tap is made there).
+	NetNS string
+	// Bridge the tap joins.
+	Bridge string
+}
+
+// tapName is the host end of the guest's NIC, in NIC.NetNS.
+const tapName = "wgm-vm0"
 
 // Run boots the guest, runs the commands and returns the first failing command's exit code
 // (0 when all passed). An error means the guest itself failed: the console's last lines
@@ -93,14 +110,20 @@ func Run(ctx context.Context, o Options) (int, error) {
 		"-kernel", filepath.Join(o.Kernel.Dir, "vmlinux"), "-initrd", initrd,
 		"-append", "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off",
 		"-display", "none", "-monitor", "none", "-serial", "file:" + console, "-no-reboot",
-		"-nic", "none",
 		"-virtfs", "local,path=/,mount_tag=" + tagRoot + ",security_model=passthrough,readonly=on,multidevs=remap",
 		"-virtfs", "local,path=" + o.Kernel.ModulesDir() + ",mount_tag=" + tagModules + ",security_model=passthrough,readonly=on",
 		"-virtfs", "local,path=" + runDir + ",mount_tag=" + tagRun + ",security_model=passthrough",
 	}
+	argv := append([]string{o.Qemu}, args...)
+	if o.NIC != nil {
+		argv = append([]string{"nsenter", "--net=" + o.NIC.NetNS}, argv...)
+		argv = append(argv, "-netdev", "tap,id=n0,ifname="+tapName+",script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0")
+	} else {
+		argv = append(argv, "-nic", "none")
+	}
 	tctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(tctx, o.Qemu, args...)
+	cmd := exec.CommandContext(tctx, argv[0], argv[1:]...)
 	var qemuOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &qemuOut, &qemuOut
 	cmd.WaitDelay = 5 * time.Second
@@ -108,6 +131,13 @@ func Run(ctx context.Context, o Options) (int, error) {
 	fmt.Fprintf(o.Log, "vm: booting Linux %s (%d CPUs, %d MiB, software emulation)\n", o.Kernel.Version, o.CPUs, o.Memory)
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("starting %s: %w", o.Qemu, err)
+	}
+	if o.NIC != nil {
+		if err := plugTap(tctx, *o.NIC); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return 0, fmt.Errorf("%w; qemu: %s", err, strings.TrimSpace(qemuOut.String()))
+		}
 	}
 	stop := make(chan struct{})
 	streamed := make(chan struct{})
@@ -172,11 +202,7 @@ func (o *Options) defaults() error {
 		o.Timeout = 30 * time.Minute
 	}
 	if o.Init == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		o.Init = exe
+		return errors.New("vm: no guest init (a static wgmesh-vminit)")
 	}
 	if o.Qemu == "" {
 		o.Qemu = "qemu-system-x86_64"
@@ -191,6 +217,38 @@ func (o *Options) defaults() error {
 		o.Log = os.Stderr
 	}
 	return nil
+}
+
+// plugTap waits for qemu's tap and puts it, up, on the bridge.
+func plugTap(ctx context.Context, nic NIC) error {
+	ns, err := netns.GetFromPath(nic.NetNS)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tap, err := h.LinkByName(tapName)
+		if err == nil {
+			br, err := h.LinkByName(nic.Bridge)
+			if err != nil {
+				return fmt.Errorf("vm: bridge %s in %s: %w", nic.Bridge, nic.NetNS, err)
+			}
+			if err := h.LinkSetMaster(tap, br); err != nil {
+				return fmt.Errorf("vm: %s onto %s: %w", tapName, nic.Bridge, err)
+			}
+			return h.LinkSetUp(tap)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("vm: qemu made no tap %s in %s: %v", tapName, nic.NetNS, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // checkStatic refuses an init that needs a dynamic loader: the initramfs has none.
