@@ -65,6 +65,13 @@ test: control-plane build cni-plugins helm node-parts image ## Run every test (u
 	$(GO) -C hack/image test -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
+# Kernel WireGuard, which this machine's kernel lacks, in VMs booting Debian's stock kernel
+# under qemu (hack/vm.sh fetches and caches both); hack/test-kernel.sh says what runs
+# where. WGMESH_KERNEL_TESTS=quick: only the VM without a control plane.
+.PHONY: test-kernel
+test-kernel: control-plane build cni-plugins ## Kernel WireGuard tests in VMs (Debian's kernel under qemu); needs root
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" hack/test-kernel.sh
+
 # The upstream network conformance specs (e2e.test at the control plane's version) on a
 # real-node cluster with wgmesh installed by helm and no kube-proxy; prints passed, failed
 # and skipped per spec and keeps the JUnit report (test/cmd/wgmesh-conformance; README,
