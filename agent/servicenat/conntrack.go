@@ -19,13 +19,14 @@ type Conntrack struct {
 }
 
 // serviceFlows matches UDP flows addressed to a service destination whose
-// answer does not come from one of its current endpoints.
+// answer does not come from one of its current endpoints (address and
+// port: a Service whose targetPort changed keeps its endpoint addresses).
 type serviceFlows struct {
 	// byDest maps an original destination (service IP and port) to the
 	// endpoints allowed to answer.
-	byDest map[netip.AddrPort]map[netip.Addr]bool
+	byDest map[netip.AddrPort]map[netip.AddrPort]bool
 	// byNodePort does the same for NodePorts on the node's addresses.
-	byNodePort  map[uint16]map[netip.Addr]bool
+	byNodePort  map[uint16]map[netip.AddrPort]bool
 	nodePortIPs map[netip.Addr]bool
 }
 
@@ -38,13 +39,14 @@ func (s *serviceFlows) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 	if !ok1 || !ok2 {
 		return false
 	}
-	dst, reply = dst.Unmap(), reply.Unmap()
+	dst = dst.Unmap()
+	answer := netip.AddrPortFrom(reply.Unmap(), f.Reverse.SrcPort)
 	if allowed, ok := s.byDest[netip.AddrPortFrom(dst, f.Forward.DstPort)]; ok {
-		return !allowed[reply]
+		return !allowed[answer]
 	}
 	if s.nodePortIPs[dst] {
 		if allowed, ok := s.byNodePort[f.Forward.DstPort]; ok {
-			return !allowed[reply]
+			return !allowed[answer]
 		}
 	}
 	return false
@@ -53,21 +55,21 @@ func (s *serviceFlows) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 // staleFlows builds the filter for a Service that changed from old to cur
 // (either may be the zero Service: added or deleted).
 func staleFlows(old, cur Service, nodePortIPs []netip.Addr) *serviceFlows {
-	s := &serviceFlows{byDest: map[netip.AddrPort]map[netip.Addr]bool{}, byNodePort: map[uint16]map[netip.Addr]bool{},
+	s := &serviceFlows{byDest: map[netip.AddrPort]map[netip.AddrPort]bool{}, byNodePort: map[uint16]map[netip.AddrPort]bool{},
 		nodePortIPs: map[netip.Addr]bool{}}
 	for _, a := range nodePortIPs {
 		s.nodePortIPs[a] = true
 	}
-	allowed := map[string]map[netip.Addr]bool{}
+	allowed := map[string]map[netip.AddrPort]bool{}
 	for _, p := range cur.Ports {
 		if p.Protocol != UDP {
 			continue
 		}
-		ok := map[netip.Addr]bool{}
+		ok := map[netip.AddrPort]bool{}
 		for _, f := range Families {
 			sets := Categorize(endpointsOf(p.Endpoints, f))
 			for _, e := range append(sets.Cluster, sets.Local...) {
-				ok[e.Addr] = true
+				ok[e.AddrPort()] = true
 			}
 		}
 		allowed[p.Name] = ok
@@ -82,7 +84,7 @@ func staleFlows(old, cur Service, nodePortIPs []netip.Addr) *serviceFlows {
 			}
 			ok := allowed[p.Name]
 			if ok == nil {
-				ok = map[netip.Addr]bool{}
+				ok = map[netip.AddrPort]bool{}
 			}
 			for _, d := range dests {
 				s.byDest[netip.AddrPortFrom(d, p.Port)] = ok
