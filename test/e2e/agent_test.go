@@ -5,7 +5,6 @@ package e2e
 // testLog and checkCapture from pods_test.go.
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -84,6 +83,9 @@ func TestAgentDualStackNAT(t *testing.T) {
 func startAgentCluster(ctx context.Context, t *testing.T, o cluster.Options) *cluster.Cluster {
 	t.Helper()
 	o.Log = testLog{t}
+	if o.WireGuardMode == "" {
+		o.WireGuardMode = wireGuardMode(t)
+	}
 	c, err := cluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -138,69 +140,6 @@ func gateways(inf nodeInfo) []netip.Addr {
 	return out
 }
 
-// uapiPeer is a peer as the userspace WireGuard process reports it.
-type uapiPeer struct {
-	allowed       []string
-	lastHandshake int64
-	endpoint      string
-}
-
-func uapi(n *cluster.Node, req string) (string, error) {
-	conn, err := net.Dial("unix", n.HostPath("/var/run/wireguard/"+agent.DefaultLinkName+".sock"))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte(req)); err != nil {
-		return "", err
-	}
-	var b strings.Builder
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
-	for sc.Scan() {
-		if sc.Text() == "" {
-			break
-		}
-		b.WriteString(sc.Text() + "\n")
-	}
-	return b.String(), sc.Err()
-}
-
-func uapiPeers(n *cluster.Node) (map[string]*uapiPeer, error) {
-	out, err := uapi(n, "get=1\n\n")
-	if err != nil {
-		return nil, err
-	}
-	peers := map[string]*uapiPeer{}
-	var cur *uapiPeer
-	for _, line := range strings.Split(out, "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
-		case "public_key":
-			cur = &uapiPeer{}
-			peers[v] = cur
-		case "allowed_ip":
-			if cur != nil {
-				cur.allowed = append(cur.allowed, v)
-			}
-		case "endpoint":
-			if cur != nil {
-				cur.endpoint = v
-			}
-		case "last_handshake_time_sec":
-			if cur != nil {
-				cur.lastHandshake, _ = strconv.ParseInt(v, 10, 64)
-			}
-		case "errno":
-			if v != "0" {
-				return nil, fmt.Errorf("UAPI get on %s: errno=%s", n.Name, v)
-			}
-		}
-	}
-	return peers, nil
-}
-
 // meshRoutes lists the destinations of the agent's routes on wgmesh0.
 func meshRoutes(ctx context.Context, n *cluster.Node) (map[string]string, error) {
 	out := map[string]string{}
@@ -220,7 +159,7 @@ func meshRoutes(ctx context.Context, n *cluster.Node) (map[string]string, error)
 
 // hasPeer checks that n has peer other with its AllowedIPs and routes.
 func hasPeer(ctx context.Context, n *cluster.Node, other nodeInfo) error {
-	peers, err := uapiPeers(n)
+	peers, err := wgPeers(n)
 	if err != nil {
 		return err
 	}
@@ -245,7 +184,7 @@ func hasPeer(ctx context.Context, n *cluster.Node, other nodeInfo) error {
 
 // lacksPeer checks that n has neither the peer nor its routes.
 func lacksPeer(ctx context.Context, n *cluster.Node, other nodeInfo) error {
-	peers, err := uapiPeers(n)
+	peers, err := wgPeers(n)
 	if err != nil {
 		return err
 	}
@@ -518,7 +457,7 @@ func dnsForceEndpoint(ctx context.Context, t *testing.T, c *cluster.Cluster, nod
 			if n == b {
 				continue
 			}
-			peers, err := uapiPeers(n)
+			peers, err := wgPeers(n)
 			if err != nil {
 				return err
 			}
@@ -544,8 +483,8 @@ func driftRepaired(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 	if _, err := n.Exec(ctx, "ip", "route", "del", route, "dev", agent.DefaultLinkName); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := uapi(n, "set=1\npublic_key="+o.keyHex+"\nremove=true\n\n"); err != nil || !strings.Contains(out, "errno=0") {
-		t.Fatalf("removing peer by hand: %q %v", out, err)
+	if err := removePeerByHand(n, o.keyHex); err != nil {
+		t.Fatalf("removing peer by hand: %v", err)
 	}
 	began := time.Now()
 	if err := eventually(ctx, 30*time.Second, func() error { return hasPeer(ctx, n, o) }); err != nil {
@@ -563,7 +502,7 @@ var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`
 func killNineNoLoss(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
 	infos := waitFullMesh(ctx, t, c, nodes)
 	a, b := nodes[0], nodes[1]
-	wgPID := wireguardPID(t, a)
+	dp := dataPlane(t, a)
 	// 1,500 pings every 10 ms: 15 s, with the agent of a killed and
 	// restarted in the middle.
 	cmd := a.Command(ctx, "ping", "-q", "-i", "0.01", "-c", "1500", "-W", "1",
@@ -590,29 +529,11 @@ func killNineNoLoss(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes
 		t.Errorf("ping across the agent's kill -9 and restart: %s transmitted, %s received; want no loss\n%s", m[1], m[2], out.String())
 	}
 	t.Logf("ping every 10 ms across kill -9 + restart of %s's agent: %s/%s received", a.Name, m[2], m[1])
-	if got := wireguardPID(t, a); got != wgPID {
-		t.Errorf("userspace WireGuard pid changed %d -> %d: the data plane was restarted", wgPID, got)
+	if got := dataPlane(t, a); got != dp {
+		t.Errorf("%s became %s: the data plane was restarted", dp, got)
 	}
 	// The restarted agent became ready and changed nothing.
 	waitFullMesh(ctx, t, c, nodes)
-}
-
-// wireguardPID is the pid of the process serving the node's UAPI socket.
-func wireguardPID(t *testing.T, n *cluster.Node) int {
-	t.Helper()
-	conn, err := net.Dial("unix", n.HostPath("/var/run/wireguard/"+agent.DefaultLinkName+".sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	raw, _ := conn.(*net.UnixConn).SyscallConn()
-	pid := 0
-	_ = raw.Control(func(fd uintptr) {
-		if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
-			pid = int(cred.Pid)
-		}
-	})
-	return pid
 }
 
 func newKey(t *testing.T) wgtypes.Key {
@@ -696,7 +617,7 @@ func badMeshPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 	}
 	// The DNS peer is kept without endpoint (it may still reach us); the
 	// overlapping ones are left out; every node peer keeps working.
-	peers, err := uapiPeers(n)
+	peers, err := wgPeers(n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -743,7 +664,14 @@ func badMeshPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 func cleanupOnExit(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
 	waitFullMesh(ctx, t, c, nodes)
 	n := nodes[len(nodes)-1]
-	wgPID := wireguardPID(t, n)
+	kernel, err := kernelLink(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wgPID := 0
+	if !kernel {
+		wgPID = wireguardPID(t, n)
+	}
 	if err := n.KillAgent(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -767,6 +695,9 @@ func cleanupOnExit(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 		t.Errorf("after --cleanup-on-exit, routes remain: %s", out)
 	}
 	if err := eventually(ctx, 10*time.Second, func() error {
+		if wgPID == 0 {
+			return nil // kernel WireGuard: the link is gone, checked above
+		}
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", wgPID)); err == nil && !strings.Contains(readFile(fmt.Sprintf("/proc/%d/stat", wgPID)), ") Z ") {
 			return fmt.Errorf("userspace WireGuard (pid %d) still runs", wgPID)
 		}
@@ -950,7 +881,7 @@ func thousandPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 	createdAt := time.Now()
 	want := count + len(nodes) - 1
 	err = eventually(ctx, 5*time.Minute, func() error {
-		peers, err := uapiPeers(n)
+		peers, err := wgPeers(n)
 		if err != nil {
 			return err
 		}
@@ -979,7 +910,7 @@ func thousandPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 		t.Fatal(err)
 	}
 	if err := eventually(ctx, 5*time.Minute, func() error {
-		peers, err := uapiPeers(n)
+		peers, err := wgPeers(n)
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ package e2e
 // real agents, the real CNI plugins and userspace WireGuard.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -113,36 +112,6 @@ func gatewayFor(cidrs []netip.Prefix, ip string) string {
 		}
 	}
 	return ""
-}
-
-// wgTransfer sums rx_bytes and tx_bytes of the node's wgmesh0 over the
-// userspace WireGuard UAPI socket.
-func wgTransfer(n *cluster.Node) (rx, tx int64, err error) {
-	conn, err := net.Dial("unix", n.HostPath("/var/run/wireguard/wgmesh0.sock"))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte("get=1\n\n")); err != nil {
-		return 0, 0, err
-	}
-	sc := bufio.NewScanner(conn)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			break
-		}
-		k, v, _ := strings.Cut(line, "=")
-		n, _ := strconv.ParseInt(v, 10, 64)
-		switch k {
-		case "rx_bytes":
-			rx += n
-		case "tx_bytes":
-			tx += n
-		}
-	}
-	return rx, tx, sc.Err()
 }
 
 // internetEcho serves, in the "internet" namespace, UDP and TCP on port:
@@ -328,6 +297,9 @@ func captureUnderlays(ctx context.Context, t *testing.T, c *cluster.Cluster, fil
 func startCluster(ctx context.Context, t *testing.T, o cluster.Options) *cluster.Cluster {
 	t.Helper()
 	o.KeepWorkDir, o.Log = os.Getenv("WGM_KEEP_CLUSTER") != "", testLog{t}
+	if o.WireGuardMode == "" && !o.RealNodes {
+		o.WireGuardMode = wireGuardMode(t)
+	}
 	c, err := cluster.Start(ctx, o)
 	if err != nil {
 		t.Fatalf("cluster: %v", err)

@@ -47,13 +47,22 @@ func TestLeakGuardFromBoot(t *testing.T) {
 	}
 
 	// "Reboot" node a: everything in the kernel goes, files stay.
-	wgPID := wireguardPID(t, a)
+	kernel, err := kernelLink(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wgPID := 0
+	if !kernel {
+		wgPID = wireguardPID(t, a)
+	}
 	a.StopRuntime()
 	if err := a.KillAgent(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(wgPID, syscall.SIGKILL); err != nil {
-		t.Fatalf("stopping userspace WireGuard (pid %d): %v", wgPID, err)
+	if wgPID != 0 {
+		if err := syscall.Kill(wgPID, syscall.SIGKILL); err != nil {
+			t.Fatalf("stopping userspace WireGuard (pid %d): %v", wgPID, err)
+		}
 	}
 	for _, argv := range [][]string{
 		{"ip", "link", "del", agent.DefaultLinkName}, {"ip", "link", "del", agent.DefaultBridgeName}, {"nft", "flush", "ruleset"},
