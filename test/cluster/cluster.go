@@ -163,6 +163,9 @@ func (c *Cluster) installRealNodes(ctx context.Context) error {
 		return err
 	}
 	c.logf("wgmesh installed with helm, %d nodes Ready (%s)", len(c.Nodes), time.Since(began).Round(time.Millisecond))
+	if err := c.routePodCIDRs(ctx); err != nil {
+		return err
+	}
 	if err := c.startCoreDNS(ctx); err != nil {
 		return err
 	}

@@ -36,6 +36,10 @@
 //	services           198.18.128.0/20
 //	dual-stack         2001:db8::/64, 2001:db8:1::/64, pods 2001:db8:100::/56, services 2001:db8:200::/112
 //
+// Real nodes (Options.RealNodes) add one route per reachable node on the host: its pod
+// CIDRs via its underlay address, so that the API server can proxy to pods as a control
+// plane on a real cluster's nodes can (see routePodCIDRs).
+//
 // Each node is a netns.Machine: network namespace <node name> plus its own mount namespace
 // with private /var/run/wireguard, /var/lib/wgmesh, /etc/cni/net.d, /opt/cni/bin,
 // /var/lib/cni and /run/netns (backed by <WorkDir>/nodes/<node>/root/) and a fresh /sys.

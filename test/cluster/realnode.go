@@ -15,6 +15,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wgmesh/wgmesh/test/netns"
 )
 
 // Real nodes (Options.RealNodes): each node namespace runs containerd and the real kubelet
@@ -370,4 +373,35 @@ func parallel(nodes []*Node, f func(*Node) error) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// routePodCIDRs gives the host, where the control plane runs, a route to each reachable
+// node's pod CIDRs through that node. A control plane on a real cluster's nodes reaches pods
+// over the pod network; the API server here proxies to pods (the e2e DNS specs read their
+// results that way) and does not run an agent, so it reaches them over the underlay, as it
+// reaches kubelets. Nodes behind the NAT router stay unreachable, as their kubelets do.
+// The routes go with the host's underlay link.
+func (c *Cluster) routePodCIDRs(ctx context.Context) error {
+	for _, n := range c.Nodes {
+		if n.NATted {
+			continue
+		}
+		node := &corev1.Node{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
+			return err
+		}
+		for _, cidr := range node.Spec.PodCIDRs {
+			gw := n.UnderlayIP
+			if strings.Contains(cidr, ":") {
+				gw = n.UnderlayIP6
+			}
+			if gw == "" {
+				continue
+			}
+			if err := netns.AddRoute(netns.Host(), cidr, gw, hostLink); err != nil {
+				return fmt.Errorf("host route to %s's pods %s via %s: %w", n.Name, cidr, gw, err)
+			}
+		}
+	}
+	return nil
 }
