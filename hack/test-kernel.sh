@@ -15,21 +15,28 @@
 #   VM 3, --cluster: e2e TestLeakGuardFromBoot (the leak guard across a reboot, the
 #        underlay capture with no clear-text pod packet).
 #
-# WGMESH_KERNEL_TESTS=quick runs VM 1 only (what make test includes).
+# WGMESH_KERNEL_TESTS picks how much: all (the default), ci (what make test runs: VM 1, and
+# VM 2 with the subtests of TestAgent the kernel path changes: gateways with src, the
+# underlay capture, drift repair, kill -9, --cleanup-on-exit), quick (VM 1 only).
 # Expects KUBEBUILDER_ASSETS and WGMESH_BIN_DIR as make test sets them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { echo "test-kernel: $*" >&2; }
 scope="${WGMESH_KERNEL_TESTS:-all}"
-[[ "${scope}" == all || "${scope}" == quick ]] || { log "WGMESH_KERNEL_TESTS=${scope}: want all or quick"; exit 2; }
+case "${scope}" in
+  all) e2e=('TestAgent$' 'TestLeakGuardFromBoot$') ;;
+  ci) e2e=('TestAgent$/^(gateways_reachable|underlay_carries|drift_repaired|kill_-9|cleanup_on_exit)') ;;
+  quick) e2e=() ;;
+  *) log "WGMESH_KERNEL_TESTS=${scope}: want all, ci or quick"; exit 2 ;;
+esac
 
 bins="${WGMESH_BIN_DIR:?WGMESH_BIN_DIR unset (make test-kernel sets it)}/vm-tests"
 mkdir -p "${bins}"
 log "building the test binaries into ${bins}"
 go test -c -o "${bins}/wireguard.test" ./agent/wireguard
 go test -c -o "${bins}/agent.test" ./agent
-if [[ "${scope}" == all ]]; then
+if [[ ${#e2e[@]} -gt 0 ]]; then
   go test -c -o "${bins}/e2e.test" ./test/e2e
   # Built here: go build under the guest's emulation takes minutes.
   go build -o "${bins}/wgmesh-testnode" ./test/cmd/wgmesh-testnode
@@ -42,8 +49,8 @@ rc=0
   "cd agent/wireguard && ${bins}/wireguard.test -test.v -test.timeout 10m" \
   "cd agent && ${bins}/agent.test -test.v -test.timeout 10m -test.run 'TestKernel|TestTwoNodesTunnel|TestPeerChangeKeepsSessions'" || rc=$?
 log "VM 1 (wireguard, agent): exit ${rc} after $((SECONDS - start))s"
-if [[ "${scope}" == all ]]; then
-  for t in 'TestAgent$' 'TestLeakGuardFromBoot$'; do
+if [[ ${#e2e[@]} -gt 0 ]]; then
+  for t in "${e2e[@]}"; do
     s=$SECONDS
     r=0
     "${vm[@]}" --cluster --memory 3072 --timeout 40m --env "WGMESH_TESTNODE=${bins}/wgmesh-testnode" \
