@@ -7,14 +7,18 @@
 // binaries and the cached control plane are there and nothing the guest writes reaches
 // the host. A second 9p share carries the kernel's modules (never installed on the host),
 // a third (the run directory, writable) carries the commands in, and their output and
-// exit status out. The guest's /init is this package's Init, in the static wgmesh-vm
-// binary itself, packed with the few modules that mount the shares into a small initramfs.
+// exit status out. The guest's /init is this package's Init, in the small static
+// wgmesh-vminit, packed with the few modules that mount the shares into an initramfs.
 //
 // Host side (hack/vm.sh fetches the kernel and qemu and calls this):
 //
-//	code, err := vm.Run(ctx, vm.Options{Kernel: k, Commands: []string{"cd agent && ./agent.test -test.v"}})
+//	code, err := vm.Run(ctx, vm.Options{Kernel: k, Init: vminit, Commands: []string{"cd agent && ./agent.test -test.v"}})
 //
-// Guest side: wgmesh-vm started as PID 1 calls Init, which loads the modules, switches to
+// With Options.NIC the guest gets a NIC (eth0) whose host end, a tap, joins a bridge in a
+// network namespace: hack/vm.sh run --cluster puts it on a local cluster's underlay, whose
+// control plane runs on the host (test/cluster, remote.go).
+//
+// Guest side: wgmesh-vminit started as PID 1 calls Init, which loads the modules, switches to
 // the overlay root, loads the modules the tests need (wireguard, veth, tun, bridge,
 // nf_tables, xfrm_user, ...), runs each command with bash in order, writes their output to
 // the run directory as it comes and their exit codes at the end, and powers off.
