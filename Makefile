@@ -57,17 +57,18 @@ lint: ## vet, gofmt, and fail when generated files are stale
 # WGMESH_NO_SKIP=1: a test that lacks root, the control plane or a built
 # binary fails instead of skipping (test/skip), so make test cannot pass by
 # skipping. The fuzz targets run briefly after the tests (their seed corpora
-# run with the tests).
+# run with the tests), then the kernel WireGuard tests in VMs (test-kernel).
 test: control-plane build cni-plugins helm node-parts image ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
 	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) -C hack/image test -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
+	@$(MAKE) --no-print-directory test-kernel
 
 # Kernel WireGuard, which this machine's kernel lacks, in VMs booting Debian's stock kernel
 # under qemu (hack/vm.sh fetches and caches both); hack/test-kernel.sh says what runs
-# where. WGMESH_KERNEL_TESTS=quick: only the VM without a control plane.
+# where (about 5 minutes warm, 7 cold on 2 cores). WGMESH_KERNEL_TESTS=ci or quick: less.
 .PHONY: test-kernel
 test-kernel: control-plane build cni-plugins ## Kernel WireGuard tests in VMs (Debian's kernel under qemu); needs root
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" hack/test-kernel.sh
