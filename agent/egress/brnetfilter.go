@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/wgmesh/wgmesh/agent/kmod"
 )
 
 // BridgeNFSysctls are the sysctls that make bridged IPv4/IPv6 traffic pass
@@ -19,7 +21,8 @@ type BridgeNetfilter struct {
 	// ProcSys is the sysctl root, /proc/sys by default.
 	ProcSys string
 	// LoadModule loads br_netfilter when its sysctls are missing; the default
-	// runs `modprobe br_netfilter` when modprobe exists.
+	// runs `modprobe br_netfilter` when modprobe exists, else loads it from
+	// /lib/modules itself (agent/kmod: the image has no modprobe).
 	LoadModule func() error
 }
 
@@ -73,7 +76,7 @@ func (b BridgeNetfilter) Ensure() (BridgeNFStatus, error) {
 func modprobeBrNetfilter() error {
 	path, err := exec.LookPath("modprobe")
 	if err != nil {
-		return fmt.Errorf("no modprobe binary: %w", err)
+		return kmod.Loader{}.Load("br_netfilter")
 	}
 	if out, err := exec.Command(path, "br_netfilter").CombinedOutput(); err != nil {
 		return fmt.Errorf("modprobe br_netfilter: %w: %s", err, strings.TrimSpace(string(out)))
