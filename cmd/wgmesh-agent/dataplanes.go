@@ -22,6 +22,7 @@ const cniPluginRecord = "cni-plugins"
 // dataplaneFlags are the flags only node data plane components use.
 type dataplaneFlags struct {
 	cniBinSource, cniConfDir, cniBinDir string
+	portMapBackend                      string
 }
 
 // nodeDataplanes returns the agent.NodeDataplane components, in the order the
@@ -39,7 +40,8 @@ func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.
 		egressDataplane{events: egressEvents, m: eg},
 		cniDataplane{events: cniEvents, guard: eg.GuardErr, m: agentcni.New(agentcni.Options{
 			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource, PluginRecord: filepath.Join(o.StateDir, cniPluginRecord),
-			Log: log.WithName("cni"), Metrics: agentcni.NewMetrics(metrics.Registry), Events: cniEvents.emit,
+			PortMapBackend: f.portMapBackend,
+			Log:            log.WithName("cni"), Metrics: agentcni.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
 	}
 }

@@ -39,7 +39,7 @@ func run() int {
 		mode, addrType             string
 		clusterCIDRs, serviceCIDRs string
 		cniBinSource, cniConfDir   string
-		cniBinDir                  string
+		cniBinDir, portMapBackend  string
 		dsName, dsNamespace        string
 		sp                         serviceProxyFlags
 	)
@@ -57,6 +57,7 @@ func run() int {
 	flag.StringVar(&cniBinSource, "cni-bin-source", "/usr/libexec/wgmesh/cni", "Directory with the standard CNI plugin binaries to install.")
 	flag.StringVar(&cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "CNI configuration directory.")
 	flag.StringVar(&cniBinDir, "cni-bin-dir", "/opt/cni/bin", "CNI plugin directory.")
+	flag.StringVar(&portMapBackend, "portmap-backend", "", "Backend of the portmap CNI plugin (hostPort), which runs on the host: nftables (needs the host's nft binary) or iptables. Empty: nftables when nft is on the agent's PATH, else iptables (in the image there is no nft: set it).")
 	flag.StringVar(&o.StateDir, "state-dir", agent.DefaultStateDir, "Directory for the private key and the userspace WireGuard log.")
 	flag.BoolVar(&o.UserspaceSidecar, "userspace-wireguard-sidecar", false, "Userspace WireGuard runs in a process another pod owns (the chart's <release>-wireguard DaemonSet): only wait for its link and socket, never start or replace one.")
 	flag.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "On every exit remove wgmesh from the node: link, routes, bridge, nftables table wgmesh, the CNI config and the plugins the agent installed, this node's annotations (default: the data plane stays across restarts; see --daemonset-name).")
@@ -102,7 +103,12 @@ func run() int {
 	// Node-local data plane components reconciled after the mesh: the CNI
 	// configuration (agent/cni, from --cni-*) and egress masquerade
 	// (agent/egress) plug in here as agent.NodeDataplane implementations.
-	o.Dataplanes = nodeDataplanes(dataplaneFlags{cniBinSource: cniBinSource, cniConfDir: cniConfDir, cniBinDir: cniBinDir}, o, log)
+	switch portMapBackend {
+	case "", "nftables", "iptables":
+	default:
+		return fail(fmt.Errorf("--portmap-backend=%q: want nftables, iptables or empty (detect)", portMapBackend))
+	}
+	o.Dataplanes = nodeDataplanes(dataplaneFlags{cniBinSource: cniBinSource, cniConfDir: cniConfDir, cniBinDir: cniBinDir, portMapBackend: portMapBackend}, o, log)
 
 	if o.ServiceProxy, err = serviceProxy(sp, o, log); err != nil {
 		return fail(err)

@@ -131,6 +131,7 @@ var valueOfFlag = map[string]map[string]string{
 		"cni-bin-source":              "agent.cniBinSource",
 		"cni-conf-dir":                "agent.cniConfDir",
 		"cni-bin-dir":                 "agent.cniBinDir",
+		"portmap-backend":             "agent.portMapBackend",
 		"state-dir":                   "agent.stateDir",
 		"cleanup-on-exit":             "agent.cleanupOnExit",
 		"userspace-wireguard-sidecar": "agent.wireguardMode (userspace: the chart's wireguard DaemonSet)",
