@@ -45,6 +45,7 @@ func TestAgent(t *testing.T) {
 	c := startAgentCluster(ctx, t, cluster.Options{Nodes: 3})
 	nodes := slices.Clone(c.Nodes)
 	waitFullMesh(ctx, t, c, nodes)
+	checkKernelChosen(t, nodes)
 
 	t.Run("gateways reachable through the tunnel", func(t *testing.T) { gatewaysReachable(ctx, t, c, nodes) })
 	t.Run("underlay carries only WireGuard", func(t *testing.T) { underlayOnlyWireGuard(ctx, t, c, nodes) })

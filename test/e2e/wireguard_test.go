@@ -23,8 +23,29 @@ import (
 	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
-// wireGuardMode is the mode the agents of the clusters of this run use (test/wgmode).
-func wireGuardMode(t *testing.T) string { return wgmode.Mode(t) }
+// wireGuardMode is the --wireguard-mode of the agents of this run's clusters: userspace,
+// or, where the kernel has WireGuard (test/wgmode: make test-kernel), auto, which must then
+// pick the module (checkKernelChosen).
+func wireGuardMode(t *testing.T) string {
+	if wgmode.Mode(t) == wgmode.Kernel {
+		return "auto"
+	}
+	return wgmode.Userspace
+}
+
+// checkKernelChosen: in a kernel-mode run every node's wgmesh0 is a kernel link, which
+// --wireguard-mode=auto chose.
+func checkKernelChosen(t *testing.T, nodes []*cluster.Node) {
+	t.Helper()
+	if wgmode.Mode(t) != wgmode.Kernel {
+		return
+	}
+	for _, n := range nodes {
+		if kernel, err := kernelLink(n); err != nil || !kernel {
+			t.Errorf("%s: --wireguard-mode=auto on a kernel with WireGuard made no kernel link (%v)", n.Name, err)
+		}
+	}
+}
 
 // wgPeer is a peer as the node's WireGuard reports it.
 type wgPeer struct {
