@@ -90,6 +90,11 @@ state = "/run/containerd"
 [grpc]
   address = %q
 
+# NRI's socket (/var/run/nri/nri.sock) is not in a node's private directories: with it on,
+# the nodes' containerds race to bind one path. Nothing here uses NRI.
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
