@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
 // podCommander runs argv inside a pod's network namespace (the node
@@ -24,8 +25,10 @@ func podCommander(n *cluster.Node, pod *corev1.Pod) commander {
 
 // BenchmarkPodThroughput measures, in one run and between the same two node
 // namespaces of a local cluster (wgm-node-1 and wgm-node-2, underlay MTU
-// 1500): TCP throughput (iperf3) over the plain veth underlay, over a
-// hand-configured userspace WireGuard tunnel, and pod to pod through wgmesh.
+// 1500 or WGM_BENCH_UNDERLAY_MTU): TCP throughput (iperf3) over the plain veth underlay, over a
+// hand-configured WireGuard tunnel, and pod to pod through wgmesh. Userspace
+// WireGuard, or kernel WireGuard in a kernel-mode run (test/wgmode) in make
+// test-kernel's VM, where the figures show shape only: the CPU is emulated.
 func BenchmarkPodThroughput(b *testing.B) {
 	needRoot(b)
 	bin := os.Getenv("WGMESH_BIN_DIR")
@@ -37,7 +40,18 @@ func BenchmarkPodThroughput(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2})
+	mode := wgmode.Userspace
+	if wgmode.Mode(b) == wgmode.Kernel {
+		mode = "auto" // which must choose the module
+	}
+	// WGM_BENCH_UNDERLAY_MTU: the underlay's MTU (default 1500); the tunnels get 80 less.
+	underlayMTU := 1500
+	if v := os.Getenv("WGM_BENCH_UNDERLAY_MTU"); v != "" {
+		if _, err := fmt.Sscan(v, &underlayMTU); err != nil {
+			b.Fatalf("WGM_BENCH_UNDERLAY_MTU=%q: %v", v, err)
+		}
+	}
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2, WireGuardMode: mode, UnderlayMTU: underlayMTU})
 	if err != nil {
 		b.Fatalf("cluster: %v", err)
 	}
@@ -66,7 +80,16 @@ func BenchmarkPodThroughput(b *testing.B) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	handWireGuard(b, n1.NetNS, n2.NetNS, n1.UnderlayIP, n2.UnderlayIP, 1420)
+	if mode == "auto" {
+		h, err := n1.NetNS.Netlink()
+		must(b, err)
+		l, err := h.LinkByName("wgmesh0")
+		h.Close()
+		if err != nil || l.Type() != "wireguard" {
+			b.Fatalf("--wireguard-mode=auto made no kernel WireGuard link on %s: %v", n1.Name, err)
+		}
+	}
+	handWireGuard(b, n1.NetNS, n2.NetNS, n1.UnderlayIP, n2.UnderlayIP, underlayMTU-80)
 
 	b.ResetTimer()
 	veth := iperfTCP(b, n2.Command, n1.Command, n2.UnderlayIP, 5201)
@@ -79,8 +102,8 @@ func BenchmarkPodThroughput(b *testing.B) {
 	b.ReportMetric(mesh/1e6, "wgmesh-pod-Mbit/s")
 	b.ReportMetric(mesh/hand, "wgmesh/handwg")
 	b.ReportMetric(mesh/veth, "wgmesh/veth")
-	fmt.Printf("\nTCP throughput %s -> %s (iperf3, %ds each, same run):\n", n1.Name, n2.Name, iperfSeconds)
+	fmt.Printf("\nTCP throughput %s -> %s (iperf3, %ds each, same run, underlay MTU %d):\n", n1.Name, n2.Name, iperfSeconds, underlayMTU)
 	fmt.Printf("  plain veth underlay              %10s\n", mbit(veth))
-	fmt.Printf("  hand-configured userspace WG     %10s  (%.2f x veth)\n", mbit(hand), hand/veth)
+	fmt.Printf("  hand-configured %-16s %10s  (%.2f x veth)\n", wireGuardLabel(b), mbit(hand), hand/veth)
 	fmt.Printf("  wgmesh pod to pod                %10s  (%.2f x veth, %.2f x hand WG)\n\n", mbit(mesh), mesh/veth, mesh/hand)
 }
