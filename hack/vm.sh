@@ -15,7 +15,9 @@
 # (test/cluster/remote.go). --env KEY=VALUE adds to the commands' environment.
 #
 # WGMESH_VM_KERNEL=<version> (for example 6.1.0-56-amd64) pins the kernel; by default it is
-# what Debian's linux-image-amd64 depends on now.
+# what Debian's linux-image-amd64 depends on now. WGMESH_VM_CPU=<qemu -cpu model> (default
+# max): a model without AVX (Nehalem) moves bulk data about five times faster under
+# emulation (Go's and the kernel's copies use AVX when present); the tests take as long.
 set -euo pipefail
 
 CACHE_ROOT="${WGMESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wgmesh}"

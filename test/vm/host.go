@@ -106,7 +106,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 	}
 	console := filepath.Join(runDir, "console.log")
 	args := []string{
-		"-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "pc",
+		"-accel", "tcg,thread=multi", "-cpu", cpuModel(), "-machine", "pc",
 		"-smp", strconv.Itoa(o.CPUs), "-m", strconv.Itoa(o.Memory),
 		"-kernel", filepath.Join(o.Kernel.Dir, "vmlinux"), "-initrd", initrd,
 		"-append", "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off",
@@ -308,4 +308,12 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// cpuModel is qemu's -cpu: max (every feature TCG emulates) unless WGMESH_VM_CPU says.
+func cpuModel() string {
+	if m := os.Getenv("WGMESH_VM_CPU"); m != "" {
+		return m
+	}
+	return "max"
 }
