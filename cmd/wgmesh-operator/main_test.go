@@ -80,18 +80,7 @@ func freeAddr(t *testing.T) string {
 // server and checks /healthz, /readyz and the wgmesh_operator_* metrics.
 func TestRunServesProbesAndMetrics(t *testing.T) {
 	env, _ := apiserver.StartForTest(t)
-	user, err := env.AddUser(envtest.User{Name: "wgmesh-test-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := adminKubeconfig(t, env)
 	metricsAddr, healthAddr := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuffer
@@ -153,18 +142,7 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 // the operator at start with a message naming the node, the CIDR and the flag.
 func TestRunRefusesDisagreeingClusterCIDRs(t *testing.T) {
 	env, cfg := apiserver.StartForTest(t)
-	user, err := env.AddUser(envtest.User{Name: "wgmesh-test-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := adminKubeconfig(t, env)
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -182,4 +160,23 @@ func TestRunRefusesDisagreeingClusterCIDRs(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr.String(), want) {
 		t.Fatalf("exit code %d, stderr %q; want 2 and %q", code, stderr.String(), want)
 	}
+}
+
+// adminKubeconfig writes a kubeconfig of a system:masters user of env and
+// returns its path.
+func adminKubeconfig(t *testing.T, env *envtest.Environment) string {
+	t.Helper()
+	user, err := env.AddUser(envtest.User{Name: "wgmesh-test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

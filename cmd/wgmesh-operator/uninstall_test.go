@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
 )
@@ -32,18 +29,8 @@ type uninstallRig struct {
 func newUninstallRig(t *testing.T, ns string) *uninstallRig {
 	t.Helper()
 	env, cfg := apiserver.StartForTest(t)
-	user, err := env.AddUser(envtest.User{Name: "wgmesh-test-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &uninstallRig{kubeconfig: filepath.Join(t.TempDir(), "kubeconfig"), ns: ns}
-	if err := os.WriteFile(r.kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	r := &uninstallRig{kubeconfig: adminKubeconfig(t, env), ns: ns}
+	var err error
 	if r.c, err = client.New(cfg, client.Options{}); err != nil {
 		t.Fatal(err)
 	}

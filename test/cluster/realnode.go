@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -363,21 +361,6 @@ func (c *Cluster) checkNodeParts() error {
 		return fmt.Errorf("real nodes: missing %s (NodeParts=%s)", strings.Join(missing, ", "), c.opts.NodeParts)
 	}
 	return nil
-}
-
-// parallel runs f for every node at once and joins the errors.
-func parallel(nodes []*Node, f func(*Node) error) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(nodes))
-	for i, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = f(n)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // routePodCIDRs gives the host, where the control plane runs, a route to each reachable
