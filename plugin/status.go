@@ -1,6 +1,7 @@
-package main
+package plugin
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -14,6 +15,41 @@ import (
 
 	wgmeshv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
+
+func init() {
+	register(Command{
+		Name:  "status",
+		Usage: "",
+		Help: `lists every MeshPeer (node and external) with its endpoint, allowed IPs,
+connected peers, readiness and any problem condition (KeyConflict,
+AllowedIPsConflict, InvalidAnnotation), then the nodes that have no
+MeshPeer yet and why (no public key announced, no pod CIDR).`,
+		Run: runStatus,
+	})
+}
+
+func runStatus(env *Env, args []string) error {
+	var kf KubeFlags
+	fs := NewFlagSet("status", &kf)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := kf.Client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kf.Timeout)
+	defer cancel()
+	var peers wgmeshv1.MeshPeerList
+	if err := c.List(ctx, &peers); err != nil {
+		return fmt.Errorf("listing meshpeers.wgmesh.io: %w", err)
+	}
+	var nodes corev1.NodeList
+	if err := c.List(ctx, &nodes); err != nil {
+		return fmt.Errorf("listing nodes: %w", err)
+	}
+	return writeStatus(env.Out, summarize(nodes.Items, peers.Items, env.Now()))
+}
 
 // peerRow is one line of `kubectl wgmesh status`.
 type peerRow struct {
