@@ -59,8 +59,8 @@ type MeshPeerSpec struct {
 // MeshPeerStatus is written by the agent of the peer's node (Ready,
 // connected counts, handshake, MTU) and by the operator (problem conditions).
 type MeshPeerStatus struct {
-	// Conditions: Ready (agent), KeyConflict, AllowedIPsConflict and
-	// InvalidAnnotation (operator).
+	// Conditions: Ready and Degraded (agent); KeyConflict,
+	// AllowedIPsConflict, InvalidAnnotation and NodeNotReady (operator).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -70,14 +70,27 @@ type MeshPeerStatus struct {
 	// +optional
 	Connected string `json:"connected,omitempty"`
 
-	// ConnectedPeers is the number of peers with a handshake in the last
-	// three minutes, as seen by this peer's node.
+	// ConnectedPeers is the number of node peers this peer's node reaches
+	// now: its last reachability probe through the tunnel was answered.
 	// +optional
 	ConnectedPeers int32 `json:"connectedPeers,omitempty"`
 
-	// TotalPeers is the number of peers this peer's node has configured.
+	// TotalPeers is the number of node peers this peer's node expects to
+	// reach: every node MeshPeer in the mesh except its own and those marked
+	// NodeNotReady. External peers are not counted (a laptop that sleeps is
+	// not a fault).
 	// +optional
 	TotalPeers int32 `json:"totalPeers,omitempty"`
+
+	// UnreachablePeers names the node peers this peer's node expects to
+	// reach but whose probes have gone unanswered for several probe
+	// intervals, sorted; at most 32 names (TotalPeers-ConnectedPeers is the
+	// count).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=253
+	UnreachablePeers []string `json:"unreachablePeers,omitempty"`
 
 	// LatestHandshake is the most recent handshake with any peer.
 	// +optional
@@ -105,6 +118,7 @@ type MeshPeerStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Public-Key",type=string,JSONPath=`.spec.publicKey`,priority=1
+// +kubebuilder:printcolumn:name="Unreachable",type=string,JSONPath=`.status.unreachablePeers`,priority=1
 type MeshPeer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -35,6 +35,12 @@ const (
 	// ConditionInvalidAnnotation is written by the operator when a Node
 	// annotation cannot be used; the MeshPeer keeps its last good spec.
 	ConditionInvalidAnnotation = "InvalidAnnotation"
+	// ConditionNodeNotReady is written by the operator on a node MeshPeer
+	// while its Node's Ready condition is False or Unknown (the node lifecycle
+	// controller's verdict). The peer stays in the mesh (its data plane may
+	// still work), but other nodes do not count it in their connected/total
+	// peers, so that a node failure is one write, not one per node.
+	ConditionNodeNotReady = "NodeNotReady"
 )
 
 // ExclusionConditions are the condition types that, when True, leave a

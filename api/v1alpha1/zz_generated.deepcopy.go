@@ -103,6 +103,11 @@ func (in *MeshPeerStatus) DeepCopyInto(out *MeshPeerStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.UnreachablePeers != nil {
+		in, out := &in.UnreachablePeers, &out.UnreachablePeers
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.LatestHandshake != nil {
 		in, out := &in.LatestHandshake, &out.LatestHandshake
 		*out = (*in).DeepCopy()
