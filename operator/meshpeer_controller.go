@@ -44,6 +44,8 @@ const (
 	ReasonPodCIDRConflict   = "PodCIDRConflict"
 	ReasonInvalidAnnotation = "InvalidAnnotation"
 	reasonAnnotationsValid  = "AnnotationsValid"
+	ReasonNodeNotReady      = "NodeNotReady"
+	reasonNodeReady         = "NodeReady"
 )
 
 // MeshPeerReconciler keeps one MeshPeer per Node, built from the node's
@@ -74,14 +76,16 @@ func (r *MeshPeerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // nodePeerInputsChanged lets through node updates that change what its
-// MeshPeer says: annotations, pod CIDRs, identity.
+// MeshPeer says: annotations, pod CIDRs, identity, readiness (not the
+// kubelet's periodic status updates).
 func nodePeerInputsChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			o, ok1 := e.ObjectOld.(*corev1.Node)
 			n, ok2 := e.ObjectNew.(*corev1.Node)
 			return !ok1 || !ok2 || o.UID != n.UID || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) ||
-				o.Spec.PodCIDR != n.Spec.PodCIDR || !maps.Equal(o.Annotations, n.Annotations)
+				o.Spec.PodCIDR != n.Spec.PodCIDR || !maps.Equal(o.Annotations, n.Annotations) ||
+				nodeNotReadyMessage(o) != nodeNotReadyMessage(n)
 		},
 	}
 }
@@ -208,9 +212,14 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 		logger.Info("updated MeshPeer", "meshpeer", existing.Name, "publicKey", spec.PublicKey, "endpoint", spec.Endpoint, "allowedIPs", spec.AllowedIPs)
 	}
 
+	// Both conditions come from the Node and share one field manager, so a
+	// change is one write.
 	want := []wantCondition{{
 		Type: wgv1.ConditionInvalidAnnotation, Reason: ReasonInvalidAnnotation, Message: invalidMsg,
 		OKReason: reasonAnnotationsValid, OKMessage: "the node's wgmesh annotations are valid",
+	}, {
+		Type: wgv1.ConditionNodeNotReady, Reason: ReasonNodeNotReady, Message: nodeNotReadyMessage(&node),
+		OKReason: reasonNodeReady, OKMessage: "the node is Ready",
 	}}
 	conds := desiredConditions(existing.Status.Conditions, existing.Generation, want, metav1.NewTime(r.now()))
 	if !conditionsChanged(existing.Status.Conditions, conds) {
@@ -221,6 +230,20 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 			"MeshPeer %s keeps its last good spec: %s", existing.Name, invalidMsg)
 	}
 	return applyConditions(ctx, r.Client, existing, fieldManagerAnnotations, conds)
+}
+
+// nodeNotReadyMessage says why a Node is not Ready ("" when it is, or when
+// it has no Ready condition at all: nothing has judged it yet). Only the
+// condition's status and reason count, never its heartbeat times, so a
+// kubelet's periodic status update changes nothing.
+func nodeNotReadyMessage(n *corev1.Node) string {
+	for _, c := range n.Status.Conditions {
+		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
+			continue
+		}
+		return fmt.Sprintf("Node %s is not Ready (Ready=%s, %s); other nodes leave it out of their connected/total peers until it is", n.Name, c.Status, c.Reason)
+	}
+	return ""
 }
 
 func (r *MeshPeerReconciler) delete(ctx context.Context, mp *wgv1.MeshPeer) error {

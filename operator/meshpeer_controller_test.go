@@ -392,3 +392,56 @@ func notExcluded(mp *wgv1.MeshPeer) string {
 	}
 	return ""
 }
+
+// A node failure is one MeshPeer status write (NodeNotReady), which every
+// agent sees; a kubelet's heartbeat writes nothing.
+func TestMeshPeerNodeNotReady(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	createNode(t, "wgm-nr-1", map[string]string{wgv1.AnnotationPublicKey: keyA, wgv1.AnnotationEndpoint: "198.18.0.11:51820"})
+	waitPodCIDRs(t, "wgm-nr-1", 1)
+	mp := waitPeer(t, "wgm-nr-1", func(mp *wgv1.MeshPeer) string {
+		if len(mp.Spec.AllowedIPs) != 1 {
+			return "no allowedIPs yet"
+		}
+		return ""
+	})
+	if c := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionNodeNotReady); c != nil {
+		t.Fatalf("NodeNotReady set on a node with no Ready condition: %+v", c)
+	}
+	setReady := func(status corev1.ConditionStatus, reason string, heartbeat time.Time) {
+		t.Helper()
+		n := getNode(t, "wgm-nr-1")
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status, Reason: reason,
+			LastHeartbeatTime: metav1.NewTime(heartbeat), LastTransitionTime: metav1.NewTime(heartbeat)}}
+		if err := testClient.Status().Update(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	setReady(corev1.ConditionTrue, "KubeletReady", now)
+	mp = waitPeer(t, "wgm-nr-1", func(mp *wgv1.MeshPeer) string {
+		if meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionNodeNotReady) != nil {
+			return "NodeNotReady set on a Ready node"
+		}
+		return ""
+	})
+	setReady(corev1.ConditionUnknown, "NodeStatusUnknown", now.Add(time.Second))
+	mp = waitPeer(t, "wgm-nr-1", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionNodeNotReady, metav1.ConditionTrue, "Ready=Unknown, NodeStatusUnknown")
+	})
+	rv := mp.ResourceVersion
+	// Heartbeats that change nothing but times: no MeshPeer write.
+	for i := 2; i < 5; i++ {
+		setReady(corev1.ConditionUnknown, "NodeStatusUnknown", now.Add(time.Duration(i)*time.Second))
+	}
+	time.Sleep(time.Second)
+	if mp, err := getPeer("wgm-nr-1"); err != nil || mp.ResourceVersion != rv {
+		t.Fatalf("MeshPeer rewritten by heartbeats: resourceVersion %s -> %v (err %v)", rv, mp.ResourceVersion, err)
+	}
+	setReady(corev1.ConditionTrue, "KubeletReady", now.Add(10*time.Second))
+	waitPeer(t, "wgm-nr-1", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionNodeNotReady, metav1.ConditionFalse, "")
+	})
+}
