@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"sync/atomic"
@@ -45,6 +46,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/wgmesh/wgmesh/agent/keys"
+	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/routes"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -74,6 +76,10 @@ type Agent struct {
 	// apiServer are the API server's addresses (never into the tunnel).
 	nodes     *nodeDirectory
 	apiServer []netip.Addr
+	// prober checks every node peer through the tunnel (nil: probes off);
+	// status decides when the MeshPeer status is written.
+	prober *probe.Prober
+	status statusPolicy
 }
 
 // New prepares an agent: it loads or creates the private key.
@@ -86,7 +92,8 @@ func New(o Options, log logr.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{o: o, log: log, key: key, trigger: newTrigger(), reported: map[string]bool{}}
+	a := &Agent{o: o, log: log, key: key, trigger: newTrigger(), reported: map[string]bool{},
+		status: statusPolicy{MinInterval: o.StatusMinInterval, MembershipDelay: o.StatusMembershipDelay, rand: rand.Int64N}}
 	a.kernel = NewKernel(KernelOptions{
 		LinkName: o.LinkName, BridgeName: o.BridgeName, Mode: o.WireGuardMode, ListenPort: o.ListenPort, MTU: o.MTU,
 		UserspaceLog: o.StateDir + "/wireguard-go.log", UserspaceExternal: o.UserspaceSidecar, Log: log.WithName("kernel"),
@@ -130,6 +137,13 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	a.apiReader = mgr.GetAPIReader()
 	a.events = mgr.GetEventRecorder(FieldManager)
 	a.metrics = NewMetrics(metrics.Registry)
+	if a.o.ProbeInterval > 0 {
+		a.prober = probe.New(probe.Options{Interval: a.o.ProbeInterval, Timeout: a.o.ProbeTimeout, Pinger: probe.NewICMPPinger(),
+			Metrics: probe.NewMetrics(metrics.Registry), Log: a.log.WithName("probe"), OnResult: a.trigger.fire})
+		if err := mgr.Add(manager.RunnableFunc(a.prober.Run)); err != nil {
+			return err
+		}
+	}
 	if a.nodes, err = newNodeDirectory(cfg, a.trigger.fire); err != nil {
 		return err
 	}
@@ -151,14 +165,24 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	}); err != nil {
 		return err
 	}
-	for _, obj := range []client.Object{&corev1.Node{}, &wgv1.MeshPeer{}} {
-		inf, err := mgr.GetCache().GetInformer(ctx, obj)
+	// Reconcile on what the mesh is made of, never on status alone: with N
+	// nodes every agent's status write reaches every agent.
+	for _, w := range []struct {
+		obj     client.Object
+		changed func(old, new any) bool
+	}{{&corev1.Node{}, ownNodeChanged}, {&wgv1.MeshPeer{}, meshPeerChanged}} {
+		inf, err := mgr.GetCache().GetInformer(ctx, w.obj)
 		if err != nil {
-			return fmt.Errorf("informer for %T: %w", obj, err)
+			return fmt.Errorf("informer for %T: %w", w.obj, err)
 		}
+		changed := w.changed
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { a.trigger.fire() },
-			UpdateFunc: func(any, any) { a.trigger.fire() },
+			AddFunc: func(any) { a.trigger.fire() },
+			UpdateFunc: func(old, new any) {
+				if changed(old, new) {
+					a.trigger.fire()
+				}
+			},
 			DeleteFunc: func(any) { a.trigger.fire() },
 		}); err != nil {
 			return err

@@ -104,6 +104,29 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	if StatusChanged(mp.Status, DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now()}, mp.Status)) {
 		t.Fatal("status read back from the API server differs from what was applied")
 	}
+	// Unreachable peers are written, and removed once reachable again.
+	down := DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now(), Expected: []string{"wgm-node-2"},
+		Handshakes: map[string]time.Time{}}, mp.Status)
+	if err := ApplyStatus(ctx, c, mp.Name, down); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {
+		t.Fatal(err)
+	}
+	if mp.Status.Connected != "0/1" || len(mp.Status.UnreachablePeers) != 1 || mp.Status.UnreachablePeers[0] != "wgm-node-2" {
+		t.Fatalf("unreachable status = %+v", mp.Status)
+	}
+	up := DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now(), Expected: []string{"wgm-node-2"},
+		Handshakes: map[string]time.Time{"wgm-node-2": time.Now()}}, mp.Status)
+	if err := ApplyStatus(ctx, c, mp.Name, up); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {
+		t.Fatal(err)
+	}
+	if mp.Status.Connected != "1/1" || len(mp.Status.UnreachablePeers) != 0 {
+		t.Fatalf("reachable again, status = %+v", mp.Status)
+	}
 
 	if err := withdrawAnnotations(ctx, c, node.Name); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,8 @@ type Metrics struct {
 	MTU               prometheus.Gauge
 	Sysctl            *prometheus.GaugeVec
 	PeerProblems      prometheus.Gauge
+	Reconciles        prometheus.Counter
+	StatusWrites      prometheus.Counter
 	device            *deviceCollector
 }
 
@@ -29,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Peers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peers",
 			Help: "WireGuard peers configured on this node."}),
 		PeersConnected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peers_connected",
-			Help: "WireGuard peers with a handshake in the last 3 minutes."}),
+			Help: "Node peers reachable now: the last probe through the tunnel was answered (with --probe-interval=0: a handshake in the last 3 minutes)."}),
 		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wgmesh_reconcile_duration_seconds",
 			Help: "Duration of one agent reconcile (mesh, link, routes, node data plane).", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		ReconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wgmesh_reconcile_errors_total",
@@ -40,10 +42,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Value of each kernel parameter the data plane needs (after the agent set it)."}, []string{"key"}),
 		PeerProblems: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peer_problems",
 			Help: "MeshPeers this node cannot use (see the Degraded condition and Events)."}),
+		Reconciles: prometheus.NewCounter(prometheus.CounterOpts{Name: "wgmesh_reconciles_total",
+			Help: "Agent reconciles run (mesh, link, routes, node data plane, status)."}),
+		StatusWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "wgmesh_status_writes_total",
+			Help: "Writes of this node's MeshPeer status."}),
 		device: &deviceCollector{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.Peers, m.PeersConnected, m.ReconcileDuration, m.ReconcileErrors, m.MTU, m.Sysctl, m.PeerProblems, m.device)
+		reg.MustRegister(m.Peers, m.PeersConnected, m.ReconcileDuration, m.ReconcileErrors, m.MTU, m.Sysctl, m.PeerProblems, m.Reconciles, m.StatusWrites, m.device)
 	}
 	return m
 }

@@ -23,6 +23,16 @@ const (
 	// DefaultResync is the periodic full check that repairs drift netlink
 	// events do not announce (a peer removed by hand from a userspace device).
 	DefaultResync = 5 * time.Second
+	// Defaults of the probe and status flags.
+	DefaultProbeInterval         = 30 * time.Second
+	DefaultProbeTimeout          = time.Second
+	DefaultStatusMinInterval     = 10 * time.Second
+	DefaultStatusMembershipDelay = 5 * time.Minute
+	// probeHoldDownIntervals: a peer's probes must fail this many probe
+	// intervals in a row before the status names it unreachable (metrics
+	// show it at once). Longer than the node lifecycle controller's grace
+	// (50 s), so that a failed node is marked NodeNotReady first.
+	probeHoldDownIntervals = 3
 )
 
 // Options configure the agent. Flags of cmd/wgmesh-agent map one to one.
@@ -50,6 +60,21 @@ type Options struct {
 	// owns, the chart's <release>-wireguard DaemonSet
 	// (--userspace-wireguard-sidecar); the agent only waits for it.
 	UserspaceSidecar bool
+
+	// ProbeInterval is how often each node peer is probed through the
+	// tunnel (--probe-interval, jittered; 0: no probes, and CONNECTED
+	// falls back to a handshake in the last 3 minutes). ProbeTimeout is
+	// one echo's wait (--probe-timeout).
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	// StatusMinInterval is the least time between two writes of the own
+	// MeshPeer status (--status-min-interval); changes meanwhile are
+	// written together. StatusMembershipDelay is how long a change of the
+	// counts alone (a healthy peer joined or left) may wait, jittered in
+	// [d/2, d] (--status-membership-delay): with N nodes, each join would
+	// otherwise be N writes, each sent to N watchers.
+	StatusMinInterval     time.Duration
+	StatusMembershipDelay time.Duration
 
 	LinkName   string // default wgmesh0
 	BridgeName string // default wgmesh-br0
@@ -87,6 +112,15 @@ func (o *Options) defaults() {
 	}
 	if o.Resync == 0 {
 		o.Resync = DefaultResync
+	}
+	if o.ProbeTimeout == 0 {
+		o.ProbeTimeout = DefaultProbeTimeout
+	}
+	if o.StatusMinInterval == 0 {
+		o.StatusMinInterval = DefaultStatusMinInterval
+	}
+	if o.StatusMembershipDelay == 0 {
+		o.StatusMembershipDelay = DefaultStatusMembershipDelay
 	}
 	if o.ListenPort == 0 {
 		o.ListenPort = 51820

@@ -12,12 +12,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/agent/endpoint"
 	"github.com/wgmesh/wgmesh/agent/mesh"
+	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -26,6 +28,7 @@ import (
 // announce (annotations), mesh (pure), kernel, node data plane, status.
 func (a *Agent) reconcile(ctx context.Context) (err error) {
 	start := time.Now()
+	a.metrics.Reconciles.Inc()
 	defer func() { a.metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
 
 	node := &corev1.Node{}
@@ -119,12 +122,68 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	a.metrics.Peers.Set(float64(len(peers)))
 	a.metrics.PeerProblems.Set(float64(len(problems)))
 
-	if err := a.writeStatus(ctx, list.Items, StatusInput{LinkErr: notReady, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now()}); err != nil {
+	expected, targets := expectedPeers(topo, list.Items)
+	sin := StatusInput{LinkErr: notReady, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now(), Expected: expected}
+	if a.prober != nil {
+		a.prober.SetTargets(targets)
+		sin.Probes = a.prober.States()
+		sin.HoldDown = probeHoldDownIntervals * a.o.ProbeInterval
+	} else {
+		sin.Handshakes = map[string]time.Time{}
+		for _, p := range peers {
+			if n := names[p.PublicKey]; n != "" {
+				sin.Handshakes[n] = p.LastHandshakeTime
+			}
+		}
+	}
+	a.metrics.PeersConnected.Set(float64(connectedNow(targets, sin)))
+	if err := a.writeStatus(ctx, list.Items, sin); err != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("status").Inc()
 		dperr = append(dperr, err)
 	}
-	a.metrics.PeersConnected.Set(float64(countConnected(peers)))
 	return errors.Join(append([]error{kerr}, dperr...)...)
+}
+
+// expectedPeers are the usable node peers this node should reach (all but
+// those whose Node is not Ready), by name, and the probe target of every
+// usable node peer: its bridge gateway, the first address of its first pod
+// CIDR, which the route through wgmesh0 reaches with this node's bridge
+// address as source.
+func expectedPeers(topo mesh.Topology, items []wgv1.MeshPeer) (expected []string, targets []probe.Target) {
+	notReady := map[string]bool{}
+	for i := range items {
+		if c := meta.FindStatusCondition(items[i].Status.Conditions, wgv1.ConditionNodeNotReady); c != nil && c.Status == metav1.ConditionTrue {
+			notReady[items[i].Name] = true
+		}
+	}
+	for _, p := range topo.Peers {
+		if p.NodeName == "" || len(p.AllowedIPs) == 0 {
+			continue // external peers are not probed (a laptop may sleep)
+		}
+		if gw, ok := mesh.Gateway(p.AllowedIPs[0]); ok {
+			targets = append(targets, probe.Target{Peer: p.Name, Addr: gw.Addr()})
+		}
+		if !notReady[p.Name] {
+			expected = append(expected, p.Name)
+		}
+	}
+	return expected, targets
+}
+
+// connectedNow counts the node peers reachable now: last probe answered,
+// or, with probes off, a handshake within 3 minutes.
+func connectedNow(targets []probe.Target, in StatusInput) int {
+	n := 0
+	for _, t := range targets {
+		if in.Probes != nil {
+			if in.Probes[t.Peer].Reachable {
+				n++
+			}
+		} else if hs := in.Handshakes[t.Peer]; !hs.IsZero() && in.Now.Sub(hs) <= wireguard.ConnectedWithin {
+			n++
+		}
+	}
+	return n
 }
 
 // nodePeerRanges are this node's pod CIDRs and every node MeshPeer's
@@ -274,13 +333,15 @@ func (a *Agent) writeStatus(ctx context.Context, peers []wgv1.MeshPeer, in Statu
 	}
 	in.Generation = own.Generation
 	want := DesiredStatus(in, own.Status)
-	if !StatusChanged(own.Status, want) {
+	if !a.status.decide(own.Status, want, in.Now) {
 		return nil
 	}
 	if err := ApplyStatus(ctx, a.client, own.Name, want); err != nil {
 		return err
 	}
-	a.log.V(1).Info("status written", "meshpeer", own.Name, "connected", want.Connected, "mtu", want.MTU)
+	a.status.wrote(in.Now)
+	a.metrics.StatusWrites.Inc()
+	a.log.V(1).Info("status written", "meshpeer", own.Name, "connected", want.Connected, "unreachable", want.UnreachablePeers, "mtu", want.MTU)
 	return nil
 }
 
@@ -304,15 +365,4 @@ func nodePodCIDRs(n *corev1.Node) []netip.Prefix {
 		}
 	}
 	return out
-}
-
-func countConnected(peers []wgtypes.Peer) int {
-	n := 0
-	now := time.Now()
-	for _, p := range peers {
-		if wireguard.Connected(p, now) {
-			n++
-		}
-	}
-	return n
 }

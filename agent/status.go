@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/agent/mesh"
+	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -37,10 +39,23 @@ type StatusInput struct {
 	Peers      []wgtypes.Peer // device state
 	Problems   []mesh.Problem
 	Now        time.Time
+	// Expected are the node peers this node should reach: every usable
+	// node peer but those marked NodeNotReady, by MeshPeer name.
+	Expected []string
+	// Probes are the reachability probes' states by MeshPeer name; nil when
+	// probes are off, and then a peer counts as connected when it had a
+	// handshake within 3 minutes (Handshakes, by MeshPeer name).
+	Probes     map[string]probe.State
+	Handshakes map[string]time.Time
+	// HoldDown is how long probes must fail before a peer is unreachable.
+	HoldDown time.Duration
 }
 
 // maxProblemsInMessage bounds the condition message.
 const maxProblemsInMessage = 10
+
+// maxUnreachableNames bounds status.unreachablePeers (the CRD's maxItems).
+const maxUnreachableNames = 32
 
 // DesiredStatus computes the agent-owned part of its MeshPeer status.
 // LastTransitionTime of a condition whose status does not change is taken
@@ -49,14 +64,17 @@ func DesiredStatus(in StatusInput, current wgv1.MeshPeerStatus) wgv1.MeshPeerSta
 	var st wgv1.MeshPeerStatus
 	var latest time.Time
 	for _, p := range in.Peers {
-		if wireguard.Connected(p, in.Now) {
-			st.ConnectedPeers++
-		}
 		if p.LastHandshakeTime.After(latest) {
 			latest = p.LastHandshakeTime
 		}
 	}
-	st.TotalPeers = int32(len(in.Peers))
+	unreachable := unreachablePeers(in)
+	st.TotalPeers = int32(len(in.Expected))
+	st.ConnectedPeers = st.TotalPeers - int32(len(unreachable))
+	if len(unreachable) > maxUnreachableNames {
+		unreachable = unreachable[:maxUnreachableNames]
+	}
+	st.UnreachablePeers = unreachable
 	st.Connected = fmt.Sprintf("%d/%d", st.ConnectedPeers, st.TotalPeers)
 	st.MTU = int32(in.MTU)
 	st.ObservedGeneration = in.Generation
@@ -64,8 +82,10 @@ func DesiredStatus(in StatusInput, current wgv1.MeshPeerStatus) wgv1.MeshPeerSta
 		t := metav1.NewTime(latest.Truncate(time.Second))
 		st.LatestHandshake = &t
 	}
+	// The message has no counts: they change with every join, and a
+	// condition change is written at once.
 	ready := metav1.Condition{Type: wgv1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonLinkConfigured,
-		Message: fmt.Sprintf("WireGuard link configured with %d peers, %s connected", st.TotalPeers, st.Connected), ObservedGeneration: in.Generation}
+		Message: "WireGuard link and peers configured", ObservedGeneration: in.Generation}
 	if in.LinkErr != nil {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, ReasonLinkFailed, truncate(in.LinkErr.Error(), 1024)
 	}
@@ -92,22 +112,101 @@ func DesiredStatus(in StatusInput, current wgv1.MeshPeerStatus) wgv1.MeshPeerSta
 	return st
 }
 
-// StatusChanged reports whether want differs from current in a way worth a
-// write: a condition, the connected/total counts, the MTU or the observed
-// generation. LatestHandshake alone never causes a write (it would be a
-// heartbeat fanned out to every node).
-func StatusChanged(current, want wgv1.MeshPeerStatus) bool {
-	if current.Connected != want.Connected || current.ConnectedPeers != want.ConnectedPeers ||
-		current.TotalPeers != want.TotalPeers || current.MTU != want.MTU || current.ObservedGeneration != want.ObservedGeneration {
-		return true
+// unreachablePeers are the expected peers the node cannot reach, sorted:
+// probes failing for the hold-down, or (probes off) no handshake within
+// wireguard.ConnectedWithin.
+func unreachablePeers(in StatusInput) []string {
+	var out []string
+	for _, name := range in.Expected {
+		if in.Probes != nil {
+			if in.Probes[name].Unreachable(in.Now, in.HoldDown) {
+				out = append(out, name)
+			}
+			continue
+		}
+		if hs := in.Handshakes[name]; hs.IsZero() || in.Now.Sub(hs) > wireguard.ConnectedWithin {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// statusChange is how a wanted status differs from the current one.
+type statusChange int
+
+const (
+	statusSame statusChange = iota
+	// statusMembership: only the counts changed, by the same amount (a
+	// healthy peer joined or left); worth writing, but not at once.
+	statusMembership
+	// statusSignificant: a condition, the unreachable peers, the MTU or the
+	// observed generation changed.
+	statusSignificant
+)
+
+// classifyStatus compares want with current. LatestHandshake alone never
+// counts (it would be a heartbeat fanned out to every node).
+func classifyStatus(current, want wgv1.MeshPeerStatus) statusChange {
+	if current.MTU != want.MTU || current.ObservedGeneration != want.ObservedGeneration ||
+		!slices.Equal(current.UnreachablePeers, want.UnreachablePeers) ||
+		current.TotalPeers-current.ConnectedPeers != want.TotalPeers-want.ConnectedPeers {
+		return statusSignificant
 	}
 	for _, w := range want.Conditions {
 		c := meta.FindStatusCondition(current.Conditions, w.Type)
 		if c == nil || c.Status != w.Status || c.Reason != w.Reason || c.Message != w.Message || c.ObservedGeneration != w.ObservedGeneration {
-			return true
+			return statusSignificant
 		}
 	}
-	return false
+	if current.Connected != want.Connected || current.ConnectedPeers != want.ConnectedPeers || current.TotalPeers != want.TotalPeers {
+		return statusMembership
+	}
+	return statusSame
+}
+
+// StatusChanged reports whether want differs from current in a way worth a
+// write at all.
+func StatusChanged(current, want wgv1.MeshPeerStatus) bool {
+	return classifyStatus(current, want) != statusSame
+}
+
+// statusPolicy decides when the agent writes its MeshPeer status: a
+// significant change at most once per MinInterval, a membership-only change
+// after a random delay in [MembershipDelay/2, MembershipDelay] (changes
+// meanwhile ride along). With N nodes every write goes to N watchers, so a
+// node joining (or failing: see NodeNotReady) must not make every agent
+// write at once.
+type statusPolicy struct {
+	MinInterval, MembershipDelay time.Duration
+	rand                         func(n int64) int64
+
+	lastWrite     time.Time
+	membershipDue time.Time // zero: no membership change pending
+}
+
+// decide reports whether to write want now.
+func (p *statusPolicy) decide(current, want wgv1.MeshPeerStatus, now time.Time) bool {
+	switch classifyStatus(current, want) {
+	case statusSame:
+		p.membershipDue = time.Time{}
+		return false
+	case statusMembership:
+		if p.membershipDue.IsZero() {
+			half := int64(p.MembershipDelay / 2)
+			p.membershipDue = now.Add(time.Duration(half + p.rand(half+1)))
+		}
+		if now.Before(p.membershipDue) {
+			return false
+		}
+	}
+	return p.lastWrite.IsZero() || now.Sub(p.lastWrite) >= p.MinInterval
+}
+
+// wrote records a write.
+func (p *statusPolicy) wrote(now time.Time) {
+	p.lastWrite = now
+	p.membershipDue = time.Time{}
 }
 
 // ApplyStatus server-side-applies the agent's fields of its MeshPeer status

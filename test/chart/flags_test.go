@@ -138,6 +138,10 @@ var valueOfFlag = map[string]map[string]string{
 		"service-proxy":               "agent.serviceProxy",
 		"nodeport-addresses":          "agent.nodePortAddresses",
 		"service-sync-period":         "agent.serviceSyncPeriod",
+		"probe-interval":              "agent.probeInterval",
+		"probe-timeout":               "agent.probeTimeout",
+		"status-min-interval":         "agent.statusMinInterval",
+		"status-membership-delay":     "agent.statusMembershipDelay",
 	},
 }
 
