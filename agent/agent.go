@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -139,12 +140,12 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	a.metrics = NewMetrics(metrics.Registry)
 	if a.o.ProbeInterval > 0 {
 		a.prober = probe.New(probe.Options{Interval: a.o.ProbeInterval, Timeout: a.o.ProbeTimeout, Pinger: probe.NewICMPPinger(),
-			Metrics: probe.NewMetrics(metrics.Registry), Log: a.log.WithName("probe"), OnResult: a.trigger.fire})
+			Metrics: probe.NewMetrics(metrics.Registry), Log: a.log.WithName("probe"), OnResult: func() { a.trigger.fireFor("probe") }})
 		if err := mgr.Add(manager.RunnableFunc(a.prober.Run)); err != nil {
 			return err
 		}
 	}
-	if a.nodes, err = newNodeDirectory(cfg, a.trigger.fire); err != nil {
+	if a.nodes, err = newNodeDirectory(cfg, func() { a.trigger.fireFor("watch") }); err != nil {
 		return err
 	}
 	if err := mgr.Add(a.nodes); err != nil {
@@ -177,13 +178,13 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 		}
 		changed := w.changed
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { a.trigger.fire() },
+			AddFunc: func(any) { a.trigger.fireFor("watch") },
 			UpdateFunc: func(old, new any) {
 				if changed(old, new) {
-					a.trigger.fire()
+					a.trigger.fireFor("watch")
 				}
 			},
-			DeleteFunc: func(any) { a.trigger.fire() },
+			DeleteFunc: func(any) { a.trigger.fireFor("watch") },
 		}); err != nil {
 			return err
 		}
@@ -225,12 +226,12 @@ func (a *Agent) loop(ctx context.Context) error {
 	if err := routes.Watch(ctx, routes.WatchOptions{
 		Links:   []string{a.o.LinkName, a.o.BridgeName},
 		OnError: func(err error) { a.log.V(1).Info("netlink subscription", "error", err.Error()) },
-	}, a.trigger.fire); err != nil {
+	}, func() { a.trigger.fireFor("netlink") }); err != nil {
 		a.log.Error(err, "netlink subscription failed; drift is repaired by the periodic resync only", "resync", a.o.Resync)
 	}
 	tick := time.NewTicker(a.o.Resync)
 	defer tick.Stop()
-	a.trigger.fire()
+	a.trigger.fireFor("start")
 	backoff := time.Second
 	for {
 		select {
@@ -239,6 +240,7 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-a.trigger.c:
 		case <-tick.C:
 		}
+		a.metrics.Reconciles.WithLabelValues(a.trigger.take()).Inc()
 		if err := a.reconcile(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -247,7 +249,7 @@ func (a *Agent) loop(ctx context.Context) error {
 				return err
 			}
 			a.log.Error(err, "reconcile failed; retrying", "after", backoff)
-			time.AfterFunc(backoff, a.trigger.fire)
+			time.AfterFunc(backoff, func() { a.trigger.fireFor("retry") })
 			backoff = min(2*backoff, 30*time.Second)
 			continue
 		}
@@ -256,16 +258,43 @@ func (a *Agent) loop(ctx context.Context) error {
 }
 
 // trigger coalesces wake-ups: many events while a reconcile runs cause one
-// more reconcile, not many.
-type trigger struct{ c chan struct{} }
+// more reconcile, not many. It remembers why it fired, for
+// wgmesh_reconciles_total{trigger}.
+type trigger struct {
+	c       chan struct{}
+	mu      sync.Mutex
+	reasons map[string]bool
+}
 
-func newTrigger() *trigger { return &trigger{c: make(chan struct{}, 1)} }
+// Reconcile triggers (the label of wgmesh_reconciles_total), most specific
+// first: a reconcile woken for several reasons counts under the first.
+var triggerReasons = []string{"watch", "netlink", "probe", "retry", "start", "other", "resync"}
 
-func (t *trigger) fire() {
+func newTrigger() *trigger { return &trigger{c: make(chan struct{}, 1), reasons: map[string]bool{}} }
+
+func (t *trigger) fire() { t.fireFor("other") }
+
+func (t *trigger) fireFor(reason string) {
+	t.mu.Lock()
+	t.reasons[reason] = true
+	t.mu.Unlock()
 	select {
 	case t.c <- struct{}{}:
 	default:
 	}
+}
+
+// take returns the reason of the wake-up and forgets them all.
+func (t *trigger) take() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	defer clear(t.reasons)
+	for _, r := range triggerReasons {
+		if t.reasons[r] {
+			return r
+		}
+	}
+	return "resync"
 }
 
 // cleanup removes wgmesh from the node, the one way for an uninstall and for

@@ -19,7 +19,7 @@ type Metrics struct {
 	MTU               prometheus.Gauge
 	Sysctl            *prometheus.GaugeVec
 	PeerProblems      prometheus.Gauge
-	Reconciles        prometheus.Counter
+	Reconciles        *prometheus.CounterVec
 	StatusWrites      prometheus.Counter
 	device            *deviceCollector
 }
@@ -42,11 +42,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Value of each kernel parameter the data plane needs (after the agent set it)."}, []string{"key"}),
 		PeerProblems: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peer_problems",
 			Help: "MeshPeers this node cannot use (see the Degraded condition and Events)."}),
-		Reconciles: prometheus.NewCounter(prometheus.CounterOpts{Name: "wgmesh_reconciles_total",
-			Help: "Agent reconciles run (mesh, link, routes, node data plane, status)."}),
+		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wgmesh_reconciles_total",
+			Help: "Agent reconciles run (mesh, link, routes, node data plane, status), by what woke them: watch (a MeshPeer or Node change that matters), netlink (drift), probe (a peer's reachability changed), retry, start, resync (the periodic check)."},
+			[]string{"trigger"}),
 		StatusWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "wgmesh_status_writes_total",
 			Help: "Writes of this node's MeshPeer status."}),
 		device: &deviceCollector{},
+	}
+	for _, r := range triggerReasons {
+		m.Reconciles.WithLabelValues(r)
 	}
 	if reg != nil {
 		reg.MustRegister(m.Peers, m.PeersConnected, m.ReconcileDuration, m.ReconcileErrors, m.MTU, m.Sysctl, m.PeerProblems, m.Reconciles, m.StatusWrites, m.device)

@@ -28,7 +28,6 @@ import (
 // announce (annotations), mesh (pure), kernel, node data plane, status.
 func (a *Agent) reconcile(ctx context.Context) (err error) {
 	start := time.Now()
-	a.metrics.Reconciles.Inc()
 	defer func() { a.metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
 
 	node := &corev1.Node{}
