@@ -22,8 +22,10 @@ func init() {
 		Usage: "",
 		Help: `lists every MeshPeer (node and external) with its endpoint, allowed IPs,
 connected peers, readiness and any problem condition (KeyConflict,
-AllowedIPsConflict, InvalidAnnotation), then the nodes that have no
-MeshPeer yet and why (no public key announced, no pod CIDR).`,
+AllowedIPsConflict, InvalidAnnotation), the nodes that have no MeshPeer yet
+and why (no public key announced, no pod CIDR), then reachability: which node
+pairs cannot reach each other through the tunnel (a matrix up to 16 nodes),
+and the nodes not Ready.`,
 		Run: runStatus,
 	})
 }
@@ -48,7 +50,10 @@ func runStatus(env *Env, args []string) error {
 	if err := c.List(ctx, &nodes); err != nil {
 		return fmt.Errorf("listing nodes: %w", err)
 	}
-	return writeStatus(env.Out, summarize(nodes.Items, peers.Items, env.Now()))
+	if err := writeStatus(env.Out, summarize(nodes.Items, peers.Items, env.Now())); err != nil {
+		return err
+	}
+	return writeReachability(env.Out, reachability(peers.Items))
 }
 
 // peerRow is one line of `kubectl wgmesh status`.
@@ -72,6 +77,7 @@ var problemConditions = []string{
 	wgmeshv1.ConditionKeyConflict,
 	wgmeshv1.ConditionAllowedIPsConflict,
 	wgmeshv1.ConditionInvalidAnnotation,
+	wgmeshv1.ConditionNodeNotReady,
 }
 
 // summarize is the pure part of the status command: sorted rows from the
