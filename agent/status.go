@@ -132,6 +132,9 @@ func unreachablePeers(in StatusInput) []string {
 	return out
 }
 
+// membershipDelayPerNode: see statusPolicy.
+const membershipDelayPerNode = 300 * time.Millisecond
+
 // statusChange is how a wanted status differs from the current one.
 type statusChange int
 
@@ -172,11 +175,14 @@ func StatusChanged(current, want wgv1.MeshPeerStatus) bool {
 }
 
 // statusPolicy decides when the agent writes its MeshPeer status: a
-// significant change at most once per MinInterval, a membership-only change
-// after a random delay in [MembershipDelay/2, MembershipDelay] (changes
-// meanwhile ride along). With N nodes every write goes to N watchers, so a
-// node joining (or failing: see NodeNotReady) must not make every agent
-// write at once.
+// significant change at most once per MinInterval; a membership-only change
+// after a random delay in [d/2, d], where d grows with the mesh,
+// membershipDelayPerNode per node, between MinInterval and MembershipDelay
+// (changes meanwhile ride along). With N nodes every write goes to N
+// watchers, and a join moves every node's counts: spreading the N refreshes
+// over about N×0.3 s bounds them to a few writes per second cluster-wide
+// however large the mesh and however many nodes join, while a small mesh
+// shows its counts within seconds. A node failure is handled by NodeNotReady.
 type statusPolicy struct {
 	MinInterval, MembershipDelay time.Duration
 	rand                         func(n int64) int64
@@ -193,7 +199,9 @@ func (p *statusPolicy) decide(current, want wgv1.MeshPeerStatus, now time.Time) 
 		return false
 	case statusMembership:
 		if p.membershipDue.IsZero() {
-			half := int64(p.MembershipDelay / 2)
+			d := time.Duration(want.TotalPeers+1) * membershipDelayPerNode
+			d = min(max(d, p.MinInterval), p.MembershipDelay)
+			half := int64(d / 2)
 			p.membershipDue = now.Add(time.Duration(half + p.rand(half+1)))
 		}
 		if now.Before(p.membershipDue) {

@@ -147,15 +147,16 @@ func TestStatusPolicy(t *testing.T) {
 	p.wrote(now.Add(10 * time.Second))
 	t0 := now.Add(time.Minute)
 
-	// A join (membership only) waits for the jittered delay (here its
-	// maximum, 5 min), whatever else happens meanwhile.
+	// A join (membership only) in a 1,000-node mesh waits for the jittered
+	// delay (here its maximum, 5 min), whatever else happens meanwhile.
+	cur.Connected, cur.ConnectedPeers, cur.TotalPeers = "999/999", 999, 999
 	join := cur
-	join.Connected, join.ConnectedPeers, join.TotalPeers = "4/4", 4, 4
+	join.Connected, join.ConnectedPeers, join.TotalPeers = "1000/1000", 1000, 1000
 	if p.decide(cur, join, t0) || p.decide(cur, join, t0.Add(4*time.Minute)) {
 		t.Fatal("membership-only change written before its delay")
 	}
 	join2 := join
-	join2.Connected, join2.ConnectedPeers, join2.TotalPeers = "5/5", 5, 5
+	join2.Connected, join2.ConnectedPeers, join2.TotalPeers = "1001/1001", 1001, 1001
 	if p.decide(cur, join2, t0.Add(4*time.Minute+59*time.Second)) {
 		t.Fatal("a second join restarted or shortened the delay")
 	}
@@ -172,6 +173,21 @@ func TestStatusPolicy(t *testing.T) {
 	q.decide(cur, join, t0)
 	if d := q.membershipDue.Sub(t0); d != 150*time.Second {
 		t.Fatalf("shortest membership delay %s, want 2m30s", d)
+	}
+	// A small mesh: d grows 0.3 s per node from MinInterval, so a 3-node
+	// mesh shows a join within 10 s and 100 nodes within 30 s.
+	for _, c := range []struct {
+		total int32
+		max   time.Duration
+	}{{2, 10 * time.Second}, {98, 30 * time.Second}, {5000, 5 * time.Minute}} {
+		small := statusPolicy{MinInterval: 10 * time.Second, MembershipDelay: 5 * time.Minute, rand: func(n int64) int64 { return n - 1 }}
+		from := wgv1.MeshPeerStatus{Conditions: ready, TotalPeers: c.total, ConnectedPeers: c.total, Connected: "x"}
+		to := from
+		to.TotalPeers, to.ConnectedPeers, to.Connected = c.total+1, c.total+1, "y"
+		small.decide(from, to, t0)
+		if d := small.membershipDue.Sub(t0); d != c.max {
+			t.Errorf("membership delay with %d peers: %s, want %s", c.total+1, d, c.max)
+		}
 	}
 }
 
