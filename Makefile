@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all build serviceproxy cni-plugins image control-plane helm kube-proxy node-parts e2e-test conformance conformance-reference generate lint test fuzz unit bench demo demo-deps demo-down clean
+.PHONY: all build serviceproxy cni-plugins image control-plane helm promtool kube-proxy node-parts e2e-test conformance conformance-reference generate lint test fuzz unit bench demo demo-deps demo-down clean
 
 all: build
 
@@ -32,6 +32,11 @@ control-plane: ## Build (or reuse from the cache) etcd, kube-apiserver, kube-con
 helm: ## Build (or reuse from the cache) helm for the chart tests
 	@hack/helm.sh >/dev/null
 
+# The chart tests (test/chart) run promtool on the chart's alerts and
+# wgmesh-promql on the dashboard's queries, found through WGMESH_PROMTOOL_DIR.
+promtool: ## Build (or reuse from the cache) promtool and wgmesh-promql for the chart tests
+	@hack/promtool.sh >/dev/null
+
 # Only the benchmarks use it (BenchmarkServiceProxy finds it through WGMESH_KUBE_PROXY).
 kube-proxy: control-plane ## Build (or reuse from the cache) the real kube-proxy, the service NAT benchmark's reference
 	@hack/kube-proxy.sh >/dev/null
@@ -51,6 +56,7 @@ generate: ## Regenerate deepcopy and the CRD
 lint: ## vet, gofmt, and fail when generated files are stale
 	$(GO) vet ./...
 	$(GO) -C hack/image vet ./...
+	$(GO) -C hack/promtool vet ./...
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@hack/verify-generated.sh
 
@@ -58,8 +64,8 @@ lint: ## vet, gofmt, and fail when generated files are stale
 # binary fails instead of skipping (test/skip), so make test cannot pass by
 # skipping. The fuzz targets run briefly after the tests (their seed corpora
 # run with the tests), then the kernel WireGuard tests in VMs (test-kernel).
-test: control-plane build cni-plugins helm node-parts image ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
-	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
+test: control-plane build cni-plugins helm promtool node-parts image ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
+	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" WGMESH_PROMTOOL_DIR="$$(hack/promtool.sh --dir)" \
 	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) -C hack/image test -count=1 ./...
