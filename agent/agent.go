@@ -46,6 +46,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/keys"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/routes"
@@ -81,6 +82,9 @@ type Agent struct {
 	// status decides when the MeshPeer status is written.
 	prober *probe.Prober
 	status statusPolicy
+
+	// rotation owns the key (agent/keyrotation): key is what it decides.
+	rotation *keyrotation.Rotator
 }
 
 // New prepares an agent: it loads or creates the private key.
@@ -89,11 +93,14 @@ func New(o Options, log logr.Logger) (*Agent, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("no node name: set --node-name or the NODE_NAME environment variable")
 	}
-	key, err := keys.LoadOrCreate(o.StateDir)
+	kr := o.KeyRotation
+	kr.StateDir, kr.NodeName, kr.Log = o.StateDir, o.NodeName, log.WithName("keyrotation")
+	rot, err := keyrotation.Open(kr)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{o: o, log: log, key: key, trigger: newTrigger(), reported: map[string]bool{},
+	key := rot.Key()
+	a := &Agent{o: o, log: log, key: key, rotation: rot, trigger: newTrigger(), reported: map[string]bool{},
 		status: statusPolicy{MinInterval: o.StatusMinInterval, MembershipDelay: o.StatusMembershipDelay, rand: rand.Int64N}}
 	a.kernel = NewKernel(KernelOptions{
 		LinkName: o.LinkName, BridgeName: o.BridgeName, Mode: o.WireGuardMode, ListenPort: o.ListenPort, MTU: o.MTU,
@@ -138,6 +145,7 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	a.apiReader = mgr.GetAPIReader()
 	a.events = mgr.GetEventRecorder(FieldManager)
 	a.metrics = NewMetrics(metrics.Registry)
+	a.rotation.Bind(keyrotation.ClientAPI{NodeName: a.o.NodeName, Reader: a.reader, Client: a.client, Events: a.events}, a.trigger.fire)
 	if a.o.ProbeInterval > 0 {
 		a.prober = probe.New(probe.Options{Interval: a.o.ProbeInterval, Timeout: a.o.ProbeTimeout, Pinger: probe.NewICMPPinger(),
 			Metrics: probe.NewMetrics(metrics.Registry), Log: a.log.WithName("probe"), OnResult: func() { a.trigger.fireFor("probe") }})

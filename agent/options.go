@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
+	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 )
 
@@ -85,6 +86,9 @@ type Options struct {
 	// ServiceProxy is the service NAT (agent/servicenat); nil when
 	// --service-proxy=false leaves Services to kube-proxy.
 	ServiceProxy ServiceProxy
+	// KeyRotation: --key-rotation-period and the rotation's metrics
+	// (StateDir, NodeName and Log are filled in from the above).
+	KeyRotation keyrotation.Options
 }
 
 // ServiceProxy runs beside the mesh loop with its own watches (Services and

@@ -36,6 +36,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 		return fmt.Errorf("reading own Node %s: %w", a.o.NodeName, err)
 	}
 
+	a.key = a.rotation.Step(ctx, node)
 	if err := a.announce(ctx, node); err != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("announce").Inc()
 		// Keep going: the mesh of the others does not depend on it.
@@ -65,6 +66,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	if kerr != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("kernel").Inc()
 	}
+	a.rotation.Applied(ctx, applied.Device, topo.Peers)
 	if applied.Peers.Changed() || applied.Routes.Added+applied.Routes.Removed > 0 {
 		a.log.Info("mesh applied", "mode", applied.Mode, "peersAdded", applied.Peers.Added, "peersUpdated", applied.Peers.Updated,
 			"peersRemoved", applied.Peers.Removed, "routesSet", applied.Routes.Added, "routesRemoved", applied.Routes.Removed,
@@ -269,13 +271,14 @@ func (a *Agent) announce(ctx context.Context, node *corev1.Node) error {
 		})
 		return err
 	}
-	wrote, err := endpoint.Publish(ctx, a.client, node, endpoint.Announcement{PublicKey: a.key.PublicKey().String(), Endpoint: ep})
+	pub := a.rotation.Announce() // the next key's while a rotation waits for it
+	wrote, err := endpoint.Publish(ctx, a.client, node, endpoint.Announcement{PublicKey: pub.String(), Endpoint: ep})
 	if err != nil {
 		return err
 	}
 	if wrote {
 		a.log.Info("announced key and endpoint on Node", "node", node.Name, "endpoint", ep, "source", src,
-			"publicKey", a.key.PublicKey().String())
+			"publicKey", pub.String())
 	}
 	return nil
 }

@@ -26,7 +26,7 @@ func Publish(ctx context.Context, c client.Client, node *corev1.Node, a Announce
 		node.Annotations[wgv1.AnnotationEndpoint] == a.Endpoint {
 		return false, nil
 	}
-	return true, patchAnnotations(ctx, c, node.Name, map[string]*string{
+	return true, PatchAnnotations(ctx, c, node.Name, map[string]*string{
 		wgv1.AnnotationPublicKey: &a.PublicKey,
 		wgv1.AnnotationEndpoint:  &a.Endpoint,
 	})
@@ -34,13 +34,16 @@ func Publish(ctx context.Context, c client.Client, node *corev1.Node, a Announce
 
 // Withdraw removes the annotations the agent wrote (used by --cleanup-on-exit).
 func Withdraw(ctx context.Context, c client.Client, nodeName string) error {
-	return patchAnnotations(ctx, c, nodeName, map[string]*string{
-		wgv1.AnnotationPublicKey: nil,
-		wgv1.AnnotationEndpoint:  nil,
+	return PatchAnnotations(ctx, c, nodeName, map[string]*string{
+		wgv1.AnnotationPublicKey:  nil,
+		wgv1.AnnotationEndpoint:   nil,
+		wgv1.AnnotationKeyRotated: nil,
 	})
 }
 
-func patchAnnotations(ctx context.Context, c client.Client, nodeName string, ann map[string]*string) error {
+// PatchAnnotations merge-patches only the given annotations of a Node (nil:
+// remove), never other fields.
+func PatchAnnotations(ctx context.Context, c client.Client, nodeName string, ann map[string]*string) error {
 	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -47,15 +48,62 @@ func load(path string) (wgtypes.Key, error) {
 	if err != nil {
 		return wgtypes.Key{}, err
 	}
-	key, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
+	// The content is secret: never quoted.
+	key, err := ParseKeyFile(path, data)
 	if err != nil {
-		// The content is secret: do not quote it.
-		return wgtypes.Key{}, fmt.Errorf("private key file %s does not hold a base64 WireGuard key (32 bytes); remove it to generate a new identity", path)
+		return wgtypes.Key{}, err
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() != fileMode {
 		if err := os.Chmod(path, fileMode); err != nil {
 			return wgtypes.Key{}, fmt.Errorf("restricting %s to mode 0600: %w", path, err)
 		}
+	}
+	return key, nil
+}
+
+// Store makes key the node's key: it replaces <stateDir>/private.key
+// atomically (key rotation promotes the next key with it).
+func Store(stateDir string, key wgtypes.Key) error {
+	return writeAtomic(filepath.Join(stateDir, FileName), []byte(key.String()+"\n"))
+}
+
+// Since is when the stored key was put in place (the file's modification
+// time: creation, or the rotation that promoted it).
+func Since(stateDir string) (time.Time, error) {
+	fi, err := os.Stat(filepath.Join(stateDir, FileName))
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fi.ModTime(), nil
+}
+
+// WriteFile writes a secret file (mode 0600) the way the key is written:
+// a synced temporary file renamed over path, then the directory synced.
+func WriteFile(path string, data []byte) error { return writeAtomic(path, data) }
+
+// RemoveTemporaryFiles removes temporary files a crash left in stateDir
+// between creating and renaming them (WriteFile, Store).
+func RemoveTemporaryFiles(stateDir string) error {
+	m, err := filepath.Glob(filepath.Join(stateDir, ".*.tmp-*"))
+	if err != nil {
+		return err
+	}
+	old, _ := filepath.Glob(filepath.Join(stateDir, ".private.key-*"))
+	var errs []error
+	for _, f := range append(m, old...) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ParseKeyFile parses the content of a key file; name says which file, for
+// the error (the content is secret and never quoted).
+func ParseKeyFile(name string, data []byte) (wgtypes.Key, error) {
+	key, err := wgtypes.ParseKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("private key file %s does not hold a base64 WireGuard key (32 bytes); remove it to generate a new identity", name)
 	}
 	return key, nil
 }
@@ -67,7 +115,7 @@ func writeAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating state directory %s: %w", dir, err)
 	}
-	f, err := os.CreateTemp(dir, ".private.key-*")
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("creating temporary key file in %s: %w", dir, err)
 	}

@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"bytes"
+	"net"
 	"slices"
 	"time"
 
@@ -27,15 +28,21 @@ func DiffAt(desired []Peer, current []wgtypes.Peer, now time.Time) []wgtypes.Pee
 		cur[current[i].PublicKey] = &current[i]
 	}
 	want := make(map[wgtypes.Key]bool, len(desired))
-	var out []wgtypes.PeerConfig
 	for _, d := range desired {
 		want[d.PublicKey] = true
+	}
+	var out []wgtypes.PeerConfig
+	for _, d := range desired {
 		c, ok := cur[d.PublicKey]
 		if !ok {
 			ka := d.Keepalive
+			ep := d.Endpoint
+			if ep == nil {
+				ep = inheritedEndpoint(d, current, want)
+			}
 			out = append(out, wgtypes.PeerConfig{
 				PublicKey:                   d.PublicKey,
-				Endpoint:                    d.Endpoint,
+				Endpoint:                    ep,
 				PersistentKeepaliveInterval: &ka,
 				ReplaceAllowedIPs:           true,
 				AllowedIPs:                  toIPNets(d.AllowedIPs),
@@ -69,6 +76,40 @@ func DiffAt(desired []Peer, current []wgtypes.Peer, now time.Time) []wgtypes.Pee
 	}
 	slices.SortFunc(out, func(a, b wgtypes.PeerConfig) int { return bytes.Compare(a.PublicKey[:], b.PublicKey[:]) })
 	return out
+}
+
+// inheritedEndpoint is the endpoint a new peer without a configured one
+// starts from: that of the removed peer whose AllowedIPs it takes over (the
+// same node with a rotated key), learned from its packets. A node behind NAT
+// has no configured endpoint; without this, nobody could send to it until
+// it sent first. The most recently handshaken such peer wins.
+func inheritedEndpoint(d Peer, current []wgtypes.Peer, want map[wgtypes.Key]bool) *net.UDPAddr {
+	var best *wgtypes.Peer
+	for i := range current {
+		c := &current[i]
+		if want[c.PublicKey] || c.Endpoint == nil || !overlapsAllowedIPs(d, c) {
+			continue
+		}
+		if best == nil || c.LastHandshakeTime.After(best.LastHandshakeTime) {
+			best = c
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	return best.Endpoint
+}
+
+func overlapsAllowedIPs(d Peer, c *wgtypes.Peer) bool {
+	for _, n := range c.AllowedIPs {
+		have := fromIPNet(n)
+		for _, p := range d.AllowedIPs {
+			if p.Overlaps(have) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func sameAllowedIPs(d Peer, c *wgtypes.Peer) bool {

@@ -123,6 +123,30 @@ func TestDiff(t *testing.T) {
 			want:    []string{"key2 update keepalive=0s"},
 		},
 		{
+			name:    "rotated key behind NAT: the new peer starts from the old one's learned endpoint",
+			desired: []Peer{{PublicKey: tkey(7), AllowedIPs: prefixes("198.19.2.0/24")}},
+			current: []wgtypes.Peer{
+				{PublicKey: tkey(2), Endpoint: udp("198.18.0.254:40000"), AllowedIPs: nets("198.19.2.0/24"), LastHandshakeTime: fresh},
+				{PublicKey: tkey(3), Endpoint: udp("198.18.0.254:40001"), AllowedIPs: nets("198.19.2.0/25"), LastHandshakeTime: stale},
+			},
+			want: []string{"key2 remove", "key3 remove", "key7 add endpoint=198.18.0.254:40000 allowed=198.19.2.0/24 keepalive=0s"},
+		},
+		{
+			name:    "rotated key with a configured endpoint: that one, not the learned one",
+			desired: []Peer{{PublicKey: tkey(7), Endpoint: udp("198.18.0.12:51820"), AllowedIPs: prefixes("198.19.2.0/24")}},
+			current: []wgtypes.Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.0.254:40000"), AllowedIPs: nets("198.19.2.0/24"), LastHandshakeTime: fresh}},
+			want:    []string{"key2 remove", "key7 add endpoint=198.18.0.12:51820 allowed=198.19.2.0/24 keepalive=0s"},
+		},
+		{
+			name:    "no endpoint from a peer that stays or does not overlap",
+			desired: []Peer{{PublicKey: tkey(7), AllowedIPs: prefixes("198.19.2.0/24")}, {PublicKey: tkey(3), AllowedIPs: prefixes("198.19.2.0/25")}},
+			current: []wgtypes.Peer{
+				{PublicKey: tkey(3), Endpoint: udp("198.18.0.254:40001"), AllowedIPs: nets("198.19.2.0/25"), LastHandshakeTime: fresh},
+				{PublicKey: tkey(4), Endpoint: udp("198.18.0.254:40002"), AllowedIPs: nets("198.19.4.0/24"), LastHandshakeTime: fresh},
+			},
+			want: []string{"key4 remove", "key7 add allowed=198.19.2.0/24 keepalive=0s"},
+		},
+		{
 			name:    "no configured endpoint keeps the learned one",
 			desired: []Peer{{PublicKey: tkey(2)}},
 			current: []wgtypes.Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.0.254:40000"), LastHandshakeTime: stale}},

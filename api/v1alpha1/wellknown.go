@@ -12,7 +12,19 @@ const (
 	AnnotationForceEndpoint = "wgmesh.io/force-endpoint"
 	// AnnotationPersistentKeepalive is a user setting, in seconds (0-65535).
 	AnnotationPersistentKeepalive = "wgmesh.io/persistent-keepalive"
+	// AnnotationRotateKey is a user's request to rotate the node's WireGuard
+	// key (kubectl wgmesh rotate-key): a token naming the request
+	// (RotateKeyTokenPattern); a new token is a new request.
+	AnnotationRotateKey = "wgmesh.io/rotate-key"
+	// AnnotationKeyRotated is written by the agent on its own Node: the
+	// token of the last rotation request it handled (rotated or rolled back;
+	// the Events KeyRotated and KeyRotationRolledBack say which).
+	AnnotationKeyRotated = "wgmesh.io/key-rotated"
 )
+
+// RotateKeyTokenPattern is what a wgmesh.io/rotate-key token may look like:
+// 1 to 63 letters, digits and ._:+- (a timestamp, a ticket number).
+const RotateKeyTokenPattern = `^[A-Za-z0-9._:+-]{1,63}$`
 
 // Condition types on MeshPeer status.
 const (

@@ -19,8 +19,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/wgmesh/wgmesh/agent"
+	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/mtu"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -67,6 +69,7 @@ func run() int {
 	flag.BoolVar(&o.CleanupOnExit, "cleanup-on-exit", false, "On every exit remove wgmesh from the node: link, routes, bridge, nftables table wgmesh, the CNI config and the plugins the agent installed, this node's annotations (default: the data plane stays across restarts; see --daemonset-name).")
 	flag.StringVar(&dsName, "daemonset-name", "", "The agent's own DaemonSet, in --namespace: when the agent stops and the DaemonSet is gone or being deleted (helm uninstall), it removes wgmesh from the node as --cleanup-on-exit does; otherwise (a restart, an upgrade) the data plane stays. Empty: only --cleanup-on-exit removes it.")
 	flag.StringVar(&dsNamespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of --daemonset-name (default $POD_NAMESPACE).")
+	flag.DurationVar(&o.KeyRotation.Period, "key-rotation-period", 0, "Rotate this node's WireGuard key when it is this old (for example 720h), without downtime; 0 = only on request (kubectl wgmesh rotate-key NODE, the Node annotation wgmesh.io/rotate-key).")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -95,6 +98,11 @@ func run() int {
 	if err := wgv1.CheckRange("--mtu", o.MTU, mtu.Minimum, 65535); o.MTU != 0 && err != nil {
 		return fail(fmt.Errorf("%w (or 0: the underlay MTU minus 80)", err))
 	}
+
+	if o.KeyRotation.Period < 0 {
+		return fail(fmt.Errorf("--key-rotation-period=%s: want 0 (off) or a positive duration such as 720h", o.KeyRotation.Period))
+	}
+	o.KeyRotation.Metrics = keyrotation.NewMetrics(metrics.Registry)
 
 	if dsName != "" {
 		if dsNamespace == "" {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/agent"
 	"github.com/wgmesh/wgmesh/agent/endpoint"
+	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -92,7 +93,8 @@ func annotationsPatch(t *testing.T, ann map[string]any) client.Patch {
 // pod-bound token of node A, every write to node B, to B's MeshPeer status,
 // to A's own spec, labels or other annotations is refused with the policy's
 // message, and the writes the agent really does (its two annotations via
-// endpoint.Publish, its MeshPeer status via agent.ApplyStatus) pass.
+// endpoint.Publish, its MeshPeer status via agent.ApplyStatus, the record of
+// a key rotation via keyrotation.ClientAPI) pass.
 func TestAgentOwnNodePolicy(t *testing.T) {
 	needAPI(t)
 	helmBinary(t)
@@ -170,6 +172,12 @@ func TestAgentOwnNodePolicy(t *testing.T) {
 		{"set its own force-endpoint (a user setting)", func() error {
 			return a.Patch(ctx, nodeA, annotationsPatch(t, map[string]any{wgv1.AnnotationForceEndpoint: "198.18.0.66:51820"}))
 		}, "not wgmesh.io/force-endpoint"},
+		{"request its own key rotation (the user's annotation)", func() error {
+			return a.Patch(ctx, nodeA, annotationsPatch(t, map[string]any{wgv1.AnnotationRotateKey: "forged"}))
+		}, "not wgmesh.io/rotate-key"},
+		{"record a key rotation on node B", func() error {
+			return a.Patch(ctx, nodeB, annotationsPatch(t, map[string]any{wgv1.AnnotationKeyRotated: "t1"}))
+		}, "not Node vap-node-b"},
 		{"remove another annotation from itself", func() error {
 			return a.Patch(ctx, nodeA, annotationsPatch(t, map[string]any{"other.example/keep": nil}))
 		}, "not other.example/keep"},
@@ -222,6 +230,19 @@ func TestAgentOwnNodePolicy(t *testing.T) {
 	}
 	if err := agent.ApplyStatus(ctx, a, "vap-node-a", status); err != nil {
 		t.Errorf("the agent's own MeshPeer status was refused: %v", err)
+	}
+	// A key rotation: the user's request, then the agent's record of it
+	// through the API the rotation uses.
+	if err := apiClient.Patch(ctx, nodeA, annotationsPatch(t, map[string]any{wgv1.AnnotationRotateKey: "t1"})); err != nil {
+		t.Fatal(err)
+	}
+	rot := keyrotation.ClientAPI{NodeName: "vap-node-a", Reader: a, Client: a}
+	token := "t1"
+	if err := rot.PatchNodeAnnotations(ctx, map[string]*string{wgv1.AnnotationKeyRotated: &token}); err != nil {
+		t.Errorf("the agent's record of a key rotation was refused: %v", err)
+	}
+	if mp, err := rot.OwnMeshPeer(ctx); err != nil || mp == nil {
+		t.Errorf("the agent reading its own MeshPeer for a rotation: %v %v", mp, err)
 	}
 	if err := endpoint.Withdraw(ctx, a, "vap-node-a"); err != nil {
 		t.Errorf("the agent's own withdrawal (uninstall, --cleanup-on-exit) was refused: %v", err)

@@ -142,6 +142,7 @@ var valueOfFlag = map[string]map[string]string{
 		"probe-timeout":               "agent.probeTimeout",
 		"status-min-interval":         "agent.statusMinInterval",
 		"status-membership-delay":     "agent.statusMembershipDelay",
+		"key-rotation-period":         "agent.keyRotationPeriod",
 	},
 }
 
