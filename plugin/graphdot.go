@@ -51,6 +51,9 @@ const (
 type graphNode struct {
 	Name, Endpoint, AllowedIPs string
 	NAT, NotReady              bool
+	// Keepalive > 0 on a node: it keeps a NAT mapping open, so it is
+	// likely behind NAT even with an (inside) endpoint.
+	Keepalive int32
 	Excluded                   string // condition type and message, or ""
 	// Reports: the node's agent has written status (a Ready condition)
 	// and its Node is Ready, so its unreachable list means something.
@@ -81,6 +84,9 @@ func buildGraph(in graphInput) graphModel {
 	for i := range in.Peers {
 		mp := &in.Peers[i]
 		n := graphNode{Name: mp.Name, Endpoint: string(mp.Spec.Endpoint), AllowedIPs: joinCIDRs(mp.Spec.AllowedIPs), NAT: mp.Spec.Endpoint == ""}
+		if k := mp.Spec.PersistentKeepalive; k != nil {
+			n.Keepalive = *k
+		}
 		if ok, c := mp.Excluded(); ok {
 			n.Excluded = c.Type + ": " + c.Message
 		}
@@ -225,7 +231,7 @@ func writeNode(b *strings.Builder, n graphNode, external bool) {
 	case n.NotReady:
 		attrs = append(attrs, "shape=box", "style=\"filled,rounded\"", "fillcolor=gray85")
 		lines = append(lines, "Node NotReady")
-	case n.NAT:
+	case n.NAT || n.Keepalive > 0:
 		attrs = append(attrs, "shape=box", "style=\"dashed,rounded\"")
 	default:
 		attrs = append(attrs, "shape=box", "style=rounded")
@@ -234,6 +240,8 @@ func writeNode(b *strings.Builder, n graphNode, external bool) {
 		lines = append(lines, n.AllowedIPs)
 	}
 	switch {
+	case n.Endpoint != "" && n.Keepalive > 0 && !external:
+		lines = append(lines, n.Endpoint, fmt.Sprintf("keepalive %ds: behind NAT?", n.Keepalive))
 	case n.Endpoint != "":
 		lines = append(lines, n.Endpoint)
 	case external:
@@ -286,11 +294,11 @@ func summary(g graphModel, in graphInput, large bool) string {
 		case n.NotReady:
 			notReady++
 		}
-		if n.NAT {
+		if n.NAT || n.Keepalive > 0 {
 			nat++
 		}
 	}
-	lines := []string{fmt.Sprintf("wgmesh: %d nodes (%d behind NAT, %d NotReady, %d excluded), %d external peers",
+	lines := []string{fmt.Sprintf("wgmesh: %d nodes (%d behind NAT: no endpoint or a keepalive, %d NotReady, %d excluded), %d external peers",
 		len(g.Nodes), nat, notReady, excluded, len(g.Externals))}
 	lines = append(lines, fmt.Sprintf("%d node pairs: %d reachable, %d reachable by one side's report, %d unreachable, %d unknown",
 		len(g.Edges), g.Counts[pairOK], g.Counts[pairPartial], g.Counts[pairBad], g.Counts[pairUnknown]))

@@ -31,12 +31,18 @@ func graphMesh() []wgmeshv1.MeshPeer {
 		reporting(meshNodePeer("c", keyN1, "198.18.0.13:51820", "198.19.3.0/24"), 5, "d"),
 		reporting(meshNodePeer("d", keyN1, "198.18.0.14:51820", "198.19.4.0/24"), 5, "c"),
 		reporting(meshNodePeer("nat", keyN1, "", "198.19.9.0/24"), 5),
+		reporting(withKeepalive(meshNodePeer("nat2", keyN1, "198.18.1.11:51820", "198.19.10.0/24"), 5), 5),
 		e,
 		withCondition(reporting(meshNodePeer("f", keyN1, "198.18.0.16:51820", "198.19.6.0/24"), 5), wgmeshv1.ConditionNodeNotReady, "Node f is not Ready"),
 		withCondition(meshNodePeer("x", keyN2, "198.18.0.17:51820", "198.19.7.0/24"), wgmeshv1.ConditionKeyConflict, `the key belongs to node MeshPeer "a"`),
 		{ObjectMeta: metav1.ObjectMeta{Name: "laptop"}, Spec: wgmeshv1.MeshPeerSpec{PublicKey: keyN3, AllowedIPs: []wgmeshv1.CIDR{"198.18.200.1/32"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "vm"}, Spec: wgmeshv1.MeshPeerSpec{PublicKey: keyN4, Endpoint: "vm.example.org:51820", AllowedIPs: []wgmeshv1.CIDR{"198.18.201.0/24"}}},
 	}
+}
+
+func withKeepalive(mp wgmeshv1.MeshPeer, k int32) wgmeshv1.MeshPeer {
+	mp.Spec.PersistentKeepalive = &k
+	return mp
 }
 
 func TestBuildGraphStates(t *testing.T) {
@@ -58,11 +64,11 @@ func TestBuildGraphStates(t *testing.T) {
 	if _, ok := state["a-x"]; ok {
 		t.Errorf("excluded node x has edges")
 	}
-	// 7 drawable nodes (x excluded): 21 pairs.
-	if len(g.Edges) != 21 || g.Counts[pairBad] != 2 {
-		t.Errorf("%d edges, %d unreachable; want 21 and 2", len(g.Edges), g.Counts[pairBad])
+	// 8 drawable nodes (x excluded): 28 pairs.
+	if len(g.Edges) != 28 || g.Counts[pairBad] != 2 {
+		t.Errorf("%d edges, %d unreachable; want 28 and 2", len(g.Edges), g.Counts[pairBad])
 	}
-	if len(g.Externals) != 2 || len(g.Nodes) != 8 {
+	if len(g.Externals) != 2 || len(g.Nodes) != 9 {
 		t.Errorf("%d externals, %d nodes", len(g.Externals), len(g.Nodes))
 	}
 }

@@ -43,6 +43,10 @@ type confPeer struct {
 	Name, Endpoint, PublicKey string
 	AllowedIPs                []string
 	Ready                     bool
+	// NATKeepalive: the node asks for a persistent keepalive, which is how
+	// a node behind NAT keeps its mapping open; its endpoint may be a
+	// private address.
+	NATKeepalive bool
 	// Skip says why the node is left out ("" when it is not).
 	Skip string
 	// Note is a comment written above the [Peer] section.
@@ -135,7 +139,8 @@ func confPeers(in confInput) []confPeer {
 		if !wgmeshv1.IsNodePeer(mp, in.NodeUIDs) {
 			continue
 		}
-		n := confPeer{Name: mp.Name, Endpoint: string(mp.Spec.Endpoint), PublicKey: string(mp.Spec.PublicKey), Ready: nodeReady(mp)}
+		n := confPeer{Name: mp.Name, Endpoint: string(mp.Spec.Endpoint), PublicKey: string(mp.Spec.PublicKey), Ready: nodeReady(mp),
+			NATKeepalive: mp.Spec.PersistentKeepalive != nil && *mp.Spec.PersistentKeepalive > 0}
 		for _, c := range mp.Spec.AllowedIPs {
 			n.AllowedIPs = append(n.AllowedIPs, string(c))
 		}
@@ -150,6 +155,8 @@ func confPeers(in confInput) []confPeer {
 			n.Skip = "no endpoint (the node is behind NAT or has not announced one), and this peer has none either, so neither side can start a handshake; give this peer --endpoint, or the node a wgmesh.io/force-endpoint"
 		case n.Endpoint == "":
 			n.Note = fmt.Sprintf("no endpoint (behind NAT?); it starts the handshake to this peer's endpoint %s", in.Peer.Spec.Endpoint)
+		case n.NATKeepalive:
+			n.Note = fmt.Sprintf("keeps a NAT mapping open (persistentKeepalive %ds), so %s may be a private address not reachable from here", *mp.Spec.PersistentKeepalive, n.Endpoint)
 		}
 		if n.Skip == "" && !n.Ready {
 			n.Note = strings.TrimPrefix(n.Note+"; not Ready now", "; ")
@@ -161,8 +168,10 @@ func confPeers(in confInput) []confPeer {
 }
 
 // pickServiceVia is the node that carries the service routes: the one the
-// user named, else the first Ready node with an endpoint (else the first
-// with an endpoint). "" when there are no service CIDRs.
+// user named, else the first Ready node with an endpoint that does not look
+// NATed (no persistentKeepalive), else the first Ready one with an
+// endpoint, else the first with an endpoint. "" when there are no service
+// CIDRs.
 func pickServiceVia(in confInput, nodes []confPeer) (string, error) {
 	if len(in.Services.CIDRs) == 0 {
 		return "", nil
@@ -179,9 +188,9 @@ func pickServiceVia(in confInput, nodes []confPeer) (string, error) {
 		}
 		return "", fmt.Errorf("--service-via=%s: no node MeshPeer %s (nodes: %s)", in.ServiceVia, in.ServiceVia, nodeNames(nodes))
 	}
-	for _, ready := range []bool{true, false} {
+	for _, pass := range []struct{ ready, direct bool }{{true, true}, {true, false}, {false, false}} {
 		for _, n := range nodes {
-			if n.Skip == "" && n.Endpoint != "" && (n.Ready || !ready) {
+			if n.Skip == "" && n.Endpoint != "" && (n.Ready || !pass.ready) && (!n.NATKeepalive || !pass.direct) {
 				return n.Name, nil
 			}
 		}

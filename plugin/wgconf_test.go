@@ -36,6 +36,7 @@ func golden(t *testing.T, name, got string) {
 
 // Keys of the test peers (public keys; the private one is the laptop's).
 const (
+	keyN0     = "195o3xy/nVV+h0ONJATXmDRqXglnopEYc7G8a+dQMwE="
 	keyN1     = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 	keyN2     = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
 	keyN3     = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0="
@@ -80,8 +81,11 @@ func nodeUIDsOf(peers []wgmeshv1.MeshPeer) func(string) (types.UID, bool) {
 func testMesh() []wgmeshv1.MeshPeer {
 	n2 := meshNodePeer("n2", keyN2, "198.18.0.12:51820", "198.19.2.0/24", "2001:db8:100:2::/64")
 	n2.Status.Conditions = nil // its agent has not reported yet
+	n0 := meshNodePeer("n0", keyN0, "198.18.1.11:51820", "198.19.0.0/24")
+	n0.Spec.PersistentKeepalive = ptr(int32(5)) // behind NAT, announcing its private address
 	return []wgmeshv1.MeshPeer{
 		n2,
+		n0,
 		meshNodePeer("n1", keyN1, "198.18.0.11:51820", "198.19.1.0/24", "2001:db8:100:1::/64"),
 		meshNodePeer("n3", keyN3, "", "198.19.3.0/24"),
 		withCondition(meshNodePeer("n4", keyN4, "198.18.0.14:51820", "198.19.4.0/24"), wgmeshv1.ConditionKeyConflict, "the same key is announced by MeshPeers n4, x"),
@@ -108,7 +112,8 @@ func TestRenderConf(t *testing.T) {
 
 	// A laptop without endpoint: the NAT node n3 and the excluded n4 are
 	// left out with the reason; services go via n1, the first Ready node
-	// with an endpoint (n2 has not reported Ready).
+	// with an endpoint that does not keep a NAT mapping open (n0 does, n2
+	// has not reported Ready).
 	in := base
 	in.Peer = laptop("", "198.18.200.1/32", "2001:db8:300::1/128")
 	got, err := renderConf(in)
@@ -139,9 +144,9 @@ func TestRenderConfRefuses(t *testing.T) {
 	}{
 		{"via NAT node", func(in *confInput) { in.ServiceVia = "n3" }, "--service-via=n3: node n3 is left out of this peer's configuration: no endpoint"},
 		{"via excluded node", func(in *confInput) { in.ServiceVia = "n4" }, "--service-via=n4: node n4 is left out of this peer's configuration: excluded from the mesh by condition KeyConflict"},
-		{"via unknown node", func(in *confInput) { in.ServiceVia = "n9" }, "--service-via=n9: no node MeshPeer n9 (nodes: n1, n2, n3, n4)"},
+		{"via unknown node", func(in *confInput) { in.ServiceVia = "n9" }, "--service-via=n9: no node MeshPeer n9 (nodes: n0, n1, n2, n3, n4)"},
 		{"via an external peer", func(in *confInput) { in.ServiceVia = "other-laptop" }, "--service-via=other-laptop: no node MeshPeer other-laptop"},
-		{"no usable node", func(in *confInput) { in.Peers = []wgmeshv1.MeshPeer{peers[2]} }, "no node MeshPeer can be a peer of laptop: n3: no endpoint"},
+		{"no usable node", func(in *confInput) { in.Peers = []wgmeshv1.MeshPeer{peers[3]} }, "no node MeshPeer can be a peer of laptop: n3: no endpoint"},
 		{"no nodes", func(in *confInput) { in.Peers = nil }, "there are no node MeshPeers yet"},
 		{"excluded peer", func(in *confInput) {
 			p := withCondition(*in.Peer, wgmeshv1.ConditionAllowedIPsConflict, "198.18.200.1/32 overlaps ...")
