@@ -94,6 +94,11 @@ func TestPacketFlows(t *testing.T) {
 			"accept -> 198.19.1.5:8080 masq; accept -> 198.19.2.5:8080 masq(" + nodeSNAT + ")"},
 		{"off-cluster host to ClusterIP: masqueraded", outside, "198.18.128.10", TCP, 80, false,
 			"accept -> 198.19.1.5:8080 masq; accept -> 198.19.2.5:8080 masq(" + nodeSNAT + ")"},
+		// kubectl wgmesh add-peer routes the service CIDRs of a laptop
+		// through one node: without masquerade a remote backend would answer
+		// the laptop directly (its own route to it), bypassing the DNAT.
+		{"external WireGuard peer to ClusterIP: masqueraded, replies return through this node", "198.18.200.1", "198.18.128.10", TCP, 80, false,
+			"accept -> 198.19.1.5:8080 masq; accept -> 198.19.2.5:8080 masq(" + nodeSNAT + ")"},
 		{"UDP port with targetPort resolved", pod, "198.18.128.10", UDP, 53, false, "accept -> 198.19.2.6:5353"},
 		{"SCTP on the same port number as UDP", pod, "198.18.128.10", SCTP, 53, false, "accept -> 198.19.2.6:5354"},
 		{"unused port on a ClusterIP: rejected", pod, "198.18.128.10", TCP, 81, false, "reject"},
