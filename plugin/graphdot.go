@@ -5,8 +5,6 @@ import (
 	"sort"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	wgmeshv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -54,7 +52,7 @@ type graphNode struct {
 	// Keepalive > 0 on a node: it keeps a NAT mapping open, so it is
 	// likely behind NAT even with an (inside) endpoint.
 	Keepalive int32
-	Excluded                   string // condition type and message, or ""
+	Excluded  string // condition type and message, or ""
 	// Reports: the node's agent has written status (a Ready condition)
 	// and its Node is Ready, so its unreachable list means something.
 	Reports     bool
@@ -81,6 +79,15 @@ type graphModel struct {
 // buildGraph is the pure part of `kubectl wgmesh graph`.
 func buildGraph(in graphInput) graphModel {
 	var g graphModel
+	// What each agent reports, as kubectl wgmesh status reads it.
+	r := reachability(in.Peers)
+	down := map[string]map[string]bool{}
+	for _, p := range r.Unreachable {
+		if down[p.From] == nil {
+			down[p.From] = map[string]bool{}
+		}
+		down[p.From][p.To] = true
+	}
 	for i := range in.Peers {
 		mp := &in.Peers[i]
 		n := graphNode{Name: mp.Name, Endpoint: string(mp.Spec.Endpoint), AllowedIPs: joinCIDRs(mp.Spec.AllowedIPs), NAT: mp.Spec.Endpoint == ""}
@@ -94,14 +101,10 @@ func buildGraph(in graphInput) graphModel {
 			g.Externals = append(g.Externals, n)
 			continue
 		}
-		c := meta.FindStatusCondition(mp.Status.Conditions, wgmeshv1.ConditionNodeNotReady)
-		n.NotReady = c != nil && c.Status == metav1.ConditionTrue
-		n.Reports = !n.NotReady && meta.FindStatusCondition(mp.Status.Conditions, wgmeshv1.ConditionReady) != nil
-		n.Unreachable = map[string]bool{}
-		for _, u := range mp.Status.UnreachablePeers {
-			n.Unreachable[u] = true
-		}
-		n.Partial = int(mp.Status.TotalPeers-mp.Status.ConnectedPeers) > len(mp.Status.UnreachablePeers)
+		_, n.NotReady = r.NotReady[mp.Name]
+		n.Reports = !n.NotReady && !r.NoStatus[mp.Name]
+		n.Unreachable = down[mp.Name]
+		n.Partial = r.Unnamed[mp.Name] > 0
 		g.Nodes = append(g.Nodes, n)
 	}
 	sort.Slice(g.Nodes, func(i, j int) bool { return g.Nodes[i].Name < g.Nodes[j].Name })
