@@ -75,14 +75,17 @@ func reachability(peers []wgmeshv1.MeshPeer) Reachability {
 
 // cell is the matrix entry for from -> to.
 func (r Reachability) cell(from, to string, down map[Pair]bool) string {
+	_, fromNotReady := r.NotReady[from]
+	_, toNotReady := r.NotReady[to]
 	switch {
 	case from == to:
 		return "-"
-	case r.NoStatus[from]:
+	case r.NoStatus[from] || fromNotReady:
+		// A node not Ready may have no agent running: its report is stale.
 		return "?"
 	case down[Pair{from, to}]:
 		return "NO"
-	case r.NotReady[to] != "":
+	case toNotReady:
 		return "n/r"
 	default:
 		return "ok"
@@ -123,7 +126,7 @@ func writeReachability(w io.Writer, r Reachability) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		fmt.Fprintln(w, "(ok: reachable; NO: probes unanswered; n/r: node not Ready, not counted; ?: no status yet)")
+		fmt.Fprintln(w, "(ok: reachable; NO: probes unanswered; n/r: node not Ready, not counted; ?: no report, or the reporting node is not Ready)")
 	}
 	if total > 0 {
 		fmt.Fprintln(w, "\nUnreachable pairs:")

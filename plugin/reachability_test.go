@@ -45,6 +45,17 @@ func TestReachabilityMatrix(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, s)
 		}
 	}
+	// Row d (not Ready, its report may be stale): unknown.
+	for _, line := range strings.Split(s, "\n") {
+		if f := strings.Fields(line); len(f) == 6 && f[0] == "d" && strings.Join(f[1:], " ") != "? ? ? - ?" {
+			t.Errorf("row d (not Ready) = %q", line)
+		}
+	}
+	// An empty condition message still counts.
+	peers[3].Status.Conditions[0].Message = ""
+	if r := reachability(peers); r.cell("a", "d", nil) != "n/r" {
+		t.Error("a NodeNotReady condition without a message is not shown")
+	}
 	// Row a: self, b ok, c NO, d not Ready, e ok.
 	for _, line := range strings.Split(s, "\n") {
 		if f := strings.Fields(line); len(f) == 6 && f[0] == "a" {
