@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,6 +100,47 @@ func TestRealNodes(t *testing.T) {
 			t.Fatalf("kubectl get meshpeers: %v: %s", err, out)
 		}
 		t.Logf("kubectl get meshpeers:\n%s", out)
+	})
+
+	// CONNECTED from the probes on an idle mesh; kubectl wgmesh status and
+	// graph --rtt through the API server's pod proxy to the agents' metrics
+	// (the NAT node's agent is out of the API server's reach: noted).
+	t.Run("reachability and graph", func(t *testing.T) {
+		want := fmt.Sprintf("%d/%d", len(c.Nodes)-1, len(c.Nodes)-1)
+		waitCond(t, time.Minute, "every MeshPeer connected "+want, func() error {
+			list := &wgv1.MeshPeerList{}
+			if err := c.Client.List(ctx, list); err != nil {
+				return err
+			}
+			for _, mp := range list.Items {
+				if mp.Status.Connected != want {
+					return fmt.Errorf("MeshPeer %s connected %q", mp.Name, mp.Status.Connected)
+				}
+			}
+			return nil
+		})
+		plugin := filepath.Join(c.Options().BinDir, "kubectl-wgmesh")
+		out, err := exec.CommandContext(ctx, plugin, "status", "--kubeconfig", c.Kubeconfig).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "every node reaches every peer it expects") {
+			t.Fatalf("kubectl wgmesh status: %v\n%s", err, out)
+		}
+		a, b := c.Nodes[0].Name, c.Nodes[1].Name // neither behind the NAT
+		if a > b {
+			a, b = b, a
+		}
+		edge := regexp.MustCompile(`"` + regexp.QuoteMeta(a) + `" -- "` + regexp.QuoteMeta(b) + `" \[[^]]*label="[0-9.]+ ms"`)
+		var dot []byte
+		waitCond(t, time.Minute, "graph --rtt labels the "+a+" -- "+b+" edge with a round trip", func() error {
+			dot, err = exec.CommandContext(ctx, plugin, "graph", "--rtt", "--kubeconfig", c.Kubeconfig).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, dot)
+			}
+			if !edge.Match(dot) {
+				return fmt.Errorf("no RTT on the edge:\n%s", dot)
+			}
+			return nil
+		})
+		t.Logf("kubectl wgmesh graph --rtt:\n%s", dot)
 	})
 
 	// One agnhost pod per node, placed by the scheduler.
