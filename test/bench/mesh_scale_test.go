@@ -1,0 +1,182 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+)
+
+// Bounds of TestMeshScale: small constants, far below the node count, so
+// that anything proportional to it fails.
+const (
+	scaleSimNodes        = 200
+	scaleRealNodes       = 3
+	scaleWindow          = 12 * time.Second // longer than the agents' --status-min-interval (10s)
+	maxOpWritesPerJoin   = 8                // pod CIDR, MeshPeer (a create may race the cache once), their Events, a condition
+	maxOpWritesPerFail   = 3                // the NodeNotReady condition and its Event
+	maxStatusWritesAgent = 1                // per agent in a window: one membership write may fall in it
+)
+
+// TestMeshScale is the count-based (not timed) check of issue 11's "no
+// fan-out storms", on the simulated mesh of BenchmarkMesh1000 at 200
+// simulated nodes and three real agents: once the mesh has settled,
+//   - a status-only update of other MeshPeers (as their agents write) makes
+//     the real agents reconcile no more than they do anyway, and the
+//     operator write nothing;
+//   - simulated node joins cause a small constant number of operator
+//     writes each, and every joined peer is programmed;
+//   - a real node joining (a fourth agent, which answers probes) costs a
+//     constant number of operator writes and at most one status write per
+//     real agent (membership changes are delayed and coalesced);
+//   - that node failing (agent and WireGuard killed, Ready=Unknown as the
+//     node lifecycle controller writes it) makes the operator mark its
+//     MeshPeer NodeNotReady with a constant number of writes, and the other
+//     agents write their status at most once.
+func TestMeshScale(t *testing.T) {
+	meshSimSkip(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // with up to 20 min waiting for another local cluster
+	defer cancel()
+	began := time.Now()
+	s := startMeshSim(ctx, t, meshSimOptions{RealNodes: scaleRealNodes, Log: tbLog{t}})
+	if _, err := s.JoinMany(ctx, scaleSimNodes, 16); err != nil {
+		t.Fatal(err)
+	}
+	s.StartOperator(ctx)
+	s.waitFor(ctx, 2*time.Minute, "every simulated MeshPeer", func() (bool, string) {
+		_, published, sim, err := s.Published(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return published == sim && sim == scaleSimNodes, fmt.Sprintf("%d/%d published", published, sim)
+	})
+	s.WaitRealCIDRs(ctx, time.Minute)
+	var args []string
+	if s.agentHasFlag("probe-interval") {
+		args = append(args, "--probe-interval=2s") // the hold-down passes within the settling time
+	} else {
+		t.Log("the agent has no --probe-interval yet: running without reachability probes")
+	}
+	s.StartAgents(ctx, args...)
+	s.WaitPeers(ctx, 2*time.Minute, scaleSimNodes+scaleRealNodes-1)
+	s.WatchRoutes()
+	quiet := s.WaitStatusQuiet(ctx, scaleWindow, 60*time.Second)
+	t.Logf("mesh of %d simulated + %d real nodes settled in %s (status quiet after %s)", scaleSimNodes, scaleRealNodes,
+		time.Since(began).Round(time.Second), quiet.Round(time.Second))
+
+	// Baseline: what the agents do on their own (the periodic resync).
+	a := s.Snap(ctx)
+	time.Sleep(6 * time.Second)
+	base := diffSnap(a, s.Snap(ctx))
+
+	// Status-only updates of other nodes' MeshPeers.
+	alive := s.Alive()
+	a = s.Snap(ctx)
+	for k := range 12 {
+		if err := s.WriteOtherStatus(ctx, alive[50+k], k+1); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	status := diffSnap(a, s.Snap(ctx))
+	t.Logf("12 status-only MeshPeer updates in %s: reconciles per agent %v (woken by watch events %v; all agents by trigger %v; baseline %v in %s), operator writes %.0f, API writes: %s",
+		status.d.Round(time.Millisecond), status.reconciles, status.watchRec, status.byTrigger, base.reconciles, base.d.Round(time.Millisecond), status.opWrites, apiWritesLine(status.apiWrites, 1))
+	for i, r := range status.reconciles {
+		if status.watchRec != nil { // reconciles by what woke them: none may be a watch event
+			if status.watchRec[i] > 0 {
+				t.Errorf("agent on %s: %.0f reconciles woken by watch events during 12 status-only updates of other MeshPeers, want 0 (all reconciles by trigger: %v)",
+					s.real[i].Name, status.watchRec[i], status.byTrigger)
+			}
+			continue
+		}
+		allowed := base.reconciles[i]*status.d.Seconds()/base.d.Seconds() + 1
+		if r > allowed {
+			t.Errorf("agent on %s: %.0f reconciles during 12 status-only updates of other MeshPeers, want at most %.1f (its own rate): status-only updates must not make agents reconcile (%s)",
+				s.real[i].Name, r, allowed, a.reconcileSource)
+		}
+	}
+	if status.opWrites > 0 {
+		t.Errorf("operator: %.0f writes for status-only updates of MeshPeers, want 0", status.opWrites)
+	}
+
+	// Simulated node joins: the operator's writes, and the peers programmed.
+	// (A simulated peer never answers probes, so after the hold-down each
+	// one is an unreachable peer, a significant status change: the real
+	// agents' status writes are counted on a real join below.)
+	a = s.Snap(ctx)
+	var joins []simJoin
+	for range 3 {
+		j := s.Join(ctx)
+		if j.Err != nil {
+			t.Fatal(j.Err)
+		}
+		joins = append(joins, j)
+		time.Sleep(time.Second)
+	}
+	lat, _, missing := s.JoinLatencies(ctx, joins, 20*time.Second)
+	if missing > 0 {
+		t.Errorf("%d of %d joins x agents never programmed on wgmesh0", missing, len(joins)*scaleRealNodes)
+	}
+	time.Sleep(time.Until(a.at.Add(scaleWindow)))
+	join := diffSnap(a, s.Snap(ctx))
+	t.Logf("3 simulated joins (%s window): operator writes %.0f, agents' status writes %v (%s), agents' writes %v, reconciles %v, bench writes %d, latencies %v; API writes: %s",
+		join.d.Round(time.Millisecond), join.opWrites, join.statusWrites, a.statusSource, join.agentWrites, join.reconciles, join.benchTotal, lat, apiWritesLine(join.apiWrites, 1))
+	if join.opWrites > 3*maxOpWritesPerJoin {
+		t.Errorf("operator: %.0f writes for 3 node joins, want at most %d (a constant per join, not per node)", join.opWrites, 3*maxOpWritesPerJoin)
+	}
+
+	// A real node joins (its agent answers probes): the others' status may
+	// change only in its counts, which waits (--status-membership-delay).
+	a = s.Snap(ctx)
+	joined, took := s.JoinReal(ctx, "wgm-node-4", args...)
+	time.Sleep(scaleWindow)
+	rj := diffSnap(a, s.Snap(ctx))
+	t.Logf("real node join (routed everywhere in %s, then %s): operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v; API writes: %s",
+		took.Round(time.Millisecond), scaleWindow, rj.opWrites, rj.statusWrites, rj.agentWrites, rj.reconciles, apiWritesLine(rj.apiWrites, 1))
+	if rj.opWrites > maxOpWritesPerJoin {
+		t.Errorf("operator: %.0f writes for one node join, want at most %d", rj.opWrites, maxOpWritesPerJoin)
+	}
+	for i, w := range rj.statusWrites {
+		if w > maxStatusWritesAgent {
+			t.Errorf("agent on %s: %.0f status writes for one node join, want at most %d (membership-only changes are delayed and coalesced; every agent writing on every join is O(N) writes per join)",
+				s.real[i].Name, w, maxStatusWritesAgent)
+		}
+	}
+
+	// That node fails: data plane gone, Ready=Unknown.
+	a = s.Snap(ctx)
+	s.FailReal(ctx, joined)
+	marked := false
+	deadline := time.Now().Add(10 * time.Second)
+	for !marked && time.Now().Before(deadline) {
+		mp := &wgv1.MeshPeer{}
+		if err := s.cl.Get(ctx, client.ObjectKey{Name: joined.Name}, mp); err == nil {
+			marked = metav1.IsStatusConditionTrue(mp.Status.Conditions, "NodeNotReady")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	time.Sleep(time.Until(a.at.Add(scaleWindow)))
+	fail := diffSnap(a, s.Snap(ctx))
+	t.Logf("real node failure (%s window): NodeNotReady set %v, operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v, bench writes %d; API writes: %s",
+		fail.d.Round(time.Millisecond), marked, fail.opWrites, fail.statusWrites, fail.agentWrites, fail.reconciles, fail.benchTotal, apiWritesLine(fail.apiWrites, 1))
+	if !marked {
+		t.Errorf("operator: MeshPeer %s has no NodeNotReady=True condition 10s after its Node went Ready=Unknown", joined.Name)
+	}
+	if fail.opWrites > maxOpWritesPerFail {
+		t.Errorf("operator: %.0f writes for one node failure, want at most %d", fail.opWrites, maxOpWritesPerFail)
+	}
+	for i, w := range fail.statusWrites {
+		if w > maxStatusWritesAgent {
+			t.Errorf("agent on %s: %.0f status writes for one node failure, want at most %d", s.real[i].Name, w, maxStatusWritesAgent)
+		}
+	}
+	if strings.Contains(a.reconcileSource, "not exported") || strings.Contains(a.statusSource, "not exported") {
+		t.Logf("counted without the agent's own counters: reconciles from %s, status writes from %s", a.reconcileSource, a.statusSource)
+	}
+}
