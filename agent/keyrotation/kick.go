@@ -12,7 +12,7 @@ import (
 // peer's host drops it or answers port unreachable.
 const kickPort = 9
 
-// UDPKick sends one empty UDP datagram to each address (a peer's bridge
+// UDPKick sends a one-byte UDP datagram to each address (a peer's bridge
 // gateway, routed through wgmesh0): a peer whose session is gone (a key
 // changed on either side) is handshaken with at once instead of at the
 // next packet of some workload, which a peer behind NAT, that others
@@ -25,7 +25,7 @@ func UDPKick(addrs []netip.Addr) error {
 			errs = append(errs, fmt.Errorf("kick %s: %w", a, err))
 			continue
 		}
-		if _, err := c.Write(nil); err != nil {
+		if _, err := c.Write([]byte{0}); err != nil {
 			errs = append(errs, fmt.Errorf("kick %s: %w", a, err))
 		}
 		c.Close()

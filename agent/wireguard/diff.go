@@ -36,10 +36,7 @@ func DiffAt(desired []Peer, current []wgtypes.Peer, now time.Time) []wgtypes.Pee
 		c, ok := cur[d.PublicKey]
 		if !ok {
 			ka := d.Keepalive
-			ep := d.Endpoint
-			if ep == nil {
-				ep = inheritedEndpoint(d, current, want)
-			}
+			ep := inheritedEndpoint(d, current, want, now)
 			out = append(out, wgtypes.PeerConfig{
 				PublicKey:                   d.PublicKey,
 				Endpoint:                    ep,
@@ -78,12 +75,15 @@ func DiffAt(desired []Peer, current []wgtypes.Peer, now time.Time) []wgtypes.Pee
 	return out
 }
 
-// inheritedEndpoint is the endpoint a new peer without a configured one
-// starts from: that of the removed peer whose AllowedIPs it takes over (the
-// same node with a rotated key), learned from its packets. A node behind NAT
-// has no configured endpoint; without this, nobody could send to it until
-// it sent first. The most recently handshaken such peer wins.
-func inheritedEndpoint(d Peer, current []wgtypes.Peer, want map[wgtypes.Key]bool) *net.UDPAddr {
+// inheritedEndpoint is the endpoint a new peer starts from. When it takes
+// over the AllowedIPs of a removed peer (the same node with a rotated key),
+// that peer's endpoint as WireGuard learned it from its packets wins over
+// the configured one if its session was live (the rule DiffAt applies to
+// existing peers), and is used when none is configured: a node behind NAT
+// announces an address the others cannot reach, and without this nobody
+// could send to it until it sent first. Otherwise the configured endpoint.
+// Among several such peers, the most recently handshaken one.
+func inheritedEndpoint(d Peer, current []wgtypes.Peer, want map[wgtypes.Key]bool, now time.Time) *net.UDPAddr {
 	var best *wgtypes.Peer
 	for i := range current {
 		c := &current[i]
@@ -94,10 +94,10 @@ func inheritedEndpoint(d Peer, current []wgtypes.Peer, want map[wgtypes.Key]bool
 			best = c
 		}
 	}
-	if best == nil {
-		return nil
+	if best != nil && (d.Endpoint == nil || Connected(*best, now)) {
+		return best.Endpoint
 	}
-	return best.Endpoint
+	return d.Endpoint
 }
 
 func overlapsAllowedIPs(d Peer, c *wgtypes.Peer) bool {

@@ -132,9 +132,15 @@ func TestDiff(t *testing.T) {
 			want: []string{"key2 remove", "key3 remove", "key7 add endpoint=198.18.0.254:40000 allowed=198.19.2.0/24 keepalive=0s"},
 		},
 		{
-			name:    "rotated key with a configured endpoint: that one, not the learned one",
-			desired: []Peer{{PublicKey: tkey(7), Endpoint: udp("198.18.0.12:51820"), AllowedIPs: prefixes("198.19.2.0/24")}},
+			name:    "rotated key, configured endpoint, live session on another address (NAT): the learned one",
+			desired: []Peer{{PublicKey: tkey(7), Endpoint: udp("198.18.1.11:51820"), AllowedIPs: prefixes("198.19.2.0/24")}},
 			current: []wgtypes.Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.0.254:40000"), AllowedIPs: nets("198.19.2.0/24"), LastHandshakeTime: fresh}},
+			want:    []string{"key2 remove", "key7 add endpoint=198.18.0.254:40000 allowed=198.19.2.0/24 keepalive=0s"},
+		},
+		{
+			name:    "rotated key, configured endpoint, old session stale: the configured one",
+			desired: []Peer{{PublicKey: tkey(7), Endpoint: udp("198.18.0.12:51820"), AllowedIPs: prefixes("198.19.2.0/24")}},
+			current: []wgtypes.Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.0.254:40000"), AllowedIPs: nets("198.19.2.0/24"), LastHandshakeTime: stale}},
 			want:    []string{"key2 remove", "key7 add endpoint=198.18.0.12:51820 allowed=198.19.2.0/24 keepalive=0s"},
 		},
 		{
