@@ -36,6 +36,8 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"uninstall.timeout=0m", []string{"uninstall.timeout", `"0m" is no time to wait`}},
 		{"agent.endpoint=nohostport", []string{"/agent/endpoint"}},
 		{"agent.serviceCIDRs=10.96.0.0/33", []string{"/agent/serviceCIDRs"}},
+		{"agent.keyRotationPeriod=-1h", []string{"/agent/keyRotationPeriod"}},
+		{"agent.keyRotationPeriod=30d", []string{"/agent/keyRotationPeriod"}},
 		{"operator.clusterCIDRs=banana", []string{"/operator/clusterCIDRs"}},
 		{"operator.nodeCIDRMaskSizeIPv4=33", []string{"/operator/nodeCIDRMaskSizeIPv4", "32"}},
 		{"operator.replicas=0", []string{"/operator/replicas"}},
