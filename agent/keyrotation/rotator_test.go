@@ -446,3 +446,31 @@ func TestPeerKeyChangeKicksThatPeer(t *testing.T) {
 		t.Fatalf("kicked %v, want only peer-b's gateway 198.19.2.1", kicked)
 	}
 }
+
+// TestCrashWhileWritingLeavesNoTrace: an agent killed between creating and
+// renaming a temporary file leaves it behind; the next start removes it and
+// starts the rotation again from the request.
+func TestCrashWhileWritingLeavesNoTrace(t *testing.T) {
+	w := newWorld(t)
+	old := w.device
+	tmp := filepath.Join(w.dir, "."+NextFileName+".tmp-123")
+	if err := os.WriteFile(tmp, []byte(`{"privateKey":"half`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.ann[wgv1.AnnotationRotateKey] = "t1"
+	w.restart()
+	if _, err := os.Stat(tmp); err == nil {
+		t.Fatal("the temporary file survived a restart")
+	}
+	w.run("t1", old, 50)
+	if w.device == old {
+		t.Fatal("not rotated")
+	}
+}
+
+func TestNegativePeriodRefused(t *testing.T) {
+	_, err := Open(Options{StateDir: t.TempDir(), Period: -time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "--key-rotation-period=-1h0m0s") {
+		t.Fatalf("Open with a negative period: %v", err)
+	}
+}
