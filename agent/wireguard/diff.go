@@ -76,18 +76,21 @@ func DiffAt(desired []Peer, current []wgtypes.Peer, now time.Time) []wgtypes.Pee
 }
 
 // inheritedEndpoint is the endpoint a new peer starts from. When it takes
-// over the AllowedIPs of a removed peer (the same node with a rotated key),
-// that peer's endpoint as WireGuard learned it from its packets wins over
+// over exactly the AllowedIPs of a removed peer (the same node with a
+// rotated key), that peer's endpoint as WireGuard learned it from its packets wins over
 // the configured one if its session was live (the rule DiffAt applies to
 // existing peers), and is used when none is configured: a node behind NAT
 // announces an address the others cannot reach, and without this nobody
 // could send to it until it sent first. Otherwise the configured endpoint.
-// Among several such peers, the most recently handshaken one.
+// Among several such peers, the most recently handshaken one. (Another
+// node given a departed node's pod CIDR in the same diff would start from
+// the departed one's address: without a handshake there, the next
+// reconcile sets its configured endpoint.)
 func inheritedEndpoint(d Peer, current []wgtypes.Peer, want map[wgtypes.Key]bool, now time.Time) *net.UDPAddr {
 	var best *wgtypes.Peer
 	for i := range current {
 		c := &current[i]
-		if want[c.PublicKey] || c.Endpoint == nil || !overlapsAllowedIPs(d, c) {
+		if want[c.PublicKey] || c.Endpoint == nil || !sameAllowedIPs(d, c) {
 			continue
 		}
 		if best == nil || c.LastHandshakeTime.After(best.LastHandshakeTime) {
@@ -98,18 +101,6 @@ func inheritedEndpoint(d Peer, current []wgtypes.Peer, want map[wgtypes.Key]bool
 		return best.Endpoint
 	}
 	return d.Endpoint
-}
-
-func overlapsAllowedIPs(d Peer, c *wgtypes.Peer) bool {
-	for _, n := range c.AllowedIPs {
-		have := fromIPNet(n)
-		for _, p := range d.AllowedIPs {
-			if p.Overlaps(have) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func sameAllowedIPs(d Peer, c *wgtypes.Peer) bool {
