@@ -24,6 +24,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent"
 	agentcni "github.com/wgmesh/wgmesh/agent/cni"
 	"github.com/wgmesh/wgmesh/agent/egress"
+	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/operator"
@@ -34,12 +35,13 @@ import (
 // TestEveryMetricsConstructorIsChecked fails when a package gains a
 // NewMetrics that is not listed here.
 var metricsConstructors = map[string]func(prometheus.Registerer) error{
-	"agent":            func(r prometheus.Registerer) error { agent.NewMetrics(r); return nil },
-	"agent/servicenat": func(r prometheus.Registerer) error { servicenat.NewMetrics(r); return nil },
-	"agent/cni":        func(r prometheus.Registerer) error { agentcni.NewMetrics(r); return nil },
-	"agent/egress":     func(r prometheus.Registerer) error { egress.NewMetrics(r); return nil },
-	"agent/probe":      func(r prometheus.Registerer) error { probe.NewMetrics(r); return nil },
-	"operator":         func(r prometheus.Registerer) error { _, err := operator.NewMetrics(r); return err },
+	"agent":             func(r prometheus.Registerer) error { agent.NewMetrics(r); return nil },
+	"agent/servicenat":  func(r prometheus.Registerer) error { servicenat.NewMetrics(r); return nil },
+	"agent/cni":         func(r prometheus.Registerer) error { agentcni.NewMetrics(r); return nil },
+	"agent/egress":      func(r prometheus.Registerer) error { egress.NewMetrics(r); return nil },
+	"agent/probe":       func(r prometheus.Registerer) error { probe.NewMetrics(r); return nil },
+	"agent/keyrotation": func(r prometheus.Registerer) error { keyrotation.NewMetrics(r); return nil },
+	"operator":          func(r prometheus.Registerer) error { _, err := operator.NewMetrics(r); return err },
 }
 
 // recorder is a Registerer that registers into a real registry and keeps
