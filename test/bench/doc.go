@@ -42,8 +42,9 @@
 // (10: joins and leaves per second) the churn, WGMESH_BENCH_MESH_JOINS
 // (50) the timed joins, WGMESH_BENCH_MESH_EVENTS (5) the counted isolated
 // events of each kind, WGMESH_BENCH_MESH_WINDOW (12s) the window after each,
-// WGMESH_BENCH_MESH_SETTLE (150s) the longest wait for the agents' first
-// probe rounds to settle. A quick run:
+// WGMESH_BENCH_MESH_SETTLE (240s) the longest wait for the agents' first
+// probe rounds to settle (every simulated peer unreachable after the
+// hold-down, then no status write for 20s). A quick run:
 //
 //	make build control-plane cni-plugins
 //	KUBEBUILDER_ASSETS=$(hack/control-plane.sh --dir) WGMESH_BIN_DIR=$PWD/bin \

@@ -53,7 +53,7 @@ func meshBenchSize(tb testing.TB) meshBenchConfig {
 		steady:    envDur(tb, "WGMESH_BENCH_MESH_STEADY", 60*time.Second),
 		churn:     envDur(tb, "WGMESH_BENCH_MESH_CHURN", 60*time.Second),
 		window:    envDur(tb, "WGMESH_BENCH_MESH_WINDOW", 12*time.Second),
-		settle:    envDur(tb, "WGMESH_BENCH_MESH_SETTLE", 150*time.Second),
+		settle:    envDur(tb, "WGMESH_BENCH_MESH_SETTLE", 240*time.Second),
 	}
 }
 
@@ -64,20 +64,22 @@ func progress(format string, args ...any) {
 // rssSampler keeps the largest resident set of each real agent (and its
 // userspace WireGuard) seen while it runs, sampling every second.
 type rssSampler struct {
-	stop      chan struct{}
-	done      chan struct{}
-	mu        sync.Mutex
-	agent, wg []int64 // KiB
+	stop       chan struct{}
+	done       chan struct{}
+	mu         sync.Mutex
+	agent, wg  []int64 // KiB
+	anon, file []int64 // KiB, the agent's at its largest RSS
 }
 
 func (s *meshSim) sampleRSS() *rssSampler {
-	r := &rssSampler{stop: make(chan struct{}), done: make(chan struct{}), agent: make([]int64, len(s.real)), wg: make([]int64, len(s.real))}
+	r := &rssSampler{stop: make(chan struct{}), done: make(chan struct{}), agent: make([]int64, len(s.real)), wg: make([]int64, len(s.real)),
+		anon: make([]int64, len(s.real)), file: make([]int64, len(s.real))}
 	take := func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for i, n := range s.real {
-			if ps, err := readProcStat(n.AgentPID()); err == nil {
-				r.agent[i] = max(r.agent[i], ps.rss)
+			if ps, err := readProcStat(n.AgentPID()); err == nil && ps.rss > r.agent[i] {
+				r.agent[i], r.anon[i], r.file[i] = ps.rss, ps.rssAnon, ps.rssFile
 			}
 			if ps, err := readProcStat(wireguardPID(n)); err == nil {
 				r.wg[i] = max(r.wg[i], ps.rss)
@@ -112,6 +114,19 @@ func (r *rssSampler) Stop() (agent, wg int64) {
 		agent, wg = max(agent, r.agent[i]), max(wg, r.wg[i])
 	}
 	return agent, wg
+}
+
+// Split is the largest agent's RSS as anonymous and file-backed memory.
+func (r *rssSampler) Split() (anon, file int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var top int64
+	for i := range r.agent {
+		if r.agent[i] > top {
+			top, anon, file = r.agent[i], r.anon[i], r.file[i]
+		}
+	}
+	return anon, file
 }
 
 // perEvent is the cost of one kind of event, averaged over the events of
@@ -214,7 +229,7 @@ func BenchmarkMesh1000(b *testing.B) {
 	progress("real agents: %d peers each on wgmesh0 in %s", cfg.nodes+cfg.agents-1, agentsUp.Round(time.Millisecond))
 
 	// 4. Settle: the first probe rounds (hold-down) and status writes pass.
-	settled := s.WaitStatusQuiet(ctx, 20*time.Second, cfg.settle)
+	settled := s.WaitStatusQuiet(ctx, 20*time.Second, cfg.settle, s.agentHasFlag("probe-interval"))
 	progress("settled after %s", settled.Round(time.Second))
 
 	// 5. Steady state.
@@ -224,6 +239,7 @@ func BenchmarkMesh1000(b *testing.B) {
 	z := s.Snap(ctx)
 	steady := diffSnap(a, z)
 	steadyRSS, steadyWGRSS := rs.Stop()
+	steadyAnon, steadyFile := rs.Split()
 	rate := make([]float64, len(steady.reconciles))
 	for i, r := range steady.reconciles {
 		rate[i] = r / steady.d.Seconds()
@@ -354,6 +370,7 @@ func BenchmarkMesh1000(b *testing.B) {
 	churnSnap := s.Snap(ctx)
 	churn := diffSnap(a, churnSnap)
 	churnRSS, churnWGRSS := rs.Stop()
+	churnAnon, churnFile := rs.Split()
 	if len(churnErrs) > 0 {
 		b.Fatalf("churn: %d errors, first: %v", len(churnErrs), churnErrs[0])
 	}
@@ -415,6 +432,8 @@ func BenchmarkMesh1000(b *testing.B) {
 	row("  of which join to MeshPeer published (operator), p50/p99", fmt.Sprintf("%s / %s", fmtMS(percentile(churnPub, 50)), fmtMS(percentile(churnPub, 99))), "")
 	row("agent RSS, steady (largest agent)", fmt.Sprintf("%.1f MiB", mibf(steadyRSS)), "<= 64 MiB: "+ok(mibf(steadyRSS) <= 64))
 	row("agent RSS, churn (largest agent, peak)", fmt.Sprintf("%.1f MiB", mibf(churnRSS)), "<= 64 MiB: "+ok(mibf(churnRSS) <= 64))
+	row("  of which anonymous (heap, stacks) / the binary's pages, steady", fmt.Sprintf("%.1f / %.1f MiB", mibf(steadyAnon), mibf(steadyFile)), "")
+	row("  of which anonymous / the binary's pages, churn", fmt.Sprintf("%.1f / %.1f MiB", mibf(churnAnon), mibf(churnFile)), "")
 	if memLimit != "" {
 		row("  (agents ran with GOMEMLIMIT="+memLimit+")", "", "")
 	}

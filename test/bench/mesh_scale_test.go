@@ -66,7 +66,7 @@ func TestMeshScale(t *testing.T) {
 	s.StartAgents(ctx, args...)
 	s.WaitPeers(ctx, 2*time.Minute, scaleSimNodes+scaleRealNodes-1)
 	s.WatchRoutes()
-	quiet := s.WaitStatusQuiet(ctx, scaleWindow, 60*time.Second)
+	quiet := s.WaitStatusQuiet(ctx, scaleWindow, 90*time.Second, len(args) > 0)
 	t.Logf("mesh of %d simulated + %d real nodes settled in %s (status quiet after %s)", scaleSimNodes, scaleRealNodes,
 		time.Since(began).Round(time.Second), quiet.Round(time.Second))
 

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -235,12 +236,27 @@ func (s *meshSim) StartOperator(ctx context.Context) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	s.opStart = time.Now()
-	if err := cmd.Start(); err != nil {
+	// Pdeathsig fires when the thread that started the child ends, and
+	// test/netns lets threads it moved to other namespaces end: start it from
+	// a locked thread that lives as long as the operator.
+	started := make(chan error, 1)
+	s.opDone = make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		logf.Close()
+		close(s.opDone)
+	}()
+	if err := <-started; err != nil {
 		logf.Close()
 		tb.Fatalf("start wgmesh-operator: %v", err)
 	}
-	s.op, s.opDone = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(s.opDone) }()
+	s.op = cmd
 }
 
 func (s *meshSim) stopOperator() {
@@ -941,8 +957,9 @@ func isWriteVerb(v string) bool {
 
 // procStat is a process's CPU time and resident memory now.
 type procStat struct {
-	cpu      time.Duration
-	rss, hwm int64 // KiB
+	cpu              time.Duration
+	rss, hwm         int64 // KiB
+	rssAnon, rssFile int64 // KiB: VmRSS = RssAnon (heap, stacks) + RssFile (the binary's pages) + RssShmem
 }
 
 func readProcStat(pid int) (procStat, error) {
@@ -964,6 +981,8 @@ func readProcStat(pid int) (procStat, error) {
 	ps.cpu = time.Duration(ut+st) * time.Second / clockTicks
 	ps.rss, _ = statusKiB(pid, "VmRSS")
 	ps.hwm, _ = statusKiB(pid, "VmHWM")
+	ps.rssAnon, _ = statusKiB(pid, "RssAnon")
+	ps.rssFile, _ = statusKiB(pid, "RssFile")
 	return ps, nil
 }
 
@@ -1223,9 +1242,12 @@ func benchWritesLine(m map[string]int64, per float64) string {
 	return strings.Join(parts, ", ")
 }
 
-// WaitStatusQuiet waits until no real agent has written its status for
-// quiet (at most timeout): the agents' first probe rounds are over.
-func (s *meshSim) WaitStatusQuiet(ctx context.Context, quiet, timeout time.Duration) time.Duration {
+// WaitStatusQuiet waits (at most timeout) until the real agents' first
+// probe rounds are over: with probes on (probing), until each agent's
+// status counts every simulated peer unreachable (they never answer; that
+// takes the hold-down, three probe intervals), and then until no agent has
+// written its status for quiet.
+func (s *meshSim) WaitStatusQuiet(ctx context.Context, quiet, timeout time.Duration, probing bool) time.Duration {
 	began := time.Now()
 	last := s.Snap(ctx)
 	lastChange := time.Now()
@@ -1236,6 +1258,26 @@ func (s *meshSim) WaitStatusQuiet(ctx context.Context, quiet, timeout time.Durat
 			lastChange = time.Now()
 		}
 		last = now
+		if probing {
+			s.mu.Lock()
+			sims := 0
+			for n := range s.alive {
+				if !s.fail[n] {
+					sims++
+				}
+			}
+			s.mu.Unlock()
+			all := true
+			for _, a := range now.agents {
+				if int(a.status.TotalPeers-a.status.ConnectedPeers) < sims {
+					all = false
+				}
+			}
+			if !all {
+				lastChange = time.Now()
+				continue
+			}
+		}
 		if time.Since(lastChange) >= quiet {
 			break
 		}
