@@ -19,7 +19,7 @@ const (
 	scaleSimNodes        = 200
 	scaleRealNodes       = 3
 	scaleWindow          = 12 * time.Second // longer than the agents' --status-min-interval (10s)
-	maxOpWritesPerJoin   = 8                // pod CIDR, MeshPeer (a create may race the cache once), their Events, a condition
+	maxOpWritesPerJoin   = 10               // pod CIDR, MeshPeer (its create is often followed by an update), their Events: 4-7 seen
 	maxOpWritesPerFail   = 3                // the NodeNotReady condition and its Event
 	maxStatusWritesAgent = 1                // per agent in a window: one membership write may fall in it
 )
@@ -105,32 +105,6 @@ func TestMeshScale(t *testing.T) {
 		t.Errorf("operator: %.0f writes for status-only updates of MeshPeers, want 0", status.opWrites)
 	}
 
-	// Simulated node joins: the operator's writes, and the peers programmed.
-	// (A simulated peer never answers probes, so after the hold-down each
-	// one is an unreachable peer, a significant status change: the real
-	// agents' status writes are counted on a real join below.)
-	a = s.Snap(ctx)
-	var joins []simJoin
-	for range 3 {
-		j := s.Join(ctx)
-		if j.Err != nil {
-			t.Fatal(j.Err)
-		}
-		joins = append(joins, j)
-		time.Sleep(time.Second)
-	}
-	lat, _, missing := s.JoinLatencies(ctx, joins, 20*time.Second)
-	if missing > 0 {
-		t.Errorf("%d of %d joins x agents never programmed on wgmesh0", missing, len(joins)*scaleRealNodes)
-	}
-	time.Sleep(time.Until(a.at.Add(scaleWindow)))
-	join := diffSnap(a, s.Snap(ctx))
-	t.Logf("3 simulated joins (%s window): operator writes %.0f, agents' status writes %v (%s), agents' writes %v, reconciles %v, bench writes %d, latencies %v; API writes: %s",
-		join.d.Round(time.Millisecond), join.opWrites, join.statusWrites, a.statusSource, join.agentWrites, join.reconciles, join.benchTotal, lat, apiWritesLine(join.apiWrites, 1))
-	if join.opWrites > 3*maxOpWritesPerJoin {
-		t.Errorf("operator: %.0f writes for 3 node joins, want at most %d (a constant per join, not per node)", join.opWrites, 3*maxOpWritesPerJoin)
-	}
-
 	// A real node joins (its agent answers probes): the others' status may
 	// change only in its counts, which waits (--status-membership-delay).
 	a = s.Snap(ctx)
@@ -176,6 +150,34 @@ func TestMeshScale(t *testing.T) {
 			t.Errorf("agent on %s: %.0f status writes for one node failure, want at most %d", s.real[i].Name, w, maxStatusWritesAgent)
 		}
 	}
+	// Simulated node joins (last: each one's membership change and, after
+	// the hold-down, its unreachability are status changes of their own):
+	// the operator's writes, and the peers programmed.
+	// (A simulated peer never answers probes, so after the hold-down each
+	// one is an unreachable peer, a significant status change: the real
+	// agents' status writes are counted on a real join below.)
+	a = s.Snap(ctx)
+	var joins []simJoin
+	for range 3 {
+		j := s.Join(ctx)
+		if j.Err != nil {
+			t.Fatal(j.Err)
+		}
+		joins = append(joins, j)
+		time.Sleep(time.Second)
+	}
+	lat, _, missing := s.JoinLatencies(ctx, joins, 20*time.Second)
+	if missing > 0 {
+		t.Errorf("%d of %d joins x agents never programmed on wgmesh0", missing, len(joins)*scaleRealNodes)
+	}
+	time.Sleep(time.Until(a.at.Add(scaleWindow)))
+	join := diffSnap(a, s.Snap(ctx))
+	t.Logf("3 simulated joins (%s window): operator writes %.0f, agents' status writes %v (%s), agents' writes %v, reconciles %v, bench writes %d, latencies %v; API writes: %s",
+		join.d.Round(time.Millisecond), join.opWrites, join.statusWrites, a.statusSource, join.agentWrites, join.reconciles, join.benchTotal, lat, apiWritesLine(join.apiWrites, 1))
+	if join.opWrites > 3*maxOpWritesPerJoin {
+		t.Errorf("operator: %.0f writes for 3 node joins, want at most %d (a constant per join, not per node)", join.opWrites, 3*maxOpWritesPerJoin)
+	}
+
 	if strings.Contains(a.reconcileSource, "not exported") || strings.Contains(a.statusSource, "not exported") {
 		t.Logf("counted without the agent's own counters: reconciles from %s, status writes from %s", a.reconcileSource, a.statusSource)
 	}
