@@ -54,6 +54,9 @@ type ConflictReconciler struct {
 	// addresses (see ConflictInput).
 	ClusterCIDRs []netip.Prefix
 	APIServer    []netip.Addr
+
+	// lastPass is when the last full pass began (one worker: no lock).
+	lastPass time.Time
 }
 
 // SetupWithManager registers the controller (leader-elected).
@@ -95,8 +98,19 @@ func peerInputsChanged() predicate.Predicate {
 	}
 }
 
+// conflictPassInterval is the least time between two full passes: changes
+// meanwhile coalesce into the next (its single work item is already queued
+// or is requeued). A thousand nodes joining is then a pass a second, not a
+// pass of every peer per join. Agents drop duplicate keys and overlapping
+// ranges themselves at once (agent/mesh); these conditions tell the user.
+const conflictPassInterval = time.Second
+
 // Reconcile implements reconcile.Reconciler.
 func (r *ConflictReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	if wait := time.Until(r.lastPass.Add(conflictPassInterval)); !r.lastPass.IsZero() && wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	r.lastPass = time.Now()
 	err := r.reconcile(ctx)
 	if err != nil {
 		r.Metrics.ReconcileErrors.WithLabelValues(conflictControllerName).Inc()
@@ -105,12 +119,13 @@ func (r *ConflictReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctr
 }
 
 func (r *ConflictReconciler) reconcile(ctx context.Context) error {
+	// Read-only: the cache's objects, not copies (a full pass per change).
 	var peers wgv1.MeshPeerList
-	if err := r.Client.List(ctx, &peers); err != nil {
+	if err := r.Client.List(ctx, &peers, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list MeshPeers: %w", err)
 	}
 	var nodes corev1.NodeList
-	if err := r.Client.List(ctx, &nodes); err != nil {
+	if err := r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
 	problems := FindConflicts(ConflictInput{Peers: peers.Items, Nodes: nodes.Items, ClusterCIDRs: r.ClusterCIDRs, Protected: r.APIServer})

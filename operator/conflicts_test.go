@@ -116,6 +116,19 @@ func TestPodCIDRConflicts(t *testing.T) {
 			t.Errorf("%s: %q, want it to contain %q", n, got[n], w)
 		}
 	}
+	cluster := []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("2001:db8:100::/56")}
+	for _, n := range nodes {
+		if one := PodCIDRConflictOf(n.Name, nodes, peers, cluster); one != got[n.Name] {
+			t.Errorf("PodCIDRConflictOf(%s) = %q, want %q", n.Name, one, got[n.Name])
+		}
+	}
+	// Through a chain: a (published) overlaps b, b overlaps c but a does
+	// not: b is out, so c keeps its range. Only the whole component tells.
+	chain := []corev1.Node{at(node("a", "198.19.8.0/24"), 1), at(node("b", "198.19.8.0/23"), 2), at(node("c", "198.19.9.0/24"), 3)}
+	chainPeers := []wgv1.MeshPeer{nodePeer("a", keyA, "198.19.8.0/24")}
+	if b, c := PodCIDRConflictOf("b", chain, chainPeers, cluster), PodCIDRConflictOf("c", chain, chainPeers, cluster); b == "" || c != "" {
+		t.Errorf("chain: b = %q (want a conflict), c = %q (want none)", b, c)
+	}
 	// Reported as AllowedIPsConflict on the node's MeshPeer.
 	dup := nodePeer("dup", keyB) // the operator withheld its allowedIPs
 	fc := FindConflicts(ConflictInput{Peers: append(peers, dup), Nodes: nodes})

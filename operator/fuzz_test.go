@@ -82,6 +82,12 @@ func FuzzPodCIDRConflicts(f *testing.F) {
 			}
 		}
 		out := PodCIDRConflicts(nodes, peers, cluster)
+		// The per-node form (the operator's hot path) agrees everywhere.
+		for _, n := range nodes {
+			if got := PodCIDRConflictOf(n.Name, nodes, peers, cluster); got != out[n.Name] {
+				t.Fatalf("PodCIDRConflictOf(%s) = %q, PodCIDRConflicts says %q", n.Name, got, out[n.Name])
+			}
+		}
 		var kept []netip.Prefix
 		owner := map[netip.Prefix]string{}
 		for _, n := range nodes {
