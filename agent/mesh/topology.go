@@ -135,6 +135,14 @@ func New(in Input) Topology {
 		if excluded, _ := mp.Excluded(); excluded {
 			continue
 		}
+		if in.NodeUIDs != nil && wgv1.IsNodePeer(mp, nil) && !wgv1.IsNodePeer(mp, in.NodeUIDs) {
+			// Owned by a Node that is gone (or an older Node of that
+			// name): the garbage collector or the operator is about to
+			// delete or take it over. Not a peer, and not a problem: every
+			// node reporting it would be a status write per node per
+			// leaving node.
+			continue
+		}
 		p, prob := parse(mp)
 		if prob != nil {
 			t.Problems = append(t.Problems, *prob)

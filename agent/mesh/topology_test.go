@@ -157,9 +157,13 @@ func TestNew(t *testing.T) {
 			wantProblems: []string{"n2 spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs", "n3 spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs"},
 		},
 		{
-			name:         "a MeshPeer claiming a node without being the node's is external",
+			// A MeshPeer owned by a Node UID that does not exist (forged,
+			// or left by a deleted Node) is never a peer; the agents do not
+			// report it (a leaving node must not make every node write its
+			// status), the operator's conflict controller does.
+			name:         "a MeshPeer claiming a node without being the node's is external, or skipped",
 			peers:        []wgv1.MeshPeer{mp("evil", "", key(8), "", "198.19.2.0/24"), forgedUID, func() wgv1.MeshPeer { p := mp("n2", "n2", key(2), "", "198.19.2.0/24"); p.Name = "n2-copy"; return p }()},
-			wantProblems: []string{"evil spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs", "n2-copy spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs", "n4 spec.allowedIPs 198.19.4.0/24 OverlappingAllowedIPs"},
+			wantProblems: []string{"evil spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs", "n2-copy spec.allowedIPs 198.19.2.0/24 OverlappingAllowedIPs"},
 		},
 		{
 			name:         "node peer outside the cluster's pod CIDRs",
@@ -274,5 +278,32 @@ func TestProblemString(t *testing.T) {
 	p := Problem{Peer: "ext", Field: "spec.endpoint", Value: "x.invalid:1", Detail: "cannot resolve"}
 	if got, want := p.String(), `MeshPeer ext spec.endpoint "x.invalid:1": cannot resolve`; got != want {
 		t.Errorf("String = %q, want %q", got, want)
+	}
+}
+
+// A leaving node's MeshPeer outlives its Node for a moment (until the
+// garbage collector deletes it): it is neither a peer nor a problem, so
+// that a node leaving changes no other node's status.
+func TestOrphanedNodePeerIsSilentlySkipped(t *testing.T) {
+	gone := mp("gone", "gone", key(7), "198.18.0.17:51820", "198.19.7.0/24") // its Node no longer exists
+	stale := mp("n3", "n3", key(8), "198.18.0.13:51820", "198.19.3.0/24")    // owner is an older Node n3
+	stale.OwnerReferences[0].UID = "uid-old-n3"
+	live := mp("n2", "n2", key(2), "198.18.0.12:51820", "198.19.2.0/24")
+	in := Input{NodeName: "n1", PublicKey: key(1), PodCIDRs: pfx("198.19.1.0/24"), NodeUIDs: nodeUIDs,
+		ClusterCIDRs: pfx("198.19.0.0/16"), Peers: []wgv1.MeshPeer{gone, stale, live}}
+	topo := New(in)
+	if got := names(topo.Peers); len(got) != 1 || got[0] != "n2" {
+		t.Fatalf("peers = %v, want only n2", got)
+	}
+	if len(topo.Problems) != 0 {
+		t.Fatalf("problems = %v, want none for orphaned node MeshPeers", problems(topo.Problems))
+	}
+	// A MeshPeer that merely names a node without its owner reference is
+	// external, and judged as such (here: it overlaps the cluster range).
+	fake := mp("n4", "", key(9), "198.18.0.99:51820", "198.19.4.0/24")
+	fake.Spec.NodeName = "n4"
+	in.Peers = []wgv1.MeshPeer{fake, live}
+	if topo := New(in); len(topo.Problems) == 0 {
+		t.Fatal("an external MeshPeer with a node's name and no owner was skipped silently")
 	}
 }
