@@ -206,13 +206,13 @@ func TestMeshPeerPrinterColumns(t *testing.T) {
 		cols = append(cols, strings.ToUpper(c.Name))
 		wide[strings.ToUpper(c.Name)] = c.Priority > 0
 	}
-	for _, want := range []string{"NODE", "ENDPOINT", "ALLOWED-IPS", "CONNECTED", "READY", "AGE", "PUBLIC-KEY"} {
+	for _, want := range []string{"NODE", "ENDPOINT", "ALLOWED-IPS", "CONNECTED", "READY", "AGE", "PUBLIC-KEY", "UNREACHABLE"} {
 		if _, ok := wide[want]; !ok {
 			t.Errorf("printer column %s missing (have %v)", want, cols)
 		}
 	}
-	if !wide["PUBLIC-KEY"] || wide["NODE"] {
-		t.Errorf("PUBLIC-KEY should show only with -o wide, the rest always: %v", wide)
+	if !wide["PUBLIC-KEY"] || !wide["UNREACHABLE"] || wide["NODE"] {
+		t.Errorf("PUBLIC-KEY and UNREACHABLE should show only with -o wide, the rest always: %v", wide)
 	}
 
 	// And what a user sees, through the real kubectl.
@@ -229,7 +229,7 @@ func TestMeshPeerPrinterColumns(t *testing.T) {
 	out, _ := io.ReadAll(stdout)
 	t.Logf("kubectl get mp -o wide:\n%s", out)
 	header := strings.Fields(strings.SplitN(string(out), "\n", 2)[0])
-	if strings.Join(header, " ") != "NAME NODE ENDPOINT ALLOWED-IPS CONNECTED READY AGE PUBLIC-KEY" {
+	if strings.Join(header, " ") != "NAME NODE ENDPOINT ALLOWED-IPS CONNECTED READY AGE PUBLIC-KEY UNREACHABLE" {
 		t.Errorf("kubectl header = %v", header)
 	}
 	for _, want := range []string{"wgm-node-1", "198.18.0.11:51820", "198.19.1.0/24", goodKey} {
