@@ -82,6 +82,19 @@ func kubectl(ctx context.Context, c *cluster.Cluster, args ...string) {
 	fmt.Println()
 }
 
+// kubectlWgmesh runs the kubectl plugin (bin/kubectl-wgmesh) as
+// `kubectl wgmesh ARGS` would.
+func kubectlWgmesh(ctx context.Context, c *cluster.Cluster, args ...string) {
+	bin := filepath.Join(c.Options().BinDir, "kubectl-wgmesh")
+	fmt.Printf("$ kubectl wgmesh %s\n", joinArgs(args))
+	out, err := exec.CommandContext(ctx, bin, append(args, "--kubeconfig="+c.Kubeconfig)...).CombinedOutput()
+	os.Stdout.Write(out)
+	if err != nil {
+		fmt.Printf("(kubectl wgmesh: %v)\n", err)
+	}
+	fmt.Println()
+}
+
 func joinArgs(a []string) string {
 	s := ""
 	for i, x := range a {

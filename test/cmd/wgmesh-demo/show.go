@@ -77,11 +77,12 @@ func show(ctx context.Context, c *cluster.Cluster) {
 	matrix(ctx, c, pods)
 	underlayProof(c, caps)
 	fmt.Println()
-	// Agents write status on their next reconcile (at most one resync, 5 s,
-	// after the handshakes), never on a timer of their own.
-	waitConnected(ctx, c, 15*time.Second)
-	say("after the matrix (CONNECTED counts peers with a WireGuard handshake in the last 3 minutes):")
+	// CONNECTED comes from the agents' probes; they write their status when
+	// it changes, never on a timer.
+	waitConnected(ctx, c, 30*time.Second)
+	say("after the matrix (CONNECTED: peers whose last reachability probe through the tunnel was answered):")
 	kubectl(ctx, c, "get", "meshpeers", "-o", "wide")
+	kubectlWgmesh(ctx, c, "status")
 
 	fmt.Println()
 	say("resident memory now:")
@@ -268,7 +269,9 @@ func waitConnected(ctx context.Context, c *cluster.Cluster, timeout time.Duratio
 		if err := c.Client.List(ctx, &list); err == nil && len(list.Items) > 0 {
 			all := true
 			for _, mp := range list.Items {
-				if mp.Status.TotalPeers == 0 || mp.Status.ConnectedPeers != mp.Status.TotalPeers {
+				// Every other node expected and reached (a join reaches the
+				// others' counts within --status-min-interval, 10 s).
+				if int(mp.Status.TotalPeers) != len(list.Items)-1 || mp.Status.ConnectedPeers != mp.Status.TotalPeers {
 					all = false
 				}
 			}
