@@ -34,18 +34,15 @@ Ready node with an endpoint). -o FILE writes it with mode 0600 instead.`,
 
 // addPeerFlags are add-peer's inputs, validated before anything is sent.
 type addPeerFlags struct {
-	Name         string
-	AllowedIPs   []netip.Prefix
-	Endpoint     string
-	Keepalive    int32
-	ServiceVia   string
-	ServiceCIDRs string
-	Output       string
+	peerConfFlags
+	AllowedIPs []netip.Prefix
+	Endpoint   string
+	Output     string
 }
 
 func parseAddPeer(args []string) (*KubeFlags, *addPeerFlags, error) {
 	var kf KubeFlags
-	f := &addPeerFlags{Keepalive: 25}
+	f := &addPeerFlags{peerConfFlags: peerConfFlags{Keepalive: 25}}
 	fs := NewFlagSet("add-peer", &kf)
 	var allowed string
 	fs.StringVar(&allowed, "allowed-ips", "", "the peer's addresses, routed to it by every node: CIDRs, comma separated (required)")
@@ -57,29 +54,14 @@ func parseAddPeer(args []string) (*KubeFlags, *addPeerFlags, error) {
 		f.Endpoint = hp.String()
 		return nil
 	})
-	fs.Func("keepalive", "PersistentKeepalive in seconds, both ways (0: off; default 25)", func(s string) error {
-		n, err := wgmeshv1.ParseKeepalive(s)
-		f.Keepalive = n
-		return err
-	})
-	fs.StringVar(&f.ServiceVia, "service-via", "", "node that carries the routes to the service CIDRs (default: the first Ready node with an endpoint)")
-	fs.StringVar(&f.ServiceCIDRs, "service-cidrs", "", "the cluster's service CIDRs (default: the agent DaemonSet's --service-cidrs, else the ServiceCIDR objects)")
+	f.bind(fs, "PersistentKeepalive in seconds, both ways (0: off; default 25)")
 	fs.StringVar(&f.Output, "o", "", "write the configuration to this file (mode 0600) instead of standard output")
-	name, err := parseNamed(fs, args, "NAME")
-	if err != nil {
+	if err := f.parse(fs, args); err != nil {
 		return nil, nil, err
 	}
-	if err := checkObjectName(name); err != nil {
-		return nil, nil, err
-	}
-	f.Name = name
+	var err error
 	if f.AllowedIPs, err = parseAllowedIPs(allowed); err != nil {
 		return nil, nil, err
-	}
-	if f.ServiceCIDRs != "" {
-		if _, err := wgmeshv1.ParseCIDRList("--service-cidrs", f.ServiceCIDRs); err != nil {
-			return nil, nil, err
-		}
 	}
 	return &kf, f, nil
 }
@@ -115,11 +97,10 @@ func runAddPeer(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := kf.Client()
+	c, ctx, cancel, err := kf.Connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kf.Timeout)
 	defer cancel()
 	return addPeer(ctx, env, c, f)
 }

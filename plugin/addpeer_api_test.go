@@ -125,14 +125,14 @@ func TestAddPeerShowConfAPI(t *testing.T) {
 
 	// showconf with the key file prints the same configuration.
 	out.Reset()
-	if err := showConf(ctx, e, c, &showConfFlags{Name: "wgm-ap-laptop", Keepalive: -1, PrivateKeyFile: conf}, key); err != nil {
+	if err := showConf(ctx, e, c, &showConfFlags{peerConfFlags: peerConfFlags{Name: "wgm-ap-laptop", Keepalive: -1}, PrivateKeyFile: conf}, key); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != string(text) {
 		t.Errorf("showconf differs from add-peer's file:\n%s\n---\n%s", out.String(), text)
 	}
 	out.Reset()
-	if err := showConf(ctx, e, c, &showConfFlags{Name: "wgm-ap-laptop", Keepalive: -1}, ""); err != nil || !strings.Contains(out.String(), "PrivateKey = <PRIVATE KEY") {
+	if err := showConf(ctx, e, c, &showConfFlags{peerConfFlags: peerConfFlags{Name: "wgm-ap-laptop", Keepalive: -1}}, ""); err != nil || !strings.Contains(out.String(), "PrivateKey = <PRIVATE KEY") {
 		t.Errorf("showconf without key: %v\n%s", err, out.String())
 	}
 
@@ -168,14 +168,18 @@ func TestAddPeerShowConfAPI(t *testing.T) {
 			return addPeer(ctx, e, c, f)
 		}, "--allowed-ips: 198.18.200.0/24 overlaps 198.18.200.1/32 in MeshPeer wgm-ap-laptop spec.allowedIPs"},
 		{"wrong key", func() error {
-			return showConf(ctx, e, c, &showConfFlags{Name: "wgm-ap-laptop", PrivateKeyFile: "k"}, laptopKey)
+			return showConf(ctx, e, c, &showConfFlags{peerConfFlags: peerConfFlags{Name: "wgm-ap-laptop"}, PrivateKeyFile: "k"}, laptopKey)
 		}, "--private-key-file=k: its public key"},
-		{"node peer", func() error { return showConf(ctx, e, c, &showConfFlags{Name: "wgm-ap-n1"}, "") }, "MeshPeer wgm-ap-n1 is node wgm-ap-n1's own peer"},
-		{"unknown peer", func() error { return showConf(ctx, e, c, &showConfFlags{Name: "wgm-ap-none"}, "") }, "MeshPeer wgm-ap-none not found"},
+		{"node peer", func() error {
+			return showConf(ctx, e, c, &showConfFlags{peerConfFlags: peerConfFlags{Name: "wgm-ap-n1"}}, "")
+		}, "MeshPeer wgm-ap-n1 is node wgm-ap-n1's own peer"},
+		{"unknown peer", func() error {
+			return showConf(ctx, e, c, &showConfFlags{peerConfFlags: peerConfFlags{Name: "wgm-ap-none"}}, "")
+		}, "MeshPeer wgm-ap-none not found"},
 		{"CEL refusal", func() error {
 			// What local validation would have stopped, sent anyway: the
 			// API server's message comes through with field and value.
-			return addPeer(ctx, e, c, &addPeerFlags{Name: "wgm-ap-cel", AllowedIPs: f.AllowedIPs[:0], Endpoint: "gw..example:51820", Keepalive: 25})
+			return addPeer(ctx, e, c, &addPeerFlags{peerConfFlags: peerConfFlags{Name: "wgm-ap-cel", Keepalive: 25}, AllowedIPs: f.AllowedIPs[:0], Endpoint: "gw..example:51820"})
 		}, "creating MeshPeer wgm-ap-cel: the API server refused it: MeshPeer.wgmesh.io \"wgm-ap-cel\" is invalid: spec.endpoint: Invalid value: \"gw..example:51820\": endpoint gw..example:51820 is not host:port"},
 	} {
 		err := tc.run()

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	wgmeshv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
 // parseNamed parses a command line with one positional NAME placed before,
@@ -30,6 +32,44 @@ func parseNamed(fs *flag.FlagSet, args []string, what string) (string, error) {
 		return "", fmt.Errorf("%s missing (usage: kubectl wgmesh %s %s ...)", what, fs.Name(), what)
 	}
 	return name, nil
+}
+
+// peerConfFlags are the flags of the commands that print an external
+// peer's wg-quick configuration (add-peer, showconf).
+type peerConfFlags struct {
+	Name, ServiceVia, ServiceCIDRs string
+	Keepalive                      int32
+}
+
+// bind registers --keepalive (with its help text), --service-via and
+// --service-cidrs.
+func (f *peerConfFlags) bind(fs *flag.FlagSet, keepaliveHelp string) {
+	fs.Func("keepalive", keepaliveHelp, func(s string) error {
+		n, err := wgmeshv1.ParseKeepalive(s)
+		f.Keepalive = n
+		return err
+	})
+	fs.StringVar(&f.ServiceVia, "service-via", "", "node that carries the routes to the service CIDRs (default: the first Ready node with an endpoint)")
+	fs.StringVar(&f.ServiceCIDRs, "service-cidrs", "", "the cluster's service CIDRs (default: the agent DaemonSet's --service-cidrs, else the ServiceCIDR objects)")
+}
+
+// parse parses args (the peer's NAME among the flags) and checks the name
+// and --service-cidrs.
+func (f *peerConfFlags) parse(fs *flag.FlagSet, args []string) error {
+	name, err := parseNamed(fs, args, "NAME")
+	if err != nil {
+		return err
+	}
+	if err := checkObjectName(name); err != nil {
+		return err
+	}
+	f.Name = name
+	if f.ServiceCIDRs != "" {
+		if _, err := wgmeshv1.ParseCIDRList("--service-cidrs", f.ServiceCIDRs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkObjectName checks a MeshPeer name the way the API server will.

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -76,11 +75,10 @@ func runGraph(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := kf.Client()
+	c, ctx, cancel, err := kf.Connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kf.Timeout)
 	defer cancel()
 	m, err := loadMesh(ctx, c, false, "")
 	if err != nil {

@@ -5,6 +5,7 @@
 package plugin
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -130,6 +131,17 @@ func (kf *KubeFlags) RESTConfig() (*rest.Config, error) {
 		return nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	return cfg, nil
+}
+
+// Connect is Client with a context bounded by --request-timeout; call the
+// cancel function when done.
+func (kf *KubeFlags) Connect() (client.Client, context.Context, context.CancelFunc, error) {
+	c, err := kf.Client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kf.Timeout)
+	return c, ctx, cancel, nil
 }
 
 // Client is a controller-runtime client with the core and wgmesh types.

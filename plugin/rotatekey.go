@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"sort"
 	"strings"
@@ -57,19 +58,12 @@ func runRotateKey(env *Env, args []string) error {
 	fs := NewFlagSet("rotate-key", &kf)
 	wait := fs.Bool("wait", false, "wait until the rotation is recorded and print the old and new public keys")
 	timeout := fs.Duration("timeout", 3*time.Minute, "with --wait: how long to wait")
-	// Flags may follow the node name (kubectl style).
-	var node string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		node, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	node, err := parseNamed(fs, args, "NODE")
+	if errors.Is(err, flag.ErrHelp) {
 		return err
 	}
-	if node == "" && fs.NArg() > 0 {
-		node = fs.Arg(0)
-	}
-	if node == "" || fs.NArg() > 1 || (fs.NArg() == 1 && fs.Arg(0) != node) {
-		return fmt.Errorf("want exactly one node name: kubectl wgmesh rotate-key NODE [--wait] [--timeout 3m]")
+	if err != nil {
+		return fmt.Errorf("want exactly one node name: kubectl wgmesh rotate-key NODE [--wait] [--timeout 3m] (%v)", err)
 	}
 	c, err := kf.Client()
 	if err != nil {

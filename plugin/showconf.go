@@ -22,34 +22,18 @@ without it the configuration holds a marked placeholder.`,
 }
 
 type showConfFlags struct {
-	Name, PrivateKeyFile, ServiceVia, ServiceCIDRs string
-	Keepalive                                      int32
+	peerConfFlags
+	PrivateKeyFile string
 }
 
 func parseShowConf(args []string) (*KubeFlags, *showConfFlags, error) {
 	var kf KubeFlags
-	f := &showConfFlags{Keepalive: -1}
+	f := &showConfFlags{peerConfFlags: peerConfFlags{Keepalive: -1}}
 	fs := NewFlagSet("showconf", &kf)
 	fs.StringVar(&f.PrivateKeyFile, "private-key-file", "", "file with the peer's private key (a key alone or a wg-quick configuration)")
-	fs.Func("keepalive", "PersistentKeepalive in seconds towards the nodes (default: the MeshPeer's spec.persistentKeepalive)", func(s string) error {
-		n, err := wgmeshv1.ParseKeepalive(s)
-		f.Keepalive = n
-		return err
-	})
-	fs.StringVar(&f.ServiceVia, "service-via", "", "node that carries the routes to the service CIDRs (default: the first Ready node with an endpoint)")
-	fs.StringVar(&f.ServiceCIDRs, "service-cidrs", "", "the cluster's service CIDRs (default: the agent DaemonSet's --service-cidrs, else the ServiceCIDR objects)")
-	name, err := parseNamed(fs, args, "NAME")
-	if err != nil {
+	f.bind(fs, "PersistentKeepalive in seconds towards the nodes (default: the MeshPeer's spec.persistentKeepalive)")
+	if err := f.parse(fs, args); err != nil {
 		return nil, nil, err
-	}
-	if err := checkObjectName(name); err != nil {
-		return nil, nil, err
-	}
-	f.Name = name
-	if f.ServiceCIDRs != "" {
-		if _, err := wgmeshv1.ParseCIDRList("--service-cidrs", f.ServiceCIDRs); err != nil {
-			return nil, nil, err
-		}
 	}
 	return &kf, f, nil
 }
@@ -65,11 +49,10 @@ func runShowConf(env *Env, args []string) error {
 			return err
 		}
 	}
-	c, err := kf.Client()
+	c, ctx, cancel, err := kf.Connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kf.Timeout)
 	defer cancel()
 	return showConf(ctx, env, c, f, key)
 }

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -36,11 +35,10 @@ func runStatus(env *Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := kf.Client()
+	c, ctx, cancel, err := kf.Connect()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kf.Timeout)
 	defer cancel()
 	var peers wgmeshv1.MeshPeerList
 	if err := c.List(ctx, &peers); err != nil {
