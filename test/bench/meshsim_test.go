@@ -181,9 +181,9 @@ func (s *meshSim) stop() {
 		}
 	}
 	if s.tb.Failed() {
-		s.tb.Logf("--- operator log (tail) ---\n%s", tailFile(s.opLog, 30))
+		s.tb.Logf("--- operator log (tail) ---\n%s", cluster.Tail(s.opLog, 30))
 		for _, n := range s.real {
-			s.tb.Logf("--- %s agent log (tail) ---\n%s", n.Name, tailFile(n.AgentLog(), 30))
+			s.tb.Logf("--- %s agent log (tail) ---\n%s", n.Name, cluster.Tail(n.AgentLog(), 30))
 		}
 	}
 	if err := s.c.Stop(); err != nil {
@@ -198,18 +198,6 @@ func copyFile(from, to string) {
 	if b, err := os.ReadFile(from); err == nil {
 		_ = os.WriteFile(to, b, 0o644)
 	}
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // StartOperator starts bin/wgmesh-operator on the host: the cluster's pod
@@ -640,7 +628,7 @@ func (s *meshSim) waitFor(ctx context.Context, timeout time.Duration, what strin
 			last = why
 		}
 		if s.op != nil && !s.operatorRunning() {
-			s.tb.Fatalf("waiting for %s: the operator exited; its log:\n%s", what, tailFile(s.opLog, 30))
+			s.tb.Fatalf("waiting for %s: the operator exited; its log:\n%s", what, cluster.Tail(s.opLog, 30))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			s.tb.Fatalf("timed out after %s waiting for %s (%s)", timeout, what, last)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -75,7 +76,9 @@ func (p *process) exitedWith() string {
 	return fmt.Sprintf("%s exited (%v); last log lines:\n%s", p.name, p.err, tail(p.logPath, 20))
 }
 
-func tail(path string, n int) string {
+// Tail is the last n lines of the file at path (its error, when it cannot
+// be read): what tests print of a log when something failed.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
@@ -84,11 +87,12 @@ func tail(path string, n int) string {
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	out := ""
-	for _, l := range lines {
-		out += "  " + l + "\n"
-	}
-	return out
+	return strings.Join(lines, "\n")
+}
+
+// tail is Tail indented, for error messages.
+func tail(path string, n int) string {
+	return "  " + strings.ReplaceAll(Tail(path, n), "\n", "\n  ") + "\n"
 }
 
 func splitLines(s string) []string {

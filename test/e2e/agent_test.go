@@ -94,7 +94,7 @@ func startAgentCluster(ctx context.Context, t *testing.T, o cluster.Options) *cl
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range c.Nodes {
-				t.Logf("--- %s agent log (tail) ---\n%s", n.Name, tailFile(n.AgentLog(), 40))
+				t.Logf("--- %s agent log (tail) ---\n%s", n.Name, cluster.Tail(n.AgentLog(), 40))
 			}
 		}
 		if err := c.Stop(); err != nil {
@@ -928,12 +928,4 @@ func thousandPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 func readFile(p string) string {
 	b, _ := os.ReadFile(filepath.Clean(p))
 	return string(b)
-}
-
-func tailFile(p string, n int) string {
-	lines := strings.Split(readFile(p), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,8 +62,8 @@ func TestLocalCluster(t *testing.T) {
 		if !stopped {
 			if t.Failed() {
 				for _, n := range c.Nodes {
-					t.Logf("--- %s runtime log ---\n%s", n.Name, tailOf(filepath.Join(n.Dir, "runtime.log"), 15))
-					t.Logf("--- %s agent log ---\n%s", n.Name, tailOf(n.AgentLog(), 15))
+					t.Logf("--- %s runtime log ---\n%s", n.Name, cluster.Tail(filepath.Join(n.Dir, "runtime.log"), 15))
+					t.Logf("--- %s agent log ---\n%s", n.Name, cluster.Tail(n.AgentLog(), 15))
 				}
 			}
 			c.Stop()
@@ -200,16 +199,4 @@ func TestLocalCluster(t *testing.T) {
 	if len(lo) > 0 {
 		t.Fatalf("left behind after Stop: %v", lo)
 	}
-}
-
-func tailOf(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

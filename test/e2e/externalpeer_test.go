@@ -190,7 +190,7 @@ func TestExternalPeer(t *testing.T) {
 		_, err := nsRequest(ctx, laptop.NS, "http", net.JoinHostPort(cip, "80"), "hostname")
 		return err
 	}); err != nil {
-		t.Fatalf("laptop -> ClusterIP %s:80 (service %s): %v\n%s", cip, svc.Name, err, tailFile(viaNode.AgentLog(), 20))
+		t.Fatalf("laptop -> ClusterIP %s:80 (service %s): %v\n%s", cip, svc.Name, err, cluster.Tail(viaNode.AgentLog(), 20))
 	}
 	failed := 0
 	for i := 0; i < 40 && len(seen) < len(web); i++ {
