@@ -148,7 +148,7 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	a.rotation.Bind(keyrotation.ClientAPI{NodeName: a.o.NodeName, Reader: a.reader, Client: a.client, Events: a.events}, a.trigger.fire)
 	if a.o.ProbeInterval > 0 {
 		a.prober = probe.New(probe.Options{Interval: a.o.ProbeInterval, Timeout: a.o.ProbeTimeout, Pinger: probe.NewICMPPinger(),
-			Metrics: probe.NewMetrics(metrics.Registry), Log: a.log.WithName("probe"), OnResult: func() { a.trigger.fireFor("probe") }})
+			Metrics: probe.NewMetrics(metrics.Registry), Log: a.log.WithName("probe"), OnRecovery: func() { a.trigger.fireFor("probe") }})
 		if err := mgr.Add(manager.RunnableFunc(a.prober.Run)); err != nil {
 			return err
 		}

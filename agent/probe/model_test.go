@@ -107,9 +107,9 @@ func TestProber(t *testing.T) {
 	fp := &fakePinger{up: map[netip.Addr]bool{a: true}, count: map[netip.Addr]int{}}
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	results := make(chan struct{}, 100)
+	recoveries := make(chan struct{}, 100)
 	p := New(Options{Interval: 200 * time.Millisecond, Timeout: 20 * time.Millisecond, Pinger: fp, Metrics: m, Log: logr.Discard(),
-		OnResult: func() { results <- struct{}{} }})
+		OnRecovery: func() { recoveries <- struct{}{} }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = p.Run(ctx); close(done) }()
@@ -134,10 +134,16 @@ func TestProber(t *testing.T) {
 	if v := testutil.ToFloat64(m.RTT.WithLabelValues("node-a")); v != 0.002 {
 		t.Fatalf("wgmesh_peer_rtt_seconds{peer=node-a} = %v", v)
 	}
-	// Recovery is seen at the next probe; Kick makes it now.
+	// First results (node-a answered, node-b lost) wake nobody.
+	if len(recoveries) != 0 {
+		t.Fatalf("OnRecovery called %d times before any recovery", len(recoveries))
+	}
+	// Recovery is seen at the next probe; Kick makes it now, and it is the
+	// one result reported at once.
 	fp.set(b, true)
 	p.Kick()
 	waitFor(t, func() bool { return p.States()["node-b"].Reachable })
+	waitFor(t, func() bool { return len(recoveries) == 1 })
 	// Periodic: more probes follow on the interval.
 	n := fp.pings(a)
 	waitFor(t, func() bool { return fp.pings(a) >= n+2 })
@@ -151,9 +157,6 @@ func TestProber(t *testing.T) {
 	}
 	if testutil.ToFloat64(m.Probes.WithLabelValues("lost")) < 1 || testutil.ToFloat64(m.Probes.WithLabelValues("answered")) < 3 {
 		t.Fatal("wgmesh_peer_probes_total not counted")
-	}
-	if len(results) == 0 {
-		t.Fatal("OnResult never called")
 	}
 }
 

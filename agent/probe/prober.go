@@ -29,9 +29,13 @@ type Options struct {
 	Pinger      Pinger
 	Metrics     *Metrics // nil: none
 	Log         logr.Logger
-	// OnResult is called after each probe that changed a peer's
-	// reachability (from the first result on), outside the Prober's lock.
-	OnResult func()
+	// OnRecovery is called, outside the Prober's lock, when an answer ends
+	// a run of failed probes: the one result that changes the held view at
+	// once (a run becomes Unreachable only as time passes, which the
+	// agent's periodic resync sees). First results and plain flips call
+	// nothing: a thousand peers' first round must not be a thousand
+	// reconciles.
+	OnRecovery func()
 }
 
 type peer struct {
@@ -228,7 +232,7 @@ func (p *Prober) probe(ctx context.Context, pe *peer) {
 		p.o.Log.Info("peer unreachable: probe through the tunnel not answered", "peer", pe.target.Peer, "address", pe.target.Addr,
 			"attempts", p.o.Attempts, "timeout", p.o.Timeout, "error", err.Error())
 	}
-	if p.o.OnResult != nil {
-		p.o.OnResult()
+	if answered && !before.FailingSince.IsZero() && p.o.OnRecovery != nil {
+		p.o.OnRecovery()
 	}
 }
