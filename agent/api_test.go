@@ -101,7 +101,7 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	if meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionReady) == nil || mp.Status.MTU != 1420 {
 		t.Fatalf("operator apply clobbered the agent's status: %+v", mp.Status)
 	}
-	if StatusChanged(mp.Status, DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now()}, mp.Status)) {
+	if classifyStatus(mp.Status, DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now()}, mp.Status)) != statusSame {
 		t.Fatal("status read back from the API server differs from what was applied")
 	}
 	// Unreachable peers are written, and removed once reachable again.

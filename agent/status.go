@@ -168,12 +168,6 @@ func classifyStatus(current, want wgv1.MeshPeerStatus) statusChange {
 	return statusSame
 }
 
-// StatusChanged reports whether want differs from current in a way worth a
-// write at all.
-func StatusChanged(current, want wgv1.MeshPeerStatus) bool {
-	return classifyStatus(current, want) != statusSame
-}
-
 // statusPolicy decides when the agent writes its MeshPeer status: a
 // significant change at most once per MinInterval; a membership-only change
 // after a random delay in [d/2, d], where d grows with the mesh,

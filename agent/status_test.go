@@ -46,7 +46,7 @@ func TestDesiredStatus(t *testing.T) {
 	// Same state later: nothing worth writing, transition times kept.
 	in.Now = now.Add(5 * time.Second)
 	later := DesiredStatus(in, st)
-	if StatusChanged(st, later) {
+	if classifyStatus(st, later) != statusSame {
 		t.Fatal("identical state reported as changed")
 	}
 	if !meta.FindStatusCondition(later.Conditions, wgv1.ConditionReady).LastTransitionTime.Equal(&meta.FindStatusCondition(st.Conditions, wgv1.ConditionReady).LastTransitionTime) {
