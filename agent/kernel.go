@@ -98,7 +98,7 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 
 	if !k.o.SkipSysctl {
 		v6 := slices.ContainsFunc(d.Topology.Gateways, func(g netip.Prefix) bool { return g.Addr().Is6() })
-		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.Required(sysctl.Options{Link: k.o.LinkName, IPv6: v6, IPv6Uplinks: k.ipv6Uplinks(v6)}))
+		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.Required(sysctl.Options{IPv6: v6, IPv6Uplinks: k.ipv6Uplinks(v6)}))
 		a.Sysctls = res
 		if err != nil {
 			errs = append(errs, err)
@@ -125,6 +125,13 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 		return a, errors.Join(append(errs, err)...)
 	}
 	a.Mode = k.mode
+	if !k.o.SkipSysctl {
+		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.ForLink(k.o.LinkName))
+		a.Sysctls = append(a.Sysctls, res...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := k.setMTU(a.MTU); err != nil {
 		errs = append(errs, err)
 	}

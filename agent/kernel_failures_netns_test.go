@@ -74,3 +74,38 @@ func TestKernelFailuresStayLocal(t *testing.T) {
 	}
 	_ = k.Cleanup()
 }
+
+// TestKernelFirstApplyWithSysctls: a node's very first Apply, on the real
+// /proc/sys of a fresh network namespace, sets the tunnel's own sysctls
+// without an error: they are applied after the link exists, not before
+// (the first reconcile of every new node used to fail on
+// net.ipv4.conf.LINK.rp_filter and wait for the retry back-off).
+func TestKernelFirstApplyWithSysctls(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	ctx := context.Background()
+	link := fmt.Sprintf("wgms%d", os.Getpid()%100000)
+	n := newTestNode(t, "s", link)
+	o := n.kernel.o
+	o.SkipSysctl, o.SysctlRoot = false, "" // the namespace's own /proc/sys
+	k := NewKernel(o)
+	t.Cleanup(func() { _ = k.Cleanup() })
+	topo := mesh.Topology{Gateways: pfxs("198.19.1.1/24"), Peers: []mesh.Peer{{Name: "n2", PublicKey: pubkey(), AllowedIPs: pfxs("198.19.2.0/24")}},
+		Routes: []mesh.Route{{Dst: pfxs("198.19.2.0/24")[0], Src: pfxs("198.19.1.1/24")[0].Addr()}}}
+	var a Applied
+	if err := n.ns.Do(func() (err error) {
+		a, err = k.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo})
+		return err
+	}); err != nil {
+		t.Fatalf("first Apply on a fresh node: %v", err)
+	}
+	found := false
+	for _, s := range a.Sysctls {
+		if s.Err != nil {
+			t.Errorf("sysctl %s: %v", s.Key, s.Err)
+		}
+		found = found || s.Key == "net.ipv4.conf."+link+".rp_filter"
+	}
+	if !found {
+		t.Errorf("sysctls applied %+v, want net.ipv4.conf.%s.rp_filter among them", a.Sysctls, link)
+	}
+}

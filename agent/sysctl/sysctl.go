@@ -31,8 +31,6 @@ type Result struct {
 
 // Options say which settings a node needs.
 type Options struct {
-	// Link is the WireGuard link.
-	Link string
 	// IPv6 is whether the node has IPv6 pod CIDRs. Only then are IPv6
 	// settings touched: a host booted with IPv6 disabled has none, and
 	// turning on IPv6 forwarding on a host that needs no IPv6 pod traffic
@@ -45,12 +43,13 @@ type Options struct {
 	IPv6Uplinks []string
 }
 
-// Required returns the settings for a node, in the order to apply them.
+// Required returns the host-wide settings for a node, in the order to apply
+// them. The tunnel's own settings are ForLink's: they exist only once the
+// link does.
 func Required(o Options) []Setting {
 	out := []Setting{
 		{Key: "net.ipv4.ip_forward", Value: "1", Why: "forward pod traffic between the bridge and the tunnel"},
 		{Key: "net.ipv4.conf.all.rp_filter", Value: "2", OnlyIf: []string{"1"}, Why: "strict reverse-path filtering drops tunnel traffic whose source routes elsewhere"},
-		{Key: "net.ipv4.conf." + o.Link + ".rp_filter", Value: "2", OnlyIf: []string{"1"}, Why: "strict reverse-path filtering on the tunnel"},
 	}
 	if o.IPv6 {
 		for _, up := range o.IPv6Uplinks {
@@ -60,6 +59,14 @@ func Required(o Options) []Setting {
 		out = append(out, Setting{Key: "net.ipv6.conf.all.forwarding", Value: "1", Why: "forward IPv6 pod traffic"})
 	}
 	return out
+}
+
+// ForLink returns the settings of the WireGuard link, to apply once it
+// exists (before, its /proc/sys/net/ipv4/conf/LINK does not).
+func ForLink(link string) []Setting {
+	return []Setting{
+		{Key: "net.ipv4.conf." + link + ".rp_filter", Value: "2", OnlyIf: []string{"1"}, Why: "strict reverse-path filtering on the tunnel"},
+	}
 }
 
 // Ensure applies settings under root (default /proc/sys). Every setting is

@@ -33,7 +33,7 @@ func TestEnsure(t *testing.T) {
 	write(t, root, "net.ipv4.conf.all.rp_filter", "1")
 	write(t, root, "net.ipv4.conf.wgmesh0.rp_filter", "0")
 	write(t, root, "net.ipv6.conf.eth0.accept_ra", "1")
-	res, err := Ensure(root, Required(Options{Link: "wgmesh0", IPv6: true, IPv6Uplinks: []string{"eth0"}}))
+	res, err := Ensure(root, append(Required(Options{IPv6: true, IPv6Uplinks: []string{"eth0"}}), ForLink("wgmesh0")...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestRequiredWithoutIPv6(t *testing.T) {
 	write(t, root, "net.ipv4.ip_forward", "0")
 	write(t, root, "net.ipv4.conf.all.rp_filter", "0")
 	write(t, root, "net.ipv4.conf.wgmesh0.rp_filter", "0")
-	res, err := Ensure(root, Required(Options{Link: "wgmesh0", IPv6Uplinks: []string{"eth0"}}))
+	res, err := Ensure(root, append(Required(Options{IPv6Uplinks: []string{"eth0"}}), ForLink("wgmesh0")...))
 	if err != nil {
 		t.Fatalf("IPv4-only node on an IPv6-less host: %v", err)
 	}
@@ -84,5 +84,19 @@ func TestRequiredWithoutIPv6(t *testing.T) {
 	}
 	if read(t, root, "net.ipv4.ip_forward") != "1" {
 		t.Error("ip_forward not set")
+	}
+}
+
+// TestRequiredWithoutLink: the host-wide settings never name the tunnel, so
+// a node's first reconcile (the link not created yet) does not fail on them.
+func TestRequiredWithoutLink(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, "net.ipv4.ip_forward", "0")
+	write(t, root, "net.ipv4.conf.all.rp_filter", "1")
+	if _, err := Ensure(root, Required(Options{})); err != nil {
+		t.Fatalf("host-wide settings before the link exists: %v", err)
+	}
+	if _, err := Ensure(root, ForLink("wgmesh0")); err == nil || !strings.Contains(err.Error(), "net.ipv4.conf.wgmesh0.rp_filter") {
+		t.Errorf("link setting without the link: err = %v, want one naming net.ipv4.conf.wgmesh0.rp_filter", err)
 	}
 }
