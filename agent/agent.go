@@ -228,8 +228,14 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 
 // loop reconciles on every trigger, on netlink drift and every Resync.
 func (a *Agent) loop(ctx context.Context) error {
+	// The first reconcile waits for both caches: without the list of
+	// Nodes it cannot tell node peers from external ones, and failing on
+	// that would only grow the retry back-off before the real work.
 	if !a.reader.(cache.Cache).WaitForCacheSync(ctx) {
 		return errors.New("cache did not sync")
+	}
+	if a.nodes != nil && !a.nodes.WaitForSync(ctx) {
+		return nil
 	}
 	if err := routes.Watch(ctx, routes.WatchOptions{
 		Links:   []string{a.o.LinkName, a.o.BridgeName},

@@ -23,6 +23,7 @@ import (
 type nodeDirectory struct {
 	informer toolscache.SharedIndexInformer
 	synced   atomic.Bool
+	syncedCh chan struct{} // closed once synced
 }
 
 func newNodeDirectory(cfg *rest.Config, onChange func()) (*nodeDirectory, error) {
@@ -45,7 +46,7 @@ func newNodeDirectory(cfg *rest.Config, onChange func()) (*nodeDirectory, error)
 	}); err != nil {
 		return nil, err
 	}
-	return &nodeDirectory{informer: inf}, nil
+	return &nodeDirectory{informer: inf, syncedCh: make(chan struct{})}, nil
 }
 
 // Start runs the informer until ctx ends (a manager.Runnable).
@@ -55,6 +56,7 @@ func (d *nodeDirectory) Start(ctx context.Context) error {
 		return nil
 	}
 	d.synced.Store(true)
+	close(d.syncedCh)
 	<-ctx.Done()
 	return nil
 }
@@ -75,6 +77,17 @@ func (d *nodeDirectory) UID(name string) (types.UID, bool) {
 
 // Synced reports whether the directory has the full list of Nodes.
 func (d *nodeDirectory) Synced() bool { return d.synced.Load() }
+
+// WaitForSync blocks until the directory has the full list of Nodes; false
+// when ctx ends first.
+func (d *nodeDirectory) WaitForSync(ctx context.Context) bool {
+	select {
+	case <-d.syncedCh:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
 
 // nodeAddrs are the addresses the Node reports (InternalIP, ExternalIP).
 func nodeAddrs(n *corev1.Node) []netip.Addr {
