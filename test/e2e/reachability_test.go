@@ -39,15 +39,24 @@ func TestReachability(t *testing.T) {
 	a, b, x := nodes[0], nodes[1], nodes[2]
 
 	// Idle mesh: every node connected to both others, from probes alone.
+	// The status counts a peer until probes have failed for the hold-down,
+	// so 2/2 can show before the first probe ends; the metrics wait for it
+	// (a probe is up to 3 echoes, the first of which may wait for the
+	// handshake).
 	waitStatus(ctx, t, c, map[string]string{a.Name: "2/2", b.Name: "2/2", x.Name: "2/2"}, nil)
-	m := agentMetrics(ctx, t, a)
-	for _, peer := range []string{b.Name, x.Name} {
-		if v := metricValue(m, fmt.Sprintf(`wgmesh_peer_reachable{peer=%q}`, peer)); v != 1 {
-			t.Errorf("%s: wgmesh_peer_reachable{peer=%s} = %v, want 1", a.Name, peer, v)
+	if err := eventually(ctx, 20*time.Second, func() error {
+		m := agentMetrics(ctx, t, a)
+		for _, peer := range []string{b.Name, x.Name} {
+			if v := metricValue(m, fmt.Sprintf(`wgmesh_peer_reachable{peer=%q}`, peer)); v != 1 {
+				return fmt.Errorf("%s: wgmesh_peer_reachable{peer=%s} = %v, want 1", a.Name, peer, v)
+			}
+			if v := metricValue(m, fmt.Sprintf(`wgmesh_peer_rtt_seconds{peer=%q}`, peer)); v <= 0 || v > 1 {
+				return fmt.Errorf("%s: wgmesh_peer_rtt_seconds{peer=%s} = %v", a.Name, peer, v)
+			}
 		}
-		if v := metricValue(m, fmt.Sprintf(`wgmesh_peer_rtt_seconds{peer=%q}`, peer)); v <= 0 || v > 1 {
-			t.Errorf("%s: wgmesh_peer_rtt_seconds{peer=%s} = %v", a.Name, peer, v)
-		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 
 	// Status-only writes (another agent's counts, a foreign condition) wake
