@@ -31,6 +31,10 @@ import (
 
 const meshPeerControllerName = "node-meshpeer"
 
+// podCIDRGrace is how long a new node's MeshPeer waits for its pod CIDRs
+// (see reconcile).
+const podCIDRGrace = 5 * time.Second
+
 // conflictRetry is how soon a write that lost an optimistic-concurrency
 // race is retried.
 const conflictRetry = 200 * time.Millisecond
@@ -92,7 +96,10 @@ func nodePeerInputsChanged() predicate.Predicate {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *MeshPeerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	err := r.reconcile(ctx, req.Name)
+	after, err := r.reconcile(ctx, req.Name)
+	if err == nil && after > 0 {
+		return ctrl.Result{RequeueAfter: after}, nil
+	}
 	if apierrors.IsConflict(err) {
 		// The cache was behind our own last write; look again shortly.
 		log.FromContext(ctx).V(1).Info("MeshPeer changed meanwhile; retrying", "error", err.Error())
@@ -104,7 +111,9 @@ func (r *MeshPeerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	return ctrl.Result{}, err
 }
 
-func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
+// reconcile syncs the MeshPeer of node name; a positive duration asks to
+// look again after it.
+func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) (time.Duration, error) {
 	logger := log.FromContext(ctx)
 
 	var existing *wgv1.MeshPeer
@@ -113,20 +122,20 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 	case err == nil:
 		existing = &mp
 	case !apierrors.IsNotFound(err):
-		return fmt.Errorf("MeshPeer %s: %w", name, err)
+		return 0, fmt.Errorf("MeshPeer %s: %w", name, err)
 	}
 
 	var node corev1.Node
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &node); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("node %s: %w", name, err)
+			return 0, fmt.Errorf("node %s: %w", name, err)
 		}
 		// The garbage collector deletes it too (owner reference); doing it
 		// here takes the peer out of the mesh without waiting for it.
 		if existing != nil && ownedByNodeNamed(existing, name) {
-			return r.delete(ctx, existing)
+			return 0, r.delete(ctx, existing)
 		}
-		return nil
+		return 0, nil
 	}
 
 	// A MeshPeer made in advance under the node's name (by hand, or left
@@ -144,7 +153,7 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 	if ok && len(spec.AllowedIPs) > 0 {
 		withheld, err := r.podCIDRConflict(ctx, node.Name)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if withheld != "" {
 			// Never publish two node MeshPeers whose allowedIPs overlap:
@@ -164,22 +173,34 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 				"node %s gets no MeshPeer: %s", node.Name, invalidMsg)
 		}
 		if existing != nil {
-			return r.delete(ctx, existing)
+			return 0, r.delete(ctx, existing)
 		}
-		return nil
+		return 0, nil
+	}
+
+	if existing == nil && len(nodePodCIDRs(&node)) == 0 {
+		// A new node gets its pod CIDRs within moments: wait for them
+		// (the Node update brings this node back) rather than publish a
+		// MeshPeer without allowedIPs and update it right after, a second
+		// write, Event and reconcile of every agent per join. A node still
+		// without CIDRs after the grace gets its MeshPeer anyway.
+		if wait := podCIDRGrace - r.now().Sub(node.CreationTimestamp.Time); wait > 0 {
+			logger.V(1).Info("waiting for the node's pod CIDRs before publishing its MeshPeer", "node", node.Name, "for", wait)
+			return min(wait, podCIDRGrace), nil
+		}
 	}
 
 	switch {
 	case existing == nil:
 		mp = wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: node.Name, Annotations: map[string]string{wgv1.AnnotationPublicKeySince: r.now().UTC().Format(time.RFC3339Nano)}}, Spec: spec}
 		if err := controllerutil.SetControllerReference(&node, &mp, r.Scheme); err != nil {
-			return fmt.Errorf("MeshPeer %s: owner reference: %w", name, err)
+			return 0, fmt.Errorf("MeshPeer %s: owner reference: %w", name, err)
 		}
 		if err := r.Client.Create(ctx, &mp); err != nil {
 			if apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("MeshPeer %s appeared while creating it; retrying: %w", name, err)
+				return 0, fmt.Errorf("MeshPeer %s appeared while creating it; retrying: %w", name, err)
 			}
-			return fmt.Errorf("MeshPeer %s: create: %w", name, err)
+			return 0, fmt.Errorf("MeshPeer %s: create: %w", name, err)
 		}
 		r.Recorder.Eventf(&mp, &node, corev1.EventTypeNormal, ReasonMeshPeerCreated, "SyncMeshPeer",
 			"created MeshPeer for node %s: %s", node.Name, describeSpec(spec))
@@ -200,12 +221,12 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 		existing.Spec = spec
 		existing.OwnerReferences = nil
 		if err := controllerutil.SetControllerReference(&node, existing, r.Scheme); err != nil {
-			return fmt.Errorf("MeshPeer %s: owner reference: %w", name, err)
+			return 0, fmt.Errorf("MeshPeer %s: owner reference: %w", name, err)
 		}
 		// Update carries the cached resourceVersion: a stale cache gets a
 		// conflict and a retry, never a lost write.
 		if err := r.Client.Update(ctx, existing); err != nil {
-			return fmt.Errorf("MeshPeer %s: update spec: %w", name, err)
+			return 0, fmt.Errorf("MeshPeer %s: update spec: %w", name, err)
 		}
 		r.Recorder.Eventf(existing, &node, corev1.EventTypeNormal, ReasonMeshPeerUpdated, "SyncMeshPeer",
 			"updated MeshPeer for node %s: was %s, now %s", node.Name, before, describeSpec(spec))
@@ -223,13 +244,13 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) error {
 	}}
 	conds := desiredConditions(existing.Status.Conditions, existing.Generation, want, metav1.NewTime(r.now()))
 	if !conditionsChanged(existing.Status.Conditions, conds) {
-		return nil
+		return 0, nil
 	}
 	if invalidMsg != "" {
 		r.Recorder.Eventf(&node, existing, corev1.EventTypeWarning, ReasonInvalidAnnotation, "SyncMeshPeer",
 			"MeshPeer %s keeps its last good spec: %s", existing.Name, invalidMsg)
 	}
-	return applyConditions(ctx, r.Client, existing, fieldManagerAnnotations, conds)
+	return 0, applyConditions(ctx, r.Client, existing, fieldManagerAnnotations, conds)
 }
 
 // nodeNotReadyMessage says why a Node is not Ready ("" when it is, or when

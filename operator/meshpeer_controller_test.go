@@ -171,6 +171,35 @@ func TestMeshPeerLifecycle(t *testing.T) {
 	})
 }
 
+// TestMeshPeerPublishedOnce: a node that joins with its key already
+// announced gets its MeshPeer in one write, pod CIDRs included: not a
+// MeshPeer without allowedIPs updated a moment later (a second write, Event
+// and reconcile of every agent per join).
+func TestMeshPeerPublishedOnce(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	for i := 0; i < 5; i++ {
+		name := fmt.Sprintf("wgm-once-%d", i)
+		createNode(t, name, map[string]string{wgv1.AnnotationPublicKey: keyA})
+		mp := waitPeer(t, name, func(mp *wgv1.MeshPeer) string {
+			if len(mp.Spec.AllowedIPs) != 1 {
+				return "no allowedIPs yet"
+			}
+			return ""
+		})
+		if mp.Generation != 1 {
+			t.Errorf("MeshPeer %s: generation %d when its pod CIDR arrived, want 1 (published once, complete)", name, mp.Generation)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		if ev := findEvent(t, "MeshPeer", fmt.Sprintf("wgm-once-%d", i), ReasonMeshPeerUpdated); ev != nil {
+			t.Errorf("MeshPeer wgm-once-%d was updated after it was created: %s", i, ev.Note)
+		}
+	}
+}
+
 func TestMeshPeerKeyButNoPodCIDRs(t *testing.T) {
 	needAPI(t)
 	cleanCluster(t)
