@@ -247,6 +247,7 @@ func (a *Agent) loop(ctx context.Context) error {
 	defer tick.Stop()
 	a.trigger.fireFor("start")
 	backoff := time.Second
+	var notBefore time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -254,8 +255,20 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-a.trigger.c:
 		case <-tick.C:
 		}
+		// Paced: the wake-ups that arrive meanwhile join this reconcile.
+		if wait := time.Until(notBefore); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		a.trigger.drain()
 		a.metrics.Reconciles.WithLabelValues(a.trigger.take()).Inc()
-		if err := a.reconcile(ctx); err != nil {
+		start := time.Now()
+		err := a.reconcile(ctx)
+		notBefore = time.Now().Add(reconcileGap(time.Since(start)))
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -270,6 +283,15 @@ func (a *Agent) loop(ctx context.Context) error {
 		backoff = time.Second
 	}
 }
+
+// reconcileGap is how long the agent rests after a reconcile that took d
+// before the next: as long as the reconcile took, so reconciles hold at
+// most half a core however fast events come. A small mesh reconciles in a
+// few milliseconds and never notices; with a thousand peers a reconcile
+// takes about 0.1 s, and a burst of joins (a cluster's nodes coming up)
+// would otherwise keep a core busy on every node, starving the API server
+// and the operator that publish the joins.
+func reconcileGap(d time.Duration) time.Duration { return d }
 
 // trigger coalesces wake-ups: many events while a reconcile runs cause one
 // more reconcile, not many. It remembers why it fired, for
@@ -294,6 +316,16 @@ func (t *trigger) fireFor(reason string) {
 	t.mu.Unlock()
 	select {
 	case t.c <- struct{}{}:
+	default:
+	}
+}
+
+// drain drops a pending wake-up: called before take, whose reconcile
+// covers it. (A wake-up between the two leaves its reason to this
+// reconcile and its signal for one more: never lost.)
+func (t *trigger) drain() {
+	select {
+	case <-t.c:
 	default:
 	}
 }

@@ -25,3 +25,23 @@ func TestTriggerReasons(t *testing.T) {
 		t.Fatalf("fire() is %q, want other", r)
 	}
 }
+
+// TestTriggerDrain: a wake-up that arrived while the agent paced is covered
+// by the reconcile that follows (drain, then take): no second reconcile for
+// it, and its reason counts.
+func TestTriggerDrain(t *testing.T) {
+	tr := newTrigger()
+	tr.fireFor("start")
+	<-tr.c
+	tr.fireFor("watch") // during the pause
+	tr.drain()
+	if r := tr.take(); r != "watch" {
+		t.Fatalf("reason after the pause = %q, want watch", r)
+	}
+	select {
+	case <-tr.c:
+		t.Fatal("a wake-up covered by the reconcile was left for another")
+	default:
+	}
+	tr.drain() // nothing pending: no block
+}
