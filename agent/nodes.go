@@ -26,7 +26,12 @@ type nodeDirectory struct {
 	syncedCh chan struct{} // closed once synced
 }
 
-func newNodeDirectory(cfg *rest.Config, onChange func()) (*nodeDirectory, error) {
+// onChange runs when a Node goes (its MeshPeer is no longer a node peer),
+// and when one appears whose name a MeshPeer already has (hasPeer): a Node
+// normally appears before its MeshPeer, which wakes the agent itself, so
+// waking every agent for every new Node would double the reconciles per
+// join across the cluster.
+func newNodeDirectory(cfg *rest.Config, onChange func(), hasPeer func(name string) bool) (*nodeDirectory, error) {
 	mc, err := metadata.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("metadata client for Nodes: %w", err)
@@ -40,13 +45,19 @@ func newNodeDirectory(cfg *rest.Config, onChange func()) (*nodeDirectory, error)
 	}); err != nil {
 		return nil, err
 	}
+	d := &nodeDirectory{informer: inf, syncedCh: make(chan struct{})}
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { onChange() },
+		AddFunc: func(obj any) {
+			// The initial list wakes nobody: the first reconcile waits for it.
+			if m, ok := obj.(*metav1.PartialObjectMetadata); ok && d.Synced() && hasPeer(m.Name) {
+				onChange()
+			}
+		},
 		DeleteFunc: func(any) { onChange() },
 	}); err != nil {
 		return nil, err
 	}
-	return &nodeDirectory{informer: inf, syncedCh: make(chan struct{})}, nil
+	return d, nil
 }
 
 // Start runs the informer until ctx ends (a manager.Runnable).

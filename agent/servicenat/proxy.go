@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/agent/mesh"
@@ -170,13 +171,16 @@ func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 	defer bc.Shutdown()
 	p.events = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventSource, Host: p.o.NodeName})
 
-	all := informers.NewSharedInformerFactory(cs, 0)
+	// Nothing here reads managedFields; on Services and EndpointSlices they
+	// are much of each object.
+	strip := informers.WithTransform(crcache.TransformStripManagedFields())
+	all := informers.NewSharedInformerFactoryWithOptions(cs, 0, strip)
 	sliceReq, _ := labels.NewRequirement(discoveryv1.LabelServiceName, selection.Exists, nil)
 	headless, _ := labels.NewRequirement(LabelHeadless, selection.DoesNotExist, nil)
-	slices := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	slices := informers.NewSharedInformerFactoryWithOptions(cs, 0, strip, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = labels.NewSelector().Add(*sliceReq, *headless).String()
 	}))
-	nodes := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	nodes := informers.NewSharedInformerFactoryWithOptions(cs, 0, strip, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", p.o.NodeName).String()
 	}))
 	svcInf := all.Core().V1().Services()

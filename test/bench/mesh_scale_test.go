@@ -177,6 +177,15 @@ func TestMeshScale(t *testing.T) {
 	if join.opWrites > 3*maxOpWritesPerJoin {
 		t.Errorf("operator: %.0f writes for 3 node joins, want at most %d (a constant per join, not per node)", join.opWrites, 3*maxOpWritesPerJoin)
 	}
+	// One reconcile per agent per join, woken by the new MeshPeer: not one
+	// more for the Node (which appears first and changes nothing), nor for
+	// a MeshPeer published empty and updated when its pod CIDR comes.
+	for i, w := range join.watchRec {
+		if w > 3 {
+			t.Errorf("agent on %s: %.0f reconciles woken by watch events for 3 node joins, want at most 3 (all agents by trigger: %v)",
+				s.real[i].Name, w, join.byTrigger)
+		}
+	}
 
 	if strings.Contains(a.reconcileSource, "not exported") || strings.Contains(a.statusSource, "not exported") {
 		t.Logf("counted without the agent's own counters: reconciles from %s, status writes from %s", a.reconcileSource, a.statusSource)
