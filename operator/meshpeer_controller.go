@@ -75,7 +75,7 @@ func (r *MeshPeerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A node whose pod CIDRs were withheld (they overlapped another
 		// node's) gets them once that other node changes or goes.
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.overlappingNodes), builder.WithPredicates(podCIDRsChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		Complete(r)
 }
 

@@ -91,7 +91,7 @@ func (r *NodeCIDRReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named(nodeCIDRControllerName).
 		For(&corev1.Node{}, builder.WithPredicates(podCIDRsChanged())).
 		WatchesRawSource(source.Channel[client.Object](r.wake, &handler.EnqueueRequestForObject{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		Complete(r)
 }
 
