@@ -45,6 +45,20 @@ func Record(s State, answered bool, rtt time.Duration, started, done time.Time) 
 	return s
 }
 
+// Attempts is how many echoes the next probe of a peer in this state
+// sends, of at most max: one while its probes are failing. The extra
+// attempts are for a healthy peer's idle session, whose first echo waits
+// for a handshake; to a peer that does not answer, each echo only waits in
+// WireGuard's queue for a handshake that does not come (userspace
+// WireGuard holds a 64 KiB buffer for each such packet for up to 90 s,
+// hundreds of MiB when a thousand peers are down at once).
+func (s State) Attempts(max int) int {
+	if !s.FailingSince.IsZero() {
+		return min(1, max)
+	}
+	return max
+}
+
 // Unreachable reports whether probes have failed without a break for at
 // least holdDown at now: the view the MeshPeer status takes.
 func (s State) Unreachable(now time.Time, holdDown time.Duration) bool {

@@ -14,6 +14,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
+func TestAttempts(t *testing.T) {
+	var s State
+	if n := s.Attempts(3); n != 3 {
+		t.Errorf("unprobed peer: %d attempts, want 3", n)
+	}
+	now := time.Now()
+	s = Record(s, true, time.Millisecond, now, now)
+	if n := s.Attempts(3); n != 3 {
+		t.Errorf("answering peer: %d attempts, want 3 (an idle session's first echo waits for a handshake)", n)
+	}
+	s = Record(s, false, 0, now, now)
+	if n := s.Attempts(3); n != 1 {
+		t.Errorf("failing peer: %d attempts, want 1", n)
+	}
+	s = Record(s, true, time.Millisecond, now, now)
+	if n := s.Attempts(3); n != 3 {
+		t.Errorf("recovered peer: %d attempts, want 3", n)
+	}
+}
+
 func TestRecordAndHoldDown(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 1, 0, 0, 0, time.UTC)
 	hold := 90 * time.Second
@@ -133,6 +153,13 @@ func TestProber(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(m.RTT.WithLabelValues("node-a")); v != 0.002 {
 		t.Fatalf("wgmesh_peer_rtt_seconds{peer=node-a} = %v", v)
+	}
+	// While failing, a probe is one echo: three more lost probes are about
+	// three echoes (one may be in flight at either end), not nine.
+	before, lost := fp.pings(b), testutil.ToFloat64(m.Probes.WithLabelValues("lost"))
+	waitFor(t, func() bool { return testutil.ToFloat64(m.Probes.WithLabelValues("lost")) >= lost+3 })
+	if n := fp.pings(b) - before; n > 4 {
+		t.Fatalf("node-b pinged %d times in 3 lost probes, want one echo each while failing", n)
 	}
 	// First results (node-a answered, node-b lost) wake nobody.
 	if len(recoveries) != 0 {

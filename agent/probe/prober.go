@@ -189,9 +189,12 @@ func (p *Prober) Run(ctx context.Context) error {
 // probe runs one probe of a peer: up to Attempts echoes.
 func (p *Prober) probe(ctx context.Context, pe *peer) {
 	started := time.Now()
+	p.mu.Lock()
+	attempts := pe.state.Attempts(p.o.Attempts)
+	p.mu.Unlock()
 	var rtt time.Duration
 	var err error
-	for i := 0; i < p.o.Attempts; i++ {
+	for i := 0; i < attempts; i++ {
 		if rtt, err = p.o.Pinger.Ping(ctx, pe.target, p.o.Timeout); err == nil || ctx.Err() != nil {
 			break
 		}
@@ -230,7 +233,7 @@ func (p *Prober) probe(ctx context.Context, pe *peer) {
 		p.o.Log.V(1).Info("peer reachable", "peer", pe.target.Peer, "address", pe.target.Addr, "rtt", rtt)
 	} else {
 		p.o.Log.Info("peer unreachable: probe through the tunnel not answered", "peer", pe.target.Peer, "address", pe.target.Addr,
-			"attempts", p.o.Attempts, "timeout", p.o.Timeout, "error", err.Error())
+			"attempts", attempts, "timeout", p.o.Timeout, "error", err.Error())
 	}
 	if answered && !before.FailingSince.IsZero() && p.o.OnRecovery != nil {
 		p.o.OnRecovery()
