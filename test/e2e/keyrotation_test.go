@@ -7,7 +7,6 @@ package e2e
 // finishes the rotation when it comes back.
 
 import (
-	"bufio"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -122,7 +120,7 @@ func rotateUnderPing(ctx context.Context, t *testing.T, c *cluster.Cluster, node
 	t.Helper()
 	infos := waitFullMesh(ctx, t, c, nodes)
 	old := infos[node.Name]
-	var pings []*nodePing
+	var pings []*pingStream
 	for _, p := range pairs {
 		pings = append(pings, startNodePing(ctx, t, p[0], pods[p[0].Name], pods[p[1].Name].Status.PodIP))
 	}
@@ -385,68 +383,9 @@ func devicePublicKeyHex(n *cluster.Node) (string, error) {
 	return "", fmt.Errorf("%s: UAPI get has no private_key", n.Name)
 }
 
-// nodePing pings every 10 ms from a pod's network namespace (on its node).
-type nodePing struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  strings.Builder
-	done chan struct{}
-}
-
-func startNodePing(ctx context.Context, t *testing.T, n *cluster.Node, pod *corev1.Pod, dst string) *nodePing {
+// startNodePing pings dst every 10 ms from a pod's network namespace on a
+// node of the node runtime.
+func startNodePing(ctx context.Context, t *testing.T, n *cluster.Node, pod *corev1.Pod, dst string) *pingStream {
 	t.Helper()
-	cmd := n.Command(ctx, "nsenter", "--net=/run/netns/wgm-pod-"+string(pod.UID), "ping", "-n", "-D", "-i", "0.01", "-W", "1", dst)
-	p := &nodePing{cmd: cmd, done: make(chan struct{})}
-	r, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.out.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-		}
-	}()
-	return p
-}
-
-func (p *nodePing) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-// replyAt is the arrival time ping -D prints before each reply.
-var replyAt = regexp.MustCompile(`(?m)^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=\d+`)
-
-// stop ends the ping (SIGINT: it prints its summary) and returns pings sent
-// and answered, and the longest time without an answer (ping slows down
-// while nothing comes back, so a count of lost pings understates a long
-// interruption; the time between replies does not).
-func (p *nodePing) stop() (sent, received int, gap time.Duration) {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	<-p.done
-	_ = p.cmd.Wait()
-	out := p.output()
-	if m := pingSummary.FindStringSubmatch(out); m != nil {
-		sent, _ = strconv.Atoi(m[1])
-		received, _ = strconv.Atoi(m[2])
-	}
-	var last float64
-	for _, m := range replyAt.FindAllStringSubmatch(out, -1) {
-		at, _ := strconv.ParseFloat(m[1], 64)
-		if last != 0 {
-			gap = max(gap, time.Duration((at-last)*float64(time.Second)))
-		}
-		last = at
-	}
-	return sent, received, gap
+	return startPing(t, n.Command(ctx, "nsenter", "--net=/run/netns/wgm-pod-"+string(pod.UID), "ping", "-n", "-D", "-i", "0.01", "-W", "1", dst))
 }
