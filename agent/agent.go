@@ -274,7 +274,13 @@ func (a *Agent) loop(ctx context.Context) error {
 		a.metrics.Reconciles.WithLabelValues(a.trigger.take()).Inc()
 		start := time.Now()
 		err := a.reconcile(ctx)
-		notBefore = time.Now().Add(reconcileGap(time.Since(start)))
+		// Rest as long as the reconcile took, so reconciles hold at most
+		// half a core however fast events come. A small mesh reconciles in
+		// a few milliseconds and never notices; with a thousand peers a
+		// reconcile takes about 0.1 s, and a burst of joins (a cluster's
+		// nodes coming up) would otherwise keep a core busy on every node,
+		// starving the API server and the operator that publish the joins.
+		notBefore = time.Now().Add(time.Since(start))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -290,15 +296,6 @@ func (a *Agent) loop(ctx context.Context) error {
 		backoff = time.Second
 	}
 }
-
-// reconcileGap is how long the agent rests after a reconcile that took d
-// before the next: as long as the reconcile took, so reconciles hold at
-// most half a core however fast events come. A small mesh reconciles in a
-// few milliseconds and never notices; with a thousand peers a reconcile
-// takes about 0.1 s, and a burst of joins (a cluster's nodes coming up)
-// would otherwise keep a core busy on every node, starving the API server
-// and the operator that publish the joins.
-func reconcileGap(d time.Duration) time.Duration { return d }
 
 // trigger coalesces wake-ups: many events while a reconcile runs cause one
 // more reconcile, not many. It remembers why it fired, for

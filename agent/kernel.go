@@ -96,13 +96,19 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 	var a Applied
 	var errs []error
 
-	if !k.o.SkipSysctl {
-		v6 := slices.ContainsFunc(d.Topology.Gateways, func(g netip.Prefix) bool { return g.Addr().Is6() })
-		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.Required(sysctl.Options{IPv6: v6, IPv6Uplinks: k.ipv6Uplinks(v6)}))
-		a.Sysctls = res
+	ensureSysctls := func(settings []sysctl.Setting) {
+		if k.o.SkipSysctl {
+			return
+		}
+		res, err := sysctl.Ensure(k.o.SysctlRoot, settings)
+		a.Sysctls = append(a.Sysctls, res...)
 		if err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if !k.o.SkipSysctl { // (finding the IPv6 uplinks is a route dump)
+		v6 := slices.ContainsFunc(d.Topology.Gateways, func(g netip.Prefix) bool { return g.Addr().Is6() })
+		ensureSysctls(sysctl.Required(sysctl.Options{IPv6: v6, IPv6Uplinks: k.ipv6Uplinks(v6)}))
 	}
 
 	peers, targets := k.resolve(ctx, d.Topology.Peers, &a)
@@ -125,13 +131,7 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 		return a, errors.Join(append(errs, err)...)
 	}
 	a.Mode = k.mode
-	if !k.o.SkipSysctl {
-		res, err := sysctl.Ensure(k.o.SysctlRoot, sysctl.ForLink(k.o.LinkName))
-		a.Sysctls = append(a.Sysctls, res...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
+	ensureSysctls(sysctl.ForLink(k.o.LinkName)) // its /proc/sys entries exist only now
 	if err := k.setMTU(a.MTU); err != nil {
 		errs = append(errs, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,8 +21,7 @@ import (
 // only when a Node appears or goes, not on every Node update.
 type nodeDirectory struct {
 	informer toolscache.SharedIndexInformer
-	synced   atomic.Bool
-	syncedCh chan struct{} // closed once synced
+	synced   chan struct{} // closed once the full list is in
 }
 
 // onChange runs when a Node goes (its MeshPeer is no longer a node peer),
@@ -45,7 +43,7 @@ func newNodeDirectory(cfg *rest.Config, onChange func(), hasPeer func(name strin
 	}); err != nil {
 		return nil, err
 	}
-	d := &nodeDirectory{informer: inf, syncedCh: make(chan struct{})}
+	d := &nodeDirectory{informer: inf, synced: make(chan struct{})}
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			// The initial list wakes nobody: the first reconcile waits for it.
@@ -66,8 +64,7 @@ func (d *nodeDirectory) Start(ctx context.Context) error {
 	if !toolscache.WaitForCacheSync(ctx.Done(), d.informer.HasSynced) {
 		return nil
 	}
-	d.synced.Store(true)
-	close(d.syncedCh)
+	close(d.synced)
 	<-ctx.Done()
 	return nil
 }
@@ -87,13 +84,20 @@ func (d *nodeDirectory) UID(name string) (types.UID, bool) {
 }
 
 // Synced reports whether the directory has the full list of Nodes.
-func (d *nodeDirectory) Synced() bool { return d.synced.Load() }
+func (d *nodeDirectory) Synced() bool {
+	select {
+	case <-d.synced:
+		return true
+	default:
+		return false
+	}
+}
 
 // WaitForSync blocks until the directory has the full list of Nodes; false
 // when ctx ends first.
 func (d *nodeDirectory) WaitForSync(ctx context.Context) bool {
 	select {
-	case <-d.syncedCh:
+	case <-d.synced:
 		return true
 	case <-ctx.Done():
 		return false

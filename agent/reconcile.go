@@ -54,10 +54,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	}
 	in := mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: podCIDRs, Peers: list.Items,
 		ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs, Protected: append(nodeAddrs(node), a.apiServer...)}
-	if a.nodes != nil {
-		if !a.nodes.Synced() {
-			return errors.New("the list of Nodes is not synced yet: cannot tell node peers from external ones")
-		}
+	if a.nodes != nil { // synced: loop waits for it before the first reconcile
 		in.NodeUIDs = a.nodes.UID
 	}
 	topo := mesh.New(in)

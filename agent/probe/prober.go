@@ -149,7 +149,11 @@ func (p *Prober) Run(ctx context.Context) error {
 		case <-p.wake:
 		}
 		now := time.Now()
-		var start []*peer
+		type job struct {
+			pe       *peer
+			attempts int
+		}
+		var start []job
 		next := now.Add(time.Second)
 		p.mu.Lock()
 		for _, pe := range p.peers {
@@ -157,24 +161,24 @@ func (p *Prober) Run(ctx context.Context) error {
 			case pe.inFlight:
 			case !pe.due.After(now):
 				pe.inFlight = true
-				start = append(start, pe)
+				start = append(start, job{pe, pe.state.Attempts(p.o.Attempts)})
 			case pe.due.Before(next):
 				next = pe.due
 			}
 		}
 		p.mu.Unlock()
-		for _, pe := range start {
+		for _, j := range start {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
 				return nil
 			}
 			wg.Add(1)
-			go func(pe *peer) {
+			go func(j job) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				p.probe(ctx, pe)
-			}(pe)
+				p.probe(ctx, j.pe, j.attempts)
+			}(j)
 		}
 		if !timer.Stop() {
 			select {
@@ -186,12 +190,10 @@ func (p *Prober) Run(ctx context.Context) error {
 	}
 }
 
-// probe runs one probe of a peer: up to Attempts echoes.
-func (p *Prober) probe(ctx context.Context, pe *peer) {
+// probe runs one probe of a peer: attempts echoes at most (State.Attempts,
+// decided when Run started it).
+func (p *Prober) probe(ctx context.Context, pe *peer, attempts int) {
 	started := time.Now()
-	p.mu.Lock()
-	attempts := pe.state.Attempts(p.o.Attempts)
-	p.mu.Unlock()
 	var rtt time.Duration
 	var err error
 	for i := 0; i < attempts; i++ {
