@@ -80,7 +80,7 @@ func show(ctx context.Context, c *cluster.Cluster) {
 	// CONNECTED comes from the agents' probes; they write their status when
 	// it changes, never on a timer.
 	waitConnected(ctx, c, 30*time.Second)
-	say("after the matrix (CONNECTED: peers whose last reachability probe through the tunnel was answered):")
+	say("after the matrix (CONNECTED: expected peers not found unreachable by the probes through the tunnel, which must fail for 3 intervals):")
 	kubectl(ctx, c, "get", "meshpeers", "-o", "wide")
 	kubectlWgmesh(ctx, c, "status")
 
