@@ -9,24 +9,14 @@ if [ "$(id -u)" != 0 ]; then
   echo "make demo needs root (it creates network namespaces)" >&2
   exit 1
 fi
-missing=()
-for pkg in ip:iproute2 nsenter:util-linux unshare:util-linux tcpdump:tcpdump nft:nftables runc:runc debootstrap:debootstrap gcc:gcc; do
-  command -v "${pkg%%:*}" >/dev/null || missing+=("${pkg#*:}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "${1:-up}" != down ] && command -v apt-get >/dev/null; then
-    echo "installing ${missing[*]} (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
-  else
-    echo "missing packages: ${missing[*]}" >&2
-    [ "${1:-up}" != down ] && exit 1
-  fi
-fi
+case "${1:-up}" in
+  up|deps) hack/deps.sh install demo ;; # the one list of Debian packages (hack/deps.sh)
+esac
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/wgmesh/demo"
 mkdir -p "$cache"
 go build -o "$cache/wgmesh-demo" ./test/cmd/wgmesh-demo
 case "${1:-up}" in
-  deps) ;; # the Debian packages above (make demo runs this before building the node parts)
+  deps) ;; # only the Debian packages (hack/deps.sh install demo)
   up)
     export KUBEBUILDER_ASSETS="${KUBEBUILDER_ASSETS:-$(hack/control-plane.sh --dir)}"
     export WGMESH_BIN_DIR="${WGMESH_BIN_DIR:-$PWD/bin}"

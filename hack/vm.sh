@@ -2,7 +2,7 @@
 # Runs commands (Go test binaries) inside a VM that boots Debian's stock kernel under qemu
 # with software emulation (test/vm): the host kernel has no WireGuard module, the guest's
 # has. The kernel package is downloaded once and cached by version (never installed),
-# qemu-system-x86 is installed with apt when missing.
+# qemu-system-x86, xz-utils and kmod are installed with apt when missing (hack/deps.sh vm).
 #
 #   hack/vm.sh prepare              fetch what is missing, print the kernel's cache directory
 #   hack/vm.sh run [flags] CMD...   each CMD a bash command line run in the guest, in order,
@@ -38,17 +38,8 @@ apt_update() {
 }
 
 ensure_qemu() {
-  if command -v qemu-system-x86_64 >/dev/null; then
-    log "[1/3] qemu: $(qemu-system-x86_64 --version | head -1)"
-    return
-  fi
-  log "[1/3] qemu: installing qemu-system-x86 (apt, --no-install-recommends)"
-  local start=$SECONDS
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null; then
-    apt_update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
-  fi
-  log "[1/3] qemu: installed in $((SECONDS - start))s ($(qemu-system-x86_64 --version | head -1))"
+  "${REPO}/hack/deps.sh" install vm
+  log "[1/3] qemu: $(qemu-system-x86_64 --version | head -1)"
 }
 
 kernel_version() {
@@ -78,7 +69,8 @@ fetch_kernel() {
   local start=$SECONDS tmp
   mkdir -p "${VM_CACHE}"
   tmp="$(mktemp -d "${VM_CACHE}/.fetch.XXXXXX")"
-  trap 'rm -rf "${tmp}"' EXIT
+  # Expanded now: tmp is local, and the trap runs after this function returned (set -u).
+  trap "rm -rf '${tmp}'" EXIT
   log "[2/3] kernel ${version}: downloading linux-image-${version}"
   (cd "${tmp}" && apt-get download -o APT::Sandbox::User=root "linux-image-${version}" >&2) || {
     apt_update
