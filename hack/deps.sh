@@ -25,14 +25,14 @@ GROUP_base=(
   tr:coreutils sort:coreutils uniq:coreutils wc:coreutils od:coreutils du:coreutils
   id:coreutils env:coreutils sleep:coreutils mktemp:coreutils basename:coreutils
   dirname:coreutils readlink:coreutils realpath:coreutils sha256sum:coreutils
-  timeout:coreutils date:coreutils stat:coreutils install:coreutils true:coreutils
+  timeout:coreutils date:coreutils chroot:coreutils test:coreutils stat:coreutils install:coreutils true:coreutils
   false:coreutils echo:coreutils printf:coreutils tee:coreutils yes:coreutils
   grep:grep sed:sed awk:mawk find:findutils xargs:findutils tar:tar gzip:gzip
   mount:mount umount:mount nsenter:util-linux unshare:util-linux flock:util-linux
   kill:procps dpkg-deb:dpkg dpkg-query:dpkg apt-get:apt apt-cache:apt hostname:hostname
 )
 # What the fresh machine already has (and the product's build needs).
-GROUP_toolchain=(go:golang git:git gcc:gcc :libc6-dev :ca-certificates)
+GROUP_toolchain=(go:golang git:git gcc:gcc make:make :libc6-dev :ca-certificates)
 # The local cluster and the agent on it: links, routes, nftables, captures, modules, sysctls.
 GROUP_cluster=(
   ip:iproute2 nft:nftables tcpdump:tcpdump modprobe:kmod sysctl:procps ps:procps

@@ -185,13 +185,49 @@ func connectOnce(addr netip.AddrPort) (time.Duration, error) {
 	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
 		return 0, err
 	}
-	tv := unix.NsecToTimeval(int64(2 * time.Second)) // bounds a blocking connect
+	tv := unix.NsecToTimeval(int64(connectTimeout)) // bounds a blocking connect
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
 		return 0, err
 	}
 	start := time.Now()
 	err = unix.Connect(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()})
+	if errors.Is(err, unix.EINTR) {
+		// A signal (the Go runtime's preemption, SIGURG) interrupted the wait, not the
+		// connect: the handshake goes on in the kernel, and connect() again would say
+		// EALREADY. Wait for it to finish instead.
+		err = finishConnect(fd, start.Add(connectTimeout))
+	}
 	return time.Since(start), err
+}
+
+// connectTimeout bounds one connect of the latency loop.
+const connectTimeout = 2 * time.Second
+
+// finishConnect waits until a connect in progress on fd completes or the deadline
+// passes, and returns its outcome (SO_ERROR), retrying waits a signal interrupts.
+func finishConnect(fd int, deadline time.Time) error {
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return unix.ETIMEDOUT
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) || (err == nil && n == 0) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return err
+		}
+		if soErr != 0 {
+			return unix.Errno(soErr)
+		}
+		return nil
+	}
 }
 
 // greeting connects once to addr from the client namespace's thread (the
