@@ -78,6 +78,9 @@ type Agent struct {
 	// apiServer are the API server's addresses (never into the tunnel).
 	nodes     *nodeDirectory
 	apiServer []netip.Addr
+	// learned are the endpoints WireGuard uses for each peer after the last
+	// reconcile (learned from handshakes when a peer is behind NAT).
+	learned []learnedEndpoint
 	// prober checks every node peer through the tunnel (nil: probes off);
 	// status decides when the MeshPeer status is written.
 	prober *probe.Prober

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
+	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 )
 
@@ -102,6 +103,10 @@ type ServiceProxy interface {
 	// Delete removes the service NAT from the kernel (uninstall,
 	// --cleanup-on-exit).
 	Delete() error
+	// SetReserved gives the addresses only the agent knows that no Service
+	// may take as an external address (each reconcile; a change re-checks
+	// the Services that have one).
+	SetReserved(servicenat.Reserved)
 }
 
 func (o *Options) defaults() {

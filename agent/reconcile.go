@@ -52,8 +52,13 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	if err := a.checkClusterCIDRs(node, podCIDRs); err != nil {
 		return err
 	}
+	// Protected: no external peer may route the node's own addresses, the
+	// API server or an endpoint WireGuard uses now into the tunnel (a peer
+	// behind NAT is reached at the address its handshakes came from, which
+	// no MeshPeer spec names).
+	protected := append(append(nodeAddrs(node), a.apiServer...), learnedAddrs(a.learned)...)
 	in := mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: podCIDRs, Peers: list.Items,
-		ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs, Protected: append(nodeAddrs(node), a.apiServer...)}
+		ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs, Protected: protected}
 	if a.nodes != nil { // synced: loop waits for it before the first reconcile
 		in.NodeUIDs = a.nodes.UID
 	}
@@ -64,6 +69,12 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 		a.metrics.ReconcileErrors.WithLabelValues("kernel").Inc()
 	}
 	a.rotation.Applied(ctx, applied.Device, topo.Peers)
+	if applied.Device != nil {
+		a.learned = learnedEndpoints(applied.Device.Peers, topo.Peers)
+	}
+	if sp := a.o.ServiceProxy; sp != nil {
+		sp.SetReserved(reservedAddrs(a.apiServer, a.learned, list.Items))
+	}
 	if applied.Peers.Changed() || applied.Routes.Added+applied.Routes.Removed > 0 {
 		a.log.Info("mesh applied", "mode", applied.Mode, "peersAdded", applied.Peers.Added, "peersUpdated", applied.Peers.Updated,
 			"peersRemoved", applied.Peers.Removed, "routesSet", applied.Routes.Added, "routesRemoved", applied.Routes.Removed,

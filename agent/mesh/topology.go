@@ -36,7 +36,9 @@ type Input struct {
 	// ServiceCIDRs are the cluster's service ranges: no peer may claim them.
 	ServiceCIDRs []netip.Prefix
 	// Protected are addresses no external peer may route into the tunnel:
-	// this node's underlay addresses and the API server's. Every peer's
+	// this node's underlay addresses, the API server's and the endpoints
+	// WireGuard learned from peers' handshakes (a peer behind NAT is reached
+	// at its router's address, which no MeshPeer names). Every peer's
 	// endpoint address is protected too.
 	Protected []netip.Addr
 }
@@ -290,7 +292,7 @@ func checkRanges(in Input, c candidate, protected []netip.Addr) (Problem, bool) 
 		}
 		for _, addr := range protected {
 			if a.Contains(addr) {
-				return prob(a, ReasonCapturesUnderlay, fmt.Sprintf("contains %s, an underlay address (a node, a peer endpoint or the API server): WireGuard's own packets would loop into the tunnel", addr))
+				return prob(a, ReasonCapturesUnderlay, fmt.Sprintf("contains %s, an underlay address (a node, a peer endpoint, an endpoint WireGuard learned from a peer behind NAT, or the API server): WireGuard's own packets would loop into the tunnel", addr))
 			}
 		}
 	}

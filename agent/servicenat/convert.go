@@ -48,6 +48,9 @@ func Proxied(svc *corev1.Service) bool {
 type ConvertOptions struct {
 	NodeName     string
 	ServiceCIDRs []netip.Prefix
+	// Reserved are the addresses no externalIP or load-balancer IP may
+	// take (reserved.go); the service CIDRs are always among them.
+	Reserved Reserved
 }
 
 // Convert builds the model of a Service and its EndpointSlices. Bad
@@ -77,10 +80,19 @@ func Convert(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, o Convert
 			s.ClusterIPs = append(s.ClusterIPs, a.Unmap())
 		}
 	}
+	reserved := o.Reserved
+	for _, c := range o.ServiceCIDRs {
+		reserved.AddPrefix(c, "in the service CIDR "+c.Masked().String()+" (ClusterIPs are the API server's to allocate)")
+	}
 	for i, v := range svc.Spec.ExternalIPs {
+		field := fmt.Sprintf("spec.externalIPs[%d]", i)
 		a, err := netip.ParseAddr(v)
 		if err != nil {
-			svcBad(fmt.Sprintf("spec.externalIPs[%d]", i), v, "is not an IP address")
+			svcBad(field, v, "is not an IP address")
+			continue
+		}
+		if why := reserved.externalRefusal(a); why != "" {
+			svcBad(field, v, why)
 			continue
 		}
 		s.ExternalIPs = append(s.ExternalIPs, a.Unmap())
@@ -92,9 +104,14 @@ func Convert(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, o Convert
 				// for the node, not for this address.
 				continue
 			}
+			field := fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i)
 			a, err := netip.ParseAddr(ing.IP)
 			if err != nil {
-				svcBad(fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), ing.IP, "is not an IP address")
+				svcBad(field, ing.IP, "is not an IP address")
+				continue
+			}
+			if why := reserved.externalRefusal(a); why != "" {
+				svcBad(field, ing.IP, why)
 				continue
 			}
 			s.LoadBalancerIPs = append(s.LoadBalancerIPs, a.Unmap())

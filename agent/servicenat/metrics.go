@@ -13,6 +13,8 @@ type Metrics struct {
 	Problems                   prometheus.Gauge
 	ConntrackDeleted           prometheus.Counter
 	KubeProxyDetected          prometheus.Gauge
+	AddressConflicts           prometheus.Gauge
+	ReservedAddresses          prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: unregistered).
@@ -42,10 +44,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wgmesh_service_conntrack_deleted_total", Help: "Stale UDP conntrack entries removed after endpoint or Service changes."}),
 		KubeProxyDetected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wgmesh_service_kube_proxy_detected", Help: "1 when kube-proxy's rules are present on this node while wgmesh's service NAT is on."}),
+		AddressConflicts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wgmesh_service_address_conflicts", Help: "Services with an address and port another Service claims too (each side counts; one side is not programmed)."}),
+		ReservedAddresses: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wgmesh_service_reserved_addresses", Help: "Addresses and prefixes no externalIP or load-balancer IP may take (nodes, the API server, WireGuard endpoints, pod and service CIDRs)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.SyncDuration, m.NetworkProgrammingDuration, m.Services, m.Endpoints, m.SyncErrors, m.Writes,
-			m.Problems, m.ConntrackDeleted, m.KubeProxyDetected)
+			m.Problems, m.ConntrackDeleted, m.KubeProxyDetected, m.AddressConflicts, m.ReservedAddresses)
 	}
 	return m
 }

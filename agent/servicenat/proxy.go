@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -90,6 +92,13 @@ type Proxy struct {
 	table     *Table
 	models    map[ServiceKey]Service
 	reported  map[string]bool
+	// conflicts is the contest each Service was last told of.
+	conflicts map[ServiceKey]string
+	// externals are the Services with externalIPs or load-balancer IPs:
+	// the ones to re-check when the reserved addresses change.
+	externals     map[ServiceKey]bool
+	reserved      Reserved // what the last sync checked against
+	extraReserved Reserved // from SetReserved, under mu
 	lastGen   uint32
 	periods   int
 	kpWarned  bool
@@ -115,6 +124,7 @@ func New(o Options) *Proxy {
 		o: o, k: &Kernel{NetNSFd: o.NetNSFd}, metrics: NewMetrics(o.Registerer), ct: &Conntrack{NetNSFd: o.NetNSFd},
 		dirty: map[ServiceKey]bool{}, trigger: map[ServiceKey]time.Time{}, wake: make(chan struct{}, 1),
 		models: map[ServiceKey]Service{}, reported: map[string]bool{},
+		conflicts: map[ServiceKey]string{}, externals: map[ServiceKey]bool{},
 	}
 }
 
@@ -180,9 +190,10 @@ func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 	slices := informers.NewSharedInformerFactoryWithOptions(cs, 0, strip, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = labels.NewSelector().Add(*sliceReq, *headless).String()
 	}))
-	nodes := informers.NewSharedInformerFactoryWithOptions(cs, 0, strip, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", p.o.NodeName).String()
-	}))
+	// Every Node, trimmed to its addresses and pod CIDRs: its own gives the
+	// NodePort addresses and the SNAT source, all of them are reserved
+	// addresses no Service may take as an external address.
+	nodes := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(trimNode))
 	svcInf := all.Core().V1().Services()
 	sliceInf := slices.Discovery().V1().EndpointSlices()
 	nodeInf := nodes.Core().V1().Nodes()
@@ -210,11 +221,19 @@ func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 		AddFunc: onSlice, UpdateFunc: func(_, n any) { onSlice(n) }, DeleteFunc: onSlice}); err != nil {
 		return err
 	}
-	// A Node change matters only when it changes the node-wide input
-	// (addresses, podCIDRs), which every sync recomputes: a label or a
-	// status heartbeat must not cost a full read-back of the table.
+	// A Node change matters only when it changes the node-wide input or the
+	// reserved addresses (addresses, podCIDRs), which every sync recomputes:
+	// the transform leaves nothing else, so a heartbeat compares equal.
 	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { p.fire() }, UpdateFunc: func(_, _ any) { p.fire() }, DeleteFunc: func(any) { p.fire() }}); err != nil {
+		AddFunc: func(any) { p.fire() },
+		UpdateFunc: func(o, n any) {
+			on, ok1 := o.(*corev1.Node)
+			nn, ok2 := n.(*corev1.Node)
+			if !ok1 || !ok2 || !reflect.DeepEqual(on.Spec, nn.Spec) || !reflect.DeepEqual(on.Status, nn.Status) {
+				p.fire()
+			}
+		},
+		DeleteFunc: func(any) { p.fire() }}); err != nil {
 		return err
 	}
 	for _, f := range []informers.SharedInformerFactory{all, slices, nodes} {
@@ -288,6 +307,13 @@ func (p *Proxy) sync(periodic bool) error {
 			dirty[k] = true
 		}
 	}
+	if r := p.computeReserved(); !r.Equal(p.reserved) {
+		p.reserved = r
+		p.metrics.ReservedAddresses.Set(float64(r.Len()))
+		for k := range p.externals {
+			dirty[k] = true
+		}
+	}
 	if periodic && !all {
 		p.periods++
 		gen, err := p.k.Generation()
@@ -323,6 +349,7 @@ func (p *Proxy) sync(periodic bool) error {
 		oldModels[k] = p.models[k]
 		p.update(k)
 	}
+	p.reportConflicts(p.table.Changed())
 	writes := 0
 	for _, f := range Families {
 		var ch *changes
@@ -405,14 +432,112 @@ func (p *Proxy) update(k ServiceKey) {
 	}
 	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: k.Name})
 	slices, _ := p.sliceLister.EndpointSlices(k.Namespace).List(sel)
-	model, probs := Convert(svc, slices, ConvertOptions{NodeName: p.o.NodeName, ServiceCIDRs: p.o.ServiceCIDRs})
+	model, probs := Convert(svc, slices, ConvertOptions{NodeName: p.o.NodeName, ServiceCIDRs: p.o.ServiceCIDRs, Reserved: p.reserved})
 	p.table.Update(model)
-	for _, c := range p.table.Conflicts(k) {
-		probs = append(probs, Problem{Kind: "Service", Namespace: k.Namespace, Name: k.Name, Field: "spec", Value: c,
-			Reason: "conflicts: the Service first in namespace/name order keeps the address and port"})
+	if hasExternalAddrs(svc) {
+		p.externals[k] = true
+	} else {
+		delete(p.externals, k)
 	}
 	p.report(svc, probs)
 	p.models[k] = model
+}
+
+func hasExternalAddrs(svc *corev1.Service) bool {
+	return len(svc.Spec.ExternalIPs) > 0 || len(svc.Status.LoadBalancer.Ingress) > 0
+}
+
+// Reasons of the Events about contested addresses.
+const (
+	ReasonAddressConflict         = "ServiceAddressConflict"
+	ReasonAddressConflictResolved = "ServiceAddressConflictResolved"
+)
+
+// reportConflicts tells both sides of every contested address and port
+// among the Services ks (a Warning Event on each, naming the owner and the
+// rule that made it the owner), and tells a Service when its contest ends.
+func (p *Proxy) reportConflicts(ks []ServiceKey) {
+	for _, k := range ks {
+		cs := p.table.Conflicts(k)
+		text := make([]string, len(cs))
+		for i, c := range cs {
+			text[i] = c.String()
+		}
+		now, before := strings.Join(text, "; "), p.conflicts[k]
+		if now == before {
+			continue
+		}
+		if now == "" {
+			delete(p.conflicts, k)
+		} else {
+			p.conflicts[k] = now
+		}
+		p.metrics.AddressConflicts.Set(float64(len(p.conflicts)))
+		svc, err := p.svcLister.Services(k.Namespace).Get(k.Name)
+		if err != nil {
+			continue // deleted: its contest ended with it, the others hear of it
+		}
+		if now == "" {
+			p.o.Log.Info("service address conflict ended", "service", k.String(), "was", before)
+			if p.events != nil {
+				p.events.Eventf(svc, corev1.EventTypeNormal, ReasonAddressConflictResolved, "node %s: no other Service claims the addresses and ports of %s any more", p.o.NodeName, k)
+			}
+			continue
+		}
+		for _, c := range cs {
+			p.o.Log.Info("service address conflict", "service", k.String(), "map", c.Map, "key", c.Key.String(), "owner", c.Owner.String(), "byClusterIP", c.OwnerByClusterIP)
+			if p.events != nil {
+				verdict := "kept by this Service"
+				if c.Owner != k {
+					verdict = "not programmed for this Service"
+				}
+				p.events.Eventf(svc, corev1.EventTypeWarning, ReasonAddressConflict, "node %s: %s (%s)", p.o.NodeName, c, verdict)
+			}
+		}
+	}
+}
+
+// SetReserved gives the addresses only the agent knows that no externalIP or
+// load-balancer IP may take (the API server's, the WireGuard endpoints in
+// use, MeshPeers' endpoints and allowedIPs); the proxy adds the service and
+// cluster CIDRs and the Nodes' addresses. A change re-checks every Service
+// with an external address.
+func (p *Proxy) SetReserved(r Reserved) {
+	p.mu.Lock()
+	same := p.extraReserved.Equal(r)
+	p.extraReserved = r
+	p.mu.Unlock()
+	if !same {
+		p.fire()
+	}
+}
+
+// computeReserved is every reserved address: the agent's (SetReserved), the
+// cluster CIDRs (pod addresses) and every Node's addresses and pod CIDRs.
+// The service CIDRs are added by Convert.
+func (p *Proxy) computeReserved() Reserved {
+	p.mu.Lock()
+	var r Reserved
+	r.Merge(p.extraReserved)
+	p.mu.Unlock()
+	for _, c := range p.o.ClusterCIDRs {
+		r.AddPrefix(c, "a pod address (cluster CIDR "+c.Masked().String()+")")
+	}
+	nodes, _ := p.nodeLister.List(labels.Everything())
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
+	for _, n := range nodes {
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				r.AddAddr(ip, fmt.Sprintf("the %s of Node %s", a.Type, n.Name))
+			}
+		}
+		for _, c := range n.Spec.PodCIDRs {
+			if pfx, err := netip.ParsePrefix(c); err == nil {
+				r.AddPrefix(pfx, fmt.Sprintf("a pod address (pod CIDR %s of Node %s)", pfx.Masked(), n.Name))
+			}
+		}
+	}
+	return r
 }
 
 func (p *Proxy) report(svc *corev1.Service, probs []Problem) {
@@ -497,6 +622,22 @@ func NodePortIPs(node *corev1.Node, local []netip.Addr, ranges []netip.Prefix) [
 		}
 	}
 	return out
+}
+
+// trimNode keeps what the service NAT reads of a Node: its name, pod CIDRs
+// and addresses (a thousand Nodes cost little, and a heartbeat that changes
+// nothing else compares equal).
+func trimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Node{
+		TypeMeta:   n.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}, nil
 }
 
 func sameGlobals(a, b Input) bool {

@@ -2,20 +2,26 @@ package servicenat
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"sort"
 )
 
 // Table is the rendered service NAT of every Service, kept per Service so
 // that a change renders and writes only the Services it touches. It also
 // settles verdict map keys two Services claim (two Services with the same
-// externalIP and port, which the API server allows): the Service first in
-// namespace/name order owns the key, the other is reported, and it gets
-// the key when the owner lets go. A fresh Table over the same Services
-// gives the same result whatever the order of updates.
+// externalIP and port, which the API server allows, or an externalIP equal
+// to another Service's ClusterIP): a ClusterIP always belongs to the
+// Service the API server allocated it to; among other claimants the
+// Service first in namespace/name order owns the key. The others are
+// reported, and one gets the key when the owner lets go. A fresh Table over
+// the same Services gives the same result whatever the order of updates.
 type Table struct {
 	in  Input
 	raw map[ServiceKey][2]*Ruleset
 	eff map[ServiceKey][2]*Ruleset
+	// cips are each Service's ClusterIPs: a claim on one of them wins.
+	cips map[ServiceKey][]netip.Addr
 	// claims: family, map, key -> the Services whose fragments have it.
 	claims map[claimKey]map[ServiceKey]bool
 	// pending are the Services whose effective fragment changed since the
@@ -33,7 +39,7 @@ type claimKey struct {
 // Services are ignored: add them with Update).
 func NewTable(in Input) *Table {
 	in.Services = nil
-	return &Table{in: in, raw: map[ServiceKey][2]*Ruleset{}, eff: map[ServiceKey][2]*Ruleset{},
+	return &Table{in: in, raw: map[ServiceKey][2]*Ruleset{}, eff: map[ServiceKey][2]*Ruleset{}, cips: map[ServiceKey][]netip.Addr{},
 		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey][2]*Ruleset{}}
 }
 
@@ -42,6 +48,7 @@ func (t *Table) Input() Input { return t.in }
 
 // Update renders s and records what changed.
 func (t *Table) Update(s Service) {
+	t.cips[s.ServiceKey] = s.ClusterIPs
 	t.set(s.ServiceKey, [2]*Ruleset{RenderService(t.in, IPv4, s), RenderService(t.in, IPv6, s)})
 }
 
@@ -50,6 +57,7 @@ func (t *Table) Delete(k ServiceKey) {
 	if _, ok := t.raw[k]; ok {
 		t.set(k, [2]*Ruleset{})
 	}
+	delete(t.cips, k)
 }
 
 func (t *Table) set(k ServiceKey, raw [2]*Ruleset) {
@@ -111,16 +119,23 @@ func less(a, b ServiceKey) bool {
 	return a.Name < b.Name
 }
 
-// owner is the first claimant of a key in namespace/name order.
+// owner is the claimant of a key whose ClusterIP it is, else the first in
+// namespace/name order.
 func (t *Table) owner(ck claimKey) ServiceKey {
 	var best ServiceKey
-	first := true
+	bestCIP, first := false, true
 	for s := range t.claims[ck] {
-		if first || less(s, best) {
-			best, first = s, false
+		cip := ck.k.Addr.IsValid() && slices.Contains(t.cips[s], ck.k.Addr)
+		if first || (cip && !bestCIP) || (cip == bestCIP && less(s, best)) {
+			best, bestCIP, first = s, cip, false
 		}
 	}
 	return best
+}
+
+// isClusterIP reports whether the key's address is one of s's ClusterIPs.
+func (t *Table) isClusterIP(s ServiceKey, ck claimKey) bool {
+	return ck.k.Addr.IsValid() && slices.Contains(t.cips[s], ck.k.Addr)
 }
 
 // effective is a Service's fragments without the map keys another Service
@@ -156,15 +171,56 @@ func (t *Table) effective(k ServiceKey, raw [2]*Ruleset) [2]*Ruleset {
 	return out
 }
 
-// Conflicts lists the map keys a Service lost to another (for reports).
-func (t *Table) Conflicts(k ServiceKey) []string {
-	var out []string
-	for _, ck := range claimsOf(t.raw[k]) {
-		if o := t.owner(ck); o != k {
-			out = append(out, fmt.Sprintf("%s %s is already served by Service %s", ck.m, ck.k, o))
-		}
+// Conflict is one contested map key, as one of its claimants sees it.
+type Conflict struct {
+	Map   string
+	Key   MapKey
+	Owner ServiceKey
+	// Others are the other claimants, sorted.
+	Others []ServiceKey
+	// OwnerByClusterIP: the owner holds the key because the address is its
+	// ClusterIP.
+	OwnerByClusterIP bool
+}
+
+func (c Conflict) String() string {
+	others := make([]string, len(c.Others))
+	for i, o := range c.Others {
+		others[i] = o.String()
 	}
-	sort.Strings(out)
+	rule := "the Service first in namespace/name order keeps it"
+	if c.OwnerByClusterIP {
+		rule = "it is the ClusterIP of Service " + c.Owner.String() + ", which keeps it"
+	}
+	return fmt.Sprintf("%s %s is claimed by Services %s and %s: %s", c.Map, c.Key, c.Owner, joinKeys(others), rule)
+}
+
+func joinKeys(ks []string) string {
+	if len(ks) == 1 {
+		return ks[0]
+	}
+	return fmt.Sprint(ks)
+}
+
+// Conflicts lists the map keys of k that another Service claims too, won
+// or lost (for reports: both sides of a contest hear of it).
+func (t *Table) Conflicts(k ServiceKey) []Conflict {
+	var out []Conflict
+	for _, ck := range claimsOf(t.raw[k]) {
+		if len(t.claims[ck]) < 2 {
+			continue
+		}
+		o := t.owner(ck)
+		c := Conflict{Map: ck.m, Key: ck.k, Owner: o, OwnerByClusterIP: t.isClusterIP(o, ck)}
+		for s := range t.claims[ck] {
+			if s != o {
+				c.Others = append(c.Others, s)
+			}
+		}
+		sort.Slice(c.Others, func(i, j int) bool { return less(c.Others[i], c.Others[j]) })
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 	return out
 }
 
