@@ -77,6 +77,52 @@ func TestAgentDualStackNAT(t *testing.T) {
 	}
 	t.Run("gateways of both families reachable through the tunnel", func(t *testing.T) { gatewaysReachable(ctx, t, c, nodes) })
 	t.Run("underlay carries only WireGuard", func(t *testing.T) { underlayOnlyWireGuard(ctx, t, c, nodes) })
+	t.Run("an external MeshPeer cannot capture the NAT node's learned endpoint", func(t *testing.T) { learnedEndpointProtected(ctx, t, c, nodes) })
+}
+
+// learnedEndpointProtected is the attack of an external MeshPeer whose
+// allowedIPs hold the NAT router's public address, where every other node
+// reaches the NAT node's WireGuard (learned from its handshakes; no spec
+// names it): every node that learned it refuses the peer, saying why, and
+// the NAT node keeps its mesh. Without the protection the nodes routed
+// their WireGuard packets for the NAT node into the attacker's peer and the
+// NAT node lost every pod packet.
+func learnedEndpointProtected(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
+	waitFullMesh(ctx, t, c, nodes)
+	evil := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-ext-nat-capture"}, Spec: wgv1.MeshPeerSpec{
+		PublicKey: wgv1.PublicKey(newKey(t).String()), AllowedIPs: []wgv1.CIDR{cluster.RouterOutside + "/32"}}}
+	if err := c.Client.Create(ctx, evil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Client.Delete(context.WithoutCancel(ctx), evil) }()
+	// The barrier: every node that reaches the NAT node through the router
+	// has seen the MeshPeer and refused it.
+	err := eventually(ctx, agentMeshTimeout, func() error {
+		var evs eventsv1.EventList
+		if err := c.Client.List(ctx, &evs); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.NATted {
+				continue
+			}
+			found := false
+			for _, ev := range evs.Items {
+				if ev.Regarding.Kind == "MeshPeer" && ev.Regarding.Name == evil.Name && ev.Reason == mesh.ReasonCapturesUnderlay &&
+					strings.HasPrefix(ev.Note, "node "+n.Name+":") && strings.Contains(ev.Note, cluster.RouterOutside) {
+					found = true
+				}
+			}
+			if !found {
+				return fmt.Errorf("node %s has not refused MeshPeer %s (no %s Event naming %s)", n.Name, evil.Name, mesh.ReasonCapturesUnderlay, cluster.RouterOutside)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gatewaysReachable(ctx, t, c, nodes)
 }
 
 // startAgentCluster starts a local cluster that is stopped when the test
