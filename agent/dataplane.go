@@ -29,6 +29,10 @@ type NodeState struct {
 	// NodePodCIDRs are the pod CIDRs of every node the agent knows (its
 	// own and every node MeshPeer's): the leak guard covers them all.
 	NodePodCIDRs []netip.Prefix
+	// ExternalPeerRanges are the allowedIPs of the external peers in the
+	// mesh (those the topology accepted): they too travel only encrypted,
+	// so the leak guard covers them, as they come and go.
+	ExternalPeerRanges []netip.Prefix
 	// Event records a Kubernetes Event on this node's Node object (type is
 	// Normal or Warning); components report what they changed and why.
 	Event func(eventType, reason, message string)

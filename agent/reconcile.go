@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -94,7 +95,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	var dperr []error
 	st := NodeState{NodeName: a.o.NodeName, PodCIDRs: podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: topo.Gateways,
 		TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs,
-		NodePodCIDRs: nodePeerRanges(list.Items, podCIDRs, in.NodeUIDs),
+		NodePodCIDRs: nodePeerRanges(list.Items, podCIDRs, in.NodeUIDs), ExternalPeerRanges: externalPeerRanges(topo),
 		Event: func(eventType, reason, message string) {
 			a.events.Eventf(node, nil, eventType, reason, "ConfigureDataplane", "%s", message)
 		}}
@@ -132,7 +133,8 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	a.metrics.PeerProblems.Set(float64(len(problems)))
 
 	expected, targets := expectedPeers(topo, list.Items)
-	sin := StatusInput{LinkErr: notReady, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now(), Expected: expected}
+	sin := StatusInput{LinkErr: notReady, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now(), Expected: expected,
+		Learned: reportedLearned(a.learned, topo.Peers)}
 	if a.prober != nil {
 		a.prober.SetTargets(targets)
 		sin.Probes = a.prober.States()
@@ -193,6 +195,20 @@ func connectedNow(targets []probe.Target, in StatusInput) int {
 		}
 	}
 	return n
+}
+
+// externalPeerRanges are the allowedIPs of the external peers the topology
+// accepted (a refused peer's range may be an underlay address that must not
+// be cut off), sorted.
+func externalPeerRanges(topo mesh.Topology) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range topo.Peers {
+		if p.NodeName == "" {
+			out = append(out, p.AllowedIPs...)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	return out
 }
 
 // nodePeerRanges are this node's pod CIDRs and every node MeshPeer's
@@ -278,6 +294,18 @@ func (a *Agent) announce(ctx context.Context, node *corev1.Node) error {
 			a.events.Eventf(node, nil, corev1.EventTypeWarning, ReasonInvalidEndpoint, "ChooseEndpoint", "%s", err.Error())
 		})
 		return err
+	}
+	if err := wgv1.CheckOwnEndpoint(node, ep); err != nil {
+		// The API server (the chart's policy wgmesh-agent-own-node) and the
+		// operator take only the node's own address: announce the key
+		// without an endpoint; peers reach the node once it sends a
+		// handshake, as behind NAT.
+		msg := fmt.Sprintf("not announcing the endpoint chosen from the %s: %v", src, err)
+		a.once("endpoint:"+msg, func() {
+			a.log.Info("endpoint not announced", "node", node.Name, "endpoint", ep, "source", src, "reason", err.Error())
+			a.events.Eventf(node, nil, corev1.EventTypeWarning, ReasonInvalidEndpoint, "ChooseEndpoint", "%s", msg)
+		})
+		ep = ""
 	}
 	pub := a.rotation.Announce() // the next key's while a rotation waits for it
 	wrote, err := endpoint.Publish(ctx, a.client, node, endpoint.Announcement{PublicKey: pub.String(), Endpoint: ep})

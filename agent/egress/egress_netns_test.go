@@ -127,9 +127,16 @@ func TestEgressMasqueradeNetns(t *testing.T) {
 	// node has no route yet: without the leak guard the node's default route
 	// would carry pod traffic for it onto the underlay.
 	must(t, netns.AddAddr(inet, "eth0", "198.19.3.3/32"))
+	// And 198.18.200.1, in an external peer's allowedIPs (a laptop): with
+	// wgmesh0 deleted by hand the default route carried pod traffic for it
+	// in clear, with the pod's own address.
+	must(t, netns.AddAddr(inet, "eth0", "198.18.200.1/32"))
 	must(t, netns.AddRoute(node, "default", "198.18.0.250", ""))
 	if !reaches(t, pod, inet, "198.19.3.3") {
 		t.Fatal("sanity: without the guard, pod traffic to an unrouted pod range should leak to the underlay")
+	}
+	if !reaches(t, pod, inet, "198.18.200.1") {
+		t.Fatal("sanity: without the guard, pod traffic to an external peer's range should leak to the underlay")
 	}
 
 	f, err := os.Open(node.Path())
@@ -179,6 +186,19 @@ func TestEgressMasqueradeNetns(t *testing.T) {
 		}
 	}
 	check("after apply")
+
+	// An external peer joins the mesh: its range travels only encrypted.
+	external := mp("198.18.200.0/24")
+	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}, external))
+	if reaches(t, pod, inet, "198.18.200.1") || reaches(t, node, inet, "198.18.200.1") {
+		t.Error("with the external peer in the mesh, traffic to its range left through the underlay")
+	}
+	check("with an external peer")
+	// It leaves: its range is no longer held back.
+	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}))
+	if !reaches(t, pod, inet, "198.18.200.1") {
+		t.Error("the external peer left the mesh, yet its range is still dropped")
+	}
 
 	// Idempotent: nothing rewritten.
 	before := testutil.ToFloat64(metrics.Syncs.WithLabelValues("ip"))

@@ -54,13 +54,13 @@ func NewManager(opts ManagerOptions) *Manager {
 // the service ranges) and masquerade for podCIDRs (the node's
 // spec.podCIDRs), and enables br_netfilter. br_netfilter being unavailable
 // is reported (log, Warning event once, metric 0), not returned as an error.
-func (m *Manager) Apply(_ context.Context, podCIDRs []string, nodePodCIDRs ...netip.Prefix) error {
+func (m *Manager) Apply(_ context.Context, podCIDRs []string, peerRanges ...netip.Prefix) error {
 	pods, err := ParseCIDRs("node spec.podCIDRs", podCIDRs)
 	if err != nil {
 		m.guardErr, m.guardOK = err, false
 		return err
 	}
-	progs := Desired(Options{PodCIDRs: pods, ClusterCIDRs: m.opts.ClusterCIDRs, ServiceCIDRs: m.opts.ServiceCIDRs, NodePodCIDRs: nodePodCIDRs,
+	progs := Desired(Options{PodCIDRs: pods, ClusterCIDRs: m.opts.ClusterCIDRs, ServiceCIDRs: m.opts.ServiceCIDRs, PeerRanges: peerRanges,
 		TunnelIf: m.opts.TunnelIf, BridgeIf: m.opts.BridgeIf})
 	if _, err := m.nft.Apply(progs); err != nil {
 		m.guardErr, m.guardOK = fmt.Errorf("leak guard and egress masquerade: %w", err), false

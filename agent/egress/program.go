@@ -107,10 +107,12 @@ type Options struct {
 	PodCIDRs     []netip.Prefix // the node's own podCIDRs
 	ClusterCIDRs []netip.Prefix // --cluster-cidrs
 	ServiceCIDRs []netip.Prefix // --service-cidrs
-	// NodePodCIDRs are every node's pod CIDRs the agent knows of (node
-	// MeshPeers): guarded too, so nodes whose podCIDRs came from elsewhere
-	// (kube-controller-manager) are covered.
-	NodePodCIDRs []netip.Prefix
+	// PeerRanges are the ranges only the tunnel may carry beyond the
+	// cluster's: every node's pod CIDRs the agent knows of (node MeshPeers,
+	// so nodes whose podCIDRs came from elsewhere are covered) and the
+	// allowedIPs of the external peers in the mesh (a laptop, another
+	// cluster's gateway). All are guarded.
+	PeerRanges []netip.Prefix
 	TunnelIf     string // defaults to DefaultTunnelIf
 	BridgeIf     string // defaults to DefaultBridgeIf
 }
@@ -149,10 +151,10 @@ func Desired(o Options) []Program {
 
 // GuardedRanges are the destinations the leak guard keeps off every
 // interface but the tunnel and the bridge: the cluster's pod CIDRs, every
-// node's pod CIDRs and the service CIDRs, without ranges another one
-// already covers, sorted.
+// peer's range (node pod CIDRs, external peers' allowedIPs) and the service
+// CIDRs, without ranges another one already covers, sorted.
 func GuardedRanges(o Options, fam Family) []netip.Prefix {
-	all := ofFamily(append(append(append([]netip.Prefix{}, o.ClusterCIDRs...), o.NodePodCIDRs...), o.ServiceCIDRs...), fam)
+	all := ofFamily(append(append(append([]netip.Prefix{}, o.ClusterCIDRs...), o.PeerRanges...), o.ServiceCIDRs...), fam)
 	slices.SortFunc(all, func(a, b netip.Prefix) int {
 		if a.Bits() != b.Bits() {
 			return a.Bits() - b.Bits()

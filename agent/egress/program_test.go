@@ -16,8 +16,9 @@ func TestDesiredTracesPackets(t *testing.T) {
 		ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16"), mp("2001:db8:100::/56")},
 		ServiceCIDRs: []netip.Prefix{mp("198.18.128.0/20"), mp("2001:db8:200::/112")},
 		// A node whose podCIDRs kube-controller-manager gave it, outside
-		// the flag, and one inside (covered already).
-		NodePodCIDRs: []netip.Prefix{mp("198.20.7.0/24"), mp("198.19.2.0/24")},
+		// the flag, one inside (covered already), and an external peer's
+		// allowedIPs (a laptop).
+		PeerRanges: []netip.Prefix{mp("198.20.7.0/24"), mp("198.19.2.0/24"), mp("198.18.200.0/24")},
 	})
 	if len(progs) != 2 || progs[0].Family != IPv4 || progs[1].Family != IPv6 {
 		t.Fatalf("want ip and ip6 programs, got %+v", progs)
@@ -52,6 +53,9 @@ func TestDesiredTracesPackets(t *testing.T) {
 		{"node to a pod range with no route yet", "198.18.0.11", "198.19.9.9", "eth0", Drop},
 		{"v6 pod to a pod range with no route yet", "2001:db8:100:1::5", "2001:db8:100:9::9", "eth0", Drop},
 		{"pod to local pod through the bridge", "198.19.1.5", "198.19.1.9", "wgmesh-br0", Return},
+		{"pod to an external peer through the tunnel", "198.19.1.5", "198.18.200.1", "wgmesh0", Return},
+		{"pod to an external peer with the tunnel gone (default route)", "198.19.1.5", "198.18.200.1", "eth0", Drop},
+		{"node to an external peer with the tunnel gone", "198.18.0.11", "198.18.200.1", "eth0", Drop},
 	}
 	for _, tc := range cases {
 		if got := verdict(tc.src, tc.dst, tc.oif); got != tc.want {
@@ -107,7 +111,7 @@ func TestParseCIDRs(t *testing.T) {
 }
 
 func TestGuardedRanges(t *testing.T) {
-	got := GuardedRanges(Options{ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16")}, NodePodCIDRs: []netip.Prefix{mp("198.19.2.0/24"), mp("198.20.7.0/24"), mp("2001:db8:100:1::/64")},
+	got := GuardedRanges(Options{ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16")}, PeerRanges: []netip.Prefix{mp("198.19.2.0/24"), mp("198.20.7.0/24"), mp("2001:db8:100:1::/64")},
 		ServiceCIDRs: []netip.Prefix{mp("198.18.128.0/20")}}, IPv4)
 	want := []netip.Prefix{mp("198.18.128.0/20"), mp("198.19.0.0/16"), mp("198.20.7.0/24")}
 	if !slices.Equal(got, want) {

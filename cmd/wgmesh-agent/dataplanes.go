@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -92,7 +93,7 @@ type egressDataplane struct {
 func (egressDataplane) Name() string { return "egress" }
 func (d egressDataplane) Apply(ctx context.Context, st agent.NodeState) error {
 	d.events.set(st.Event)
-	return d.m.Apply(ctx, prefixStrings(st.PodCIDRs), st.NodePodCIDRs...)
+	return d.m.Apply(ctx, prefixStrings(st.PodCIDRs), append(slices.Clone(st.NodePodCIDRs), st.ExternalPeerRanges...)...)
 }
 func (d egressDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
 
