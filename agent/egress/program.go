@@ -113,8 +113,8 @@ type Options struct {
 	// allowedIPs of the external peers in the mesh (a laptop, another
 	// cluster's gateway). All are guarded.
 	PeerRanges []netip.Prefix
-	TunnelIf     string // defaults to DefaultTunnelIf
-	BridgeIf     string // defaults to DefaultBridgeIf
+	TunnelIf   string // defaults to DefaultTunnelIf
+	BridgeIf   string // defaults to DefaultBridgeIf
 }
 
 // Desired computes the IPv4 and IPv6 programs. A family without a node

@@ -89,9 +89,9 @@ type Proxy struct {
 	wake    chan struct{}
 
 	// State of what is in the kernel (owned by the sync loop).
-	table     *Table
-	models    map[ServiceKey]Service
-	reported  map[string]bool
+	table    *Table
+	models   map[ServiceKey]Service
+	reported map[string]bool
 	// conflicts is the contest each Service was last told of.
 	conflicts map[ServiceKey]string
 	// externals are the Services with externalIPs or load-balancer IPs:
@@ -99,14 +99,14 @@ type Proxy struct {
 	externals     map[ServiceKey]bool
 	reserved      Reserved // what the last sync checked against
 	extraReserved Reserved // from SetReserved, under mu
-	lastGen   uint32
-	periods   int
-	kpWarned  bool
-	kpChecked bool
-	client    client.Client
-	synced    bool
-	syncedMu  sync.Mutex
-	lastError error
+	lastGen       uint32
+	periods       int
+	kpWarned      bool
+	kpChecked     bool
+	client        client.Client
+	synced        bool
+	syncedMu      sync.Mutex
+	lastError     error
 }
 
 // New returns a Proxy.
