@@ -97,8 +97,9 @@ type Proxy struct {
 	// externals are the Services with externalIPs or load-balancer IPs:
 	// the ones to re-check when the reserved addresses change.
 	externals     map[ServiceKey]bool
-	reserved      Reserved // what the last sync checked against
-	extraReserved Reserved // from SetReserved, under mu
+	apiServer     []netip.Addr // from the rest config: reserved from the first sync on
+	reserved      Reserved     // what the last sync checked against
+	extraReserved Reserved     // from SetReserved, under mu
 	lastGen       uint32
 	periods       int
 	kpWarned      bool
@@ -176,6 +177,7 @@ func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 	if p.client, err = client.New(cfg, client.Options{Scheme: crScheme}); err != nil {
 		return fmt.Errorf("service NAT: client: %w", err)
 	}
+	p.apiServer = wgv1.URLHostAddrs(cfg.Host)
 	bc := record.NewBroadcaster(record.WithContext(ctx))
 	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	defer bc.Shutdown()
@@ -520,6 +522,23 @@ func (p *Proxy) computeReserved() Reserved {
 	var r Reserved
 	r.Merge(p.extraReserved)
 	p.mu.Unlock()
+	for _, a := range p.apiServer {
+		r.AddAddr(a, "the API server's address")
+	}
+	// The API server as pods reach it: the endpoints of default/kubernetes.
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: "kubernetes"})
+	if p.sliceLister != nil {
+		slices, _ := p.sliceLister.EndpointSlices(metav1.NamespaceDefault).List(sel)
+		for _, sl := range slices {
+			for _, e := range sl.Endpoints {
+				for _, s := range e.Addresses {
+					if a, err := netip.ParseAddr(s); err == nil {
+						r.AddAddr(a, "the API server's address (an endpoint of Service default/kubernetes)")
+					}
+				}
+			}
+		}
+	}
 	for _, c := range p.o.ClusterCIDRs {
 		r.AddPrefix(c, "a pod address (cluster CIDR "+c.Masked().String()+")")
 	}

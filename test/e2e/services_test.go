@@ -282,6 +282,7 @@ func TestServices(t *testing.T) {
 		}
 	})
 
+	t.Run("services-cannot-capture", func(t *testing.T) { servicesCannotCapture(ctx, t, c, clients, cips[0]) })
 	t.Run("udp-endpoint-replaced", func(t *testing.T) { udpEndpointReplaced(ctx, t, c) })
 	t.Run("external-traffic-policy-local", func(t *testing.T) { externalLocal(ctx, t, c, web) })
 
@@ -530,4 +531,76 @@ func nsHTTPGet(ctx context.Context, ns *netns.NS, url string) (int, string, erro
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), nil
+}
+
+// servicesCannotCapture is the attack of a user who may create Services in one
+// namespace: a Service in a namespace that sorts first, with no endpoints,
+// whose externalIPs are another namespace's ClusterIP and the API server's
+// address on their ports. Without the protection every node sent both to
+// the attacker's (rejecting) Service: web's clients were refused and no node
+// reached the API server. Every agent refuses the two addresses with a
+// Warning Event naming field and value (the barrier), and both keep
+// working from every node and pod.
+func servicesCannotCapture(ctx context.Context, t *testing.T, c *cluster.Cluster, clients []*corev1.Pod, webCIP string) {
+	const ns = "aaa-attacker"
+	if err := c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	evil := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "evil"},
+		Spec: corev1.ServiceSpec{
+			Selector:    map[string]string{"app": "nothing"},
+			ExternalIPs: []string{webCIP, cluster.APIServerIP},
+			Ports: []corev1.ServicePort{
+				{Name: "web", Protocol: corev1.ProtocolTCP, Port: 80},
+				{Name: "api", Protocol: corev1.ProtocolTCP, Port: cluster.APIServerPort},
+			},
+		},
+	}
+	if err := c.Client.Create(ctx, evil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Client.Delete(context.WithoutCancel(ctx), evil) }()
+	want := map[string]string{"spec.externalIPs[0]": webCIP, "spec.externalIPs[1]": cluster.APIServerIP}
+	if err := eventually(ctx, agentMeshTimeout, func() error {
+		var evs corev1.EventList
+		if err := c.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, n := range c.Nodes {
+			for field, value := range want {
+				found := false
+				for _, ev := range evs.Items {
+					if ev.InvolvedObject.Name == evil.Name && ev.Type == corev1.EventTypeWarning && strings.HasPrefix(ev.Message, "node "+n.Name+":") &&
+						strings.Contains(ev.Message, field+"=\""+value+"\"") {
+						found = true
+					}
+				}
+				if !found {
+					return fmt.Errorf("node %s has not refused %s=%s of Service %s/%s (no Warning Event)", n.Name, field, value, ns, evil.Name)
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range clients {
+		for try := 0; try < 5; try++ {
+			got, err := c.PodDial(ctx, from, "http", webCIP, 80, "hostname")
+			if err != nil || !strings.HasPrefix(strings.TrimSpace(got), "web-") {
+				t.Errorf("%s -> web's ClusterIP %s:80 with the attacker's Service present: %q %v, want a web pod", from.Name, webCIP, got, err)
+				break
+			}
+		}
+	}
+	api := net.JoinHostPort(cluster.APIServerIP, strconv.Itoa(int(cluster.APIServerPort)))
+	for _, n := range c.Nodes {
+		conn, err := noderuntime.NSDialer(n.NetNS)(ctx, "tcp", api)
+		if err != nil {
+			t.Errorf("node %s cannot connect to the API server %s with the attacker's Service present: %v", n.Name, api, err)
+			continue
+		}
+		conn.Close()
+	}
 }
