@@ -124,6 +124,9 @@ func Render(opts Options) ([]byte, error) {
 				MTU:         opts.MTU,
 				IPAM:        ipam,
 			},
+			// Right after bridge, before ADD returns: the pod sends
+			// only from its own MAC and addresses (cni/antispoof).
+			guard.Conf{Type: guard.PluginType, AntiSpoof: true, Bridge: bridge},
 			portMapConf{
 				Type:         "portmap",
 				Capabilities: map[string]bool{"portMappings": true},

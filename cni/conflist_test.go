@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/wgmesh/wgmesh/cni/guard"
 )
 
 // ipamSemantics mirrors what host-local reads (plugins/ipam/host-local/backend/allocator).
@@ -92,8 +94,20 @@ func TestRenderSemantics(t *testing.T) {
 			if list.Name != NetworkName || list.CNIVersion != CNIVersion {
 				t.Errorf("name/version = %q/%q, want %q/%q", list.Name, list.CNIVersion, NetworkName, CNIVersion)
 			}
-			if len(list.Plugins) != 3 || list.Plugins[0].Network.Type != "wgmesh-guard" {
-				t.Fatalf("got %d plugins, want wgmesh-guard (first: no network before the leak guard), bridge and portmap", len(list.Plugins))
+			var types []string
+			for _, p := range list.Plugins {
+				types = append(types, p.Network.Type)
+			}
+			if strings.Join(types, ",") != "wgmesh-guard,bridge,wgmesh-guard,portmap" {
+				t.Fatalf("plugins %v, want wgmesh-guard (first: no network before the leak guard), bridge, wgmesh-guard (anti-spoofing, right after bridge) and portmap", types)
+			}
+			gate, err := guard.ParseConf(list.Plugins[0].Bytes)
+			if err != nil || gate.AntiSpoof || len(gate.Families) == 0 {
+				t.Errorf("first entry %s: want the gate (families, no antiSpoof): %+v %v", list.Plugins[0].Bytes, gate, err)
+			}
+			as, err := guard.ParseConf(list.Plugins[2].Bytes)
+			if err != nil || !as.AntiSpoof || as.Bridge != BridgeName || len(as.Families) != 0 {
+				t.Errorf("third entry %s: want antiSpoof for bridge %s: %+v %v", list.Plugins[2].Bytes, BridgeName, as, err)
 			}
 
 			var br bridgeSemantics
@@ -150,7 +164,7 @@ func TestRenderSemantics(t *testing.T) {
 			}
 
 			var pm portmapSemantics
-			if err := json.Unmarshal(list.Plugins[2].Bytes, &pm); err != nil {
+			if err := json.Unmarshal(list.Plugins[3].Bytes, &pm); err != nil {
 				t.Fatal(err)
 			}
 			if pm.Type != "portmap" || !pm.Capabilities["portMappings"] || pm.SNAT == nil || !*pm.SNAT || pm.Backend != tc.opts.PortMapBackend {
@@ -167,12 +181,16 @@ func TestRenderDeterministicAndBridgeOverride(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatal("Render is not deterministic")
 	}
+	list := mustLoad(t, opts)
 	var br bridgeSemantics
-	if err := json.Unmarshal(mustLoad(t, opts).Plugins[1].Bytes, &br); err != nil {
+	if err := json.Unmarshal(list.Plugins[1].Bytes, &br); err != nil {
 		t.Fatal(err)
 	}
 	if br.Bridge != "wgmtestbr" {
 		t.Errorf("bridge %q, want override", br.Bridge)
+	}
+	if as, err := guard.ParseConf(list.Plugins[2].Bytes); err != nil || as.Bridge != "wgmtestbr" {
+		t.Errorf("antiSpoof entry %s: bridge %q, want the override", list.Plugins[2].Bytes, as.Bridge)
 	}
 }
 

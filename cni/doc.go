@@ -3,13 +3,20 @@
 // CIDRs, the mesh MTU and a few host facts as input and returns bytes; the
 // agent (agent/cni) writes the file and installs the plugin binaries.
 //
-// The list chains the standard plugins from github.com/containernetworking/plugins:
+// The list is wgmesh-guard (the gate, cni/guard), bridge, wgmesh-guard again
+// with "antiSpoof" (cni/antispoof), then portmap. Bridge and portmap are the
+// standard plugins from github.com/containernetworking/plugins:
 //
 //   - bridge: attaches pods to wgmesh-br0 (isGateway, hairpinMode, ipMasq false,
 //     mtu = mesh MTU) with host-local IPAM over the node's podCIDR(s), one range
 //     per family, default routes per family, and an explicit gateway equal to
 //     the first address of each range (the same address the agent puts on the
 //     bridge, see Gateway).
+//   - wgmesh-guard with "antiSpoof": true and the bridge's name: registers
+//     the pod's host-side veth, MAC and addresses (from bridge's prevResult)
+//     in nftables table bridge wgmesh, so that from then on the pod sends
+//     only as itself; DEL removes them. It comes before portmap, which
+//     receives bridge's result unchanged.
 //   - portmap: hostPort support (capability portMappings, snat true), with the
 //     nftables backend when the host has the nft binary, else iptables. Which
 //     one is an input (Options.PortMapBackend), so rendering stays pure.

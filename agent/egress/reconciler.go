@@ -5,6 +5,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/google/nftables"
+
+	"github.com/wgmesh/wgmesh/cni/antispoof"
 )
 
 // ReconcilerOptions configure a Reconciler.
@@ -185,6 +187,11 @@ func (r *Reconciler) Cleanup() error {
 			}
 		}
 		r.opts.Log.Info("removed egress masquerade", "family", fam.String())
+	}
+	// The pods' anti-spoofing table (bridge family), which the CNI plugin
+	// wgmesh-guard fills as pods come: gone with the pod network.
+	if err := antispoof.DeleteTable(c); err != nil {
+		return err
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
-// Command wgmesh-guard is the first plugin of wgmesh's CNI conflist: ADD and
-// CHECK fail until the agent's leak guard is in nftables (cni/guard); DEL
-// always succeeds so that teardown is never blocked.
+// Command wgmesh-guard is wgmesh's own CNI plugin, with two entries in the
+// conflist. First, the gate: ADD and CHECK fail until the agent's leak guard
+// is in nftables (cni/guard). After bridge, with "antiSpoof": the pod may
+// send only as itself (cni/antispoof). DEL always succeeds so that teardown
+// is never blocked.
 package main
 
 import (
@@ -13,13 +15,16 @@ import (
 )
 
 func main() {
-	skel.PluginMainFuncs(skel.CNIFuncs{Add: add, Check: check, Del: del}, version.All, "wgmesh-guard: no pod network before the wgmesh leak guard")
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: add, Check: check, Del: del}, version.All, "wgmesh-guard: no pod network before the wgmesh leak guard; pods send only as themselves")
 }
 
 func add(args *skel.CmdArgs) error {
 	c, err := guard.ParseConf(args.StdinData)
 	if err != nil {
 		return err
+	}
+	if c.AntiSpoof {
+		return antiSpoofAdd(args, c)
 	}
 	if err := guard.Installed(c.Families); err != nil {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
@@ -33,7 +38,15 @@ func check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if c.AntiSpoof {
+		return antiSpoofCheck(args, c)
+	}
 	return guard.Installed(c.Families)
 }
 
-func del(*skel.CmdArgs) error { return nil }
+func del(args *skel.CmdArgs) error {
+	if c, err := guard.ParseConf(args.StdinData); err == nil && c.AntiSpoof {
+		return antiSpoofDel(args, c)
+	}
+	return nil
+}

@@ -22,13 +22,21 @@ const (
 	OutputChain  = "guard-output"
 )
 
-// Conf is the plugin's entry in the conflist.
+// Conf is one of the plugin's entries in the conflist. The plugin has two
+// roles: the gate (first in the list, Families set) and, with AntiSpoof,
+// anti-spoofing on the pod bridge (right after bridge; cni/antispoof).
 type Conf struct {
 	CNIVersion string `json:"cniVersion,omitempty"`
 	Type       string `json:"type"`
 	// Families that must be guarded: "ipv4", "ipv6" (the node's pod CIDR
 	// families).
-	Families []string `json:"families"`
+	Families []string `json:"families,omitempty"`
+	// AntiSpoof: register the pod's port, MAC and addresses (from the
+	// bridge plugin's prevResult) so that the pod sends only as itself.
+	AntiSpoof bool `json:"antiSpoof,omitempty"`
+	// Bridge is the pod bridge (AntiSpoof): the interface in prevResult
+	// that is not the pod's host-side veth.
+	Bridge string `json:"bridge,omitempty"`
 }
 
 // ParseConf reads the plugin's configuration from the runtime.
@@ -41,6 +49,9 @@ func ParseConf(stdin []byte) (Conf, error) {
 		if f != "ipv4" && f != "ipv6" {
 			return c, fmt.Errorf("%s: families entry %q: want ipv4 or ipv6", PluginType, f)
 		}
+	}
+	if c.AntiSpoof && c.Bridge == "" {
+		return c, fmt.Errorf("%s: antiSpoof needs bridge, the name of the pod bridge (for example wgmesh-br0)", PluginType)
 	}
 	return c, nil
 }
