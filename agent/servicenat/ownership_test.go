@@ -1,6 +1,7 @@
 package servicenat
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -59,14 +60,14 @@ func TestExternalAddressesOfTheClusterAreRefused(t *testing.T) {
 	o := convOpts
 	o.Reserved = clusterReserved()
 	s, probs := Convert(svc, nil, o)
-	if got := addrStrings(s.ExternalIPs); got != "198.18.0.200" {
+	if got := joinAddrs(s.ExternalIPs); got != "198.18.0.200" {
 		t.Errorf("programmed externalIPs %s, want only 198.18.0.200", got)
 	}
-	if got := addrStrings(s.LoadBalancerIPs); got != "198.18.0.201" {
+	if got := joinAddrs(s.LoadBalancerIPs); got != "198.18.0.201" {
 		t.Errorf("programmed load-balancer IPs %s, want only 198.18.0.201", got)
 	}
 	for i, a := range taken {
-		p := findProblem(probs, "spec.externalIPs["+itoa(i)+"]")
+		p := findProblem(probs, fmt.Sprintf("spec.externalIPs[%d]", i))
 		if p == nil || p.Value != a || !strings.Contains(p.Reason, why[i]) || !strings.Contains(p.String(), "aaa/evil") {
 			t.Errorf("externalIPs[%d]=%s: problem %v, want one naming the Service, the value and %q", i, a, p, why[i])
 		}
@@ -77,7 +78,7 @@ func TestExternalAddressesOfTheClusterAreRefused(t *testing.T) {
 
 	// Control: nothing but the service CIDRs reserved.
 	s, _ = Convert(svc, nil, convOpts)
-	if got := addrStrings(s.ExternalIPs); got != "198.18.0.1,198.18.0.11,198.18.1.1,198.18.200.7,198.19.2.5,198.18.0.200" {
+	if got := joinAddrs(s.ExternalIPs); got != "198.18.0.1,198.18.0.11,198.18.1.1,198.18.200.7,198.19.2.5,198.18.0.200" {
 		t.Errorf("without reservations the attacker programs %s", got)
 	}
 }
@@ -224,12 +225,3 @@ func findProblem(probs []Problem, field string) *Problem {
 	return nil
 }
 
-func addrStrings(as []netip.Addr) string {
-	s := make([]string, len(as))
-	for i, a := range as {
-		s[i] = a.String()
-	}
-	return strings.Join(s, ",")
-}
-
-func itoa(i int) string { return string(rune('0' + i)) }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
+	"github.com/wgmesh/wgmesh/test/repo"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -174,7 +175,7 @@ func TestRBAC(t *testing.T) {
 	operatorSA := "system:serviceaccount:" + ns + ":wgmesh-operator"
 	agentSA := "system:serviceaccount:" + ns + ":wgmesh-agent"
 
-	src, err := os.ReadFile(filepath.Join(repoRoot(t), "operator", "rbac.go"))
+	src, err := os.ReadFile(filepath.Join(repo.Root(t), "operator", "rbac.go"))
 	if err != nil {
 		t.Fatal(err)
 	}

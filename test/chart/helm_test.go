@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/wgmesh/wgmesh/test/repo"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
 
@@ -66,16 +67,7 @@ agent:
 `},
 }
 
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
-func chartDir(t testing.TB) string { return filepath.Join(repoRoot(t), "charts", "wgmesh") }
+func chartDir(t testing.TB) string { return filepath.Join(repo.Root(t), "charts", "wgmesh") }
 
 // helmBinary finds helm: $WGMESH_HELM (make test sets it), else the cached
 // build of hack/helm.sh; without either the test is skipped.
@@ -84,7 +76,7 @@ func helmBinary(t testing.TB) string {
 	if p := os.Getenv("WGMESH_HELM"); p != "" {
 		return p
 	}
-	out, err := exec.Command(filepath.Join(repoRoot(t), "hack", "helm.sh"), "--path").Output()
+	out, err := exec.Command(filepath.Join(repo.Root(t), "hack", "helm.sh"), "--path").Output()
 	if err == nil {
 		p := strings.TrimSpace(string(out))
 		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {

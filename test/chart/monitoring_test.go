@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/wgmesh/wgmesh/test/repo"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
 
@@ -55,7 +56,7 @@ func promtoolDir(t testing.TB) string {
 	t.Helper()
 	d := os.Getenv("WGMESH_PROMTOOL_DIR")
 	if d == "" {
-		if out, err := exec.Command(filepath.Join(repoRoot(t), "hack", "promtool.sh"), "--dir").Output(); err == nil {
+		if out, err := exec.Command(filepath.Join(repo.Root(t), "hack", "promtool.sh"), "--dir").Output(); err == nil {
 			d = strings.TrimSpace(string(out))
 		}
 	}

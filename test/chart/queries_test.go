@@ -28,6 +28,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/operator"
+	"github.com/wgmesh/wgmesh/test/repo"
 )
 
 // metricsConstructors are the binaries' metrics, each made by its package's
@@ -139,7 +140,7 @@ func exportedSeries(t *testing.T) map[string]string {
 // defines NewMetrics is in metricsConstructors, so the exported names the
 // dashboard is checked against are complete.
 func TestEveryMetricsConstructorIsChecked(t *testing.T) {
-	root := repoRoot(t)
+	root := repo.Root(t)
 	found := map[string]bool{}
 	for _, top := range []string{"agent", "operator", "cmd"} {
 		err := filepath.WalkDir(filepath.Join(root, top), func(path string, d fs.DirEntry, err error) error {

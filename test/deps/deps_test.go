@@ -14,17 +14,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/wgmesh/wgmesh/test/repo"
 )
 
 // repoRoot is the repository's top directory (this package is test/deps).
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
 
 // provided reads hack/deps.sh's list for target: command -> package.
 func provided(t *testing.T, root, target string) map[string]string {
@@ -103,7 +97,7 @@ func (u use) String() string { return fmt.Sprintf("%s:%d: %s", u.file, u.line, u
 // and every package a skip or error message tells users to apt-get install is in the list
 // hack/deps.sh has for each make target that runs it.
 func TestEveryCommandIsProvided(t *testing.T) {
-	root := repoRoot(t)
+	root := repo.Root(t)
 	lists := map[string]map[string]string{}
 	for _, tg := range targets {
 		lists[tg] = provided(t, root, tg)

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/wgmesh/wgmesh/agent/cni"
+	"github.com/wgmesh/wgmesh/test/repo"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
 
@@ -36,7 +37,7 @@ var shells = []string{"sh", "bash", "dash", "ash", "zsh", "ksh", "busybox", "toy
 
 func TestImage(t *testing.T) {
 	skip.Short(t, "builds the wgmesh image twice (hack/image.sh)")
-	root := repoRoot(t)
+	root := repo.Root(t)
 	if _, err := exec.LookPath("bash"); err != nil {
 		skip.Unless(t, "no bash to run hack/image.sh")
 	}
@@ -400,15 +401,6 @@ func lastCommitTime(t *testing.T, root string) time.Time {
 		t.Fatalf("git log -1 --format=%%ct: %q", out)
 	}
 	return time.Unix(n, 0).UTC()
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
 }
 
 func mustRead(t *testing.T, file string) []byte {

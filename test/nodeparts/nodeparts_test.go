@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/wgmesh/wgmesh/test/repo"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
 
@@ -53,21 +54,12 @@ func loadParts(t *testing.T) *parts {
 // pinned is the version that the go.mod of hack/<module> pins for module path.
 func pinned(t *testing.T, module, path string) string {
 	t.Helper()
-	dir := filepath.Join(repoRoot(t), "hack", module)
+	dir := filepath.Join(repo.Root(t), "hack", module)
 	out, err := exec.Command("go", "-C", dir, "list", "-m", "-f", "{{.Version}}", path).Output()
 	if err != nil {
 		t.Fatalf("reading the version of %s pinned in %s/go.mod: %v", path, dir, err)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
 }
 
 // version runs a part with args and returns what it printed.
