@@ -22,6 +22,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/routes"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
@@ -158,17 +159,6 @@ func peerKeys(d *wgtypes.Device) map[wgtypes.Key][]string {
 		out[p.PublicKey] = a
 	}
 	return out
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func pubkey() wgtypes.Key {
@@ -337,7 +327,7 @@ func TestKernelApplyInNamespace(t *testing.T) {
 	} else if _, err := n.ns.Exec(ctx, "ip", "link", "del", link); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "old link to disappear", 10*time.Second, func() bool { _, err := n.h.LinkByName(link); return err != nil })
+	wait.For(t, 10*time.Second, "old link to disappear", wait.True(func() bool { _, err := n.h.LinkByName(link); return err != nil }))
 	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
 	if err != nil || a.Peers.Added != 2 || len(n.routes(t)) != 2 {
 		t.Fatalf("apply after process death: %+v %v", a, err)
@@ -348,13 +338,13 @@ func TestKernelApplyInNamespace(t *testing.T) {
 	if err := n.kernel.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "link and bridge removal", 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "link and bridge removal", wait.True(func() bool {
 		_, e1 := n.h.LinkByName(link)
 		_, e2 := n.h.LinkByName(n.bridge)
 		return e1 != nil && e2 != nil
-	})
+	}))
 	if n.mode == wireguard.ModeUserspace {
-		waitFor(t, "userspace process exit", 10*time.Second, func() bool { return !alive(pid3) })
+		wait.For(t, 10*time.Second, "userspace process exit", wait.True(func() bool { return !alive(pid3) }))
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 func TestAttempts(t *testing.T) {
@@ -136,7 +138,7 @@ func TestProber(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	p.SetTargets([]Target{{Peer: "node-a", Addr: a}, {Peer: "node-b", Addr: b}})
-	waitFor(t, func() bool { s := p.States(); return s["node-a"].Probed && s["node-b"].Probed })
+	wait.For(t, 5*time.Second, "both peers probed", wait.True(func() bool { s := p.States(); return s["node-a"].Probed && s["node-b"].Probed }))
 	s := p.States()
 	if !s["node-a"].Reachable || s["node-b"].Reachable {
 		t.Fatalf("states: %+v", s)
@@ -157,7 +159,7 @@ func TestProber(t *testing.T) {
 	// While failing, a probe is one echo: three more lost probes are about
 	// three echoes (one may be in flight at either end), not nine.
 	before, lost := fp.pings(b), testutil.ToFloat64(m.Probes.WithLabelValues("lost"))
-	waitFor(t, func() bool { return testutil.ToFloat64(m.Probes.WithLabelValues("lost")) >= lost+3 })
+	wait.For(t, 5*time.Second, "three more lost probes counted", wait.True(func() bool { return testutil.ToFloat64(m.Probes.WithLabelValues("lost")) >= lost+3 }))
 	if n := fp.pings(b) - before; n > 4 {
 		t.Fatalf("node-b pinged %d times in 3 lost probes, want one echo each while failing", n)
 	}
@@ -169,11 +171,11 @@ func TestProber(t *testing.T) {
 	// one result reported at once.
 	fp.set(b, true)
 	p.Kick()
-	waitFor(t, func() bool { return p.States()["node-b"].Reachable })
-	waitFor(t, func() bool { return len(recoveries) == 1 })
+	wait.For(t, 5*time.Second, "node-b reachable", wait.True(func() bool { return p.States()["node-b"].Reachable }))
+	wait.For(t, 5*time.Second, "one recovery reported", wait.True(func() bool { return len(recoveries) == 1 }))
 	// Periodic: more probes follow on the interval.
 	n := fp.pings(a)
-	waitFor(t, func() bool { return fp.pings(a) >= n+2 })
+	wait.For(t, 5*time.Second, "two more pings", wait.True(func() bool { return fp.pings(a) >= n+2 }))
 	// A removed peer loses its state and its series.
 	p.SetTargets([]Target{{Peer: "node-a", Addr: a}})
 	if _, ok := p.States()["node-b"]; ok {
@@ -184,16 +186,5 @@ func TestProber(t *testing.T) {
 	}
 	if testutil.ToFloat64(m.Probes.WithLabelValues("lost")) < 1 || testutil.ToFloat64(m.Probes.WithLabelValues("answered")) < 3 {
 		t.Fatal("wgmesh_peer_probes_total not counted")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/wgmesh/wgmesh/test/apiserver"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // TestProxyAgainstAPIServer runs the proxy against a real API server and a
@@ -128,7 +129,7 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 				t.Errorf("Service outside --service-cidrs programmed: %s", key)
 			}
 		}
-		waitFor(t, "an InvalidServiceField Event on default/outside", func() error {
+		wait.For(t, 30*time.Second, "an InvalidServiceField Event on default/outside", func() error {
 			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=outside"})
 			if err != nil {
 				return err
@@ -175,7 +176,7 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 		if out, err := ns.Exec(ctx, "nft", "add", "table", "ip", "kube-proxy"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		waitFor(t, "a KubeProxyDetected Event on the Node", func() error {
+		wait.For(t, 30*time.Second, "a KubeProxyDetected Event on the Node", func() error {
 			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=n1"})
 			if err != nil {
 				return err
@@ -190,7 +191,7 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 		if got := metricSum(t, reg, "wgmesh_service_kube_proxy_detected"); got != 1 {
 			t.Errorf("wgmesh_service_kube_proxy_detected = %v", got)
 		}
-		waitFor(t, "KubeProxyConflict True on the node's MeshPeer", func() error {
+		wait.For(t, 30*time.Second, "KubeProxyConflict True on the node's MeshPeer", func() error {
 			if c := conflict(); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "kube-proxy") {
 				return fmt.Errorf("condition %+v", c)
 			}
@@ -199,7 +200,7 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 		if out, err := ns.Exec(ctx, "nft", "delete", "table", "ip", "kube-proxy"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		waitFor(t, "KubeProxyConflict False once kube-proxy is gone", func() error {
+		wait.For(t, 30*time.Second, "KubeProxyConflict False once kube-proxy is gone", func() error {
 			if c := conflict(); c == nil || c.Status != metav1.ConditionFalse {
 				return fmt.Errorf("condition %+v", c)
 			}
@@ -213,7 +214,7 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 		reg2 := prometheus.NewRegistry()
 		stop2, done2 := start(reg2)
 		defer func() { stop2(); <-done2 }()
-		waitFor(t, "the first sync of the restarted proxy", func() error {
+		wait.For(t, 30*time.Second, "the first sync of the restarted proxy", func() error {
 			if metricSum(t, reg2, "wgmesh_service_sync_duration_seconds") < 1 {
 				return fmt.Errorf("not synced yet")
 			}
@@ -227,7 +228,7 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 
 func waitKernel(t *testing.T, k *Kernel, what string, ok func(*digest) bool) {
 	t.Helper()
-	waitFor(t, what, func() error {
+	wait.For(t, 30*time.Second, what, func() error {
 		d, err := k.Read(IPv4)
 		if err != nil {
 			return err
@@ -237,19 +238,6 @@ func waitKernel(t *testing.T, k *Kernel, what string, ok func(*digest) bool) {
 		}
 		return nil
 	})
-}
-
-func waitFor(t *testing.T, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = fn(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("waiting for %s: %v", what, err)
 }
 
 // metricSum adds up a metric's series: gauge and counter values,

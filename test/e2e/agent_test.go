@@ -32,6 +32,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 const agentMeshTimeout = 60 * time.Second
@@ -97,7 +98,7 @@ func learnedEndpointProtected(ctx context.Context, t *testing.T, c *cluster.Clus
 	defer func() { _ = c.Client.Delete(context.WithoutCancel(ctx), evil) }()
 	// The barrier: every node that reaches the NAT node through the router
 	// has seen the MeshPeer and refused it.
-	err := eventually(ctx, agentMeshTimeout, func() error {
+	err := wait.Poll(ctx, agentMeshTimeout, func() error {
 		var evs eventsv1.EventList
 		if err := c.Client.List(ctx, &evs); err != nil {
 			return err
@@ -253,7 +254,7 @@ func lacksPeer(ctx context.Context, n *cluster.Node, other nodeInfo) error {
 func waitFullMesh(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) map[string]nodeInfo {
 	t.Helper()
 	infos := map[string]nodeInfo{}
-	err := eventually(ctx, agentMeshTimeout, func() error {
+	err := wait.Poll(ctx, agentMeshTimeout, func() error {
 		for _, n := range nodes {
 			inf, err := infoOf(ctx, c, n)
 			if err != nil {
@@ -294,7 +295,7 @@ func gatewaysReachable(ctx context.Context, t *testing.T, c *cluster.Cluster, no
 			srcs, dsts := gateways(infos[a.Name]), gateways(infos[b.Name])
 			for i := range min(len(srcs), len(dsts)) {
 				src, dst := srcs[i], dsts[i]
-				if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, a, src, dst) }); err != nil {
+				if err := wait.Poll(ctx, 20*time.Second, func() error { return ping(ctx, a, src, dst) }); err != nil {
 					t.Errorf("%s cannot reach %s's gateway %s: %v", a.Name, b.Name, dst, err)
 					continue
 				}
@@ -343,7 +344,7 @@ func underlayOnlyWireGuard(ctx context.Context, t *testing.T, c *cluster.Cluster
 
 func statusAndMetrics(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
 	for _, n := range nodes {
-		err := eventually(ctx, agentMeshTimeout, func() error {
+		err := wait.Poll(ctx, agentMeshTimeout, func() error {
 			mp := &wgv1.MeshPeer{}
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
 				return err
@@ -388,7 +389,7 @@ func statusAndMetrics(ctx context.Context, t *testing.T, c *cluster.Cluster, nod
 // watchers. Two agent resyncs (5 s each) pass without a new resourceVersion.
 func statusNotOnATimer(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node) {
 	versions := map[string]string{}
-	err := eventually(ctx, agentMeshTimeout, func() error {
+	err := wait.Poll(ctx, agentMeshTimeout, func() error {
 		for _, n := range nodes {
 			mp := &wgv1.MeshPeer{}
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
@@ -410,7 +411,7 @@ func statusNotOnATimer(ctx context.Context, t *testing.T, c *cluster.Cluster, no
 	for _, n := range nodes {
 		start[n.Name] = reconcileCount(ctx, t, n)
 	}
-	err = eventually(ctx, agentMeshTimeout, func() error {
+	err = wait.Poll(ctx, agentMeshTimeout, func() error {
 		for _, n := range nodes {
 			if got := reconcileCount(ctx, t, n); got < start[n.Name]+2 {
 				return fmt.Errorf("node %s: %v reconciles since, want 2", n.Name, got-start[n.Name])
@@ -492,7 +493,7 @@ func dnsForceEndpoint(ctx context.Context, t *testing.T, c *cluster.Cluster, nod
 	ep := name + ":51820"
 	set(&ep)
 	t.Cleanup(func() { set(nil) })
-	err = eventually(ctx, agentMeshTimeout, func() error {
+	err = wait.Poll(ctx, agentMeshTimeout, func() error {
 		mp := &wgv1.MeshPeer{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: b.Name}, mp); err != nil {
 			return err
@@ -518,7 +519,7 @@ func dnsForceEndpoint(ctx context.Context, t *testing.T, c *cluster.Cluster, nod
 		t.Fatal(err)
 	}
 	a := nodes[0]
-	if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, a, gateways(infos[a.Name])[0], gateways(infos[b.Name])[0]) }); err != nil {
+	if err := wait.Poll(ctx, 20*time.Second, func() error { return ping(ctx, a, gateways(infos[a.Name])[0], gateways(infos[b.Name])[0]) }); err != nil {
 		t.Errorf("%s cannot reach %s through the DNS endpoint: %v", a.Name, b.Name, err)
 	}
 }
@@ -534,12 +535,12 @@ func driftRepaired(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 		t.Fatalf("removing peer by hand: %v", err)
 	}
 	began := time.Now()
-	if err := eventually(ctx, 30*time.Second, func() error { return hasPeer(ctx, n, o) }); err != nil {
+	if err := wait.Poll(ctx, 30*time.Second, func() error { return hasPeer(ctx, n, o) }); err != nil {
 		t.Fatalf("route and peer deleted by hand not restored: %v", err)
 	}
 	t.Logf("route %s and peer %s restored on %s after %s", route, o.name, n.Name, time.Since(began).Round(10*time.Millisecond))
 	// And the traffic flows again.
-	if err := eventually(ctx, 20*time.Second, func() error { return ping(ctx, n, gateways(infos[n.Name])[0], gateways(o)[0]) }); err != nil {
+	if err := wait.Poll(ctx, 20*time.Second, func() error { return ping(ctx, n, gateways(infos[n.Name])[0], gateways(o)[0]) }); err != nil {
 		t.Errorf("no traffic after repair: %v", err)
 	}
 }
@@ -614,7 +615,7 @@ func badMeshPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 	n := nodes[0]
 	wantInMessage := []string{"wgm-ext-dns", "wgm-nonexistent.invalid:51820", "wgm-ext-overlap-a", "198.18.251.0/24", "wgm-ext-overlap-b", "198.18.251.128/25"}
 	// Condition on the node's own MeshPeer.
-	err := eventually(ctx, agentMeshTimeout, func() error {
+	err := wait.Poll(ctx, agentMeshTimeout, func() error {
 		mp := &wgv1.MeshPeer{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
 			return err
@@ -634,7 +635,7 @@ func badMeshPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 		t.Error(err)
 	}
 	// Events on the bad MeshPeers, naming peer and value.
-	err = eventually(ctx, agentMeshTimeout, func() error {
+	err = wait.Poll(ctx, agentMeshTimeout, func() error {
 		var evs eventsv1.EventList
 		if err := c.Client.List(ctx, &evs); err != nil {
 			return err
@@ -677,7 +678,7 @@ func badMeshPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 	for _, a := range nodes {
 		for _, b := range nodes {
 			if a != b {
-				if err := eventually(ctx, 20*time.Second, func() error {
+				if err := wait.Poll(ctx, 20*time.Second, func() error {
 					return ping(ctx, a, gateways(infos[a.Name])[0], gateways(infos[b.Name])[0])
 				}); err != nil {
 					t.Errorf("with bad MeshPeers present, %s cannot reach %s: %v", a.Name, b.Name, err)
@@ -691,7 +692,7 @@ func badMeshPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 			t.Fatal(err)
 		}
 	}
-	if err := eventually(ctx, agentMeshTimeout, func() error {
+	if err := wait.Poll(ctx, agentMeshTimeout, func() error {
 		mp := &wgv1.MeshPeer{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err != nil {
 			return err
@@ -741,7 +742,7 @@ func cleanupOnExit(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 	if out, _ := n.Exec(ctx, "ip", "route", "show", "proto", "87"); strings.TrimSpace(string(out)) != "" {
 		t.Errorf("after --cleanup-on-exit, routes remain: %s", out)
 	}
-	if err := eventually(ctx, 10*time.Second, func() error {
+	if err := wait.Poll(ctx, 10*time.Second, func() error {
 		if wgPID == 0 {
 			return nil // kernel WireGuard: the link is gone, checked above
 		}
@@ -764,7 +765,7 @@ func cleanupOnExit(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 		t.Fatal(err)
 	}
 	infos := waitFullMesh(ctx, t, c, nodes)
-	if err := eventually(ctx, 20*time.Second, func() error {
+	if err := wait.Poll(ctx, 20*time.Second, func() error {
 		return ping(ctx, nodes[0], gateways(infos[nodes[0].Name])[0], gateways(infos[n.Name])[0])
 	}); err != nil {
 		t.Errorf("after the agent came back: %v", err)
@@ -833,12 +834,12 @@ func joinAndLeave(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 		all := append(slices.Clone(nodes), a.n)
 		infos := waitFullMesh(ctx, t, c, all)
 		for _, o := range nodes {
-			if err := eventually(ctx, 20*time.Second, func() error {
+			if err := wait.Poll(ctx, 20*time.Second, func() error {
 				return ping(ctx, o, gateways(infos[o.Name])[0], gateways(inf)[0])
 			}); err != nil {
 				t.Errorf("%s cannot reach new node %s: %v", o.Name, name, err)
 			}
-			if err := eventually(ctx, 20*time.Second, func() error {
+			if err := wait.Poll(ctx, 20*time.Second, func() error {
 				return ping(ctx, a.n, gateways(inf)[0], gateways(infos[o.Name])[0])
 			}); err != nil {
 				t.Errorf("new node %s cannot reach %s: %v", name, o.Name, err)
@@ -850,7 +851,7 @@ func joinAndLeave(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 		if err := c.RemoveNode(ctx, a.n); err != nil {
 			t.Fatalf("removing %s: %v", name, err)
 		}
-		if err := eventually(ctx, agentMeshTimeout, func() error {
+		if err := wait.Poll(ctx, agentMeshTimeout, func() error {
 			for _, o := range nodes {
 				if err := lacksPeer(ctx, o, inf); err != nil {
 					return err
@@ -927,7 +928,7 @@ func thousandPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 	}
 	createdAt := time.Now()
 	want := count + len(nodes) - 1
-	err = eventually(ctx, 5*time.Minute, func() error {
+	err = wait.Poll(ctx, 5*time.Minute, func() error {
 		peers, err := wgPeers(n)
 		if err != nil {
 			return err
@@ -956,7 +957,7 @@ func thousandPeers(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes 
 	if err := fast.DeleteAllOf(ctx, &wgv1.MeshPeer{}, sel); err != nil {
 		t.Fatal(err)
 	}
-	if err := eventually(ctx, 5*time.Minute, func() error {
+	if err := wait.Poll(ctx, 5*time.Minute, func() error {
 		peers, err := wgPeers(n)
 		if err != nil {
 			return err

@@ -20,6 +20,7 @@ import (
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 type clusterTestLog struct{ t *testing.T }
@@ -27,21 +28,6 @@ type clusterTestLog struct{ t *testing.T }
 func (l clusterTestLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func waitCond(t *testing.T, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // TestLocalCluster: 3 nodes (1 behind NAT) come up with the real product; Nodes are Ready
@@ -77,7 +63,7 @@ func TestLocalCluster(t *testing.T) {
 	// Nodes: registered, Ready, a /24 from the cluster CIDR each (the operator's work).
 	podCIDR := map[string]netip.Prefix{}
 	for _, n := range c.Nodes {
-		waitCond(t, 60*time.Second, "Node "+n.Name+" Ready with a podCIDR", func() error {
+		wait.For(t, 60*time.Second, "Node "+n.Name+" Ready with a podCIDR", func() error {
 			node := &corev1.Node{}
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: n.Name}, node); err != nil {
 				return err
@@ -137,7 +123,7 @@ func TestLocalCluster(t *testing.T) {
 	if err := c.Client.Create(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	waitCond(t, 60*time.Second, "EndpointSlice of service matrix with all 6 pods ready", func() error {
+	wait.For(t, 60*time.Second, "EndpointSlice of service matrix with all 6 pods ready", func() error {
 		sl := &discoveryv1.EndpointSliceList{}
 		if err := c.Client.List(ctx, sl, client.InNamespace("default"), client.MatchingLabels{discoveryv1.LabelServiceName: "matrix"}); err != nil {
 			return err
@@ -162,7 +148,7 @@ func TestLocalCluster(t *testing.T) {
 
 	// A Node's MeshPeer is owned by it: deleting the Node garbage-collects the MeshPeer.
 	victim := c.Node("wgm-node-2")
-	waitCond(t, 60*time.Second, "MeshPeer wgm-node-2 owned by its Node", func() error {
+	wait.For(t, 60*time.Second, "MeshPeer wgm-node-2 owned by its Node", func() error {
 		mp := &wgv1.MeshPeer{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: victim.Name}, mp); err != nil {
 			return err
@@ -177,7 +163,7 @@ func TestLocalCluster(t *testing.T) {
 	if err := c.RemoveNode(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	waitCond(t, 90*time.Second, "MeshPeer wgm-node-2 garbage-collected after its Node was deleted", func() error {
+	wait.For(t, 90*time.Second, "MeshPeer wgm-node-2 garbage-collected after its Node was deleted", func() error {
 		err := c.Client.Get(ctx, client.ObjectKey{Name: victim.Name}, &wgv1.MeshPeer{})
 		if err == nil {
 			return fmt.Errorf("still there")

@@ -25,6 +25,7 @@ import (
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 const (
@@ -165,7 +166,7 @@ func TestExternalPeer(t *testing.T) {
 		}
 		ip := podIPs(p)[0]
 		var got string
-		if err := eventually(ctx, meshTimeout, func() (err error) {
+		if err := wait.Poll(ctx, meshTimeout, func() (err error) {
 			got, err = nsRequest(ctx, laptop.NS, "http", net.JoinHostPort(ip, strconv.Itoa(podPort)), "hostname")
 			return err
 		}); err != nil {
@@ -186,7 +187,7 @@ func TestExternalPeer(t *testing.T) {
 	// The ClusterIP through the via node: every backend answers, the NAT
 	// node's included, and no request fails.
 	seen := map[string]bool{}
-	if err := eventually(ctx, meshTimeout, func() error {
+	if err := wait.Poll(ctx, meshTimeout, func() error {
 		_, err := nsRequest(ctx, laptop.NS, "http", net.JoinHostPort(cip, "80"), "hostname")
 		return err
 	}); err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // maxRotationLoss is the most 10 ms pings one rotation may lose: an
@@ -75,7 +76,7 @@ func TestKeyRotation(t *testing.T) {
 			if from == to {
 				continue
 			}
-			if err := eventually(ctx, meshTimeout, func() error {
+			if err := wait.Poll(ctx, meshTimeout, func() error {
 				_, err := c.PodDial(ctx, pods[from.Name], "tcp", pods[to.Name].Status.PodIP, podPort, "hostname")
 				return err
 			}); err != nil {
@@ -164,7 +165,7 @@ func rotateUnderPing(ctx context.Context, t *testing.T, c *cluster.Cluster, node
 // no private.key.next is left.
 func checkRotated(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes []*cluster.Node, node *cluster.Node, old, fresh nodeInfo) {
 	t.Helper()
-	err := eventually(ctx, 10*time.Second, func() error {
+	err := wait.Poll(ctx, 10*time.Second, func() error {
 		for _, n := range nodes {
 			if n == node {
 				continue
@@ -239,7 +240,7 @@ func rotationKilledHalfway(ctx context.Context, t *testing.T, c *cluster.Cluster
 	}
 	token := m[1]
 	var announced string
-	if err := eventually(ctx, 30*time.Second, func() error {
+	if err := wait.Poll(ctx, 30*time.Second, func() error {
 		n := &corev1.Node{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: node.Name}, n); err != nil {
 			return err
@@ -273,7 +274,7 @@ func rotationKilledHalfway(ctx context.Context, t *testing.T, c *cluster.Cluster
 		t.Fatal(err)
 	}
 	operatorUp = true
-	if err := eventually(ctx, 30*time.Second, func() error {
+	if err := wait.Poll(ctx, 30*time.Second, func() error {
 		mp := &wgv1.MeshPeer{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: node.Name}, mp); err != nil {
 			return err
@@ -295,7 +296,7 @@ func rotationKilledHalfway(ctx context.Context, t *testing.T, c *cluster.Cluster
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := eventually(ctx, 10*time.Second, func() error { return hasPeer(ctx, other, fresh) }); err != nil {
+	if err := wait.Poll(ctx, 10*time.Second, func() error { return hasPeer(ctx, other, fresh) }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.PodDial(ctx, pods[other.Name], "tcp", pods[node.Name].Status.PodIP, podPort, "hostname"); err == nil {
@@ -307,7 +308,7 @@ func rotationKilledHalfway(ctx context.Context, t *testing.T, c *cluster.Cluster
 	if err := node.StartAgent(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := eventually(ctx, 60*time.Second, func() error {
+	if err := wait.Poll(ctx, 60*time.Second, func() error {
 		n := &corev1.Node{}
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: node.Name}, n); err != nil {
 			return err
@@ -325,7 +326,7 @@ func rotationKilledHalfway(ctx context.Context, t *testing.T, c *cluster.Cluster
 		if o == node {
 			continue
 		}
-		if err := eventually(ctx, 10*time.Second, func() error {
+		if err := wait.Poll(ctx, 10*time.Second, func() error {
 			got, err := c.PodDial(ctx, pods[o.Name], "tcp", pods[node.Name].Status.PodIP, podPort, "hostname")
 			if err == nil && got != pods[node.Name].Name {
 				err = fmt.Errorf("answer %q", got)

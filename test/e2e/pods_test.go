@@ -25,6 +25,7 @@ import (
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 const (
@@ -55,18 +56,6 @@ func needCluster(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(bin, p)); err != nil {
 			t.Fatalf("%s missing in WGMESH_BIN_DIR=%s (make build cni-plugins): %v", p, bin, err)
 		}
-	}
-}
-
-// eventually retries fn until it succeeds or timeout passes.
-func eventually(ctx context.Context, timeout time.Duration, fn func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -177,7 +166,7 @@ func runPodNetworking(t *testing.T, tc podNetCase) {
 	wantMTU := tc.underlayMTU - 80
 	cidrs := map[string][]netip.Prefix{}
 	for _, n := range c.Nodes {
-		if err := eventually(ctx, readyTimeout, func() error {
+		if err := wait.Poll(ctx, readyTimeout, func() error {
 			if got := podCIDRs(ctx, t, c, n); len(got) == 0 || tc.dualStack && len(got) != 2 {
 				return fmt.Errorf("node %s has podCIDRs %v", n.Name, got)
 			}
@@ -348,7 +337,7 @@ func checkNodeCNI(ctx context.Context, t *testing.T, n *cluster.Node, cidrs []ne
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := eventually(ctx, meshTimeout, func() error {
+	if err := wait.Poll(ctx, meshTimeout, func() error {
 		got, err := os.ReadFile(path)
 		if err != nil {
 			return err
@@ -394,7 +383,7 @@ func setNATKeepalive(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 // checkNodeEvent: the agent reported what it changed on the node as a
 // Normal Event regarding the Node.
 func checkNodeEvent(ctx context.Context, t *testing.T, c *cluster.Cluster, node, reason string) {
-	if err := eventually(ctx, meshTimeout, func() error {
+	if err := wait.Poll(ctx, meshTimeout, func() error {
 		var evs eventsv1.EventList
 		if err := c.Client.List(ctx, &evs); err != nil {
 			return err
@@ -443,7 +432,7 @@ func meshConverged(ctx context.Context, t *testing.T, c *cluster.Cluster, pods [
 				continue
 			}
 			for _, dst := range podIPs(to) {
-				if err := eventually(ctx, meshTimeout, func() error {
+				if err := wait.Poll(ctx, meshTimeout, func() error {
 					_, err := c.PodDial(ctx, from, "http", dst, podPort, "hostname")
 					return err
 				}); err != nil {
@@ -469,7 +458,7 @@ func podMatrix(ctx context.Context, t *testing.T, c *cluster.Cluster, pods []*co
 				src := podIPs(from)[i]
 				for _, proto := range []string{"http", "udp"} {
 					var got string
-					err := eventually(ctx, retryTimeout, func() error {
+					err := wait.Poll(ctx, retryTimeout, func() error {
 						var err error
 						got, err = c.PodDial(ctx, from, proto, dst, podPort, "clientip")
 						return err
@@ -499,7 +488,7 @@ func nodeToPod(ctx context.Context, t *testing.T, c *cluster.Cluster, pods []*co
 						req = "/clientip"
 					}
 					var got string
-					err := eventually(ctx, retryTimeout, func() error {
+					err := wait.Poll(ctx, retryTimeout, func() error {
 						var err error
 						got, err = n.Dial(ctx, proto, net.JoinHostPort(ip, strconv.Itoa(podPort)), req)
 						return err
@@ -623,7 +612,7 @@ func hostPortWorks(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 		t.Fatal(err)
 	}
 	var got string
-	err := eventually(ctx, meshTimeout, func() error {
+	err := wait.Poll(ctx, meshTimeout, func() error {
 		var err error
 		got, err = n2.Dial(ctx, "http", net.JoinHostPort(n1.UnderlayIP, strconv.Itoa(hostPort)), "/hostname")
 		return err
@@ -657,7 +646,7 @@ func recreatePod(ctx context.Context, t *testing.T, c *cluster.Cluster, pods []*
 		t.Fatal(err)
 	}
 	for _, ip := range oldIPs {
-		if err := eventually(ctx, 30*time.Second, func() error {
+		if err := wait.Poll(ctx, 30*time.Second, func() error {
 			if _, err := os.Stat(filepath.Join(store, ip)); err == nil {
 				return fmt.Errorf("%s still allocated in %s after the pod was deleted", ip, store)
 			}
@@ -686,7 +675,7 @@ func recreatePod(ctx context.Context, t *testing.T, c *cluster.Cluster, pods []*
 		// This once caught the pod bridge changing its MAC address as pods came
 		// and went (IPv6 pods then kept a stale gateway entry for 30 s and
 		// more): the agent now gives the bridge a fixed address.
-		if err := eventually(ctx, 30*time.Second, func() error {
+		if err := wait.Poll(ctx, 30*time.Second, func() error {
 			got, err := c.PodDial(ctx, pods[0], "http", ip, podPort, "hostname")
 			if err != nil || got != victim.Name {
 				return fmt.Errorf("recreated pod %s (%s) from %s: %q, %v", victim.Name, ip, pods[0].Name, got, err)

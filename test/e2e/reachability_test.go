@@ -19,6 +19,7 @@ import (
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // TestReachability: CONNECTED means reachable now. An idle mesh shows every
@@ -44,7 +45,7 @@ func TestReachability(t *testing.T) {
 	// (a probe is up to 3 echoes, the first of which may wait for the
 	// handshake).
 	waitStatus(ctx, t, c, map[string]string{a.Name: "2/2", b.Name: "2/2", x.Name: "2/2"}, nil)
-	if err := eventually(ctx, 20*time.Second, func() error {
+	if err := wait.Poll(ctx, 20*time.Second, func() error {
 		m := agentMetrics(ctx, t, a)
 		for _, peer := range []string{b.Name, x.Name} {
 			if v := metricValue(m, fmt.Sprintf(`wgmesh_peer_reachable{peer=%q}`, peer)); v != 1 {
@@ -90,7 +91,7 @@ func TestReachability(t *testing.T) {
 	unblock := func() { _, _ = x.Exec(context.WithoutCancel(ctx), "nft", "delete", "table", "inet", "wgm-e2e-cut") }
 	defer unblock()
 	cut := time.Now()
-	if err := eventually(ctx, 20*time.Second, func() error {
+	if err := wait.Poll(ctx, 20*time.Second, func() error {
 		if v := metricValue(agentMetrics(ctx, t, a), fmt.Sprintf(`wgmesh_peer_reachable{peer=%q}`, x.Name)); v != 0 {
 			return fmt.Errorf("%s: wgmesh_peer_reachable{peer=%s} = %v", a.Name, x.Name, v)
 		}
@@ -138,7 +139,7 @@ func TestReachability(t *testing.T) {
 // (when given) exactly these unreachable peers.
 func waitStatus(ctx context.Context, t *testing.T, c *cluster.Cluster, connected map[string]string, unreachable map[string][]string) {
 	t.Helper()
-	err := eventually(ctx, 45*time.Second, func() error {
+	err := wait.Poll(ctx, 45*time.Second, func() error {
 		for name, want := range connected {
 			mp := &wgv1.MeshPeer{}
 			if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, mp); err != nil {

@@ -26,6 +26,7 @@ import (
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 func needRealNodes(t *testing.T) {
@@ -79,7 +80,7 @@ func TestRealNodes(t *testing.T) {
 	})
 
 	t.Run("meshpeers", func(t *testing.T) {
-		waitCond(t, 2*time.Minute, "a MeshPeer per node, each with every other peer connected", func() error {
+		wait.For(t, 2*time.Minute, "a MeshPeer per node, each with every other peer connected", func() error {
 			list := &wgv1.MeshPeerList{}
 			if err := c.Client.List(ctx, list); err != nil {
 				return err
@@ -106,7 +107,7 @@ func TestRealNodes(t *testing.T) {
 	// (the NAT node's agent is out of the API server's reach: noted).
 	t.Run("reachability and graph", func(t *testing.T) {
 		want := fmt.Sprintf("%d/%d", len(c.Nodes)-1, len(c.Nodes)-1)
-		waitCond(t, time.Minute, "every MeshPeer connected "+want, func() error {
+		wait.For(t, time.Minute, "every MeshPeer connected "+want, func() error {
 			list := &wgv1.MeshPeerList{}
 			if err := c.Client.List(ctx, list); err != nil {
 				return err
@@ -129,7 +130,7 @@ func TestRealNodes(t *testing.T) {
 		}
 		edge := regexp.MustCompile(`"` + regexp.QuoteMeta(a) + `" -- "` + regexp.QuoteMeta(b) + `" \[[^]]*label="[0-9.]+ ms"`)
 		var dot []byte
-		waitCond(t, time.Minute, "graph --rtt labels the "+a+" -- "+b+" edge with a round trip", func() error {
+		wait.For(t, time.Minute, "graph --rtt labels the "+a+" -- "+b+" edge with a round trip", func() error {
 			dot, err = exec.CommandContext(ctx, plugin, "graph", "--rtt", "--kubeconfig", c.Kubeconfig).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("%v: %s", err, dot)
@@ -167,7 +168,7 @@ func TestRealNodes(t *testing.T) {
 			for _, to := range pods {
 				for _, proto := range []string{"http", "udp"} {
 					var got string
-					err := eventually(ctx, 30*time.Second, func() error {
+					err := wait.Poll(ctx, 30*time.Second, func() error {
 						var err error
 						got, err = c.PodDial(ctx, from, proto, to.Status.PodIP, cluster.DefaultWorkloadPort, "hostname")
 						return err
@@ -196,7 +197,7 @@ func TestRealNodes(t *testing.T) {
 		for _, from := range pods {
 			// Create filled in the ClusterIP the API server allocated.
 			for _, host := range []string{svc.Spec.ClusterIP, "real.default.svc.cluster.local"} {
-				err := eventually(ctx, 30*time.Second, func() error {
+				err := wait.Poll(ctx, 30*time.Second, func() error {
 					_, err := c.PodDial(ctx, from, "http", host, 80, "hostname")
 					return err
 				})

@@ -14,6 +14,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent"
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // TestLeakGuardFromBoot simulates a reboot of a node: its WireGuard process,
@@ -83,7 +84,7 @@ func TestLeakGuardFromBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = eventually(ctx, readyTimeout, func() error {
+	err = wait.Poll(ctx, readyTimeout, func() error {
 		p := &corev1.Pod{}
 		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(early), p); err != nil {
 			return err
@@ -108,7 +109,7 @@ func TestLeakGuardFromBoot(t *testing.T) {
 	if early, err = c.WaitPodReady(ctx, "default", early.Name, readyTimeout); err != nil {
 		t.Fatal(err)
 	}
-	err = eventually(ctx, readyTimeout, func() error {
+	err = wait.Poll(ctx, readyTimeout, func() error {
 		got, err := c.PodDial(ctx, early, "tcp", target.Status.PodIP, podPort, "hostname")
 		if err != nil {
 			return err

@@ -28,6 +28,7 @@ import (
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/noderuntime"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 func TestServices(t *testing.T) {
@@ -100,7 +101,7 @@ func TestServices(t *testing.T) {
 					seen := map[string]bool{}
 					for try := 0; try < 30 && len(seen) < 2; try++ {
 						var got string
-						if err := eventually(ctx, retryTimeout, func() (err error) {
+						if err := wait.Poll(ctx, retryTimeout, func() (err error) {
 							got, err = c.PodDial(ctx, from, proto, cip, port, "hostname")
 							return err
 						}); err != nil {
@@ -131,7 +132,7 @@ func TestServices(t *testing.T) {
 					if proto == "udp" {
 						port = "53"
 					}
-					if err := eventually(ctx, retryTimeout, func() error {
+					if err := wait.Poll(ctx, retryTimeout, func() error {
 						_, err := n.Dial(ctx, proto, net.JoinHostPort(cip, port), "hostname")
 						return err
 					}); err != nil {
@@ -151,7 +152,7 @@ func TestServices(t *testing.T) {
 			}
 			for _, ip := range []string{n.UnderlayIP, n.UnderlayIP6} {
 				addr := net.JoinHostPort(ip, strconv.Itoa(nodePort))
-				if err := eventually(ctx, retryTimeout, func() error {
+				if err := wait.Poll(ctx, retryTimeout, func() error {
 					_, err := nsRequest(ctx, c.Internet, "http", addr, "/hostname")
 					return err
 				}); err != nil {
@@ -175,7 +176,7 @@ func TestServices(t *testing.T) {
 		defer c.Internet.Exec(context.Background(), "ip", "route", "del", "198.18.0.200/32")
 		for _, dst := range []string{cips[0], "198.18.0.200"} {
 			var got string
-			if err := eventually(ctx, retryTimeout, func() (err error) {
+			if err := wait.Poll(ctx, retryTimeout, func() (err error) {
 				got, err = nsRequest(ctx, c.Internet, "tcp", net.JoinHostPort(dst, "80"), "clientip")
 				return err
 			}); err != nil {
@@ -198,7 +199,7 @@ func TestServices(t *testing.T) {
 		waitEndpoints(ctx, t, c, "hairpin", 2)
 		hp := getService(ctx, t, c, "hairpin")
 		for _, cip := range hp.Spec.ClusterIPs {
-			if err := eventually(ctx, retryTimeout, func() error {
+			if err := wait.Poll(ctx, retryTimeout, func() error {
 				got, err := c.PodDial(ctx, self, "tcp", cip, 80, "hostname")
 				if err == nil && strings.TrimSpace(got) != self.Name {
 					return fmt.Errorf("answered by %q", got)
@@ -220,7 +221,7 @@ func TestServices(t *testing.T) {
 			seen := map[string]bool{}
 			for range 15 {
 				var got string
-				if err := eventually(ctx, retryTimeout, func() (err error) {
+				if err := wait.Poll(ctx, retryTimeout, func() (err error) {
 					got, err = c.PodDial(ctx, from, "tcp", st.Spec.ClusterIPs[0], 80, "hostname")
 					return err
 				}); err != nil {
@@ -249,7 +250,7 @@ func TestServices(t *testing.T) {
 				// sync at most once a second), a SYN may go unanswered and
 				// be refused only on its retransmission: retried. Once
 				// programmed, the refusal is immediate.
-				if err := eventually(ctx, retryTimeout, func() error {
+				if err := wait.Poll(ctx, retryTimeout, func() error {
 					start := time.Now()
 					_, err := n.Dial(ctx, proto, addr, "hostname")
 					took := time.Since(start)
@@ -352,7 +353,7 @@ func udpEndpointReplaced(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	}
 	// Wait for the EndpointSlice to show only dns-b, then the same socket
 	// must get dns-b's answer within a second.
-	if err := eventually(ctx, readyTimeout, func() error {
+	if err := wait.Poll(ctx, readyTimeout, func() error {
 		addrs := sliceAddrs(ctx, c, "dns")
 		if len(addrs) != 2 || !containsAll(addrs, podIPs(b)) {
 			return fmt.Errorf("dns endpoints %v, want only dns-b's %v", addrs, podIPs(b))
@@ -395,7 +396,7 @@ func externalLocal(ctx context.Context, t *testing.T, c *cluster.Cluster, web []
 	}
 	addr := net.JoinHostPort(first.UnderlayIP, strconv.Itoa(np))
 	var got string
-	if err := eventually(ctx, retryTimeout, func() (err error) {
+	if err := wait.Poll(ctx, retryTimeout, func() (err error) {
 		got, err = nsRequest(ctx, c.Internet, "tcp", addr, "clientip")
 		return err
 	}); err != nil {
@@ -413,7 +414,7 @@ func externalLocal(ctx context.Context, t *testing.T, c *cluster.Cluster, web []
 		code int
 	}{{first, 200}, {other, 503}} {
 		url := "http://" + net.JoinHostPort(n.node.UnderlayIP, strconv.Itoa(hc)) + "/healthz"
-		if err := eventually(ctx, retryTimeout, func() error {
+		if err := wait.Poll(ctx, retryTimeout, func() error {
 			code, body, err := nsHTTPGet(ctx, c.Internet, url)
 			if err != nil {
 				return err
@@ -479,7 +480,7 @@ func sliceAddrs(ctx context.Context, c *cluster.Cluster, name string) []string {
 
 func waitEndpoints(ctx context.Context, t *testing.T, c *cluster.Cluster, name string, n int) {
 	t.Helper()
-	if err := eventually(ctx, readyTimeout, func() error {
+	if err := wait.Poll(ctx, readyTimeout, func() error {
 		if got := sliceAddrs(ctx, c, name); len(got) < n {
 			return fmt.Errorf("service %s has ready endpoints %v, want %d", name, got, n)
 		}
@@ -562,7 +563,7 @@ func servicesCannotCapture(ctx context.Context, t *testing.T, c *cluster.Cluster
 	}
 	defer func() { _ = c.Client.Delete(context.WithoutCancel(ctx), evil) }()
 	want := map[string]string{"spec.externalIPs[0]": webCIP, "spec.externalIPs[1]": cluster.APIServerIP}
-	if err := eventually(ctx, agentMeshTimeout, func() error {
+	if err := wait.Poll(ctx, agentMeshTimeout, func() error {
 		var evs corev1.EventList
 		if err := c.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
 			return err

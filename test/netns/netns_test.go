@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // testNS creates a namespace named after the test and removes it at the end.
@@ -164,10 +166,10 @@ func TestBridgeAndHostVeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The kernel destroys a namespace (and the veth ends in it) asynchronously.
-	waitFor(t, "host end "+host+" to go with its namespace", func() bool {
+	wait.For(t, 10*time.Second, "host end "+host+" to go with its namespace", wait.True(func() bool {
 		names, _ := LinkNames(Host())
 		return !slices.Contains(names, host)
-	})
+	}))
 }
 
 func TestMachinePrivateDirsAndSysfs(t *testing.T) {
@@ -214,10 +216,10 @@ func TestMachinePrivateDirsAndSysfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	go sleeper.Wait()
-	waitFor(t, "sleep to show in the machine's PIDs", func() bool {
+	wait.For(t, 10*time.Second, "sleep to show in the machine's PIDs", wait.True(func() bool {
 		pids, _ := m.PIDs()
 		return slices.Contains(pids, sleeper.Process.Pid)
-	})
+	}))
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -287,10 +289,10 @@ func TestCleanupLeftoversRemovesOnlyOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	go sleeper.Wait()
-	waitFor(t, "sleep to enter the namespace", func() bool {
+	wait.For(t, 10*time.Second, "sleep to enter the namespace", wait.True(func() bool {
 		pids, _ := orphan.PIDs()
 		return slices.Contains(pids, sleeper.Process.Pid)
-	})
+	}))
 	// Pretend the orphan's owner crashed.
 	if err := os.WriteFile(filepath.Join(OwnersDir, "netns."+orphan.Name()), []byte("1 0\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -321,16 +323,5 @@ func TestCleanupLeftoversRemovesOnlyOrphans(t *testing.T) {
 	}
 	if _, err := os.Stat(live.Path()); err != nil {
 		t.Fatal("CleanupLeftovers removed a namespace whose owner runs")
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // cniPlugins returns the directory with the standard plugins that `make cni-plugins` builds.
@@ -78,7 +79,7 @@ func TestRuntimeRunsPodsThroughCNI(t *testing.T) {
 	if _, err := c.CreatePod(ctx, node, "early", 8080); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a FailedCreatePodSandBox event for pod early", func() bool {
+	wait.For(t, 60*time.Second, "a FailedCreatePodSandBox event for pod early", wait.True(func() bool {
 		evs := &corev1.EventList{}
 		c.Client.List(ctx, evs, client.InNamespace("default"))
 		for _, e := range evs.Items {
@@ -87,7 +88,7 @@ func TestRuntimeRunsPodsThroughCNI(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}))
 	pod := &corev1.Pod{}
 	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "early"}, pod); err != nil {
 		t.Fatal(err)
@@ -141,7 +142,7 @@ func TestRuntimeRunsPodsThroughCNI(t *testing.T) {
 	if err := c.Client.Create(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "an EndpointSlice of service rt with pod second's address", func() bool {
+	wait.For(t, 60*time.Second, "an EndpointSlice of service rt with pod second's address", wait.True(func() bool {
 		sl := &discoveryv1.EndpointSliceList{}
 		c.Client.List(ctx, sl, client.InNamespace("default"), client.MatchingLabels{discoveryv1.LabelServiceName: "rt"})
 		for _, s := range sl.Items {
@@ -152,7 +153,7 @@ func TestRuntimeRunsPodsThroughCNI(t *testing.T) {
 			}
 		}
 		return false
-	})
+	}))
 
 	// Deletion: CNI DEL frees the address, the namespace goes, the pod object goes.
 	ipFile := filepath.Join(node.HostPath("/var/lib/cni"), "networks", "runtime-test", early.Status.PodIP)
@@ -178,10 +179,10 @@ func TestRuntimeRunsPodsThroughCNI(t *testing.T) {
 	if err := node.StartRuntime(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "pod second to answer after a runtime restart", func() bool {
+	wait.For(t, 60*time.Second, "pod second to answer after a runtime restart", wait.True(func() bool {
 		got, err := node.Dial(ctx, "http", net.JoinHostPort(second.Status.PodIP, "8080"), "hostname")
 		return err == nil && got == "second"
-	})
+	}))
 	again, err := c.WaitPodReady(ctx, "default", "second", 10*time.Second)
 	if err != nil || again.Status.PodIP != second.Status.PodIP {
 		t.Fatalf("pod second after a runtime restart: IP %s (was %s), %v", again.Status.PodIP, second.Status.PodIP, err)
@@ -193,15 +194,4 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 60s waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
