@@ -187,22 +187,27 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	// Reconcile on what the mesh is made of, never on status alone: with N
 	// nodes every agent's status write reaches every agent.
 	for _, w := range []struct {
+		kind    string
 		obj     client.Object
 		changed func(old, new any) bool
-	}{{&corev1.Node{}, ownNodeChanged}, {&wgv1.MeshPeer{}, meshPeerChanged}} {
+	}{{"Node", &corev1.Node{}, ownNodeChanged}, {"MeshPeer", &wgv1.MeshPeer{}, meshPeerChanged}} {
 		inf, err := mgr.GetCache().GetInformer(ctx, w.obj)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", w.obj, err)
 		}
 		changed := w.changed
+		woke, ignored := a.metrics.WatchEvents.WithLabelValues(w.kind, "reconcile"), a.metrics.WatchEvents.WithLabelValues(w.kind, "ignored")
+		wake := func() { woke.Inc(); a.trigger.fireFor("watch") }
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { a.trigger.fireFor("watch") },
+			AddFunc: func(any) { wake() },
 			UpdateFunc: func(old, new any) {
 				if changed(old, new) {
-					a.trigger.fireFor("watch")
+					wake()
+				} else {
+					ignored.Inc()
 				}
 			},
-			DeleteFunc: func(any) { a.trigger.fireFor("watch") },
+			DeleteFunc: func(any) { wake() },
 		}); err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ type Metrics struct {
 	PeerProblems      prometheus.Gauge
 	Reconciles        *prometheus.CounterVec
 	StatusWrites      prometheus.Counter
+	WatchEvents       *prometheus.CounterVec
 	device            *deviceCollector
 }
 
@@ -47,13 +48,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"trigger"}),
 		StatusWrites: prometheus.NewCounter(prometheus.CounterOpts{Name: "wgmesh_status_writes_total",
 			Help: "Writes of this node's MeshPeer status."}),
+		WatchEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wgmesh_watch_events_total",
+			Help: "MeshPeer and own-Node watch events, by kind and effect: reconcile (a change that matters woke the agent) or ignored (a status-only or unrelated change)."},
+			[]string{"kind", "effect"}),
 		device: &deviceCollector{},
 	}
 	for _, r := range triggerReasons {
 		m.Reconciles.WithLabelValues(r)
 	}
+	for _, k := range []string{"MeshPeer", "Node"} {
+		for _, e := range []string{"reconcile", "ignored"} {
+			m.WatchEvents.WithLabelValues(k, e)
+		}
+	}
 	if reg != nil {
-		reg.MustRegister(m.Peers, m.PeersConnected, m.ReconcileDuration, m.ReconcileErrors, m.MTU, m.Sysctl, m.PeerProblems, m.Reconciles, m.StatusWrites, m.device)
+		reg.MustRegister(m.Peers, m.PeersConnected, m.ReconcileDuration, m.ReconcileErrors, m.MTU, m.Sysctl, m.PeerProblems, m.Reconciles, m.StatusWrites, m.WatchEvents, m.device)
 	}
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -367,19 +368,15 @@ func statusAndMetrics(ctx context.Context, t *testing.T, c *cluster.Cluster, nod
 	}
 	// Metrics and readiness, from inside the node.
 	n := nodes[0]
-	out, err := n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9472 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
+	out := agentMetrics(ctx, t, n)
 	for _, m := range []string{"wgmesh_peers ", "wgmesh_peer_last_handshake_seconds{peer=", "wgmesh_peer_receive_bytes_total{peer=",
 		"wgmesh_peer_transmit_bytes_total{peer=", "wgmesh_reconcile_duration_seconds_count", "wgmesh_mtu 1420", `wgmesh_sysctl{key="net.ipv4.ip_forward"} 1`} {
-		if !strings.Contains(string(out), m) {
+		if !strings.Contains(out, m) {
 			t.Errorf("metrics lack %q", m)
 		}
 	}
-	out, err = n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9473 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
-	if err != nil || !strings.Contains(string(out), "200 OK") {
-		t.Errorf("readyz: %v %q", err, out)
+	if code, body, err := agentGet(ctx, n, agentHealthPort, "/readyz"); err != nil || code != http.StatusOK {
+		t.Errorf("readyz: %d %v %q", code, err, body)
 	}
 	statusNotOnATimer(ctx, t, c, nodes)
 }
@@ -438,11 +435,7 @@ var reconcileCountLine = regexp.MustCompile(`(?m)^wgmesh_reconcile_duration_seco
 // reconcileCount is the node agent's wgmesh_reconcile_duration_seconds_count.
 func reconcileCount(ctx context.Context, t *testing.T, n *cluster.Node) float64 {
 	t.Helper()
-	out, err := n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9472 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
-	if err != nil {
-		t.Fatalf("metrics of %s: %v", n.Name, err)
-	}
-	m := reconcileCountLine.FindStringSubmatch(string(out))
+	m := reconcileCountLine.FindStringSubmatch(agentMetrics(ctx, t, n))
 	if m == nil {
 		t.Fatalf("metrics of %s lack wgmesh_reconcile_duration_seconds_count", n.Name)
 	}
@@ -787,45 +780,38 @@ func joinAndLeave(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 			n, err := c.AddNode(ctx, name, false)
 			done <- added{n, err}
 		}()
-		// Poll for the annotations while the node comes up.
+		// Poll for the annotations while the node comes up (every 10 ms:
+		// this is the measurement).
 		var appeared time.Time
 		var inf nodeInfo
-		for appeared.IsZero() {
+		if err := wait.Every(ctx, agentMeshTimeout, 10*time.Millisecond, func() error {
 			node := &corev1.Node{}
-			if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, node); err == nil && node.Annotations[wgv1.AnnotationPublicKey] != "" {
+			if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, node); err != nil {
+				return err
+			}
+			if node.Annotations[wgv1.AnnotationPublicKey] == "" {
+				return fmt.Errorf("node %s has announced no key", name)
+			}
+			if appeared.IsZero() {
 				appeared = time.Now()
-				break
 			}
-			if ctx.Err() != nil {
-				t.Fatal(ctx.Err())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		for {
 			var err error
-			if inf, err = infoOf(ctx, c, &cluster.Node{Name: name}); err == nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
+			inf, err = infoOf(ctx, c, &cluster.Node{Name: name})
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-		var took time.Duration
-		for {
-			ok := true
+		if err := wait.Every(ctx, agentMeshTimeout, 10*time.Millisecond, func() error {
 			for _, o := range nodes {
-				if hasPeer(ctx, o, inf) != nil {
-					ok = false
-					break
+				if err := hasPeer(ctx, o, inf); err != nil {
+					return err
 				}
 			}
-			if ok {
-				took = time.Since(appeared)
-				break
-			}
-			if time.Since(appeared) > agentMeshTimeout {
-				t.Fatalf("%s not a peer everywhere %s after its annotations appeared", name, agentMeshTimeout)
-			}
-			time.Sleep(10 * time.Millisecond)
+			return nil
+		}); err != nil {
+			t.Fatalf("%s not a peer everywhere %s after its annotations appeared: %v", name, agentMeshTimeout, err)
 		}
+		took := time.Since(appeared)
 		joins = append(joins, took)
 		a := <-done
 		if a.err != nil {

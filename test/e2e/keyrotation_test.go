@@ -259,7 +259,20 @@ func rotationKilledHalfway(ctx context.Context, t *testing.T, c *cluster.Cluster
 	if err := node.StartAgent(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	// The barrier: the restarted agent has finished a reconcile, whose
+	// first stage announces the key.
+	if err := wait.Poll(ctx, agentMeshTimeout, func() error {
+		_, out, err := agentGet(ctx, node, agentMetricsPort, "/metrics")
+		if err != nil {
+			return err
+		}
+		if v := metricValue(out, "wgmesh_reconcile_duration_seconds_count"); v < 1 {
+			return fmt.Errorf("the restarted agent of %s has not finished a reconcile", node.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	n := &corev1.Node{}
 	if err := c.Client.Get(ctx, client.ObjectKey{Name: node.Name}, n); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -19,6 +21,7 @@ import (
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/noderuntime"
 	"github.com/wgmesh/wgmesh/test/wait"
 )
 
@@ -62,7 +65,9 @@ func TestReachability(t *testing.T) {
 
 	// Status-only writes (another agent's counts, a foreign condition) wake
 	// no agent: with N nodes each would otherwise be N reconciles.
-	watchBefore := metricValue(agentMetrics(ctx, t, b), `wgmesh_reconciles_total{trigger="watch"}`)
+	const woke = `wgmesh_watch_events_total{effect="reconcile",kind="MeshPeer"}`
+	before := agentMetrics(ctx, t, b)
+	watchBefore, wokeBefore := metricValue(before, `wgmesh_reconciles_total{trigger="watch"}`), metricValue(before, woke)
 	for i := 0; i < 10; i++ {
 		cond := map[string]any{"type": "E2EStatusNoise", "status": "True", "reason": "Noise", "message": strconv.Itoa(i),
 			"lastTransitionTime": time.Now().UTC().Format(time.RFC3339)}
@@ -72,9 +77,32 @@ func TestReachability(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(2 * time.Second)
-	if after := metricValue(agentMetrics(ctx, t, b), `wgmesh_reconciles_total{trigger="watch"}`); after != watchBefore {
-		t.Errorf("10 status-only MeshPeer writes caused %v watch reconciles on %s, want 0", after-watchBefore, b.Name)
+	// The barrier: a MeshPeer created after the noise wakes b, and b's watch
+	// delivers events in order, so once b has counted it, it has judged all
+	// ten status writes too.
+	barrier := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-e2e-barrier"}, Spec: wgv1.MeshPeerSpec{
+		PublicKey: wgv1.PublicKey(newKey(t).String()), AllowedIPs: []wgv1.CIDR{"198.18.252.1/32"}}}
+	if err := c.Client.Create(ctx, barrier); err != nil {
+		t.Fatal(err)
+	}
+	var after string
+	if err := wait.Poll(ctx, agentMeshTimeout, func() error {
+		after = agentMetrics(ctx, t, b)
+		if v := metricValue(after, woke); v < wokeBefore+1 {
+			return fmt.Errorf("%s has not seen MeshPeer %s (%s = %v)", b.Name, barrier.Name, woke, v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(after, woke) - wokeBefore; got != 1 {
+		t.Errorf("10 status-only MeshPeer writes and one new MeshPeer woke %s %v times, want 1 (the new MeshPeer)", b.Name, got)
+	}
+	if got := metricValue(after, `wgmesh_reconciles_total{trigger="watch"}`) - watchBefore; got > 1 {
+		t.Errorf("10 status-only MeshPeer writes caused %v watch reconciles on %s, want at most 1 (the new MeshPeer's)", got, b.Name)
+	}
+	if err := c.Client.Delete(ctx, barrier); err != nil {
+		t.Fatal(err)
 	}
 
 	// Cut x's WireGuard traffic (both directions, on x only).
@@ -177,14 +205,37 @@ func setNodeReady(ctx context.Context, t *testing.T, c *cluster.Cluster, name st
 	}
 }
 
+// The agent's ports on the node's loopback: metrics and health (/readyz).
+const (
+	agentMetricsPort = 9472
+	agentHealthPort  = 9473
+)
+
+// agentGet is an HTTP GET of the node agent's loopback port, from inside
+// the node's network namespace: the status code and the body.
+func agentGet(ctx context.Context, n *cluster.Node, port int, path string) (int, string, error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: noderuntime.NSDialer(n.NetNS), DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, "", fmt.Errorf("GET %s on node %s: %w", req.URL, n.Name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
 // agentMetrics is the node agent's /metrics text.
 func agentMetrics(ctx context.Context, t *testing.T, n *cluster.Node) string {
 	t.Helper()
-	out, err := n.Exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9472 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3")
+	_, out, err := agentGet(ctx, n, agentMetricsPort, "/metrics")
 	if err != nil {
 		t.Fatalf("metrics of %s: %v", n.Name, err)
 	}
-	return string(out)
+	return out
 }
 
 // metricValue is the value of the series (name with labels, as exposed), or

@@ -27,8 +27,17 @@ var errNotYet = errors.New("condition not met")
 // Poll runs check until it returns nil, and then returns nil; when timeout
 // passes or ctx ends first, it returns the last error check gave.
 func Poll(ctx context.Context, timeout time.Duration, check func() error) error {
+	return poll(ctx, timeout, firstInterval, maxInterval, check)
+}
+
+// Every is Poll at a fixed interval, for a wait that is also a measurement
+// (the time until check passes is only as precise as the interval).
+func Every(ctx context.Context, timeout, interval time.Duration, check func() error) error {
+	return poll(ctx, timeout, interval, interval, check)
+}
+
+func poll(ctx context.Context, timeout, interval, maxInterval time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
-	interval := firstInterval
 	for {
 		err := check()
 		if err == nil {
