@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
-	agentcni "github.com/wgmesh/wgmesh/agent/cni"
+	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -31,11 +31,11 @@ func (d testEgress) Apply(ctx context.Context, st NodeState) error {
 }
 func (d testEgress) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
 
-type testCNI struct{ m *agentcni.Manager }
+type testCNI struct{ m *cniinstall.Manager }
 
 func (testCNI) Name() string { return "cni" }
 func (d testCNI) Apply(ctx context.Context, st NodeState) error {
-	return d.m.Apply(ctx, agentcni.State{PodCIDRs: []string{st.PodCIDRs[0].String(), st.PodCIDRs[1].String()}, MTU: st.MTU})
+	return d.m.Apply(ctx, cniinstall.State{PodCIDRs: []string{st.PodCIDRs[0].String(), st.PodCIDRs[1].String()}, MTU: st.MTU})
 }
 func (d testCNI) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
 
@@ -73,7 +73,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range agentcni.StandardPlugins {
+	for _, p := range cniinstall.StandardPlugins {
 		if err := os.WriteFile(filepath.Join(src, p), []byte("#!/bin/sh\necho "+p+"\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +87,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 	dataplanes := []NodeDataplane{
 		testEgress{egress.NewManager(egress.ManagerOptions{ClusterCIDRs: cluster, ServiceCIDRs: services, TunnelIf: link, BridgeIf: bridge,
 			NetNSFd: fd, ProcSys: t.TempDir(), Log: testr.New(t)})},
-		testCNI{agentcni.New(agentcni.Options{ConfDir: confDir, BinDir: binDir, BinSource: src, PluginRecord: filepath.Join(root, "var/lib/wgmesh/cni-plugins"),
+		testCNI{cniinstall.New(cniinstall.Options{ConfDir: confDir, BinDir: binDir, BinSource: src, PluginRecord: filepath.Join(root, "var/lib/wgmesh/cni-plugins"),
 			LookPath: func(string) (string, error) { return "", os.ErrNotExist }, Log: testr.New(t)})},
 	}
 	for _, d := range dataplanes {

@@ -40,7 +40,7 @@ type NodeState struct {
 
 // NodeDataplane is a node-local component the agent reconciles after the
 // mesh (tunnel, bridge, routes): the CNI configuration and plugin install
-// (agent/cni), egress masquerade (agent/egress), service NAT. Apply is
+// (agent/cniinstall), egress masquerade (agent/egress), service NAT. Apply is
 // level-based and idempotent and is called on every reconcile, including the
 // periodic resync, so it must write nothing when all is in place. An error
 // is logged, counted and retried; it does not stop the other components.

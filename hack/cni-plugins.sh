@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the CNI plugins the agent installs (agent/cni StandardPlugins) into a
+# Builds the CNI plugins the agent installs (agent/cniinstall StandardPlugins) into a
 # directory: wgmesh-guard from this module, and bridge, host-local, portmap and
 # loopback from github.com/containernetworking/plugins at the version in
 # go.mod, built inside that module with its own go.sum (as upstream releases

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/wgmesh/wgmesh/agent"
-	agentcni "github.com/wgmesh/wgmesh/agent/cni"
+	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/agent/egress"
 )
 
@@ -39,10 +39,10 @@ func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.
 	})
 	return []agent.NodeDataplane{
 		egressDataplane{events: egressEvents, m: eg},
-		cniDataplane{events: cniEvents, guard: eg.GuardErr, m: agentcni.New(agentcni.Options{
+		cniDataplane{events: cniEvents, guard: eg.GuardErr, m: cniinstall.New(cniinstall.Options{
 			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource, PluginRecord: filepath.Join(o.StateDir, cniPluginRecord),
 			PortMapBackend: f.portMapBackend,
-			Log:            log.WithName("cni"), Metrics: agentcni.NewMetrics(metrics.Registry), Events: cniEvents.emit,
+			Log:            log.WithName("cni"), Metrics: cniinstall.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
 	}
 }
@@ -70,7 +70,7 @@ func (e *nodeEvents) emit(eventType, reason, message string) {
 }
 
 type cniDataplane struct {
-	m      *agentcni.Manager
+	m      *cniinstall.Manager
 	events *nodeEvents
 	guard  func() error // nil once the leak guard is in place
 }
@@ -81,7 +81,7 @@ func (d cniDataplane) Apply(ctx context.Context, st agent.NodeState) error {
 	if err := d.guard(); err != nil {
 		return fmt.Errorf("CNI configuration not written: the leak guard is not in place: %w", err)
 	}
-	return d.m.Apply(ctx, agentcni.State{PodCIDRs: prefixStrings(st.PodCIDRs), MTU: st.MTU})
+	return d.m.Apply(ctx, cniinstall.State{PodCIDRs: prefixStrings(st.PodCIDRs), MTU: st.MTU})
 }
 func (d cniDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
 

@@ -113,7 +113,7 @@ func run() int {
 
 	o.LinkName, o.BridgeName = agent.DefaultLinkName, agent.DefaultBridgeName
 	// Node-local data plane components reconciled after the mesh: the CNI
-	// configuration (agent/cni, from --cni-*) and egress masquerade
+	// configuration (agent/cniinstall, from --cni-*) and egress masquerade
 	// (agent/egress) plug in here as agent.NodeDataplane implementations.
 	switch portMapBackend {
 	case "", "nftables", "iptables":

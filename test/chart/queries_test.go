@@ -22,7 +22,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/wgmesh/wgmesh/agent"
-	agentcni "github.com/wgmesh/wgmesh/agent/cni"
+	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/probe"
@@ -38,7 +38,7 @@ import (
 var metricsConstructors = map[string]func(prometheus.Registerer) error{
 	"agent":             func(r prometheus.Registerer) error { agent.NewMetrics(r); return nil },
 	"agent/servicenat":  func(r prometheus.Registerer) error { servicenat.NewMetrics(r); return nil },
-	"agent/cni":         func(r prometheus.Registerer) error { agentcni.NewMetrics(r); return nil },
+	"agent/cniinstall":  func(r prometheus.Registerer) error { cniinstall.NewMetrics(r); return nil },
 	"agent/egress":      func(r prometheus.Registerer) error { egress.NewMetrics(r); return nil },
 	"agent/probe":       func(r prometheus.Registerer) error { probe.NewMetrics(r); return nil },
 	"agent/keyrotation": func(r prometheus.Registerer) error { keyrotation.NewMetrics(r); return nil },

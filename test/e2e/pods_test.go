@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
-	cniconf "github.com/wgmesh/wgmesh/cni"
+	"github.com/wgmesh/wgmesh/cni/conflist"
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
@@ -97,7 +97,7 @@ func podCIDRs(ctx context.Context, t *testing.T, c *cluster.Cluster, n *cluster.
 func gatewayFor(cidrs []netip.Prefix, ip string) string {
 	for _, p := range cidrs {
 		if p.Addr().Is4() == is4(ip) {
-			return cniconf.Gateway(p).String()
+			return conflist.Gateway(p).String()
 		}
 	}
 	return ""
@@ -332,8 +332,8 @@ func containsAddr(ps []netip.Prefix, ip string) bool {
 // checkNodeCNI: the agent wrote the conflist for the node's podCIDRs and
 // MTU, and installed the plugins.
 func checkNodeCNI(ctx context.Context, t *testing.T, n *cluster.Node, cidrs []netip.Prefix, mtu int) {
-	path := n.HostPath(filepath.Join("/etc/cni/net.d", cniconf.ConfFileName))
-	want, err := cniconf.Render(cniconf.Options{PodCIDRs: prefixStrings(cidrs), MTU: mtu, PortMapBackend: cniconf.PortMapNFTables})
+	path := n.HostPath(filepath.Join("/etc/cni/net.d", conflist.ConfFileName))
+	want, err := conflist.Render(conflist.Options{PodCIDRs: prefixStrings(cidrs), MTU: mtu, PortMapBackend: conflist.PortMapNFTables})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,7 +628,7 @@ func recreatePod(ctx context.Context, t *testing.T, c *cluster.Cluster, pods []*
 	victim := pods[3] // second pod on node-2
 	node := c.Node(victim.Spec.NodeName)
 	oldIPs := podIPs(victim)
-	store := node.HostPath("/var/lib/cni/networks/" + cniconf.NetworkName)
+	store := node.HostPath("/var/lib/cni/networks/" + conflist.NetworkName)
 	for _, ip := range oldIPs {
 		if _, err := os.Stat(filepath.Join(store, ip)); err != nil {
 			t.Fatalf("host-local has no record of %s's %s before delete: %v", victim.Name, ip, err)

@@ -20,7 +20,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/wgmesh/wgmesh/agent/cni"
+	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/test/repo"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
@@ -199,7 +199,7 @@ func checkPlatformImage(t *testing.T, a *archive, d descriptor, platform string,
 		}
 		binaries = append(binaries, found)
 	}
-	for _, p := range cni.StandardPlugins {
+	for _, p := range cniinstall.StandardPlugins {
 		binaries = append(binaries, path.Join(ch.cniBinSource, p))
 	}
 	slices.Sort(binaries)

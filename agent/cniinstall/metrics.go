@@ -1,4 +1,4 @@
-package cni
+package cniinstall
 
 import "github.com/prometheus/client_golang/prometheus"
 

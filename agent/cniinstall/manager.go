@@ -1,4 +1,4 @@
-package cni
+package cniinstall
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 
-	cniconf "github.com/wgmesh/wgmesh/cni"
+	"github.com/wgmesh/wgmesh/cni/conflist"
 )
 
 // State is what the CNI configuration depends on.
@@ -62,7 +62,7 @@ func New(opts Options) *Manager {
 	}
 	return &Manager{
 		opts:    opts,
-		conf:    ConfigFile{Dir: opts.ConfDir, Name: cniconf.ConfFileName},
+		conf:    ConfigFile{Dir: opts.ConfDir, Name: conflist.ConfFileName},
 		plugins: &PluginInstaller{SourceDir: opts.BinSource, BinDir: opts.BinDir, Record: opts.PluginRecord},
 	}
 }
@@ -105,7 +105,7 @@ func (m *Manager) Apply(_ context.Context, st State) error {
 		return nil
 	}
 
-	content, err := cniconf.Render(cniconf.Options{
+	content, err := conflist.Render(conflist.Options{
 		PodCIDRs:       st.PodCIDRs,
 		MTU:            st.MTU,
 		PortMapBackend: m.portMapBackend(),
@@ -164,5 +164,5 @@ func (m *Manager) portMapBackend() string {
 		return m.opts.PortMapBackend
 	}
 	_, err := m.opts.LookPath("nft")
-	return cniconf.PortMapBackendFor(err == nil)
+	return conflist.PortMapBackendFor(err == nil)
 }

@@ -1,7 +1,7 @@
-// Package cni renders wgmesh's CNI network configuration list
+// Package conflist renders wgmesh's CNI network configuration list
 // (/etc/cni/net.d/10-wgmesh.conflist). It is pure: it takes the node's pod
 // CIDRs, the mesh MTU and a few host facts as input and returns bytes; the
-// agent (agent/cni) writes the file and installs the plugin binaries.
+// agent (agent/cniinstall) writes the file and installs the plugin binaries.
 //
 // The list is wgmesh-guard (the gate, cni/guard), bridge, wgmesh-guard again
 // with "antiSpoof" (cni/antispoof), then portmap. Bridge and portmap are the
@@ -33,4 +33,4 @@
 // /etc/cni/net.d"), keeps the pod sandbox not ready and retries; no pod is
 // half-configured. A configuration the bridge plugin rejects surfaces as the
 // bridge plugin's own error from ADD.
-package cni
+package conflist

@@ -1,4 +1,4 @@
-package cni
+package cniinstall
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
-	cniconf "github.com/wgmesh/wgmesh/cni"
+	"github.com/wgmesh/wgmesh/cni/conflist"
 	"github.com/wgmesh/wgmesh/cni/antispoof"
 	"github.com/wgmesh/wgmesh/test/frame"
 	"github.com/wgmesh/wgmesh/test/netns"
@@ -71,7 +71,7 @@ func (r *cniRig) addPod(ctx context.Context, t *testing.T, name, id string) asPo
 	if err != nil {
 		t.Fatalf("ADD %s: %v", id, err)
 	}
-	if p.port, err = antispoof.PortFromResult(res, "eth0", cniconf.BridgeName); err != nil {
+	if p.port, err = antispoof.PortFromResult(res, "eth0", conflist.BridgeName); err != nil {
 		t.Fatal(err)
 	}
 	for _, ip := range p.port.IPs {

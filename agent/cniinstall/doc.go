@@ -1,5 +1,5 @@
-// Package cni is the agent's edge for pod networking on the node: it writes
-// the rendered conflist (package github.com/wgmesh/wgmesh/cni) into the CNI
+// Package cniinstall is the agent's edge for pod networking on the node: it writes
+// the rendered conflist (package github.com/wgmesh/wgmesh/cni/conflist) into the CNI
 // configuration directory and installs the standard plugin binaries into the
 // CNI binary directory, both atomically so that a container runtime never
 // reads a half-written file or runs a half-written binary.
@@ -13,4 +13,4 @@
 // conflist is absent, so CNI ADD fails in the runtime with "no network
 // config found" and the pod sandbox is retried later instead of being
 // half-configured.
-package cni
+package cniinstall
