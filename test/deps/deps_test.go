@@ -77,7 +77,7 @@ func goTargets(rel string) []string {
 		return []string{"demo"}
 	case strings.HasPrefix(rel, "test/cmd/wgmesh-conformance/"):
 		return []string{"conformance"}
-	case strings.HasSuffix(rel, "_test.go"), strings.HasPrefix(rel, "plugin/"):
+	case strings.HasSuffix(rel, "_test.go"), strings.HasPrefix(rel, "kubectl/"):
 		return []string{"test"} // the kubectl plugin's optional tools (dot) are the tests' to need
 	}
 	return []string{"demo", "test"}

@@ -1,8 +1,8 @@
-// Package plugin is the kubectl plugin for wgmesh (`kubectl wgmesh ...`,
+// Package kubectl is the kubectl plugin for wgmesh (`kubectl wgmesh ...`,
 // binary kubectl-wgmesh). Each command lives in its own file and registers
 // itself from an init function; this file holds what they share: the
 // command table, kubeconfig flags and the API client.
-package plugin
+package kubectl
 
 import (
 	"context"
