@@ -5,7 +5,7 @@ BIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 TEST_TIMEOUT ?= 50m
 
-.PHONY: all build serviceproxy cni-plugins image control-plane helm promtool kube-proxy node-parts e2e-test conformance conformance-reference generate lint test fuzz unit bench demo demo-down clean deps-demo deps-test deps-test-kernel deps-bench deps-conformance
+.PHONY: all build serviceproxy cni-plugins image control-plane helm promtool kube-proxy node-parts e2e-test conformance conformance-reference generate lint test fuzz unit bench demo demo-down demo-stop clean deps-demo deps-test deps-test-kernel deps-bench deps-conformance
 
 all: build
 
@@ -70,7 +70,7 @@ lint: ## vet, gofmt, and fail when generated files are stale
 # binary fails instead of skipping (test/skip), so make test cannot pass by
 # skipping. The fuzz targets run briefly after the tests (their seed corpora
 # run with the tests), then the kernel WireGuard tests in VMs (test-kernel).
-test: deps-test control-plane build cni-plugins helm promtool node-parts image ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
+test: deps-test demo-stop control-plane build cni-plugins helm promtool node-parts image ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" WGMESH_PROMTOOL_DIR="$$(hack/promtool.sh --dir)" \
 	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
@@ -82,7 +82,7 @@ test: deps-test control-plane build cni-plugins helm promtool node-parts image #
 # under qemu (hack/vm.sh fetches and caches both); hack/test-kernel.sh says what runs
 # where (about 5 minutes warm, 7 cold on 2 cores). WGMESH_KERNEL_TESTS=ci or quick: less.
 .PHONY: test-kernel
-test-kernel: deps-test-kernel control-plane build cni-plugins ## Kernel WireGuard tests in VMs (Debian's kernel under qemu); needs root
+test-kernel: deps-test-kernel demo-stop control-plane build cni-plugins ## Kernel WireGuard tests in VMs (Debian's kernel under qemu); needs root
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" hack/test-kernel.sh
 
 # The upstream network conformance specs (e2e.test at the control plane's version) on a
@@ -92,10 +92,10 @@ test-kernel: deps-test-kernel control-plane build cni-plugins ## Kernel WireGuar
 # wgmesh's service NAT. CONFORMANCE_ARGS adds flags, e.g. --focus='\[Conformance\]'.
 REAL_NODE_ENV = KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" \
 	WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_E2E_TEST="$$(hack/e2e-test.sh --path)"
-conformance: deps-conformance control-plane build helm node-parts image e2e-test ## Run the upstream network conformance specs on real nodes without kube-proxy; needs root
+conformance: deps-conformance demo-stop control-plane build helm node-parts image e2e-test ## Run the upstream network conformance specs on real nodes without kube-proxy; needs root
 	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance $(CONFORMANCE_ARGS)
 
-conformance-reference: deps-conformance control-plane build helm node-parts image e2e-test kube-proxy ## The same specs with upstream kube-proxy (nftables) instead of wgmesh's service NAT
+conformance-reference: deps-conformance demo-stop control-plane build helm node-parts image e2e-test kube-proxy ## The same specs with upstream kube-proxy (nftables) instead of wgmesh's service NAT
 	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance --kube-proxy="$$(hack/kube-proxy.sh --path)" $(CONFORMANCE_ARGS)
 
 # Go native fuzz targets: every parser of outside input and the topology.
@@ -122,7 +122,7 @@ serviceproxy:
 # BenchmarkMesh1000 (test/bench, about 12 minutes) needs the binaries, the CNI plugins and the
 # control plane; WGMESH_BENCH_MESH_* shorten it (test/bench/doc.go).
 BENCH_TIMEOUT ?= 90m
-bench: deps-bench control-plane build cni-plugins kube-proxy serviceproxy ## Benchmarks that print ratios measured side by side, and the 1,000-node simulation
+bench: deps-bench demo-stop control-plane build cni-plugins kube-proxy serviceproxy ## Benchmarks that print ratios measured side by side, and the 1,000-node simulation
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_KUBE_PROXY="$$(hack/kube-proxy.sh --path)" \
 	  $(GO) test -p 1 -run '^$$' -bench . -benchmem -timeout $(BENCH_TIMEOUT) ./...
 
@@ -135,3 +135,8 @@ demo: deps-demo build cni-plugins control-plane helm node-parts image ## Start a
 
 demo-down: ## Remove the demo: every namespace, link, mount, process and file it made
 	@hack/demo.sh down
+
+# The tests, benchmarks and conformance runs start clusters on the demo's addresses: a
+# running demo is stopped first, saying so.
+demo-stop:
+	@hack/demo.sh stop-for-tests

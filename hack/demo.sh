@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo / make demo-down: a 3-node wgmesh cluster (1 behind NAT) in network namespaces
+# make demo / make demo-down (and stop-for-tests, which make test, bench and conformance run
+# first: their clusters need the demo's addresses): a 3-node wgmesh cluster (1 behind NAT) in network namespaces
 # with a real control plane, real kubelets and containerd, wgmesh installed with helm
 # (WGMESH_DEMO_NODES=simulated: the fast node runtime of the tests instead). Needs root. The Makefile builds the product, the CNI plugins
 # and the control plane first; this script builds the small demo program (cached) and runs it.
@@ -28,6 +29,12 @@ case "${1:-up}" in
     exec "$cache/wgmesh-demo" up ;;
   down)
     exec "$cache/wgmesh-demo" down ;;
+  stop-for-tests)
+    # The tests' clusters use the demo's addresses and namespace names: one at a time.
+    if pid="$("$cache/wgmesh-demo" running)"; then
+      echo "the demo (pid ${pid}) holds the local cluster's addresses the tests need: stopping it (make demo starts it again)"
+      exec "$cache/wgmesh-demo" down
+    fi ;;
   *)
-    echo "usage: $0 up|down|deps" >&2; exit 2 ;;
+    echo "usage: $0 up|down|deps|stop-for-tests" >&2; exit 2 ;;
 esac

@@ -2,6 +2,7 @@
 //
 //	wgmesh-demo up     start a background demo cluster, wait until it is shown, return
 //	wgmesh-demo down   stop it and remove every namespace, link, mount, process and file
+//	wgmesh-demo running  exit 0 (printing its pid) when a demo runs, 1 when none does
 //	wgmesh-demo serve  (internal) the background process that owns the cluster
 //
 // State lives in StateDir (/run/wgmesh-demo): pid, log, the cluster's work directory.
@@ -17,7 +18,7 @@ const StateDir = "/run/wgmesh-demo"
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: wgmesh-demo up|down")
+		fmt.Fprintln(os.Stderr, "usage: wgmesh-demo up|down|running")
 		os.Exit(2)
 	}
 	var err error
@@ -28,8 +29,14 @@ func main() {
 		err = down()
 	case "serve":
 		err = serve()
+	case "running":
+		pid := runningPID()
+		if pid == 0 {
+			os.Exit(1)
+		}
+		fmt.Println(pid)
 	default:
-		err = fmt.Errorf("unknown command %q: want up or down", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want up, down or running", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wgmesh-demo:", err)
