@@ -156,6 +156,7 @@ case "$1" in
   up|down) frobnicate-n "$x" ;; # not-a-command
 esac
 unshare -m --propagation private frobnicate-o
+if pid="$("$cmd" not-a-command-3)"; then frobnicate-q; fi
 for a in not1 not2; do echo "$a (not3 x)"; done
 cat >"$f" <<EOF
 not4 here
@@ -177,7 +178,7 @@ helper
 	}
 	sort.Strings(got)
 	want := []string{"cat", "echo", "frobnicate-a", "frobnicate-b", "frobnicate-c", "frobnicate-d", "frobnicate-e", "frobnicate-f", "frobnicate-h",
-		"frobnicate-i", "frobnicate-j", "frobnicate-k", "frobnicate-l", "frobnicate-m", "frobnicate-n", "frobnicate-o", "frobnicate-p",
+		"frobnicate-i", "frobnicate-j", "frobnicate-k", "frobnicate-l", "frobnicate-m", "frobnicate-n", "frobnicate-o", "frobnicate-p", "frobnicate-q",
 		"nsenter", "package frobnicate-pkg", "sh", "true", "unshare"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("found\n  %s\nwant\n  %s", strings.Join(got, " "), strings.Join(want, " "))
@@ -564,12 +565,10 @@ func shellUses(src, rel string, lib map[string]bool) []use {
 		case w == "esac":
 			inCase--
 			continue
-		case isKeyword[w] || w == "":
+		case tk.quoted:
+			cmdPos = false // a command named by a variable or a path: not ours to check
 			continue
-		case tk.quoted || assignment.MatchString(w):
-			if tk.quoted {
-				cmdPos = false
-			}
+		case isKeyword[w] || w == "" || assignment.MatchString(w):
 			continue
 		}
 		if i+2 < len(toks) && toks[i+1].op == "(" && toks[i+2].op == ")" {
