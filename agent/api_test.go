@@ -60,6 +60,24 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil || node.ResourceVersion != rv {
 		t.Fatalf("unchanged publish changed the Node (rv %s -> %s): %v", rv, node.ResourceVersion, err)
 	}
+	// The key alone (an endpoint the agent may not announce): the endpoint
+	// annotation goes, the rest stays; again, nothing is written.
+	keyOnly := endpoint.Announcement{PublicKey: ann.PublicKey}
+	if wrote, err := endpoint.Publish(ctx, c, node, keyOnly); err != nil || !wrote {
+		t.Fatalf("publish the key alone: %v %v", wrote, err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+		t.Fatal(err)
+	}
+	if _, has := node.Annotations[wgv1.AnnotationEndpoint]; has || node.Annotations[wgv1.AnnotationPublicKey] != ann.PublicKey || node.Annotations["other"] != "keep" {
+		t.Fatalf("annotations after publishing the key alone = %v", node.Annotations)
+	}
+	if wrote, err := endpoint.Publish(ctx, c, node, keyOnly); err != nil || wrote {
+		t.Fatalf("unchanged key-only publish wrote: %v %v", wrote, err)
+	}
+	if _, err := endpoint.Publish(ctx, c, node, ann); err != nil {
+		t.Fatal(err)
+	}
 
 	mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-node-1"}, Spec: wgv1.MeshPeerSpec{NodeName: "wgm-node-1", PublicKey: wgv1.PublicKey(ann.PublicKey)}}
 	if err := c.Create(ctx, mp); err != nil {

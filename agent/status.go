@@ -49,6 +49,9 @@ type StatusInput struct {
 	Handshakes map[string]time.Time
 	// HoldDown is how long probes must fail before a peer is unreachable.
 	HoldDown time.Duration
+	// Learned are the endpoints WireGuard learned for node peers where they
+	// differ from the peers' specs (reportedLearned).
+	Learned []wgv1.LearnedEndpoint
 }
 
 // maxProblemsInMessage bounds the condition message.
@@ -56,6 +59,40 @@ const maxProblemsInMessage = 10
 
 // maxUnreachableNames bounds status.unreachablePeers (the CRD's maxItems).
 const maxUnreachableNames = 32
+
+// maxLearnedEndpoints bounds status.learnedEndpoints (the CRD's maxItems).
+const maxLearnedEndpoints = 32
+
+// reportedLearned are the learned endpoints this node reports in its
+// MeshPeer status: those of node peers whose address is not their spec
+// endpoint's (a node behind NAT is reached at its router's address), by
+// peer, at most maxLearnedEndpoints. The operator keeps external peers off an
+// address that enough nodes report; external peers' are not reported (a
+// laptop that roams would be a status write per node per move).
+func reportedLearned(learned []learnedEndpoint, peers []mesh.Peer) []wgv1.LearnedEndpoint {
+	spec := map[string]string{}
+	for _, p := range peers {
+		if p.NodeName != "" {
+			spec[p.Name] = p.Endpoint
+		}
+	}
+	var out []wgv1.LearnedEndpoint
+	for _, l := range learned {
+		ep, node := spec[l.Peer]
+		if !node {
+			continue
+		}
+		if hp, err := wgv1.ParseEndpoint(ep, false); err == nil && hp.Addr.Unmap() == l.Addr {
+			continue
+		}
+		out = append(out, wgv1.LearnedEndpoint{Peer: l.Peer, Address: l.Addr.String()})
+	}
+	slices.SortFunc(out, func(a, b wgv1.LearnedEndpoint) int { return strings.Compare(a.Peer, b.Peer) })
+	if len(out) > maxLearnedEndpoints {
+		out = out[:maxLearnedEndpoints]
+	}
+	return out
+}
 
 // DesiredStatus computes the agent-owned part of its MeshPeer status.
 // LastTransitionTime of a condition whose status does not change is taken
@@ -78,6 +115,7 @@ func DesiredStatus(in StatusInput, current wgv1.MeshPeerStatus) wgv1.MeshPeerSta
 	st.Connected = fmt.Sprintf("%d/%d", st.ConnectedPeers, st.TotalPeers)
 	st.MTU = int32(in.MTU)
 	st.ObservedGeneration = in.Generation
+	st.LearnedEndpoints = in.Learned
 	if !latest.IsZero() {
 		t := metav1.NewTime(latest.Truncate(time.Second))
 		st.LatestHandshake = &t
@@ -143,8 +181,8 @@ const (
 	// statusMembership: only the counts changed, by the same amount (a
 	// healthy peer joined or left); worth writing, but not at once.
 	statusMembership
-	// statusSignificant: a condition, the unreachable peers, the MTU or the
-	// observed generation changed.
+	// statusSignificant: a condition, the unreachable peers, the learned
+	// endpoints, the MTU or the observed generation changed.
 	statusSignificant
 )
 
@@ -152,7 +190,7 @@ const (
 // counts (it would be a heartbeat fanned out to every node).
 func classifyStatus(current, want wgv1.MeshPeerStatus) statusChange {
 	if current.MTU != want.MTU || current.ObservedGeneration != want.ObservedGeneration ||
-		!slices.Equal(current.UnreachablePeers, want.UnreachablePeers) ||
+		!slices.Equal(current.UnreachablePeers, want.UnreachablePeers) || !slices.Equal(current.LearnedEndpoints, want.LearnedEndpoints) ||
 		current.TotalPeers-current.ConnectedPeers != want.TotalPeers-want.ConnectedPeers {
 		return statusSignificant
 	}

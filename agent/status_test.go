@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -216,5 +217,47 @@ func TestMeshPeerChanged(t *testing.T) {
 		if !meshPeerChanged(&base, n) {
 			t.Errorf("%s change does not trigger a reconcile", name)
 		}
+	}
+}
+
+// TestReportedLearned: the agent reports, for node peers only, the address
+// WireGuard reaches them at when it is not their spec endpoint's (a node
+// behind NAT); the report is part of the status and a change is a
+// significant write.
+func TestReportedLearned(t *testing.T) {
+	learned := []learnedEndpoint{
+		{Peer: "nat-1", Addr: netip.MustParseAddr("198.18.100.1")},   // behind NAT: reported
+		{Peer: "n2", Addr: netip.MustParseAddr("198.18.0.12")},       // its spec endpoint: not
+		{Peer: "laptop", Addr: netip.MustParseAddr("198.18.50.7")},   // external: not
+		{Peer: "dns-node", Addr: netip.MustParseAddr("198.18.0.13")}, // spec is a DNS name: reported
+	}
+	peers := []mesh.Peer{{Name: "nat-1", NodeName: "nat-1", Endpoint: "198.18.1.11:51820"}, {Name: "n2", NodeName: "n2", Endpoint: "198.18.0.12:51820"},
+		{Name: "laptop"}, {Name: "dns-node", NodeName: "dns-node", Endpoint: "n3.example.org:51820"}}
+	got := reportedLearned(learned, peers)
+	want := []wgv1.LearnedEndpoint{{Peer: "dns-node", Address: "198.18.0.13"}, {Peer: "nat-1", Address: "198.18.100.1"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("reportedLearned = %+v, want %+v", got, want)
+	}
+	var many []learnedEndpoint
+	var manyPeers []mesh.Peer
+	for i := range 40 {
+		name := fmt.Sprintf("nat-%02d", i)
+		many = append(many, learnedEndpoint{Peer: name, Addr: netip.AddrFrom4([4]byte{198, 18, 100, byte(i)})})
+		manyPeers = append(manyPeers, mesh.Peer{Name: name, NodeName: name})
+	}
+	if n := len(reportedLearned(many, manyPeers)); n != maxLearnedEndpoints {
+		t.Errorf("%d reported, want at most %d (the CRD's maxItems)", n, maxLearnedEndpoints)
+	}
+	st := DesiredStatus(StatusInput{Learned: got, Now: time.Now()}, wgv1.MeshPeerStatus{})
+	if !slices.Equal(st.LearnedEndpoints, want) {
+		t.Fatalf("status learnedEndpoints = %+v", st.LearnedEndpoints)
+	}
+	before := st
+	before.LearnedEndpoints = nil
+	if c := classifyStatus(before, st); c != statusSignificant {
+		t.Errorf("a new learned endpoint is change %v, want significant", c)
+	}
+	if c := classifyStatus(st, st); c != statusSame {
+		t.Errorf("the same learned endpoints are change %v, want none", c)
 	}
 }

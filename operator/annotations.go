@@ -3,6 +3,8 @@ package operator
 import (
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -17,6 +19,10 @@ type NodeAnnotations struct {
 	// Invalid lists the annotations that were present but unusable, in the
 	// order PublicKey, Endpoint, ForceEndpoint, PersistentKeepalive.
 	Invalid []AnnotationError
+
+	// ownEndpoint checks that an endpoint is the Node's own
+	// (wgv1.CheckOwnEndpoint); nil when parsed without the Node.
+	ownEndpoint func(string) error
 }
 
 // AnnotationError is one unusable annotation value.
@@ -30,7 +36,48 @@ func (e AnnotationError) Error() string {
 	return fmt.Sprintf("annotation %s=%q is invalid: want %s", e.Annotation, e.Value, e.Want)
 }
 
-// ParseNodeAnnotations reads the wgmesh annotations of a Node.
+// ParseNode reads a Node's wgmesh annotations (ParseNodeAnnotations) and
+// checks what only the Node tells: the endpoint its agent announced is used
+// only when it is one of the Node's own addresses (wgv1.CheckOwnEndpoint).
+// Another machine's address there (an agent lying, or an --endpoint the Node
+// does not list) is invalid: reported on the Node and its MeshPeer and never
+// published, so it never protects an address from external peers. With a
+// usable wgmesh.io/force-endpoint (a user's) the announced one is not used
+// and not checked.
+func ParseNode(n *corev1.Node) NodeAnnotations {
+	out := ParseNodeAnnotations(n.Annotations)
+	out.ownEndpoint = func(ep string) error { return wgv1.CheckOwnEndpoint(n, ep) }
+	if !out.foreignEndpoint() {
+		return out
+	}
+	bad := AnnotationError{Annotation: wgv1.AnnotationEndpoint, Value: out.Endpoint, Want: wgv1.WantOwnEndpoint(n.Name, wgv1.NodeAddrs(n))}
+	out.Endpoint = ""
+	// In the documented order: after the public key's, if any.
+	i := 0
+	if len(out.Invalid) > 0 && out.Invalid[0].Annotation == wgv1.AnnotationPublicKey {
+		i = 1
+	}
+	out.Invalid = append(out.Invalid[:i], append([]AnnotationError{bad}, out.Invalid[i:]...)...)
+	return out
+}
+
+// foreignEndpoint reports whether the endpoint the agent announced would be
+// used (no usable force-endpoint) but is not the Node's own.
+func (a NodeAnnotations) foreignEndpoint() bool {
+	return a.Endpoint != "" && a.ForceEndpoint == "" && a.ownEndpoint != nil && a.ownEndpoint(a.Endpoint) != nil
+}
+
+// AnnouncesForeignEndpoint reports whether a Node's agent announces, in
+// wgmesh.io/endpoint, an address that is not the Node's own (ParseNode
+// refuses it).
+func AnnouncesForeignEndpoint(n *corev1.Node) bool {
+	a := ParseNodeAnnotations(n.Annotations)
+	a.ownEndpoint = func(ep string) error { return wgv1.CheckOwnEndpoint(n, ep) }
+	return a.foreignEndpoint()
+}
+
+// ParseNodeAnnotations reads the wgmesh annotations of a Node, without the
+// check that needs the Node itself (see ParseNode).
 func ParseNodeAnnotations(annotations map[string]string) NodeAnnotations {
 	var out NodeAnnotations
 	check := func(key, want string, ok func(string) bool, dst *string) {

@@ -1,8 +1,12 @@
 package operator
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -70,5 +74,61 @@ func TestParseNodeAnnotations(t *testing.T) {
 				t.Fatalf("invalid = %v, want %v", inv, tt.wantInvalid)
 			}
 		})
+	}
+}
+
+func addrNode(name string, ann map[string]string, addrs ...corev1.NodeAddress) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann}, Status: corev1.NodeStatus{Addresses: addrs}}
+}
+
+// TestParseNodeOwnEndpoint: the endpoint an agent announces is used only
+// when it is one of its Node's InternalIP/ExternalIP addresses; another
+// machine's address is invalid, with a message naming the Node, the
+// annotation, the value, the Node's addresses and the user's way out. A
+// usable force-endpoint makes the announced one unused and unchecked.
+func TestParseNodeOwnEndpoint(t *testing.T) {
+	internal := corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}
+	external6 := corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "2001:db8:0:0::11"}
+	hostname := corev1.NodeAddress{Type: corev1.NodeHostName, Address: "198.18.0.99"}
+	tests := []struct {
+		name        string
+		node        *corev1.Node
+		wantEP      string
+		wantInvalid []string
+	}{
+		{"its InternalIP", addrNode("n1", map[string]string{wgv1.AnnotationEndpoint: "198.18.0.11:51820"}, internal), "198.18.0.11:51820", nil},
+		{"its ExternalIP, written another way", addrNode("n1", map[string]string{wgv1.AnnotationEndpoint: "[2001:db8::11]:51820"}, internal, external6), "[2001:db8::11]:51820", nil},
+		{"another machine's", addrNode("n1", map[string]string{wgv1.AnnotationEndpoint: "198.18.200.5:51820"}, internal), "", []string{wgv1.AnnotationEndpoint}},
+		{"a Hostname address is not an own address", addrNode("n1", map[string]string{wgv1.AnnotationEndpoint: "198.18.0.99:51820"}, internal, hostname), "", []string{wgv1.AnnotationEndpoint}},
+		{"a Node without addresses owns none", addrNode("n1", map[string]string{wgv1.AnnotationEndpoint: "198.18.0.11:51820"}), "", []string{wgv1.AnnotationEndpoint}},
+		{"unused beside a force-endpoint", addrNode("n1", map[string]string{wgv1.AnnotationEndpoint: "198.18.200.5:51820", wgv1.AnnotationForceEndpoint: "gw.example.org:4500"}, internal), "198.18.200.5:51820", nil},
+		{"checked beside a bad force-endpoint, in order", addrNode("n1", map[string]string{wgv1.AnnotationPublicKey: "x", wgv1.AnnotationEndpoint: "198.18.200.5:51820", wgv1.AnnotationForceEndpoint: "x:0", wgv1.AnnotationPersistentKeepalive: "x"}, internal),
+			"", []string{wgv1.AnnotationPublicKey, wgv1.AnnotationEndpoint, wgv1.AnnotationForceEndpoint, wgv1.AnnotationPersistentKeepalive}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ParseNode(tt.node)
+			if got.Endpoint != tt.wantEP {
+				t.Errorf("endpoint %q, want %q", got.Endpoint, tt.wantEP)
+			}
+			var inv []string
+			for _, e := range got.Invalid {
+				inv = append(inv, e.Annotation)
+			}
+			if strings.Join(inv, ",") != strings.Join(tt.wantInvalid, ",") {
+				t.Fatalf("invalid = %v, want %v", inv, tt.wantInvalid)
+			}
+			if AnnouncesForeignEndpoint(tt.node) != slices.ContainsFunc(got.Invalid, func(e AnnotationError) bool {
+				return e.Annotation == wgv1.AnnotationEndpoint && strings.Contains(e.Want, "own")
+			}) {
+				t.Errorf("AnnouncesForeignEndpoint disagrees with ParseNode: %+v", got.Invalid)
+			}
+		})
+	}
+	msg := ParseNode(tests[2].node).Invalid[0].Error()
+	for _, want := range []string{`wgmesh.io/endpoint="198.18.200.5:51820"`, "Node n1's own", "198.18.0.11", wgv1.AnnotationForceEndpoint} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q does not contain %q", msg, want)
+		}
 	}
 }

@@ -72,19 +72,35 @@ func (r *ConflictReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named(conflictControllerName).
 		WatchesRawSource(source.Channel[client.Object](start, toMesh)).
 		Watches(&wgv1.MeshPeer{}, toMesh, builder.WithPredicates(peerInputsChanged())).
-		Watches(&corev1.Node{}, toMesh, builder.WithPredicates(podCIDRsChanged())).
+		Watches(&corev1.Node{}, toMesh, builder.WithPredicates(nodeConflictInputsChanged())).
 		Complete(r)
 }
 
+// nodeConflictInputsChanged lets through Node updates that change a
+// conflict: pod CIDRs, identity, the Node's own addresses and the
+// annotations that say which endpoint is its own.
+func nodeConflictInputsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*corev1.Node)
+			n, ok2 := e.ObjectNew.(*corev1.Node)
+			return !ok1 || !ok2 || podCIDRsChanged().Update(e) || !slices.Equal(wgv1.NodeAddrs(o), wgv1.NodeAddrs(n)) ||
+				o.Annotations[wgv1.AnnotationForceEndpoint] != n.Annotations[wgv1.AnnotationForceEndpoint] ||
+				o.Annotations[wgv1.AnnotationEndpoint] != n.Annotations[wgv1.AnnotationEndpoint]
+		},
+	}
+}
+
 // peerInputsChanged ignores status-only MeshPeer updates other than to the
-// operator's own conditions (an agent's connected count changes nothing
-// here).
+// operator's own conditions and the learned endpoints (an agent's connected
+// count changes nothing here).
 func peerInputsChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			o, ok1 := e.ObjectOld.(*wgv1.MeshPeer)
 			n, ok2 := e.ObjectNew.(*wgv1.MeshPeer)
-			if !ok1 || !ok2 || o.Generation != n.Generation || !slices.Equal(o.OwnerReferences, n.OwnerReferences) {
+			if !ok1 || !ok2 || o.Generation != n.Generation || !slices.Equal(o.OwnerReferences, n.OwnerReferences) ||
+				!slices.Equal(o.Status.LearnedEndpoints, n.Status.LearnedEndpoints) {
 				return true
 			}
 			for _, t := range []string{wgv1.ConditionKeyConflict, wgv1.ConditionAllowedIPsConflict} {
@@ -164,7 +180,31 @@ func (r *ConflictReconciler) reconcile(ctx context.Context) error {
 	r.Metrics.MeshPeersManaged.Set(float64(managed))
 	r.Metrics.KeyConflicts.Set(float64(keyConflicts))
 	r.Metrics.AllowedIPsConflicts.Set(float64(ipConflicts))
+	r.setEndpointMetrics(peers.Items, nodes.Items)
 	return errors.Join(errs...)
+}
+
+// setEndpointMetrics counts the learned endpoints nodes report, protected
+// or not (one report alone), and the Nodes whose agent announces an address
+// that is not theirs.
+func (r *ConflictReconciler) setEndpointMetrics(peers []wgv1.MeshPeer, nodes []corev1.Node) {
+	protected, single := 0, 0
+	for _, l := range LearnedReports(peers, nodes) {
+		if len(l.Reporters) >= LearnedQuorum {
+			protected++
+		} else {
+			single++
+		}
+	}
+	r.Metrics.LearnedEndpoints.WithLabelValues("true").Set(float64(protected))
+	r.Metrics.LearnedEndpoints.WithLabelValues("false").Set(float64(single))
+	foreign := 0
+	for i := range nodes {
+		if AnnouncesForeignEndpoint(&nodes[i]) {
+			foreign++
+		}
+	}
+	r.Metrics.ForeignEndpoints.Set(float64(foreign))
 }
 
 // eventTransitions records an Event when a conflict condition appears or

@@ -31,9 +31,123 @@ type ConflictInput struct {
 	// pod CIDRs must lie inside them. Empty: not checked.
 	ClusterCIDRs []netip.Prefix
 	// Protected are addresses no external peer may route into the tunnel
-	// (the API server's); every Node address and every peer endpoint
-	// address is protected too.
+	// (the API server's). Protected too (ProtectedAddrs): every Node's
+	// InternalIP and ExternalIP, its wgmesh.io/force-endpoint, every
+	// external peer's endpoint, and every endpoint learned from handshakes
+	// that LearnedQuorum nodes report. A node peer's spec endpoint protects
+	// only as one of those: an address a node merely announced never does.
 	Protected []netip.Addr
+}
+
+// LearnedQuorum is how many nodes must report an address in their
+// MeshPeer's status.learnedEndpoints before it protects: each agent writes
+// its own status, so one compromised agent could otherwise name any
+// external peer's address and evict it. Each node's agent keeps the
+// endpoints it learned clear on its own node whatever the others report.
+const LearnedQuorum = 2
+
+// ProtectedAddr is an underlay address no external peer may claim, and
+// what it is, for messages.
+type ProtectedAddr struct {
+	Addr netip.Addr
+	What string
+}
+
+// LearnedReport is one address nodes report as a learned WireGuard
+// endpoint: by which nodes, of which node peers (sorted).
+type LearnedReport struct {
+	Addr      netip.Addr
+	Reporters []string
+	Peers     []string
+}
+
+// LearnedReports collects the learned endpoints that node peers report in
+// their status about other node peers, by address, sorted. Reports by a
+// MeshPeer that is not a node's (anyone may write an external peer's
+// status), about a peer that is not another node's, or unparsable, are
+// ignored.
+func LearnedReports(peers []wgv1.MeshPeer, nodes []corev1.Node) []LearnedReport {
+	uids := nodeUIDs(nodes)
+	isNode := map[string]bool{}
+	for i := range peers {
+		if wgv1.IsNodePeer(&peers[i], uids) {
+			isNode[peers[i].Name] = true
+		}
+	}
+	byAddr := map[netip.Addr]*LearnedReport{}
+	for i := range peers {
+		mp := &peers[i]
+		if !isNode[mp.Name] {
+			continue
+		}
+		for _, l := range mp.Status.LearnedEndpoints {
+			a, err := netip.ParseAddr(l.Address)
+			if err != nil || !isNode[l.Peer] || l.Peer == mp.Name {
+				continue
+			}
+			a = a.Unmap()
+			r := byAddr[a]
+			if r == nil {
+				r = &LearnedReport{Addr: a}
+				byAddr[a] = r
+			}
+			if !slices.Contains(r.Reporters, mp.Name) {
+				r.Reporters = append(r.Reporters, mp.Name)
+			}
+			if !slices.Contains(r.Peers, l.Peer) {
+				r.Peers = append(r.Peers, l.Peer)
+			}
+		}
+	}
+	out := make([]LearnedReport, 0, len(byAddr))
+	for _, r := range byAddr {
+		sort.Strings(r.Reporters)
+		sort.Strings(r.Peers)
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr.Less(out[j].Addr) })
+	return out
+}
+
+// ProtectedAddrs are the underlay addresses no external peer's allowedIPs
+// may contain, each with what it is (see ConflictInput.Protected).
+func ProtectedAddrs(in ConflictInput) []ProtectedAddr {
+	var out []ProtectedAddr
+	for _, a := range in.Protected {
+		out = append(out, ProtectedAddr{Addr: a.Unmap(), What: "the API server"})
+	}
+	for i := range in.Nodes {
+		n := &in.Nodes[i]
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil && (a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP) {
+				out = append(out, ProtectedAddr{Addr: ip.Unmap(), What: fmt.Sprintf("%s of Node %s", a.Type, n.Name)})
+			}
+		}
+		if hp, err := wgv1.ParseEndpoint(n.Annotations[wgv1.AnnotationForceEndpoint], true); err == nil && hp.Addr.IsValid() {
+			out = append(out, ProtectedAddr{Addr: hp.Addr.Unmap(), What: fmt.Sprintf("the %s of Node %s", wgv1.AnnotationForceEndpoint, n.Name)})
+		}
+	}
+	uids := nodeUIDs(in.Nodes)
+	for i := range in.Peers {
+		mp := &in.Peers[i]
+		if wgv1.IsNodePeer(mp, uids) {
+			continue // its endpoint is one of the above, or protects nothing
+		}
+		if hp, err := wgv1.ParseEndpoint(string(mp.Spec.Endpoint), true); err == nil && hp.Addr.IsValid() {
+			out = append(out, ProtectedAddr{Addr: hp.Addr.Unmap(), What: fmt.Sprintf("the endpoint of MeshPeer %s", mp.Name)})
+		}
+	}
+	for _, r := range LearnedReports(in.Peers, in.Nodes) {
+		if len(r.Reporters) >= LearnedQuorum {
+			peers := "node " + r.Peers[0]
+			if len(r.Peers) > 1 {
+				peers = "nodes " + listNames(r.Peers)
+			}
+			out = append(out, ProtectedAddr{Addr: r.Addr, What: fmt.Sprintf("the WireGuard endpoint of %s, learned from handshakes by nodes %s",
+				peers, listNames(r.Reporters))})
+		}
+	}
+	return out
 }
 
 // FindConflicts computes, from all MeshPeers and Nodes, which peers share a
@@ -92,24 +206,14 @@ func FindConflicts(in ConflictInput) map[string]Problems {
 		prefix netip.Prefix
 	}
 	var podCIDRs []nodeCIDR
-	protected := slices.Clone(in.Protected)
 	for i := range in.Nodes {
 		for _, s := range nodePodCIDRs(&in.Nodes[i]) {
 			if p, err := netip.ParsePrefix(s); err == nil {
 				podCIDRs = append(podCIDRs, nodeCIDR{node: in.Nodes[i].Name, prefix: p.Masked()})
 			}
 		}
-		for _, a := range in.Nodes[i].Status.Addresses {
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				protected = append(protected, ip.Unmap())
-			}
-		}
 	}
-	for i := range in.Peers {
-		if hp, err := wgv1.ParseEndpoint(string(in.Peers[i].Spec.Endpoint), true); err == nil && hp.Addr.IsValid() {
-			protected = append(protected, hp.Addr.Unmap())
-		}
-	}
+	protected := ProtectedAddrs(in)
 	sort.Slice(podCIDRs, func(i, j int) bool { return podCIDRs[i].node < podCIDRs[j].node })
 	for i := range in.Peers {
 		mp := &in.Peers[i]
@@ -132,9 +236,9 @@ func FindConflicts(in ConflictInput) map[string]Problems {
 					hits = append(hits, fmt.Sprintf("%s overlaps the cluster's pod CIDR %s", a, c))
 				}
 			}
-			for _, addr := range protected {
-				if ap.Contains(addr) {
-					hits = append(hits, fmt.Sprintf("%s contains underlay address %s (a node, a peer endpoint or the API server), which would loop WireGuard's own packets into the tunnel", a, addr))
+			for _, p := range protected {
+				if ap.Contains(p.Addr) {
+					hits = append(hits, fmt.Sprintf("%s contains underlay address %s (%s), which would loop WireGuard's own packets into the tunnel", a, p.Addr, p.What))
 					break
 				}
 			}

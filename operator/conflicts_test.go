@@ -1,7 +1,9 @@
 package operator
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +203,111 @@ func TestDesiredConditions(t *testing.T) {
 	res := desiredConditions(cur, 1, want(""), t1)
 	if len(res) != 1 || res[0].Status != metav1.ConditionFalse || res[0].Reason != "Unique" || !res[0].LastTransitionTime.Equal(&t1) {
 		t.Fatalf("resolved = %+v", res)
+	}
+}
+
+// natCluster is three nodes and an external peer: n3 is behind a NAT
+// router whose public address, 198.18.100.1, is where the others reach its
+// WireGuard (no spec names it); the external peer "evil" routes exactly
+// that address into the tunnel.
+func natCluster() ([]wgv1.MeshPeer, []corev1.Node) {
+	var nodes []corev1.Node
+	var peers []wgv1.MeshPeer
+	for i, name := range []string{"n1", "n2", "n3"} {
+		n := node(name, fmt.Sprintf("198.19.%d.0/24", i+1))
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("198.18.%d.1%d", i/2, i+1)}}
+		nodes = append(nodes, n)
+		peers = append(peers, nodePeer(name, strings.Repeat(string(rune('K'+i)), 43)+"=", wgv1.CIDR(fmt.Sprintf("198.19.%d.0/24", i+1))))
+	}
+	evil := extPeer("evil", strings.Repeat("E", 43)+"=", "198.18.100.1/32")
+	return append(peers, evil), nodes
+}
+
+// report makes peers[reporter] report that it reaches peer at addr.
+func report(peers []wgv1.MeshPeer, reporter, peer, addr string) {
+	for i := range peers {
+		if peers[i].Name == reporter {
+			peers[i].Status.LearnedEndpoints = append(peers[i].Status.LearnedEndpoints, wgv1.LearnedEndpoint{Peer: peer, Address: addr})
+		}
+	}
+}
+
+// TestLearnedEndpointIsProtected: an external MeshPeer whose allowedIPs hold
+// the NAT router's public address, where the other nodes reach the NAT node,
+// is left out once two nodes report that address as learned from the NAT
+// node's handshakes. The control (no reports, as before) accepts it: then
+// every agent routed WireGuard's packets for the NAT node into the
+// attacker's peer.
+func TestLearnedEndpointIsProtected(t *testing.T) {
+	peers, nodes := natCluster()
+	if got := FindConflicts(ConflictInput{Peers: peers, Nodes: nodes}); got["evil"].AllowedIPsConflict != "" {
+		t.Fatalf("control: with nothing reported the peer is accepted, got %q", got["evil"].AllowedIPsConflict)
+	}
+	report(peers, "n1", "n3", "198.18.100.1")
+	report(peers, "n2", "n3", "198.18.100.1")
+	got := FindConflicts(ConflictInput{Peers: peers, Nodes: nodes})
+	want := "198.18.100.1/32 contains underlay address 198.18.100.1 (the WireGuard endpoint of node n3, learned from handshakes by nodes n1, n2)"
+	if m := got["evil"].AllowedIPsConflict; !strings.Contains(m, want) {
+		t.Fatalf("evil: AllowedIPsConflict %q, want it to contain %q", m, want)
+	}
+	if len(got) != 1 {
+		t.Errorf("only evil has a problem, got %+v", got)
+	}
+}
+
+// TestOneAgentsLearnedEndpointEvictsNoOne: each agent writes its own
+// status, so one compromised agent could report any external peer's
+// address as learned; alone it evicts no one. Nor do reports in an
+// external MeshPeer's status (anyone who may write it), a node about
+// itself, or about a peer that is not a node's.
+func TestOneAgentsLearnedEndpointEvictsNoOne(t *testing.T) {
+	peers, nodes := natCluster()
+	report(peers, "n1", "n3", "198.18.100.1")
+	report(peers, "evil", "n3", "198.18.100.1")
+	report(peers, "n3", "n3", "198.18.100.1")
+	report(peers, "n2", "evil", "198.18.100.1")
+	report(peers, "n2", "gone", "198.18.100.1")
+	if got := FindConflicts(ConflictInput{Peers: peers, Nodes: nodes}); got["evil"].AllowedIPsConflict != "" {
+		t.Fatalf("one node's report evicted the peer: %q", got["evil"].AllowedIPsConflict)
+	}
+	reports := LearnedReports(peers, nodes)
+	if len(reports) != 1 || !slices.Equal(reports[0].Reporters, []string{"n1"}) || !slices.Equal(reports[0].Peers, []string{"n3"}) {
+		t.Fatalf("LearnedReports = %+v, want only n1's report about n3", reports)
+	}
+	// The control: a second node's word is enough.
+	report(peers, "n2", "n3", "198.18.100.1")
+	if got := FindConflicts(ConflictInput{Peers: peers, Nodes: nodes}); got["evil"].AllowedIPsConflict == "" {
+		t.Fatal("control: two nodes' reports do not protect the address")
+	}
+}
+
+// TestSelfAnnouncedEndpointEvictsNoOne: a node peer's spec endpoint that is
+// not one of its Node's addresses (published from wgmesh.io/endpoint by an
+// older operator, or the Node's addresses changed since) protects nothing,
+// so an agent that announces an external peer's address never evicts it.
+// The controls: the same address as the Node's ExternalIP, or as its
+// wgmesh.io/force-endpoint (a user's), does protect.
+func TestSelfAnnouncedEndpointEvictsNoOne(t *testing.T) {
+	peers, nodes := natCluster()
+	peers[3] = extPeer("vm", strings.Repeat("V", 43)+"=", "198.18.200.5/32")
+	peers[1].Spec.Endpoint = "198.18.200.5:51820" // n2 announced the vm's address
+	if got := FindConflicts(ConflictInput{Peers: peers, Nodes: nodes}); len(got) != 0 {
+		t.Fatalf("a node's own word about its endpoint evicted: %+v", got)
+	}
+	for what, change := range map[string]func(*corev1.Node){
+		"ExternalIP of Node n2": func(n *corev1.Node) {
+			n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "198.18.200.5"})
+		},
+		"the wgmesh.io/force-endpoint of Node n2": func(n *corev1.Node) {
+			n.Annotations = map[string]string{wgv1.AnnotationForceEndpoint: "198.18.200.5:51820"}
+		},
+	} {
+		ns := slices.Clone(nodes)
+		ns[1] = *nodes[1].DeepCopy()
+		change(&ns[1])
+		got := FindConflicts(ConflictInput{Peers: peers, Nodes: ns})
+		if want := "contains underlay address 198.18.200.5 (" + what + ")"; !strings.Contains(got["vm"].AllowedIPsConflict, want) {
+			t.Errorf("control %s: vm AllowedIPsConflict %q, want %q", what, got["vm"].AllowedIPsConflict, want)
+		}
 	}
 }

@@ -16,6 +16,7 @@
 //
 //	publicKey           wgmesh.io/public-key (written by the agent)
 //	endpoint            wgmesh.io/force-endpoint if set, else wgmesh.io/endpoint
+//	                    when it is one of the Node's own addresses
 //	persistentKeepalive wgmesh.io/persistent-keepalive
 //	allowedIPs          spec.podCIDRs
 //
@@ -30,7 +31,11 @@
 // A bad annotation value gives a Warning Event (InvalidAnnotation) on the
 // Node naming the annotation and the value, and the condition
 // InvalidAnnotation=True on the MeshPeer; the field keeps its last good
-// value. A MeshPeer with the node's name that the node does not control (made
+// value. A wgmesh.io/endpoint whose address is not one of the Node's
+// InternalIP/ExternalIP addresses is bad too (ParseNode): an agent announcing
+// another machine's address is reported, and that address is never
+// published, so it never keeps an external peer out; the last good endpoint
+// is kept only while it is still the node's own. A MeshPeer with the node's name that the node does not control (made
 // in advance, by hand) is taken over, spec and owner (Event MeshPeerAdopted):
 // it never locks the node out. The annotation wgmesh.io/public-key-since
 // records when the current key was first published.
@@ -47,8 +52,11 @@
 // node that published it first keeps it (wgv1.KeyOwner) and the others get
 // KeyConflict=True; without such a node all of them do. Node peers whose pod
 // CIDRs are withheld, and external MeshPeers whose allowedIPs overlap the
-// cluster's pod CIDRs or contain an underlay address (a Node address, a peer
-// endpoint, the API server), get AllowedIPsConflict=True naming the range.
+// cluster's pod CIDRs or contain an underlay address (ProtectedAddrs: a
+// Node's InternalIP/ExternalIP or force-endpoint, an external peer's
+// endpoint, the API server, an endpoint WireGuard learned from a node's
+// handshakes that LearnedQuorum nodes report in status.learnedEndpoints), get
+// AllowedIPsConflict=True naming the range and the address.
 // Agents leave such peers out (MeshPeer.Excluded). The conditions turn False
 // once resolved. External MeshPeers' specs are never changed.
 //

@@ -3,6 +3,7 @@ package operator
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -111,6 +112,78 @@ func FuzzPodCIDRConflicts(f *testing.F) {
 				kept = append(kept, p)
 				owner[p] = n.Name
 			}
+		}
+	})
+}
+
+// FuzzParseNode: the endpoint a node's MeshPeer gets from what its agent
+// announced is always one of the Node's own addresses (never another
+// machine's, whatever the annotations, the addresses and the last spec);
+// a refused announcement is reported with the annotation and the value.
+func FuzzParseNode(f *testing.F) {
+	f.Add("198.18.0.11:51820", "", "198.18.0.11", "198.18.200.5:51820")
+	f.Add("198.18.200.5:51820", "", "198.18.0.11", "198.18.200.5:51820")
+	f.Add("[2001:db8::11]:51820", "x:0", "2001:db8:0::11", "")
+	f.Add("198.18.200.5:51820", "gw.example.org:1", "198.18.0.11", "198.18.0.11:51820")
+	f.Fuzz(func(t *testing.T, ep, force, addr, current string) {
+		n := &corev1.Node{}
+		n.Name = "n1"
+		n.Annotations = map[string]string{wgv1.AnnotationPublicKey: keyA, wgv1.AnnotationEndpoint: ep}
+		if force != "" {
+			n.Annotations[wgv1.AnnotationForceEndpoint] = force
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: addr}}
+		ann := ParseNode(n)
+		for _, e := range ann.Invalid {
+			if e.Value != n.Annotations[e.Annotation] || e.Want == "" {
+				t.Fatalf("error %+v does not name the value and what is accepted", e)
+			}
+		}
+		var cur *wgv1.MeshPeerSpec
+		if current != "" {
+			cur = &wgv1.MeshPeerSpec{NodeName: "n1", PublicKey: keyA, Endpoint: wgv1.Endpoint(current)}
+		}
+		spec, ok := DesiredPeerSpec("n1", nil, ann, cur)
+		if !ok || spec.Endpoint == "" || ann.ForceEndpoint != "" || slices.ContainsFunc(ann.Invalid, func(e AnnotationError) bool { return e.Annotation == wgv1.AnnotationForceEndpoint }) {
+			return // no endpoint, or the user's
+		}
+		if err := wgv1.CheckOwnEndpoint(n, string(spec.Endpoint)); err != nil {
+			t.Fatalf("published endpoint %q is not the Node's own: %v", spec.Endpoint, err)
+		}
+	})
+}
+
+// FuzzLearnedEndpointQuorum: an external peer is kept out by a learned
+// endpoint only when at least LearnedQuorum distinct node peers report that
+// address about another node peer (checked against a naive count of the
+// raw statuses); a single reporter, an external MeshPeer's status or a
+// node's report about itself never evicts.
+func FuzzLearnedEndpointQuorum(f *testing.F) {
+	f.Add([]byte{0, 2, 0, 1, 2, 0})
+	f.Add([]byte{0, 2, 0, 3, 2, 0, 2, 2, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		peers, nodes := natCluster()
+		names := []string{"n1", "n2", "n3", "evil", "gone"}
+		addrs := []string{"198.18.100.1", "198.18.100.2", "::ffff:198.18.100.1"}
+		for i := 0; i+3 <= len(data) && i < 60; i += 3 {
+			report(peers, names[int(data[i])%4], names[int(data[i+1])%5], addrs[int(data[i+2])%3])
+		}
+		// Naive: distinct node reporters of 198.18.100.1 about another node.
+		reporters := map[string]bool{}
+		for _, mp := range peers {
+			if mp.Name == "evil" {
+				continue
+			}
+			for _, l := range mp.Status.LearnedEndpoints {
+				a, _ := netip.ParseAddr(l.Address)
+				if a.Unmap() == netip.MustParseAddr("198.18.100.1") && l.Peer != mp.Name && slices.Contains([]string{"n1", "n2", "n3"}, l.Peer) {
+					reporters[mp.Name] = true
+				}
+			}
+		}
+		got := FindConflicts(ConflictInput{Peers: peers, Nodes: nodes})["evil"].AllowedIPsConflict != ""
+		if want := len(reporters) >= LearnedQuorum; got != want {
+			t.Fatalf("evil excluded = %v, want %v (reporters %v, statuses %+v)", got, want, reporters, peers)
 		}
 	})
 }

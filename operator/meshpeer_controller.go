@@ -80,8 +80,9 @@ func (r *MeshPeerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // nodePeerInputsChanged lets through node updates that change what its
-// MeshPeer says: annotations, pod CIDRs, identity, readiness (not the
-// kubelet's periodic status updates).
+// MeshPeer says: annotations, pod CIDRs, identity, readiness, own addresses
+// (which the announced endpoint must be one of), not the kubelet's periodic
+// status updates.
 func nodePeerInputsChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
@@ -89,7 +90,7 @@ func nodePeerInputsChanged() predicate.Predicate {
 			n, ok2 := e.ObjectNew.(*corev1.Node)
 			return !ok1 || !ok2 || o.UID != n.UID || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) ||
 				o.Spec.PodCIDR != n.Spec.PodCIDR || !maps.Equal(o.Annotations, n.Annotations) ||
-				nodeNotReadyMessage(o) != nodeNotReadyMessage(n)
+				nodeNotReadyMessage(o) != nodeNotReadyMessage(n) || !slices.Equal(wgv1.NodeAddrs(o), wgv1.NodeAddrs(n))
 		},
 	}
 }
@@ -143,7 +144,7 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) (time.D
 	// takes it over, spec and owner, below.
 	adopt := existing != nil && !controlledBy(existing, &node)
 
-	ann := ParseNodeAnnotations(node.Annotations)
+	ann := ParseNode(&node)
 	var current *wgv1.MeshPeerSpec
 	if existing != nil {
 		current = &existing.Spec

@@ -69,7 +69,7 @@ func TestMeshPeerLifecycle(t *testing.T) {
 	needAPI(t)
 	cleanCluster(t)
 	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16,2001:db8:100::/56", name: "op"})
-	node := createNode(t, "wgm-mp-1", nil)
+	node := createNodeAt(t, "wgm-mp-1", []string{"198.18.0.11"}, nil)
 	cidrs := waitPodCIDRs(t, "wgm-mp-1", 2)
 
 	// No key yet: no MeshPeer.
@@ -428,7 +428,7 @@ func TestMeshPeerNodeNotReady(t *testing.T) {
 	needAPI(t)
 	cleanCluster(t)
 	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
-	createNode(t, "wgm-nr-1", map[string]string{wgv1.AnnotationPublicKey: keyA, wgv1.AnnotationEndpoint: "198.18.0.11:51820"})
+	createNodeAt(t, "wgm-nr-1", []string{"198.18.0.11"}, map[string]string{wgv1.AnnotationPublicKey: keyA, wgv1.AnnotationEndpoint: "198.18.0.11:51820"})
 	waitPodCIDRs(t, "wgm-nr-1", 1)
 	mp := waitPeer(t, "wgm-nr-1", func(mp *wgv1.MeshPeer) string {
 		if len(mp.Spec.AllowedIPs) != 1 {
@@ -472,5 +472,85 @@ func TestMeshPeerNodeNotReady(t *testing.T) {
 	setReady(corev1.ConditionTrue, "KubeletReady", now.Add(10*time.Second))
 	waitPeer(t, "wgm-nr-1", func(mp *wgv1.MeshPeer) string {
 		return condIs(mp, wgv1.ConditionNodeNotReady, metav1.ConditionFalse, "")
+	})
+}
+
+// TestMeshPeerForeignEndpoint is the attack of a compromised agent that
+// announces an external peer's address as its own wgmesh.io/endpoint: every
+// node's endpoint is an address no external peer may claim, so the operator
+// used to publish it and evict the external peer from every node. Now the
+// announcing node is the one reported (InvalidAnnotation on its MeshPeer, a
+// Warning Event on its Node, the metric) and keeps its last good endpoint,
+// and the external peer stays. The control: the same address as the Node's
+// own (an ExternalIP its kubelet reports) is published and does keep the
+// external peer out.
+func TestMeshPeerForeignEndpoint(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	op := startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	ctx := context.Background()
+	createNodeAt(t, "wgm-fe-1", []string{"198.18.0.11"}, map[string]string{wgv1.AnnotationPublicKey: keyA, wgv1.AnnotationEndpoint: "198.18.0.11:51820"}, "198.19.7.0/24")
+	waitPeer(t, "wgm-fe-1", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.Endpoint != "198.18.0.11:51820" {
+			return "its own endpoint not published"
+		}
+		return ""
+	})
+	vm := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-fe-vm"}, Spec: wgv1.MeshPeerSpec{PublicKey: keyB, AllowedIPs: []wgv1.CIDR{"198.18.200.5/32"}}}
+	if err := testClient.Create(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+
+	annotate(t, "wgm-fe-1", map[string]string{wgv1.AnnotationEndpoint: "198.18.200.5:51820"})
+	mp := waitPeer(t, "wgm-fe-1", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionInvalidAnnotation, metav1.ConditionTrue, `annotation wgmesh.io/endpoint="198.18.200.5:51820" is invalid: want host:port`)
+	})
+	if c := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionInvalidAnnotation); !strings.Contains(c.Message, "Node wgm-fe-1's own (its InternalIP or ExternalIP: 198.18.0.11)") {
+		t.Errorf("condition message %q does not name the Node's own addresses", c.Message)
+	}
+	if mp.Spec.Endpoint != "198.18.0.11:51820" {
+		t.Errorf("MeshPeer endpoint %q, want the last good one, the node's own", mp.Spec.Endpoint)
+	}
+	eventually(t, 10*time.Second, func() string {
+		if e := findEvent(t, "Node", "wgm-fe-1", ReasonInvalidAnnotation); e == nil || e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, "198.18.200.5:51820") {
+			return fmt.Sprintf("no Warning InvalidAnnotation Event on Node wgm-fe-1 naming the value: %+v", e)
+		}
+		return ""
+	})
+	// The barrier: a conflict pass has seen the Node's announcement (the
+	// gauge is set at the end of the pass); it left the external peer in.
+	eventually(t, 30*time.Second, func() string {
+		if v := op.metric(t, "wgmesh_operator_foreign_endpoints"); v != 1 {
+			return fmt.Sprintf("wgmesh_operator_foreign_endpoints = %v, want 1", v)
+		}
+		return ""
+	})
+	if v := op.metric(t, "wgmesh_operator_allowedips_conflicts"); v != 0 {
+		t.Fatalf("wgmesh_operator_allowedips_conflicts = %v after the pass that saw the announcement, want 0", v)
+	}
+	if got, err := getPeer("wgm-fe-vm"); err != nil || meta.IsStatusConditionTrue(got.Status.Conditions, wgv1.ConditionAllowedIPsConflict) {
+		t.Fatalf("the external peer was evicted by a node's word: %v %+v", err, got.Status.Conditions)
+	}
+
+	// The control: the address is the node's own after all.
+	n := getNode(t, "wgm-fe-1")
+	n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "198.18.200.5"})
+	if err := testClient.Status().Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	waitPeer(t, "wgm-fe-1", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.Endpoint != "198.18.200.5:51820" {
+			return "the node's own ExternalIP not published"
+		}
+		return condIs(mp, wgv1.ConditionInvalidAnnotation, metav1.ConditionFalse, "")
+	})
+	waitPeer(t, "wgm-fe-vm", func(mp *wgv1.MeshPeer) string {
+		return condIs(mp, wgv1.ConditionAllowedIPsConflict, metav1.ConditionTrue, "contains underlay address 198.18.200.5 (ExternalIP of Node wgm-fe-1)")
+	})
+	eventually(t, 30*time.Second, func() string {
+		if v := op.metric(t, "wgmesh_operator_foreign_endpoints"); v != 0 {
+			return fmt.Sprintf("wgmesh_operator_foreign_endpoints = %v, want 0", v)
+		}
+		return ""
 	})
 }

@@ -16,6 +16,8 @@ type Metrics struct {
 	ReconcileErrors     *prometheus.CounterVec
 	KeyConflicts        prometheus.Gauge
 	AllowedIPsConflicts prometheus.Gauge
+	LearnedEndpoints    *prometheus.GaugeVec
+	ForeignEndpoints    prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (the
@@ -54,8 +56,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "wgmesh_operator_allowedips_conflicts",
 			Help: "External MeshPeers left out of the mesh because their allowedIPs overlap node pod CIDRs.",
 		}),
+		LearnedEndpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wgmesh_operator_learned_endpoints",
+			Help: "Addresses nodes report as WireGuard endpoints of node peers learned from handshakes (MeshPeer status.learnedEndpoints); protected=\"true\" when enough nodes report one that no external peer may claim it, \"false\" when a single node does.",
+		}, []string{"protected"}),
+		ForeignEndpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wgmesh_operator_foreign_endpoints",
+			Help: "Nodes whose wgmesh.io/endpoint is not one of the Node's own addresses (not published; InvalidAnnotation on its MeshPeer).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.PoolExhausted, m.PodCIDRsAssigned, m.PoolUsed, m.PoolSize, m.MeshPeersManaged, m.ReconcileErrors, m.KeyConflicts, m.AllowedIPsConflicts} {
+	for _, c := range []prometheus.Collector{m.PoolExhausted, m.PodCIDRsAssigned, m.PoolUsed, m.PoolSize, m.MeshPeersManaged, m.ReconcileErrors, m.KeyConflicts, m.AllowedIPsConflicts, m.LearnedEndpoints, m.ForeignEndpoints} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -35,7 +35,9 @@ func DesiredPeerSpec(nodeName string, podCIDRs []string, ann NodeAnnotations, cu
 		spec.Endpoint = current.Endpoint
 	case ann.Endpoint != "":
 		spec.Endpoint = wgv1.Endpoint(ann.Endpoint)
-	case invalid[wgv1.AnnotationEndpoint] && current != nil:
+	case invalid[wgv1.AnnotationEndpoint] && current != nil && ann.ownsEndpoint(string(current.Endpoint)):
+		// The last good one, if it is still the node's own: one an older
+		// operator published unchecked is dropped, not kept.
 		spec.Endpoint = current.Endpoint
 	}
 
@@ -50,6 +52,13 @@ func DesiredPeerSpec(nodeName string, podCIDRs []string, ann NodeAnnotations, cu
 
 	spec.AllowedIPs = CanonicalCIDRs(podCIDRs)
 	return spec, true
+}
+
+// ownsEndpoint reports whether ep may stay in the node's MeshPeer as its
+// last good endpoint: empty, or the Node's own address (always, when the
+// annotations were parsed without the Node).
+func (a NodeAnnotations) ownsEndpoint(ep string) bool {
+	return ep == "" || a.ownEndpoint == nil || a.ownEndpoint(ep) == nil
 }
 
 // CanonicalCIDRs parses CIDRs, masks them and drops unparsable ones, keeping

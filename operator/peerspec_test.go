@@ -3,6 +3,8 @@ package operator
 import (
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -56,5 +58,37 @@ func TestDesiredPeerSpec(t *testing.T) {
 				t.Fatalf("DesiredPeerSpec = %s (ok=%v), want %s", describeSpec(got), ok, describeSpec(*tt.want))
 			}
 		})
+	}
+}
+
+// TestDesiredPeerSpecOwnEndpoint: an announced endpoint that is not the
+// Node's own is never published: the last good one stays while it is still
+// the Node's, and one that is not (published unchecked by an older
+// operator) is dropped.
+func TestDesiredPeerSpecOwnEndpoint(t *testing.T) {
+	own := corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}
+	ann := map[string]string{wgv1.AnnotationPublicKey: keyA, wgv1.AnnotationEndpoint: "198.18.200.5:51820"}
+	for _, tt := range []struct {
+		name, current, want string
+	}{
+		{"no MeshPeer yet: no endpoint", "", ""},
+		{"last good, the Node's own, stays", "198.18.0.11:51820", "198.18.0.11:51820"},
+		{"a foreign one published before is dropped", "198.18.200.5:51820", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var current *wgv1.MeshPeerSpec
+			if tt.current != "" {
+				current = &wgv1.MeshPeerSpec{NodeName: "n1", PublicKey: keyA, Endpoint: wgv1.Endpoint(tt.current)}
+			}
+			got, ok := DesiredPeerSpec("n1", nil, ParseNode(addrNode("n1", ann, own)), current)
+			if !ok || string(got.Endpoint) != tt.want {
+				t.Fatalf("endpoint %q (ok=%v), want %q", got.Endpoint, ok, tt.want)
+			}
+		})
+	}
+	// The control: the same annotation without the Node's check (as
+	// before) would have published the foreign address.
+	if got, _ := DesiredPeerSpec("n1", nil, ParseNodeAnnotations(ann), nil); got.Endpoint != "198.18.200.5:51820" {
+		t.Fatalf("control: ParseNodeAnnotations alone gives endpoint %q", got.Endpoint)
 	}
 }

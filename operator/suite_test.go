@@ -226,3 +226,26 @@ func (o *operatorInstance) metric(t *testing.T, name string) float64 {
 
 // testLogVerbosity is the operator's log level in tests.
 var testLogVerbosity = 0
+
+// createNodeAt creates a Node the way a kubelet registers it, with its
+// InternalIP addresses in status.addresses.
+func createNodeAt(t *testing.T, name string, addrs []string, annotations map[string]string, podCIDRs ...string) *corev1.Node {
+	t.Helper()
+	n := &corev1.Node{}
+	n.Name = name
+	n.Annotations = annotations
+	n.Spec.PodCIDRs = podCIDRs
+	if len(podCIDRs) > 0 {
+		n.Spec.PodCIDR = podCIDRs[0]
+	}
+	for _, a := range addrs {
+		n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
+	}
+	if err := testClient.Create(context.Background(), n); err != nil {
+		t.Fatalf("create node %s: %v", name, err)
+	}
+	if len(n.Status.Addresses) != len(addrs) {
+		t.Fatalf("node %s: status.addresses %v not kept on create", name, n.Status.Addresses)
+	}
+	return n
+}

@@ -11,6 +11,10 @@
 //     route (IPv4 first, then IPv6).
 //
 // Addresses without a port get the listen port; IPv6 hosts are bracketed.
+// The agent announces the endpoint only when it is the force-endpoint or one
+// of the Node's own InternalIP/ExternalIP addresses (wgv1.CheckOwnEndpoint,
+// which the API server's admission policy and the operator enforce too);
+// otherwise it announces its key alone and says why in an Event.
 package endpoint
 
 import (

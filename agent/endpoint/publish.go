@@ -19,17 +19,19 @@ type Announcement struct {
 }
 
 // Publish writes the public-key and endpoint annotations on node when they
-// differ from what the Node already has. It returns whether it wrote. Only
-// the two annotations are touched (JSON merge patch), never other fields.
+// differ from what the Node already has (an empty Endpoint removes its
+// annotation). It returns whether it wrote. Only the two annotations are
+// touched (JSON merge patch), never other fields.
 func Publish(ctx context.Context, c client.Client, node *corev1.Node, a Announcement) (bool, error) {
-	if node.Annotations[wgv1.AnnotationPublicKey] == a.PublicKey &&
-		node.Annotations[wgv1.AnnotationEndpoint] == a.Endpoint {
+	ep, hasEP := node.Annotations[wgv1.AnnotationEndpoint]
+	if node.Annotations[wgv1.AnnotationPublicKey] == a.PublicKey && ep == a.Endpoint && hasEP == (a.Endpoint != "") {
 		return false, nil
 	}
-	return true, PatchAnnotations(ctx, c, node.Name, map[string]*string{
-		wgv1.AnnotationPublicKey: &a.PublicKey,
-		wgv1.AnnotationEndpoint:  &a.Endpoint,
-	})
+	ann := map[string]*string{wgv1.AnnotationPublicKey: &a.PublicKey, wgv1.AnnotationEndpoint: nil}
+	if a.Endpoint != "" {
+		ann[wgv1.AnnotationEndpoint] = &a.Endpoint
+	}
+	return true, PatchAnnotations(ctx, c, node.Name, ann)
 }
 
 // Withdraw removes the annotations the agent wrote (used by --cleanup-on-exit).

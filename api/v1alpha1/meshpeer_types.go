@@ -92,6 +92,18 @@ type MeshPeerStatus struct {
 	// +kubebuilder:validation:items:MaxLength=253
 	UnreachablePeers []string `json:"unreachablePeers,omitempty"`
 
+	// LearnedEndpoints are the addresses this peer's node sends WireGuard
+	// packets to for other node peers where they differ from the peer's
+	// spec.endpoint: WireGuard learned them from the peer's handshakes (a
+	// node behind NAT is reached at its router's public address, which no
+	// spec names). Sorted by peer; at most 32. The operator keeps external
+	// MeshPeers' allowedIPs clear of an address that at least two nodes
+	// report (one node's word alone evicts no one).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	LearnedEndpoints []LearnedEndpoint `json:"learnedEndpoints,omitempty"`
+
 	// LatestHandshake is the most recent handshake with any peer.
 	// +optional
 	LatestHandshake *metav1.Time `json:"latestHandshake,omitempty"`
@@ -103,6 +115,20 @@ type MeshPeerStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// LearnedEndpoint is where a node's WireGuard reaches another node peer,
+// as learned from that peer's handshakes.
+type LearnedEndpoint struct {
+	// Peer is the node MeshPeer's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Peer string `json:"peer"`
+
+	// Address is the IP address (without port) the peer's packets come from.
+	// +kubebuilder:validation:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",messageExpression="'learnedEndpoints address ' + self + ' is not an IPv4 or IPv6 address'"
+	Address string `json:"address"`
 }
 
 // MeshPeer is one WireGuard peer of the mesh: a node (one per Node, written by

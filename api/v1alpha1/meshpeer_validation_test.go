@@ -238,3 +238,45 @@ func TestMeshPeerPrinterColumns(t *testing.T) {
 		}
 	}
 }
+
+// TestMeshPeerLearnedEndpointsValidated: status.learnedEndpoints takes IP
+// addresses only, at most 32, each naming a peer; a bad entry is refused
+// naming the field and the value.
+func TestMeshPeerLearnedEndpointsValidated(t *testing.T) {
+	needAPI(t)
+	mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-learned"}, Spec: wgv1.MeshPeerSpec{PublicKey: goodKey}}
+	if err := testClient.Create(context.Background(), mp); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { testClient.Delete(context.Background(), mp) }) //nolint:errcheck
+	write := func(l []wgv1.LearnedEndpoint) error {
+		got := &wgv1.MeshPeer{}
+		if err := testClient.Get(context.Background(), client.ObjectKeyFromObject(mp), got); err != nil {
+			t.Fatal(err)
+		}
+		got.Status.LearnedEndpoints = l
+		return testClient.Status().Update(context.Background(), got)
+	}
+	if err := write([]wgv1.LearnedEndpoint{{Peer: "wgm-nat-1", Address: "198.18.100.1"}, {Peer: "wgm-nat-2", Address: "2001:db8::1"}}); err != nil {
+		t.Fatalf("good learned endpoints refused: %v", err)
+	}
+	var many []wgv1.LearnedEndpoint
+	for i := range 33 {
+		many = append(many, wgv1.LearnedEndpoint{Peer: fmt.Sprintf("n%d", i), Address: "198.18.100.1"})
+	}
+	for _, tt := range []struct {
+		name string
+		l    []wgv1.LearnedEndpoint
+		want string
+	}{
+		{"address with port", []wgv1.LearnedEndpoint{{Peer: "n1", Address: "198.18.100.1:51820"}}, "learnedEndpoints address 198.18.100.1:51820 is not an IPv4 or IPv6 address"},
+		{"address with zone", []wgv1.LearnedEndpoint{{Peer: "n1", Address: "fe80::1%eth0"}}, "status.learnedEndpoints[0].address"},
+		{"no peer", []wgv1.LearnedEndpoint{{Address: "198.18.100.1"}}, "status.learnedEndpoints[0].peer"},
+		{"33 entries", many, "status.learnedEndpoints"},
+	} {
+		err := write(tt.l)
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want Invalid containing %q", tt.name, err, tt.want)
+		}
+	}
+}

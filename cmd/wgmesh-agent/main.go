@@ -50,7 +50,7 @@ func run() int {
 	flag.StringVar(&mode, "wireguard-mode", "auto", "auto, kernel or userspace WireGuard.")
 	flag.IntVar(&o.ListenPort, "listen-port", 51820, "WireGuard UDP port.")
 	flag.IntVar(&o.MTU, "mtu", 0, "MTU of the mesh; 0 = the underlay MTU minus 80.")
-	flag.StringVar(&o.Endpoint, "endpoint", "", "host:port to announce, overriding detection (the Node annotation wgmesh.io/force-endpoint overrides this).")
+	flag.StringVar(&o.Endpoint, "endpoint", "", "host:port to announce, overriding detection (the Node annotation wgmesh.io/force-endpoint overrides this); announced only when its address is one of the Node's InternalIP/ExternalIP addresses.")
 	flag.StringVar(&addrType, "endpoint-address-type", "InternalIP", "Node address type used as endpoint: InternalIP or ExternalIP.")
 	flag.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9472", "Prometheus metrics address (0 = off).")
 	flag.StringVar(&o.HealthProbeAddress, "health-probe-bind-address", ":9473", "/healthz and /readyz address.")

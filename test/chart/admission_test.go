@@ -108,6 +108,10 @@ func TestAgentOwnNodePolicy(t *testing.T) {
 		if name == "vap-node-b" {
 			n.Spec.PodCIDRs = []string{"198.19.2.0/24"}
 			n.Spec.PodCIDR = "198.19.2.0/24"
+		} else {
+			// As its kubelet reports it: the endpoint the agent announces
+			// below is this address.
+			n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.11"}}
 		}
 		if err := apiClient.Create(ctx, n); err != nil {
 			t.Fatal(err)
