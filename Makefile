@@ -99,7 +99,7 @@ conformance-reference: deps-conformance demo-stop control-plane build helm node-
 	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance --kube-proxy="$$(hack/kube-proxy.sh --path)" $(CONFORMANCE_ARGS)
 
 # Go native fuzz targets: every parser of outside input and the topology.
-FUZZ_PACKAGES := ./api/v1alpha1 ./operator ./agent/mesh
+FUZZ_PACKAGES := ./api/v1alpha1 ./operator ./agent/mesh ./podnet ./agent/servicenat
 FUZZTIME ?= 2m
 FUZZTIME_TEST ?= 3s
 fuzz: ## Fuzz every parser and the topology, FUZZTIME each (default 2m)

@@ -23,6 +23,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // reconcile brings the node to the state the API server describes. Stages:
@@ -49,7 +50,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 		a.metrics.ReconcileErrors.WithLabelValues("list").Inc()
 		return fmt.Errorf("listing MeshPeers: %w", err)
 	}
-	podCIDRs := nodePodCIDRs(node)
+	podCIDRs := podnet.NodeCIDRs(node)
 	if err := a.checkClusterCIDRs(node, podCIDRs); err != nil {
 		return err
 	}
@@ -171,7 +172,7 @@ func expectedPeers(topo mesh.Topology, items []wgv1.MeshPeer) (expected []string
 		if p.NodeName == "" || len(p.AllowedIPs) == 0 {
 			continue // external peers are not probed (a laptop may sleep)
 		}
-		if gw, ok := mesh.Gateway(p.AllowedIPs[0]); ok {
+		if gw, ok := podnet.Gateway(p.AllowedIPs[0]); ok {
 			targets = append(targets, probe.Target{Peer: p.Name, Addr: gw.Addr()})
 		}
 		if !notReady[p.Name] {
@@ -389,18 +390,4 @@ func withdrawAnnotations(ctx context.Context, c client.Client, node string) erro
 		return nil
 	}
 	return err
-}
-
-func nodePodCIDRs(n *corev1.Node) []netip.Prefix {
-	src := n.Spec.PodCIDRs
-	if len(src) == 0 && n.Spec.PodCIDR != "" {
-		src = []string{n.Spec.PodCIDR}
-	}
-	var out []netip.Prefix
-	for _, s := range src {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
 }

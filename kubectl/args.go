@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	wgmeshv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // parseNamed parses a command line with one positional NAME placed before,
@@ -65,7 +66,7 @@ func (f *peerConfFlags) parse(fs *flag.FlagSet, args []string) error {
 	}
 	f.Name = name
 	if f.ServiceCIDRs != "" {
-		if _, err := wgmeshv1.ParseCIDRList("--service-cidrs", f.ServiceCIDRs); err != nil {
+		if _, err := podnet.ParseCIDRList("--service-cidrs", f.ServiceCIDRs); err != nil {
 			return err
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	wgmeshv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // serviceCIDRs are the cluster's service ranges and where they were found,
@@ -30,7 +30,7 @@ var agentSelector = client.MatchingLabels{"app.kubernetes.io/name": "wgmesh", "a
 // objects. Notes say what could not be read.
 func findServiceCIDRs(ctx context.Context, c client.Client, flag string) (serviceCIDRs, []string, error) {
 	if flag != "" {
-		ps, err := wgmeshv1.ParseCIDRList("--service-cidrs", flag)
+		ps, err := podnet.ParseCIDRList("--service-cidrs", flag)
 		if err != nil {
 			return serviceCIDRs{}, nil, err
 		}
@@ -52,7 +52,7 @@ func findServiceCIDRs(ctx context.Context, c client.Client, flag string) (servic
 					continue
 				}
 				field := fmt.Sprintf("DaemonSet %s/%s argument --service-cidrs", ds.Namespace, ds.Name)
-				ps, err := wgmeshv1.ParseCIDRList(field, v)
+				ps, err := podnet.ParseCIDRList(field, v)
 				if err != nil {
 					notes = append(notes, err.Error())
 					continue

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/operator/cidr"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // CheckClusterCIDRs refuses to run when Nodes already carry pod CIDRs
@@ -23,7 +24,7 @@ func CheckClusterCIDRs(ctx context.Context, r client.Reader, pools []cidr.PoolSp
 	cluster := poolPrefixes(pools)
 	var outside []string
 	for i := range nodes.Items {
-		for _, p := range parseCIDRs(nodePodCIDRs(&nodes.Items[i])) {
+		for _, p := range podnet.NodeCIDRs(&nodes.Items[i]) {
 			inside := false
 			for _, c := range cluster {
 				inside = inside || (c.Bits() <= p.Bits() && c.Contains(p.Addr()))

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // Problems are the operator's findings about one MeshPeer; an empty message
@@ -207,7 +208,7 @@ func FindConflicts(in ConflictInput) map[string]Problems {
 	}
 	var podCIDRs []nodeCIDR
 	for i := range in.Nodes {
-		for _, s := range nodePodCIDRs(&in.Nodes[i]) {
+		for _, s := range podnet.NodeCIDRStrings(&in.Nodes[i]) {
 			if p, err := netip.ParsePrefix(s); err == nil {
 				podCIDRs = append(podCIDRs, nodeCIDR{node: in.Nodes[i].Name, prefix: p.Masked()})
 			}
@@ -274,7 +275,7 @@ func PodCIDRConflicts(nodes []corev1.Node, peers []wgv1.MeshPeer, cluster []neti
 	var es []entry
 	for i := range nodes {
 		e := entry{node: &nodes[i]}
-		for _, s := range nodePodCIDRs(&nodes[i]) {
+		for _, s := range podnet.NodeCIDRStrings(&nodes[i]) {
 			p, err := netip.ParsePrefix(s)
 			if err != nil {
 				continue
@@ -349,7 +350,7 @@ func PodCIDRConflictOf(name string, nodes []corev1.Node, peers []wgv1.MeshPeer, 
 	cidrs := make([][]netip.Prefix, len(nodes))
 	self := -1
 	for i := range nodes {
-		cidrs[i] = parseCIDRs(nodePodCIDRs(&nodes[i]))
+		cidrs[i] = podnet.NodeCIDRs(&nodes[i])
 		if nodes[i].Name == name {
 			self = i
 		}
@@ -414,16 +415,4 @@ func listNames(s []string) string {
 		return strings.Join(s, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(s[:maxListed], ", "), len(s)-maxListed)
-}
-
-// nodePodCIDRs returns the node's podCIDRs, falling back to the single
-// podCIDR field.
-func nodePodCIDRs(n *corev1.Node) []string {
-	if len(n.Spec.PodCIDRs) > 0 {
-		return n.Spec.PodCIDRs
-	}
-	if n.Spec.PodCIDR != "" {
-		return []string{n.Spec.PodCIDR}
-	}
-	return nil
 }

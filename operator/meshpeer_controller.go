@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 const meshPeerControllerName = "node-meshpeer"
@@ -149,7 +150,7 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) (time.D
 	if existing != nil {
 		current = &existing.Spec
 	}
-	spec, ok := DesiredPeerSpec(node.Name, nodePodCIDRs(&node), ann, current)
+	spec, ok := DesiredPeerSpec(node.Name, podnet.NodeCIDRStrings(&node), ann, current)
 	invalidMsg := invalidAnnotationsMessage(ann)
 	if ok && len(spec.AllowedIPs) > 0 {
 		withheld, err := r.podCIDRConflict(ctx, node.Name)
@@ -179,7 +180,7 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) (time.D
 		return 0, nil
 	}
 
-	if existing == nil && len(nodePodCIDRs(&node)) == 0 {
+	if existing == nil && len(podnet.NodeCIDRStrings(&node)) == 0 {
 		// A new node gets its pod CIDRs within moments: wait for them
 		// (the Node update brings this node back) rather than publish a
 		// MeshPeer without allowedIPs and update it right after, a second
@@ -302,7 +303,7 @@ func (r *MeshPeerReconciler) overlappingNodes(ctx context.Context, obj client.Ob
 	if !ok {
 		return nil
 	}
-	mine := parseCIDRs(nodePodCIDRs(changed))
+	mine := podnet.NodeCIDRs(changed)
 	var nodes corev1.NodeList
 	if len(mine) == 0 || r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy) != nil {
 		return nil
@@ -313,7 +314,7 @@ func (r *MeshPeerReconciler) overlappingNodes(ctx context.Context, obj client.Ob
 		if n.Name == changed.Name {
 			continue
 		}
-		for _, p := range parseCIDRs(nodePodCIDRs(n)) {
+		for _, p := range podnet.NodeCIDRs(n) {
 			if slices.ContainsFunc(mine, p.Overlaps) {
 				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: n.Name}})
 				break

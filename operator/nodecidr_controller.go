@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/wgmesh/wgmesh/operator/cidr"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 const nodeCIDRControllerName = "node-podcidr"
@@ -193,7 +194,7 @@ func (r *NodeCIDRReconciler) desired(node *corev1.Node) ([]netip.Prefix, bool, e
 		r.wakeWaitingLocked()
 	}
 
-	if have := parseCIDRs(nodePodCIDRs(node)); len(have) > 0 {
+	if have := podnet.NodeCIDRs(node); len(have) > 0 {
 		// Someone (we, earlier, or another allocator) set them: they count
 		// as used; a reservation of ours that lost is freed.
 		r.Allocator.Occupy(have...)
@@ -261,7 +262,7 @@ func (r *NodeCIDRReconciler) rebuild(ctx context.Context) error {
 	}
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
-		if have := parseCIDRs(nodePodCIDRs(n)); len(have) > 0 {
+		if have := podnet.NodeCIDRs(n); len(have) > 0 {
 			r.Allocator.Occupy(have...)
 			r.assigned[n.Name] = nodeAssignment{uid: n.UID, cidrs: have}
 		}
@@ -269,14 +270,4 @@ func (r *NodeCIDRReconciler) rebuild(ctx context.Context) error {
 	r.ready = true
 	log.FromContext(ctx).Info("pod CIDR allocator rebuilt from nodes", "nodes", len(nodes.Items), "pools", r.Allocator.Stats())
 	return nil
-}
-
-func parseCIDRs(in []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range in {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
-	"github.com/wgmesh/wgmesh/cni/conflist"
 	"github.com/wgmesh/wgmesh/cni/antispoof"
+	"github.com/wgmesh/wgmesh/cni/conflist"
 	"github.com/wgmesh/wgmesh/test/frame"
 	"github.com/wgmesh/wgmesh/test/netns"
 )

@@ -7,6 +7,8 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // EventFunc records a Kubernetes Event on the agent's Node.
@@ -55,7 +57,7 @@ func NewManager(opts ManagerOptions) *Manager {
 // spec.podCIDRs), and enables br_netfilter. br_netfilter being unavailable
 // is reported (log, Warning event once, metric 0), not returned as an error.
 func (m *Manager) Apply(_ context.Context, podCIDRs []string, peerRanges ...netip.Prefix) error {
-	pods, err := ParseCIDRs("node spec.podCIDRs", podCIDRs)
+	pods, err := podnet.ParseCIDRs("node spec.podCIDRs", podCIDRs)
 	if err != nil {
 		m.guardErr, m.guardOK = err, false
 		return err

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/cni/guard"
 )
 
@@ -217,21 +216,4 @@ func familyOf(p netip.Prefix) Family {
 		return IPv4
 	}
 	return IPv6
-}
-
-// ParseCIDRs parses a flag's list of canonical CIDRs (wgv1.ParseCIDR, the
-// one CIDR validator), naming the flag on error.
-func ParseCIDRs(flag string, values []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, v := range values {
-		if v == "" {
-			continue
-		}
-		p, err := wgv1.ParseCIDR(v)
-		if err != nil {
-			return nil, fmt.Errorf("flag %s: %w", flag, err)
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // Defaults of Options.
@@ -467,7 +468,7 @@ func (r *Rotator) kickChangedPeers(peers []mesh.Peer) {
 
 func peerGateway(p mesh.Peer) (netip.Addr, bool) {
 	for _, c := range p.AllowedIPs {
-		if gw, ok := mesh.Gateway(c); ok {
+		if gw, ok := podnet.Gateway(c); ok {
 			return gw.Addr(), true
 		}
 	}

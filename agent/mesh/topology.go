@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // Input is what the topology is computed from.
@@ -113,7 +114,7 @@ type candidate struct {
 func New(in Input) Topology {
 	var t Topology
 	for _, c := range in.PodCIDRs {
-		if gw, ok := Gateway(c); ok {
+		if gw, ok := podnet.Gateway(c); ok {
 			t.Gateways = append(t.Gateways, gw)
 		}
 	}
@@ -407,17 +408,6 @@ func parse(mp *wgv1.MeshPeer) (Peer, *Problem) {
 		p.Keepalive = *mp.Spec.PersistentKeepalive
 	}
 	return p, nil
-}
-
-// Gateway is the bridge gateway address of a pod CIDR: its first address,
-// with the CIDR's prefix length.
-func Gateway(podCIDR netip.Prefix) (netip.Prefix, bool) {
-	podCIDR = podCIDR.Masked()
-	gw := podCIDR.Addr().Next()
-	if !gw.IsValid() || !podCIDR.Contains(gw) {
-		return netip.Prefix{}, false
-	}
-	return netip.PrefixFrom(gw, podCIDR.Bits()), true
 }
 
 func overlapsAny(p netip.Prefix, set []netip.Prefix) (netip.Prefix, bool) {

@@ -224,4 +224,3 @@ func findProblem(probs []Problem, field string) *Problem {
 	}
 	return nil
 }
-

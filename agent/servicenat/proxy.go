@@ -31,8 +31,8 @@ import (
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/wgmesh/wgmesh/agent/mesh"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // Defaults.
@@ -550,10 +550,8 @@ func (p *Proxy) computeReserved() Reserved {
 				r.AddAddr(ip, fmt.Sprintf("the %s of Node %s", a.Type, n.Name))
 			}
 		}
-		for _, c := range n.Spec.PodCIDRs {
-			if pfx, err := netip.ParsePrefix(c); err == nil {
-				r.AddPrefix(pfx, fmt.Sprintf("a pod address (pod CIDR %s of Node %s)", pfx.Masked(), n.Name))
-			}
+		for _, pfx := range podnet.NodeCIDRs(n) {
+			r.AddPrefix(pfx, fmt.Sprintf("a pod address (pod CIDR %s of Node %s)", pfx, n.Name))
 		}
 	}
 	return r
@@ -598,15 +596,9 @@ func (p *Proxy) computeGlobals() (Input, error) {
 	if err != nil {
 		return in, fmt.Errorf("service NAT: reading Node %s: %w", p.o.NodeName, err)
 	}
-	cidrs := node.Spec.PodCIDRs
-	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
-		cidrs = []string{node.Spec.PodCIDR}
-	}
-	for _, c := range cidrs {
-		if pfx, err := netip.ParsePrefix(c); err == nil {
-			if gw, ok := mesh.Gateway(pfx); ok {
-				in.SNATAddrs = append(in.SNATAddrs, gw.Addr())
-			}
+	for _, pfx := range podnet.NodeCIDRs(node) {
+		if gw, ok := podnet.Gateway(pfx); ok {
+			in.SNATAddrs = append(in.SNATAddrs, gw.Addr())
 		}
 	}
 	var local []netip.Addr

@@ -140,34 +140,6 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// ParseCIDRList parses a comma-separated list of canonical CIDRs with at
-// most one per address family (a flag such as --cluster-cidrs); field names
-// the input in errors. Empty entries are skipped.
-func ParseCIDRList(field, s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	var seen [2]string
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		p, err := ParseCIDR(f)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
-		}
-		fam := 0
-		if p.Addr().Is6() {
-			fam = 1
-		}
-		if seen[fam] != "" {
-			return nil, fmt.Errorf("%s: %q has two %s CIDRs (%s and %s): want at most one IPv4 and one IPv6 CIDR", field, s, []string{"IPv4", "IPv6"}[fam], seen[fam], f)
-		}
-		seen[fam] = f
-		out = append(out, p)
-	}
-	return out, nil
-}
-
 // ParseKeepalive parses a persistent keepalive in seconds (0-65535).
 func ParseKeepalive(s string) (int32, error) {
 	n, ok := parseUint(s, maxKeepaliveSecond)

@@ -55,37 +55,6 @@ func FuzzParseCIDR(f *testing.F) {
 	})
 }
 
-// FuzzParseCIDRList: never panics; at most one prefix per family, each one
-// ParseCIDR accepts.
-func FuzzParseCIDRList(f *testing.F) {
-	for _, s := range []string{"198.19.0.0/16,2001:db8::/56", "198.19.0.0/16,198.20.0.0/16", ",,", " 198.19.0.0/16 ", "x"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		ps, err := ParseCIDRList("--cluster-cidrs", s)
-		if err != nil {
-			if !strings.HasPrefix(err.Error(), "--cluster-cidrs: ") {
-				t.Fatalf("error %q does not name the flag", err)
-			}
-			return
-		}
-		var v4, v6 int
-		for _, p := range ps {
-			if _, err := ParseCIDR(p.String()); err != nil {
-				t.Fatalf("%q: accepted %s that ParseCIDR refuses", s, p)
-			}
-			if p.Addr().Is4() {
-				v4++
-			} else {
-				v6++
-			}
-		}
-		if v4 > 1 || v6 > 1 {
-			t.Fatalf("%q: %v has more than one prefix of a family", s, ps)
-		}
-	})
-}
-
 // FuzzParseKeepaliveAndKey: never panic; keepalives stay in 0-65535, keys
 // are 44 characters.
 func FuzzParseKeepaliveAndKey(f *testing.F) {

@@ -9,10 +9,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +24,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/mtu"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 func main() {
@@ -86,10 +85,10 @@ func run() int {
 	default:
 		return fail(fmt.Errorf("--endpoint-address-type=%q: want InternalIP or ExternalIP", addrType))
 	}
-	if o.ClusterCIDRs, err = wgv1.ParseCIDRList("--cluster-cidrs", clusterCIDRs); err != nil {
+	if o.ClusterCIDRs, err = podnet.ParseCIDRList("--cluster-cidrs", clusterCIDRs); err != nil {
 		return fail(err)
 	}
-	if o.ServiceCIDRs, err = wgv1.ParseCIDRList("--service-cidrs", serviceCIDRs); err != nil {
+	if o.ServiceCIDRs, err = podnet.ParseCIDRList("--service-cidrs", serviceCIDRs); err != nil {
 		return fail(err)
 	}
 	if err := wgv1.CheckRange("--listen-port", o.ListenPort, 1, 65535); err != nil {
@@ -164,24 +163,6 @@ func userspace(args []string) int {
 		return fail(err)
 	}
 	return 0
-}
-
-// parseCIDRs parses a comma-separated flag of canonical CIDRs (any number
-// per family) with the one CIDR validator, wgv1.ParseCIDR.
-func parseCIDRs(flagName, s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		p, err := wgv1.ParseCIDR(f)
-		if err != nil {
-			return nil, fmt.Errorf("--%s: %w", flagName, err)
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 func fail(err error) int {

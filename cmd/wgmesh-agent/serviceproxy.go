@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/agent"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // serviceProxyFlags are the service NAT's flags.
@@ -29,7 +31,7 @@ func (f *serviceProxyFlags) bind(fs *flag.FlagSet) {
 // rules an earlier run left behind are removed so that they never shadow
 // kube-proxy's.
 func serviceProxy(f serviceProxyFlags, o agent.Options, log logr.Logger) (agent.ServiceProxy, error) {
-	npa, err := parseCIDRs("nodeport-addresses", f.nodePortAddresses)
+	npa, err := podnet.ParseCIDRs("--nodeport-addresses", strings.Split(f.nodePortAddresses, ","))
 	if err != nil {
 		return nil, err
 	}

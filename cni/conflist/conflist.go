@@ -3,9 +3,9 @@ package conflist
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 
 	"github.com/wgmesh/wgmesh/cni/guard"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // Names that users, the chart and the tests depend on (DESIGN.md).
@@ -101,7 +101,8 @@ func Render(opts Options) ([]byte, error) {
 		}
 	}
 	for _, p := range prefixes {
-		ipam.Ranges = append(ipam.Ranges, []rangeConf{{Subnet: p.String(), Gateway: Gateway(p).String()}})
+		gw, _ := podnet.Gateway(p) // Validate left room for it
+		ipam.Ranges = append(ipam.Ranges, []rangeConf{{Subnet: p.String(), Gateway: gw.Addr().String()}})
 		if p.Addr().Is4() {
 			ipam.Routes = append(ipam.Routes, routeConf{Dst: "0.0.0.0/0"})
 		} else {
@@ -140,11 +141,4 @@ func Render(opts Options) ([]byte, error) {
 		return nil, fmt.Errorf("encoding conflist: %w", err)
 	}
 	return append(out, '\n'), nil
-}
-
-// Gateway is the pod gateway address of a pod range: its first address after
-// the network address. host-local uses the same default; the agent assigns it
-// to the bridge.
-func Gateway(p netip.Prefix) netip.Addr {
-	return p.Masked().Addr().Next()
 }

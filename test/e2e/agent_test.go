@@ -32,6 +32,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent"
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/podnet"
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/wait"
 )
@@ -182,7 +183,7 @@ func infoOf(ctx context.Context, c *cluster.Cluster, n *cluster.Node) (nodeInfo,
 func gateways(inf nodeInfo) []netip.Addr {
 	var out []netip.Addr
 	for _, p := range inf.podCIDRs {
-		if gw, ok := mesh.Gateway(p); ok {
+		if gw, ok := podnet.Gateway(p); ok {
 			out = append(out, gw.Addr())
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/cni/conflist"
+	"github.com/wgmesh/wgmesh/podnet"
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
@@ -97,7 +98,8 @@ func podCIDRs(ctx context.Context, t *testing.T, c *cluster.Cluster, n *cluster.
 func gatewayFor(cidrs []netip.Prefix, ip string) string {
 	for _, p := range cidrs {
 		if p.Addr().Is4() == is4(ip) {
-			return conflist.Gateway(p).String()
+			gw, _ := podnet.Gateway(p)
+			return gw.Addr().String()
 		}
 	}
 	return ""

@@ -25,8 +25,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 func main() {
@@ -97,7 +97,7 @@ func serve(ctx context.Context, addr string, h http.Handler) {
 }
 
 func cidrs(flag, s string) ([]netip.Prefix, error) {
-	return egress.ParseCIDRs(flag, strings.Split(s, ","))
+	return podnet.ParseCIDRs(flag, strings.Split(s, ","))
 }
 
 func fail(err error) {
