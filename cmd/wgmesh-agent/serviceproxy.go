@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -19,6 +20,20 @@ type serviceProxyFlags struct {
 	enabled           bool
 	nodePortAddresses string
 	syncPeriod        time.Duration
+	// npa is --nodeport-addresses parsed (check).
+	npa []netip.Prefix
+}
+
+// check validates the flags and parses --nodeport-addresses.
+func (f *serviceProxyFlags) check() error {
+	var err error
+	if f.npa, err = podnet.ParseCIDRs("--nodeport-addresses", strings.Split(f.nodePortAddresses, ",")); err != nil {
+		return err
+	}
+	if f.syncPeriod < time.Second {
+		return fmt.Errorf("--service-sync-period=%s: want at least 1s", f.syncPeriod)
+	}
+	return nil
 }
 
 func (f *serviceProxyFlags) bind(fs *flag.FlagSet) {
@@ -31,15 +46,8 @@ func (f *serviceProxyFlags) bind(fs *flag.FlagSet) {
 // rules an earlier run left behind are removed so that they never shadow
 // kube-proxy's.
 func serviceProxy(f serviceProxyFlags, o agent.Options, log logr.Logger) (agent.ServiceProxy, error) {
-	npa, err := podnet.ParseCIDRs("--nodeport-addresses", strings.Split(f.nodePortAddresses, ","))
-	if err != nil {
-		return nil, err
-	}
-	if f.syncPeriod < time.Second {
-		return nil, fmt.Errorf("--service-sync-period=%s: want at least 1s", f.syncPeriod)
-	}
 	p := servicenat.New(servicenat.Options{
-		NodeName: o.NodeName, ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: npa,
+		NodeName: o.NodeName, ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: f.npa,
 		TunnelIf: o.LinkName, SyncPeriod: f.syncPeriod, Log: log.WithName("servicenat"), Registerer: metrics.Registry,
 	})
 	if !f.enabled {
