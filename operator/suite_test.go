@@ -2,8 +2,6 @@ package operator
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -25,45 +23,22 @@ import (
 var (
 	testCfg    *rest.Config
 	testClient client.Client // direct (uncached) admin client
-	skipReason string
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	os.Exit(runMain(m))
+	os.Exit(apiserver.Main(m, func(cfg *rest.Config) error {
+		cfg.QPS, cfg.Burst = 500, 1000
+		testCfg = cfg
+		scheme, err := NewScheme()
+		if err != nil {
+			return err
+		}
+		testClient, err = client.New(cfg, client.Options{Scheme: scheme})
+		return err
+	}))
 }
 
-func runMain(m *testing.M) int {
-	if skipReason = apiserver.SkipReason(); skipReason != "" {
-		return m.Run()
-	}
-	env, cfg, err := apiserver.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer env.Stop() //nolint:errcheck
-	cfg.QPS, cfg.Burst = 500, 1000
-	testCfg = cfg
-	scheme, err := NewScheme()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	testClient, err = client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
-}
-
-func needAPI(t *testing.T) {
-	t.Helper()
-	if testCfg == nil {
-		apiserver.SkipOrFail(t, skipReason)
-	}
-}
+func needAPI(t *testing.T) { t.Helper(); apiserver.Need(t) }
 
 // operatorInstance is one running operator (a manager) in the test process.
 type operatorInstance struct {

@@ -2,7 +2,6 @@ package v1alpha1_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/apiserver"
@@ -25,47 +23,24 @@ import (
 // These tests ask the real kube-apiserver (envtest) to validate MeshPeers
 // against the CRD in charts/wgmesh/crds.
 var (
-	testEnv    *envtest.Environment
 	testCfg    *rest.Config
 	testClient client.Client
-	skipReason string
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	os.Exit(runMain(m))
+	os.Exit(apiserver.Main(m, func(cfg *rest.Config) error {
+		testCfg = cfg
+		scheme := runtime.NewScheme()
+		if err := wgv1.AddToScheme(scheme); err != nil {
+			return err
+		}
+		var err error
+		testClient, err = client.New(cfg, client.Options{Scheme: scheme})
+		return err
+	}))
 }
 
-func runMain(m *testing.M) int {
-	if skipReason = apiserver.SkipReason(); skipReason != "" {
-		return m.Run()
-	}
-	env, cfg, err := apiserver.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer env.Stop() //nolint:errcheck
-	testEnv = env
-	testCfg = cfg
-	scheme := runtime.NewScheme()
-	if err := wgv1.AddToScheme(scheme); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if testClient, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
-}
-
-func needAPI(t *testing.T) {
-	t.Helper()
-	if testCfg == nil {
-		apiserver.SkipOrFail(t, skipReason)
-	}
-}
+func needAPI(t *testing.T) { t.Helper(); apiserver.Need(t) }
 
 const goodKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
 
@@ -221,7 +196,7 @@ func TestMeshPeerPrinterColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { testClient.Delete(context.Background(), mp) }) //nolint:errcheck
-	stdout, stderr, err := testEnv.ControlPlane.KubeCtl().Run("get", "mp", "wgm-print", "-o", "wide")
+	stdout, stderr, err := apiserver.Shared().ControlPlane.KubeCtl().Run("get", "mp", "wgm-print", "-o", "wide")
 	if err != nil {
 		e, _ := io.ReadAll(stderr)
 		t.Fatalf("kubectl get mp: %v: %s", err, e)

@@ -6,6 +6,7 @@ package apiserver
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -98,3 +99,46 @@ func SkipOrFail(tb testing.TB, reason string) {
 	skip.Short(tb, "API test")
 	skip.Unless(tb, reason)
 }
+
+// shared is the API server of the package whose TestMain is Main.
+var shared struct {
+	env  *envtest.Environment
+	cfg  *rest.Config
+	skip string
+}
+
+// Main is the TestMain of a package whose tests share one API server: where
+// API tests can run it starts one (Start), hands its config to setup (a
+// package's clients), runs the tests and stops it; elsewhere it runs the
+// tests, and those that call Need skip or fail by the skip rules. It returns
+// the exit code: os.Exit(apiserver.Main(m, setup)).
+func Main(m *testing.M, setup func(cfg *rest.Config) error) int {
+	flag.Parse()
+	if shared.skip = SkipReason(); shared.skip != "" {
+		return m.Run()
+	}
+	env, cfg, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer env.Stop() //nolint:errcheck
+	if err := setup(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	shared.env, shared.cfg = env, cfg
+	return m.Run()
+}
+
+// Need skips or fails tb (SkipOrFail) when the package's shared API server
+// (Main) is not running.
+func Need(tb testing.TB) {
+	tb.Helper()
+	if shared.cfg == nil {
+		SkipOrFail(tb, shared.skip)
+	}
+}
+
+// Shared is the package's shared API server (Main); nil where none runs.
+func Shared() *envtest.Environment { return shared.env }

@@ -2,7 +2,6 @@ package chart
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,42 +23,22 @@ import (
 // One real kube-apiserver + etcd for the package (envtest), with the CRDs from
 // the chart's crds/ directory, as helm install would create them.
 var (
-	apiClient  client.Client
-	apiConfig  *rest.Config
-	warnings   = &warningLog{}
-	skipReason string
+	apiClient client.Client
+	apiConfig *rest.Config
+	warnings  = &warningLog{}
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	os.Exit(runMain(m))
+	os.Exit(apiserver.Main(m, func(cfg *rest.Config) error {
+		cfg.WarningHandlerWithContext = warnings
+		apiConfig = cfg
+		var err error
+		apiClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme})
+		return err
+	}))
 }
 
-func runMain(m *testing.M) int {
-	if skipReason = apiserver.SkipReason(); skipReason != "" {
-		return m.Run()
-	}
-	env, cfg, err := apiserver.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer env.Stop() //nolint:errcheck
-	cfg.WarningHandlerWithContext = warnings
-	apiConfig = cfg
-	if apiClient, err = client.New(cfg, client.Options{Scheme: scheme.Scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
-}
-
-func needAPI(t *testing.T) {
-	t.Helper()
-	if apiClient == nil {
-		apiserver.SkipOrFail(t, skipReason)
-	}
-}
+func needAPI(t *testing.T) { t.Helper(); apiserver.Need(t) }
 
 // warningLog keeps the API server's warnings (deprecated fields, invalid
 // but tolerated values): the chart must produce none.
