@@ -58,7 +58,7 @@ type Agent struct {
 	o       Options
 	log     logr.Logger
 	key     wgtypes.Key
-	kernel  *Kernel
+	kernel  Tunnel
 	metrics *Metrics
 	client  client.Client
 	reader  client.Reader
@@ -105,10 +105,13 @@ func New(o Options, log logr.Logger) (*Agent, error) {
 	key := rot.Key()
 	a := &Agent{o: o, log: log, key: key, rotation: rot, trigger: newTrigger(), reported: map[string]bool{},
 		status: statusPolicy{MinInterval: o.StatusMinInterval, MembershipDelay: o.StatusMembershipDelay, rand: rand.Int64N}}
-	a.kernel = NewKernel(KernelOptions{
-		LinkName: o.LinkName, BridgeName: o.BridgeName, Mode: o.WireGuardMode, ListenPort: o.ListenPort, MTU: o.MTU,
-		UserspaceLog: o.StateDir + "/wireguard-go.log", UserspaceExternal: o.UserspaceSidecar, Log: log.WithName("kernel"),
-	})
+	a.kernel = o.Tunnel
+	if a.kernel == nil {
+		a.kernel = NewKernel(KernelOptions{
+			LinkName: o.LinkName, BridgeName: o.BridgeName, Mode: o.WireGuardMode, ListenPort: o.ListenPort, MTU: o.MTU,
+			UserspaceLog: o.StateDir + "/wireguard-go.log", UserspaceExternal: o.UserspaceSidecar, Log: log.WithName("kernel"),
+		})
+	}
 	log.Info("WireGuard key ready", "publicKey", key.PublicKey().String(), "keyFile", o.StateDir+"/"+keys.FileName)
 	return a, nil
 }
@@ -386,5 +389,5 @@ func (a *Agent) cleanup() error {
 	return errors.Join(errs...)
 }
 
-// Kernel returns the agent's kernel reconciler (for tests and tooling).
-func (a *Agent) Kernel() *Kernel { return a.kernel }
+// Tunnel returns what applies the mesh to the node (tests and tooling).
+func (a *Agent) Tunnel() Tunnel { return a.kernel }

@@ -84,12 +84,24 @@ type Options struct {
 
 	// Dataplanes are reconciled after the mesh, in order (see NodeDataplane).
 	Dataplanes []NodeDataplane
+	// Tunnel applies the mesh to the node; nil: the node's kernel
+	// (NewKernel: WireGuard link and peers, MTU, bridge, routes, sysctls).
+	Tunnel Tunnel
 	// ServiceProxy is the service NAT (agent/servicenat); nil when
 	// --service-proxy=false leaves Services to kube-proxy.
 	ServiceProxy ServiceProxy
 	// KeyRotation: --key-rotation-period and the rotation's metrics
 	// (StateDir, NodeName and Log are filled in from the above).
 	KeyRotation keyrotation.Options
+}
+
+// Tunnel is the mesh's edge to the node: Apply brings the WireGuard link,
+// its peers, the pod bridge and the routes to the topology (level-based,
+// everything read back from the kernel), Cleanup removes them. *Kernel is
+// the real one; tests of the agent's pipeline use a fake.
+type Tunnel interface {
+	Apply(ctx context.Context, d Desired) (Applied, error)
+	Cleanup() error
 }
 
 // ServiceProxy runs beside the mesh loop with its own watches (Services and
