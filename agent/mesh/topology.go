@@ -110,16 +110,51 @@ type candidate struct {
 // returned as Problems while every other peer keeps working. Bad candidates
 // (bad fields, copied keys, ranges they may not claim) are removed first;
 // only then are overlaps between the rest resolved, so that one wide or
-// already-excluded peer never takes good peers out with it.
+// already-excluded peer never takes good peers out with it. The phases:
+// gateways, candidates, refusals, overlaps, peers and routes.
 func New(in Input) Topology {
 	var t Topology
-	for _, c := range in.PodCIDRs {
+	t.Gateways = gateways(in.PodCIDRs)
+	cands, problems := candidates(in)
+	t.Problems = problems
+	bad := map[string]Problem{}
+	refuse(in, cands, bad)
+	resolveAllOverlaps(cands, bad)
+	for _, c := range cands {
+		if p, ok := bad[c.peer.Name]; ok {
+			t.Problems = append(t.Problems, p)
+			continue
+		}
+		t.Peers = append(t.Peers, c.peer)
+		t.Routes = append(t.Routes, routesOf(c.peer, t.Gateways)...)
+	}
+	slices.SortFunc(t.Routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
+	slices.SortFunc(t.Problems, func(a, b Problem) int {
+		if c := strings.Compare(a.Peer, b.Peer); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Field, b.Field)
+	})
+	return t
+}
+
+// gateways are this node's bridge addresses, one per pod CIDR, sorted.
+func gateways(podCIDRs []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range podCIDRs {
 		if gw, ok := podnet.Gateway(c); ok {
-			t.Gateways = append(t.Gateways, gw)
+			out = append(out, gw)
 		}
 	}
-	sortPrefixes(t.Gateways)
+	sortPrefixes(out)
+	return out
+}
 
+// candidates are the MeshPeers that may be peers, parsed, sorted by name:
+// not this node, not excluded by the operator, not owned by a Node that is
+// gone, not this node's key under another name. Peers whose fields do not
+// parse are returned as problems.
+func candidates(in Input) ([]candidate, []Problem) {
 	// A keepalive set on this node's own MeshPeer (a node behind NAT) is
 	// used towards every peer that has none of its own: the NATed side must
 	// send first and keep its mapping open.
@@ -130,6 +165,7 @@ func New(in Input) Topology {
 		}
 	}
 	var cands []candidate
+	var problems []Problem
 	for i := range in.Peers {
 		mp := &in.Peers[i]
 		if mp.Name == in.NodeName {
@@ -148,7 +184,7 @@ func New(in Input) Topology {
 		}
 		p, prob := parse(mp)
 		if prob != nil {
-			t.Problems = append(t.Problems, *prob)
+			problems = append(problems, *prob)
 			continue
 		}
 		if p.Keepalive == 0 {
@@ -165,8 +201,12 @@ func New(in Input) Topology {
 		cands = append(cands, c)
 	}
 	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.peer.Name, b.peer.Name) })
+	return cands, problems
+}
 
-	bad := map[string]Problem{}
+// refuse marks in bad the candidates that copy another's key or claim
+// ranges they may not (checkRanges), with every peer's endpoint protected.
+func refuse(in Input, cands []candidate, bad map[string]Problem) {
 	markKeyConflicts(cands, bad, in.NodeUIDs)
 	protected := slices.Clone(in.Protected)
 	for _, c := range cands {
@@ -182,8 +222,12 @@ func New(in Input) Topology {
 			bad[c.peer.Name] = p
 		}
 	}
-	// Overlaps: node peers among themselves first; external peers lose to
-	// any node peer left; then external peers among themselves.
+}
+
+// resolveAllOverlaps marks in bad the candidates left that overlap: node
+// peers among themselves first; external peers lose to any node peer left;
+// then external peers among themselves.
+func resolveAllOverlaps(cands []candidate, bad map[string]Problem) {
 	var nodes, externals []candidate
 	for _, c := range cands {
 		if _, ok := bad[c.peer.Name]; ok {
@@ -205,32 +249,23 @@ func New(in Input) Topology {
 		rest = append(rest, c)
 	}
 	resolveOverlaps(rest, bad)
+}
 
-	for _, c := range cands {
-		if p, ok := bad[c.peer.Name]; ok {
-			t.Problems = append(t.Problems, p)
-			continue
-		}
-		t.Peers = append(t.Peers, c.peer)
-		for _, a := range c.peer.AllowedIPs {
-			r := Route{Dst: a, Peer: c.peer.Name}
-			for _, gw := range t.Gateways {
-				if gw.Addr().Is4() == a.Addr().Is4() {
-					r.Src = gw.Addr()
-					break
-				}
+// routesOf are a peer's routes: each allowed range through the tunnel, from
+// this node's gateway of that family (so that replies come back through it).
+func routesOf(p Peer, gateways []netip.Prefix) []Route {
+	var out []Route
+	for _, a := range p.AllowedIPs {
+		r := Route{Dst: a, Peer: p.Name}
+		for _, gw := range gateways {
+			if gw.Addr().Is4() == a.Addr().Is4() {
+				r.Src = gw.Addr()
+				break
 			}
-			t.Routes = append(t.Routes, r)
 		}
+		out = append(out, r)
 	}
-	slices.SortFunc(t.Routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
-	slices.SortFunc(t.Problems, func(a, b Problem) int {
-		if c := strings.Compare(a.Peer, b.Peer); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Field, b.Field)
-	})
-	return t
+	return out
 }
 
 // markKeyConflicts leaves out peers sharing a public key, except the one
