@@ -39,6 +39,10 @@ type Options struct {
 	Log      logr.Logger
 	Events   EventFunc // optional
 	Metrics  *Metrics  // optional
+	// GuardReady is nil while the leak guard is in the kernel (the egress
+	// manager's GuardErr): Apply writes nothing before it is, so the
+	// conflist never exists without the guard. Nil: no guard to wait for.
+	GuardReady func() error
 }
 
 // Manager keeps the node's CNI conflist and plugin binaries in place.
@@ -74,6 +78,11 @@ func (m *Manager) ConfigPath() string { return m.conf.Path() }
 // missing binary) and then writes the conflist for st, or removes it when
 // the node has no podCIDRs.
 func (m *Manager) Apply(_ context.Context, st State) error {
+	if m.opts.GuardReady != nil {
+		if err := m.opts.GuardReady(); err != nil {
+			return fmt.Errorf("CNI configuration not written: the leak guard is not in place: %w", err)
+		}
+	}
 	if m.opts.BinSource != "" {
 		installed, err := m.plugins.Ensure()
 		for _, name := range installed {

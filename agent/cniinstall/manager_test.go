@@ -272,3 +272,38 @@ func inode(t *testing.T, path string) uint64 {
 	}
 	return ino
 }
+
+// TestConflistWaitsForTheGuard: no conflist (and so no pod network) exists
+// before the leak guard is in the kernel, also when plugins could be
+// installed; once the guard is there, the next Apply writes it; when the
+// guard goes again, the conflist on disk stays (pods keep their network; the
+// wgmesh-guard plugin holds new ones back) and Apply reports the error.
+func TestConflistWaitsForTheGuard(t *testing.T) {
+	guardErr := errors.New("nftables table ip wgmesh has no chain guard-forward")
+	m, root, _ := newTestManager(t)
+	m.opts.GuardReady = func() error { return guardErr }
+	conf := filepath.Join(root, "etc/cni/net.d", "10-wgmesh.conflist")
+	st := State{PodCIDRs: []string{"198.19.1.0/24"}, MTU: 1420}
+	err := m.Apply(context.Background(), st)
+	if !errors.Is(err, guardErr) || !strings.Contains(err.Error(), "leak guard is not in place") {
+		t.Fatalf("Apply without the guard: %v, want the guard's error", err)
+	}
+	if _, err := os.Stat(conf); !os.IsNotExist(err) {
+		t.Fatalf("a conflist exists before the leak guard: %v", err)
+	}
+	guardErr = nil
+	m.opts.GuardReady = func() error { return nil }
+	if err := m.Apply(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(conf); err != nil {
+		t.Fatalf("no conflist once the guard is in place: %v", err)
+	}
+	m.opts.GuardReady = func() error { return errors.New("guard gone") }
+	if err := m.Apply(context.Background(), st); err == nil {
+		t.Error("Apply with the guard gone reports nothing")
+	}
+	if _, err := os.Stat(conf); err != nil {
+		t.Errorf("the conflist went with the guard (running pods need it; wgmesh-guard holds new ones): %v", err)
+	}
+}

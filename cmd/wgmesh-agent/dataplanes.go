@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -39,9 +38,9 @@ func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.
 	})
 	return []agent.NodeDataplane{
 		egressDataplane{events: egressEvents, m: eg},
-		cniDataplane{events: cniEvents, guard: eg.GuardErr, m: cniinstall.New(cniinstall.Options{
+		cniDataplane{events: cniEvents, m: cniinstall.New(cniinstall.Options{
 			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource, PluginRecord: filepath.Join(o.StateDir, cniPluginRecord),
-			PortMapBackend: f.portMapBackend,
+			PortMapBackend: f.portMapBackend, GuardReady: eg.GuardErr,
 			Log:            log.WithName("cni"), Metrics: cniinstall.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
 	}
@@ -72,15 +71,11 @@ func (e *nodeEvents) emit(eventType, reason, message string) {
 type cniDataplane struct {
 	m      *cniinstall.Manager
 	events *nodeEvents
-	guard  func() error // nil once the leak guard is in place
 }
 
 func (cniDataplane) Name() string { return "cni" }
 func (d cniDataplane) Apply(ctx context.Context, st agent.NodeState) error {
 	d.events.set(st.Event)
-	if err := d.guard(); err != nil {
-		return fmt.Errorf("CNI configuration not written: the leak guard is not in place: %w", err)
-	}
 	return d.m.Apply(ctx, cniinstall.State{PodCIDRs: prefixStrings(st.PodCIDRs), MTU: st.MTU})
 }
 func (d cniDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
