@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgmesh/wgmesh/agent/bridge"
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/mtu"
 	"github.com/wgmesh/wgmesh/agent/routes"
@@ -121,8 +122,8 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 	a.MTU = mtu.Choose(k.o.MTU, under)
 
 	if len(d.Topology.Gateways) > 0 {
-		if err := routes.EnsureBridge(k.h, routes.BridgeOptions{Name: k.o.BridgeName, Gateways: d.Topology.Gateways, MTU: a.MTU,
-			HardwareAddr: routes.StableMAC(k.o.BridgeName, d.Topology.Gateways)}); err != nil {
+		if err := bridge.Ensure(k.h, bridge.Options{Name: k.o.BridgeName, Gateways: d.Topology.Gateways, MTU: a.MTU,
+			HardwareAddr: bridge.StableMAC(k.o.BridgeName, d.Topology.Gateways)}); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -1,11 +1,10 @@
 // Package routes keeps the kernel's routes to remote pod ranges (dev wgmesh0,
-// src = this node's bridge gateway) and the pod bridge wgmesh-br0 in the
-// desired state, and watches netlink so that drift is repaired at once.
+// src = this node's bridge gateway) in the desired state, and watches
+// netlink so that drift is repaired at once. The pod bridge is agent/bridge.
 package routes
 
 import (
 	"github.com/vishvananda/netlink"
-	"net"
 )
 
 // Protocol marks the routes wgmesh installs (rtnetlink protocol number; see
@@ -17,13 +16,6 @@ const Protocol netlink.RouteProtocol = 87
 // fake.
 type Netlink interface {
 	LinkByName(name string) (netlink.Link, error)
-	LinkAdd(link netlink.Link) error
-	LinkSetUp(link netlink.Link) error
-	LinkSetMTU(link netlink.Link, mtu int) error
-	LinkSetHardwareAddr(link netlink.Link, hwaddr net.HardwareAddr) error
-	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
-	AddrAdd(link netlink.Link, addr *netlink.Addr) error
-	AddrDel(link netlink.Link, addr *netlink.Addr) error
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
 	RouteReplace(route *netlink.Route) error
 	RouteDel(route *netlink.Route) error

@@ -1,4 +1,7 @@
-package routes
+// Package bridge keeps the pod bridge (wgmesh-br0): the link, its MTU, a
+// fixed MAC address derived from its name and gateways, and the gateway
+// addresses, with drift repaired on each call.
+package bridge
 
 import (
 	"bytes"
@@ -12,8 +15,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// BridgeOptions is the pod bridge's desired state.
-type BridgeOptions struct {
+// Netlink is the part of *netlink.Handle this package uses; tests inject
+// agent/netlinkfake.
+type Netlink interface {
+	LinkByName(name string) (netlink.Link, error)
+	LinkAdd(link netlink.Link) error
+	LinkSetUp(link netlink.Link) error
+	LinkSetMTU(link netlink.Link, mtu int) error
+	LinkSetHardwareAddr(link netlink.Link, hwaddr net.HardwareAddr) error
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+	AddrAdd(link netlink.Link, addr *netlink.Addr) error
+	AddrDel(link netlink.Link, addr *netlink.Addr) error
+}
+
+var _ Netlink = (*netlink.Handle)(nil)
+
+// Options is the pod bridge's desired state.
+type Options struct {
 	Name string
 	// Gateways are the bridge addresses (first address of each pod CIDR,
 	// with the pod CIDR's length).
@@ -43,10 +61,10 @@ func StableMAC(name string, gateways []netip.Prefix) net.HardwareAddr {
 	return mac
 }
 
-// EnsureBridge creates the bridge when missing, sets its MTU, makes its
+// Ensure creates the bridge when missing, sets its MTU, makes its
 // global addresses exactly Gateways and brings it up. The CNI bridge plugin
 // reuses this bridge and finds its gateway address already there.
-func EnsureBridge(h Netlink, o BridgeOptions) error {
+func Ensure(h Netlink, o Options) error {
 	link, err := h.LinkByName(o.Name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
