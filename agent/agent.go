@@ -50,6 +50,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/keys"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/routes"
+	"github.com/wgmesh/wgmesh/agent/tunnel"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -107,7 +108,7 @@ func New(o Options, log logr.Logger) (*Agent, error) {
 		status: statusPolicy{MinInterval: o.StatusMinInterval, MembershipDelay: o.StatusMembershipDelay, rand: rand.Int64N}}
 	a.kernel = o.Tunnel
 	if a.kernel == nil {
-		a.kernel = NewKernel(KernelOptions{
+		a.kernel = tunnel.New(tunnel.Options{
 			LinkName: o.LinkName, BridgeName: o.BridgeName, Mode: o.WireGuardMode, ListenPort: o.ListenPort, MTU: o.MTU,
 			UserspaceLog: o.StateDir + "/wireguard-go.log", UserspaceExternal: o.UserspaceSidecar, Log: log.WithName("kernel"),
 		})

@@ -43,7 +43,7 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	if err := c.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	ann := endpoint.Announcement{PublicKey: pubkey().String(), Endpoint: "198.18.0.11:51820"}
+	ann := endpoint.Announcement{PublicKey: mustKey(t).String(), Endpoint: "198.18.0.11:51820"}
 	if wrote, err := endpoint.Publish(ctx, c, node, ann); err != nil || !wrote {
 		t.Fatalf("publish: %v %v", wrote, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
+	"github.com/wgmesh/wgmesh/agent/tunnel"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/netns"
 )
@@ -134,7 +135,7 @@ func TestCleanupLeavesNothing(t *testing.T) {
 			ServiceProxy: servicenat.New(servicenat.Options{NodeName: node.Name, ClusterCIDRs: cluster, ServiceCIDRs: services, TunnelIf: link,
 				NetNSFd: fd, Log: testr.New(t), Registerer: prometheus.NewRegistry()})},
 		log: testr.New(t), client: c,
-		kernel: NewKernel(KernelOptions{LinkName: link, BridgeName: bridge, Netlink: h, SkipSysctl: true, Log: testr.New(t)}),
+		kernel: tunnel.New(tunnel.Options{LinkName: link, BridgeName: bridge, Netlink: h, SkipSysctl: true, Log: testr.New(t)}),
 	}
 	if err := a.cleanup(); err != nil {
 		t.Fatalf("cleanup: %v", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
+	"github.com/wgmesh/wgmesh/agent/tunnel"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 )
 
@@ -85,7 +86,7 @@ type Options struct {
 	// Dataplanes are reconciled after the mesh, in order (see NodeDataplane).
 	Dataplanes []NodeDataplane
 	// Tunnel applies the mesh to the node; nil: the node's kernel
-	// (NewKernel: WireGuard link and peers, MTU, bridge, routes, sysctls).
+	// (tunnel.New: WireGuard link and peers, MTU, bridge, routes, sysctls).
 	Tunnel Tunnel
 	// ServiceProxy is the service NAT (agent/servicenat); nil when
 	// --service-proxy=false leaves Services to kube-proxy.
@@ -97,10 +98,10 @@ type Options struct {
 
 // Tunnel is the mesh's edge to the node: Apply brings the WireGuard link,
 // its peers, the pod bridge and the routes to the topology (level-based,
-// everything read back from the kernel), Cleanup removes them. *Kernel is
-// the real one; tests of the agent's pipeline use a fake.
+// everything read back from the kernel), Cleanup removes them.
+// *tunnel.Reconciler is the real one; tests of the agent's pipeline use a fake.
 type Tunnel interface {
-	Apply(ctx context.Context, d Desired) (Applied, error)
+	Apply(ctx context.Context, d tunnel.Desired) (tunnel.Applied, error)
 	Cleanup() error
 }
 

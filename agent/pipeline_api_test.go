@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/wgmesh/wgmesh/agent/tunnel"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/apiserver"
 	"github.com/wgmesh/wgmesh/test/wait"
@@ -28,11 +29,11 @@ import (
 // when told to.
 type fakeTunnel struct {
 	mu      sync.Mutex
-	applies []Desired
+	applies []tunnel.Desired
 	err     error
 }
 
-func (f *fakeTunnel) Apply(_ context.Context, d Desired) (Applied, error) {
+func (f *fakeTunnel) Apply(_ context.Context, d tunnel.Desired) (tunnel.Applied, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applies = append(f.applies, d)
@@ -40,16 +41,16 @@ func (f *fakeTunnel) Apply(_ context.Context, d Desired) (Applied, error) {
 	for _, p := range d.Topology.Peers {
 		dev.Peers = append(dev.Peers, wgtypes.Peer{PublicKey: p.PublicKey})
 	}
-	return Applied{MTU: 1420, Device: dev}, f.err
+	return tunnel.Applied{MTU: 1420, Device: dev}, f.err
 }
 
 func (f *fakeTunnel) Cleanup() error { return nil }
 
-func (f *fakeTunnel) last() (Desired, int) {
+func (f *fakeTunnel) last() (tunnel.Desired, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.applies) == 0 {
-		return Desired{}, 0
+		return tunnel.Desired{}, 0
 	}
 	return f.applies[len(f.applies)-1], len(f.applies)
 }

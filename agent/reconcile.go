@@ -21,6 +21,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/endpoint"
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/probe"
+	"github.com/wgmesh/wgmesh/agent/tunnel"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/podnet"
@@ -66,7 +67,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	}
 	topo := mesh.New(in)
 
-	applied, kerr := a.kernel.Apply(ctx, Desired{PrivateKey: a.key, Topology: topo})
+	applied, kerr := a.kernel.Apply(ctx, tunnel.Desired{PrivateKey: a.key, Topology: topo})
 	if kerr != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("kernel").Inc()
 	}

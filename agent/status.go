@@ -23,12 +23,11 @@ import (
 
 // Reasons the agent uses in conditions and Events.
 const (
-	ReasonLinkConfigured       = "LinkConfigured"
-	ReasonLinkFailed           = "LinkFailed"
-	ReasonPeersUsable          = "AllPeersUsable"
-	ReasonPeersUnusable        = "PeersUnusable"
-	ReasonUnresolvableEndpoint = "UnresolvableEndpoint"
-	ReasonInvalidEndpoint      = "InvalidEndpointConfig"
+	ReasonLinkConfigured  = "LinkConfigured"
+	ReasonLinkFailed      = "LinkFailed"
+	ReasonPeersUsable     = "AllPeersUsable"
+	ReasonPeersUnusable   = "PeersUnusable"
+	ReasonInvalidEndpoint = "InvalidEndpointConfig"
 )
 
 // StatusInput is what the agent's own MeshPeer status is computed from.

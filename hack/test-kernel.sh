@@ -3,8 +3,8 @@
 # run with WGMESH_TEST_WIREGUARD_MODE=kernel inside VMs that boot Debian's stock kernel
 # (hack/vm.sh), because this machine's kernel has no WireGuard module.
 #
-#   VM 1, no control plane: agent/wireguard (auto picks the kernel module) and the agent's
-#        kernel reconciler against real kernel links in namespaces (per-peer diffs that
+#   VM 1, no control plane: agent/wireguard (auto picks the kernel module) and agent/tunnel,
+#        the agent's kernel reconciler, against real kernel links in namespaces (per-peer diffs that
 #        keep other peers' sessions, routes with src, MTU, drift repair, restart, cleanup).
 #   VM 2, --cluster: e2e TestAgent, the real agents on three nodes in the guest, the
 #        control plane and operator on the host (the API server in the guest's emulation
@@ -35,7 +35,7 @@ bins="${WGMESH_BIN_DIR:?WGMESH_BIN_DIR unset (make test-kernel sets it)}/vm-test
 mkdir -p "${bins}"
 log "building the test binaries into ${bins}"
 go test -c -o "${bins}/wireguard.test" ./agent/wireguard
-go test -c -o "${bins}/agent.test" ./agent
+go test -c -o "${bins}/tunnel.test" ./agent/tunnel
 if [[ ${#e2e[@]} -gt 0 ]]; then
   go test -c -o "${bins}/e2e.test" ./test/e2e
   # Built here: go build under the guest's emulation takes minutes.
@@ -47,8 +47,8 @@ start=$SECONDS
 rc=0
 "${vm[@]}" \
   "cd agent/wireguard && ${bins}/wireguard.test -test.v -test.timeout 10m" \
-  "cd agent && ${bins}/agent.test -test.v -test.timeout 10m -test.run 'TestKernel|TestTwoNodesTunnel|TestPeerChangeKeepsSessions'" || rc=$?
-log "VM 1 (wireguard, agent): exit ${rc} after $((SECONDS - start))s"
+  "cd agent/tunnel && ${bins}/tunnel.test -test.v -test.timeout 10m" || rc=$?
+log "VM 1 (wireguard, tunnel): exit ${rc} after $((SECONDS - start))s"
 if [[ ${#e2e[@]} -gt 0 ]]; then
   for t in "${e2e[@]}"; do
     s=$SECONDS

@@ -97,6 +97,9 @@ const (
 	ReasonDuplicatePublicKey = "DuplicatePublicKey"
 	ReasonOutsideClusterCIDR = "AllowedIPsOutsideClusterCIDRs"
 	ReasonCapturesUnderlay   = "AllowedIPsCaptureUnderlay"
+	// ReasonUnresolvableEndpoint: the peer is kept, but its endpoint's DNS
+	// name does not resolve (reported by the tunnel, which resolves).
+	ReasonUnresolvableEndpoint = "UnresolvableEndpoint"
 )
 
 type candidate struct {

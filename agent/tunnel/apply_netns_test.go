@@ -1,4 +1,4 @@
-package agent
+package tunnel
 
 import (
 	"context"
@@ -26,19 +26,19 @@ import (
 	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
-// node is one network namespace with a Kernel configured for it.
+// node is one network namespace with a Reconciler configured for it.
 type testNode struct {
 	ns     *netns.NS
 	nsh    vnetns.NsHandle
 	h      *netlink.Handle
-	kernel *Kernel
+	kernel *Reconciler
 	mode   wireguard.Mode
 	link   string
 	bridge string
 	key    wgtypes.Key
 }
 
-// newTestNode makes a namespace and a Kernel for it in the mode under test
+// newTestNode makes a namespace and a Reconciler for it in the mode under test
 // (test/wgmode): kernel WireGuard, or userspace WireGuard whose process is
 // this test binary started inside the namespace.
 func newTestNode(t *testing.T, suffix string, linkName string) *testNode {
@@ -61,7 +61,7 @@ func newTestNode(t *testing.T, suffix string, linkName string) *testNode {
 	t.Cleanup(func() { nsh.Close() })
 	key, _ := wgtypes.GeneratePrivateKey()
 	n := &testNode{ns: ns, nsh: nsh, h: h, mode: wireguard.Mode(wgmode.Mode(t)), link: linkName, bridge: linkName + "br", key: key}
-	n.kernel = NewKernel(KernelOptions{
+	n.kernel = New(Options{
 		LinkName: linkName, BridgeName: n.bridge, Mode: n.mode, ListenPort: 51820,
 		Netlink: h, Namespace: &n.nsh, SkipSysctl: true, Log: testr.New(t),
 		StartUserspace: func(ctx context.Context, iface string) error {
@@ -304,8 +304,8 @@ func TestKernelApplyInNamespace(t *testing.T) {
 		t.Fatalf("routes after repair = %q", got)
 	}
 
-	// Agent restart: a fresh Kernel finds the link and process and changes nothing.
-	n.kernel = NewKernel(n.kernel.o)
+	// Agent restart: a fresh Reconciler finds the link and process and changes nothing.
+	n.kernel = New(n.kernel.o)
 	a, err = n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo2})
 	if err != nil || a.Peers.Changed() || a.Routes.Added != 0 {
 		t.Fatalf("apply after restart: %+v %v", a, err)

@@ -1,4 +1,9 @@
-package agent
+// Package tunnel is the mesh's edge to the node's kernel: it brings the
+// WireGuard link (kernel module or the long-lived userspace process), its
+// peers, the MTU, the pod bridge, the routes and the sysctls to a topology,
+// reading everything back each time. The agent reaches it through its
+// Tunnel interface, so its pipeline is tested with a fake.
+package tunnel
 
 import (
 	"context"
@@ -22,8 +27,8 @@ import (
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 )
 
-// KernelOptions configure the node's kernel side of the mesh.
-type KernelOptions struct {
+// Options configure the node's kernel side of the mesh.
+type Options struct {
 	LinkName   string
 	BridgeName string
 	Mode       wireguard.Mode
@@ -48,18 +53,18 @@ type KernelOptions struct {
 	Log        logr.Logger
 }
 
-// Kernel applies a mesh topology to the node: WireGuard link and peers, MTU,
-// pod bridge, routes and sysctls. It holds no state that a restart would
-// need: everything is read back from the kernel on each Apply.
-type Kernel struct {
-	o    KernelOptions
+// Reconciler applies a mesh topology to the node: WireGuard link and peers,
+// MTU, pod bridge, routes and sysctls. It holds no state that a restart
+// would need: everything is read back from the kernel on each Apply.
+type Reconciler struct {
+	o    Options
 	h    *netlink.Handle
 	wg   *wireguard.Client
 	mode wireguard.Mode
 }
 
-// NewKernel returns a Kernel for o.
-func NewKernel(o KernelOptions) *Kernel {
+// New returns a Reconciler for o.
+func New(o Options) *Reconciler {
 	if o.Resolver == nil {
 		o.Resolver = &wireguard.Resolver{}
 	}
@@ -67,7 +72,7 @@ func NewKernel(o KernelOptions) *Kernel {
 	if h == nil {
 		h = &netlink.Handle{}
 	}
-	return &Kernel{o: o, h: h}
+	return &Reconciler{o: o, h: h}
 }
 
 // Desired is what Apply brings the kernel to.
@@ -93,7 +98,7 @@ type Applied struct {
 // never stops the others: sysctls, the pod bridge (same-node pods work
 // without the tunnel), the WireGuard link and its peers, the routes. Errors
 // are joined.
-func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
+func (k *Reconciler) Apply(ctx context.Context, d Desired) (Applied, error) {
 	var a Applied
 	var errs []error
 
@@ -163,7 +168,7 @@ func (k *Kernel) Apply(ctx context.Context, d Desired) (Applied, error) {
 
 // ipv6Uplinks are the interfaces of the IPv6 default routes (see
 // sysctl.Options.IPv6Uplinks).
-func (k *Kernel) ipv6Uplinks(v6 bool) []string {
+func (k *Reconciler) ipv6Uplinks(v6 bool) []string {
 	if !v6 {
 		return nil
 	}
@@ -183,7 +188,7 @@ func (k *Kernel) ipv6Uplinks(v6 bool) []string {
 	return out
 }
 
-func (k *Kernel) ensureLink(ctx context.Context) error {
+func (k *Reconciler) ensureLink(ctx context.Context) error {
 	if k.wg != nil {
 		if _, err := k.h.LinkByName(k.o.LinkName); err == nil {
 			if _, err := k.wg.Device(); err == nil {
@@ -208,7 +213,7 @@ func (k *Kernel) ensureLink(ctx context.Context) error {
 	return nil
 }
 
-func (k *Kernel) setMTU(m int) error {
+func (k *Reconciler) setMTU(m int) error {
 	link, err := k.h.LinkByName(k.o.LinkName)
 	if err != nil {
 		return fmt.Errorf("link %s: %w", k.o.LinkName, err)
@@ -225,7 +230,7 @@ func (k *Kernel) setMTU(m int) error {
 // resolve turns topology peers into WireGuard peers. A peer whose endpoint
 // cannot be resolved is kept without an endpoint (it can still reach us, and
 // the endpoint WireGuard learned stays), and reported.
-func (k *Kernel) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([]wireguard.Peer, []netip.Addr) {
+func (k *Reconciler) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([]wireguard.Peer, []netip.Addr) {
 	out := make([]wireguard.Peer, 0, len(ps))
 	var targets []netip.Addr
 	keep := map[string]bool{}
@@ -236,7 +241,7 @@ func (k *Kernel) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([]wir
 			addr, err := k.o.Resolver.Resolve(ctx, p.Endpoint)
 			if err != nil {
 				a.EndpointErrors = append(a.EndpointErrors, mesh.Problem{Peer: p.Name, Field: "spec.endpoint", Value: p.Endpoint,
-					Reason: ReasonUnresolvableEndpoint, Detail: err.Error() + "; the peer is kept without a configured endpoint"})
+					Reason: mesh.ReasonUnresolvableEndpoint, Detail: err.Error() + "; the peer is kept without a configured endpoint"})
 			}
 			if addr != nil {
 				wp.Endpoint = addr
@@ -253,7 +258,7 @@ func (k *Kernel) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([]wir
 
 // Cleanup removes the routes, the bridge and the link, and stops a userspace
 // WireGuard process (--cleanup-on-exit).
-func (k *Kernel) Cleanup() error {
+func (k *Reconciler) Cleanup() error {
 	var errs []error
 	tb := &routes.Table{Link: k.o.LinkName, Netlink: k.h}
 	if err := tb.Flush(); err != nil {
@@ -275,4 +280,4 @@ func (k *Kernel) Cleanup() error {
 }
 
 // Mode is the WireGuard mode in use ("" before the first Apply).
-func (k *Kernel) Mode() wireguard.Mode { return k.mode }
+func (k *Reconciler) Mode() wireguard.Mode { return k.mode }

@@ -1,4 +1,4 @@
-package agent
+package tunnel
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func TestKernelFailuresStayLocal(t *testing.T) {
 	}
 	o := n.kernel.o
 	o.SkipSysctl, o.SysctlRoot = false, root
-	k := NewKernel(o)
+	k := New(o)
 	topo := mesh.Topology{Gateways: pfxs("198.19.1.1/24"), Peers: []mesh.Peer{{Name: "n2", PublicKey: pubkey(), AllowedIPs: pfxs("198.19.2.0/24")}},
 		Routes: []mesh.Route{{Dst: pfxs("198.19.2.0/24")[0], Src: pfxs("198.19.1.1/24")[0].Addr()}}}
 	a, err := k.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo})
@@ -59,7 +59,7 @@ func TestKernelFailuresStayLocal(t *testing.T) {
 	// reported.
 	o.StartUserspace = func(context.Context, string) error { return errors.New("no TUN device") }
 	o.Mode = wireguard.ModeUserspace
-	k = NewKernel(o)
+	k = New(o)
 	_, err = k.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo})
 	if err == nil || !strings.Contains(err.Error(), "no TUN device") {
 		t.Fatalf("Apply without WireGuard = %v, want the start error", err)
@@ -87,7 +87,7 @@ func TestKernelFirstApplyWithSysctls(t *testing.T) {
 	n := newTestNode(t, "s", link)
 	o := n.kernel.o
 	o.SkipSysctl, o.SysctlRoot = false, "" // the namespace's own /proc/sys
-	k := NewKernel(o)
+	k := New(o)
 	t.Cleanup(func() { _ = k.Cleanup() })
 	topo := mesh.Topology{Gateways: pfxs("198.19.1.1/24"), Peers: []mesh.Peer{{Name: "n2", PublicKey: pubkey(), AllowedIPs: pfxs("198.19.2.0/24")}},
 		Routes: []mesh.Route{{Dst: pfxs("198.19.2.0/24")[0], Src: pfxs("198.19.1.1/24")[0].Addr()}}}
