@@ -155,11 +155,15 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	a.reader = mgr.GetCache()
 	a.apiReader = mgr.GetAPIReader()
 	a.events = mgr.GetEventRecorder(FieldManager)
-	a.metrics = NewMetrics(metrics.Registry)
+	reg := a.o.Registerer
+	if reg == nil {
+		reg = metrics.Registry
+	}
+	a.metrics = NewMetrics(reg)
 	a.rotation.Bind(keyrotation.ClientAPI{NodeName: a.o.NodeName, Reader: a.reader, Client: a.client, Events: a.events}, a.trigger.fire)
 	if a.o.ProbeInterval > 0 {
 		a.prober = probe.New(probe.Options{Interval: a.o.ProbeInterval, Timeout: a.o.ProbeTimeout, Pinger: probe.NewICMPPinger(),
-			Metrics: probe.NewMetrics(metrics.Registry), Log: a.log.WithName("probe"), OnRecovery: func() { a.trigger.fireFor("probe") }})
+			Metrics: probe.NewMetrics(reg), Log: a.log.WithName("probe"), OnRecovery: func() { a.trigger.fireFor("probe") }})
 		if err := mgr.Add(manager.RunnableFunc(a.prober.Run)); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -85,6 +86,10 @@ type Options struct {
 
 	// Dataplanes are reconciled after the mesh, in order (see NodeDataplane).
 	Dataplanes []NodeDataplane
+	// Registerer takes the agent's metrics; nil: controller-runtime's
+	// registry, which the metrics endpoint serves. (Tests running several
+	// agents in one process give each its own.)
+	Registerer prometheus.Registerer
 	// Tunnel applies the mesh to the node; nil: the node's kernel
 	// (tunnel.New: WireGuard link and peers, MTU, bridge, routes, sysctls).
 	Tunnel Tunnel

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -145,7 +146,7 @@ func TestReconcilePipeline(t *testing.T) {
 	a, err := New(Options{NodeName: "wgm-pipe-1", StateDir: t.TempDir(), MetricsBindAddress: "0", HealthProbeAddress: "0",
 		LinkName: "wgm-fake0", BridgeName: "wgm-fakebr0", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")},
 		StatusMinInterval: 100 * time.Millisecond, StatusMembershipDelay: 200 * time.Millisecond,
-		Tunnel: tun, Dataplanes: []NodeDataplane{guard, cni}}, testr.New(t))
+		Tunnel: tun, Dataplanes: []NodeDataplane{guard, cni}, Registerer: prometheus.NewRegistry()}, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,56 +27,105 @@ import (
 	"github.com/wgmesh/wgmesh/podnet"
 )
 
-// reconcile brings the node to the state the API server describes. Stages:
-// announce (annotations), mesh (pure), kernel, node data plane, status.
+// reconcile brings the node to the state the API server describes, as a
+// pipeline: observe (this Node, the MeshPeers; the key and announcement),
+// plan (the topology, pure), apply (the tunnel, then the node data planes in
+// their declared order, whatever happened to the tunnel), report (metrics,
+// Events, the MeshPeer status).
 func (a *Agent) reconcile(ctx context.Context) (err error) {
 	start := time.Now()
 	defer func() { a.metrics.ReconcileDuration.Observe(time.Since(start).Seconds()) }()
-
-	node := &corev1.Node{}
-	if err := a.reader.Get(ctx, client.ObjectKey{Name: a.o.NodeName}, node); err != nil {
-		a.metrics.ReconcileErrors.WithLabelValues("node").Inc()
-		return fmt.Errorf("reading own Node %s: %w", a.o.NodeName, err)
+	obs, err := a.observe(ctx)
+	if err != nil {
+		return err
 	}
+	p := a.plan(obs)
+	res := a.apply(ctx, obs, p)
+	return a.reportAll(ctx, obs, p, res)
+}
 
-	a.key = a.rotation.Step(ctx, node)
-	if err := a.announce(ctx, node); err != nil {
+// observation is what one reconcile reads.
+type observation struct {
+	node     *corev1.Node
+	peers    []wgv1.MeshPeer
+	podCIDRs []netip.Prefix
+}
+
+// plan is what one reconcile wants: the topology and its input.
+type plan struct {
+	in   mesh.Input
+	topo mesh.Topology
+}
+
+// result is what applying the plan did.
+type result struct {
+	applied tunnel.Applied
+	// tunnelErr and dataplaneErrs are the apply stage's failures; each
+	// stops nothing else.
+	tunnelErr     error
+	dataplaneErrs []error
+}
+
+// observe reads this Node and the MeshPeers, steps the key rotation and
+// announces the key and endpoint (a failure to announce is logged: the
+// mesh of the others does not depend on it).
+func (a *Agent) observe(ctx context.Context) (observation, error) {
+	var obs observation
+	obs.node = &corev1.Node{}
+	if err := a.reader.Get(ctx, client.ObjectKey{Name: a.o.NodeName}, obs.node); err != nil {
+		a.metrics.ReconcileErrors.WithLabelValues("node").Inc()
+		return obs, fmt.Errorf("reading own Node %s: %w", a.o.NodeName, err)
+	}
+	a.key = a.rotation.Step(ctx, obs.node)
+	if err := a.announce(ctx, obs.node); err != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("announce").Inc()
-		// Keep going: the mesh of the others does not depend on it.
 		a.log.Error(err, "announcing key and endpoint")
 	}
-
 	var list wgv1.MeshPeerList
 	if err := a.reader.List(ctx, &list); err != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("list").Inc()
-		return fmt.Errorf("listing MeshPeers: %w", err)
+		return obs, fmt.Errorf("listing MeshPeers: %w", err)
 	}
-	podCIDRs := podnet.NodeCIDRs(node)
-	if err := a.checkClusterCIDRs(node, podCIDRs); err != nil {
-		return err
+	obs.peers = list.Items
+	obs.podCIDRs = podnet.NodeCIDRs(obs.node)
+	if err := a.checkClusterCIDRs(obs.node, obs.podCIDRs); err != nil {
+		return obs, err
 	}
-	// Protected: no external peer may route the node's own addresses, the
-	// API server or an endpoint WireGuard uses now into the tunnel (a peer
-	// behind NAT is reached at the address its handshakes came from, which
-	// no MeshPeer spec names).
-	protected := append(append(nodeAddrs(node), a.apiServer...), learnedAddrs(a.learned)...)
-	in := mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: podCIDRs, Peers: list.Items,
+	return obs, nil
+}
+
+// plan computes the topology. Protected: no external peer may route the
+// node's own addresses, the API server or an endpoint WireGuard uses now
+// into the tunnel (a peer behind NAT is reached at the address its
+// handshakes came from, which no MeshPeer spec names).
+func (a *Agent) plan(obs observation) plan {
+	protected := append(append(nodeAddrs(obs.node), a.apiServer...), learnedAddrs(a.learned)...)
+	in := mesh.Input{NodeName: a.o.NodeName, PublicKey: a.key.PublicKey(), PodCIDRs: obs.podCIDRs, Peers: obs.peers,
 		ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs, Protected: protected}
 	if a.nodes != nil { // synced: loop waits for it before the first reconcile
 		in.NodeUIDs = a.nodes.UID
 	}
-	topo := mesh.New(in)
+	return plan{in: in, topo: mesh.New(in)}
+}
 
-	applied, kerr := a.kernel.Apply(ctx, tunnel.Desired{PrivateKey: a.key, Topology: topo})
-	if kerr != nil {
+// apply brings the tunnel to the topology, then the node data planes (leak
+// guard, egress, CNI) in their declared order, whatever happened to the
+// tunnel: the guard matters most when the tunnel is broken, and same-node
+// pods work without it. It also hands the service NAT the addresses no
+// Service may take.
+func (a *Agent) apply(ctx context.Context, obs observation, p plan) result {
+	var res result
+	res.applied, res.tunnelErr = a.kernel.Apply(ctx, tunnel.Desired{PrivateKey: a.key, Topology: p.topo})
+	if res.tunnelErr != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("kernel").Inc()
 	}
-	a.rotation.Applied(ctx, applied.Device, topo.Peers)
+	applied := res.applied
+	a.rotation.Applied(ctx, applied.Device, p.topo.Peers)
 	if applied.Device != nil {
-		a.learned = learnedEndpoints(applied.Device.Peers, topo.Peers)
+		a.learned = learnedEndpoints(applied.Device.Peers, p.topo.Peers)
 	}
 	if sp := a.o.ServiceProxy; sp != nil {
-		sp.SetReserved(reservedAddrs(a.apiServer, a.learned, list.Items))
+		sp.SetReserved(reservedAddrs(a.apiServer, a.learned, obs.peers))
 	}
 	if applied.Peers.Changed() || applied.Routes.Added+applied.Routes.Removed > 0 {
 		a.log.Info("mesh applied", "mode", applied.Mode, "peersAdded", applied.Peers.Added, "peersUpdated", applied.Peers.Updated,
@@ -88,31 +137,30 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 			a.log.Info("sysctl set", "key", s.Key, "from", s.Previous, "to", s.Current)
 		}
 	}
-	a.metrics.setSysctls(applied.Sysctls)
-	a.metrics.MTU.Set(float64(applied.MTU))
-
-	// The node data plane (leak guard, egress, CNI) is applied whatever
-	// happened to the tunnel: the guard matters most when the tunnel is
-	// broken, and same-node pods work without it.
-	var dperr []error
-	st := NodeState{NodeName: a.o.NodeName, PodCIDRs: podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: topo.Gateways,
+	st := NodeState{NodeName: a.o.NodeName, PodCIDRs: obs.podCIDRs, BridgeName: a.o.BridgeName, BridgeGateways: p.topo.Gateways,
 		TunnelName: a.o.LinkName, MTU: applied.MTU, ClusterCIDRs: a.o.ClusterCIDRs, ServiceCIDRs: a.o.ServiceCIDRs,
-		NodePodCIDRs: nodePeerRanges(list.Items, podCIDRs, in.NodeUIDs), ExternalPeerRanges: externalPeerRanges(topo),
+		NodePodCIDRs: nodePeerRanges(obs.peers, obs.podCIDRs, p.in.NodeUIDs), ExternalPeerRanges: externalPeerRanges(p.topo),
 		Event: func(eventType, reason, message string) {
-			a.events.Eventf(node, nil, eventType, reason, "ConfigureDataplane", "%s", message)
+			a.events.Eventf(obs.node, nil, eventType, reason, "ConfigureDataplane", "%s", message)
 		}}
 	for _, d := range a.o.Dataplanes {
 		if err := d.Apply(ctx, st); err != nil {
 			a.metrics.ReconcileErrors.WithLabelValues(d.Name()).Inc()
-			dperr = append(dperr, fmt.Errorf("%s: %w", d.Name(), err))
+			res.dataplaneErrs = append(res.dataplaneErrs, fmt.Errorf("%s: %w", d.Name(), err))
 		}
 	}
+	return res
+}
 
-	// Ready tells the truth: false while any part of the data plane is
-	// broken, or while a node that should have peers has none.
-	notReady := errors.Join(append([]error{kerr}, dperr...)...)
+// reportAll tells what the reconcile found and did: readiness (false while
+// any part of the data plane is broken, or while a node that should have
+// peers has none), Events about unusable peers, metrics, and the MeshPeer
+// status. It returns every error of the reconcile.
+func (a *Agent) reportAll(ctx context.Context, obs observation, p plan, res result) error {
+	topo, applied := p.topo, res.applied
+	notReady := errors.Join(append([]error{res.tunnelErr}, res.dataplaneErrs...)...)
 	if notReady == nil && len(topo.Peers) == 0 {
-		if n := otherNodePeers(list.Items, a.o.NodeName); n > 0 {
+		if n := otherNodePeers(obs.peers, a.o.NodeName); n > 0 {
 			notReady = fmt.Errorf("no usable peer although %d other node MeshPeers exist (see the Degraded condition)", n)
 		}
 	}
@@ -120,7 +168,7 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	a.readyErr.Store(errorText(notReady))
 
 	problems := append(append([]mesh.Problem{}, topo.Problems...), applied.EndpointErrors...)
-	a.report(node, list.Items, problems)
+	a.report(obs.node, obs.peers, problems)
 
 	var peers []wgtypes.Peer
 	names := map[wgtypes.Key]string{}
@@ -130,11 +178,13 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 	if applied.Device != nil {
 		peers = applied.Device.Peers
 	}
+	a.metrics.setSysctls(applied.Sysctls)
+	a.metrics.MTU.Set(float64(applied.MTU))
 	a.metrics.setDevice(peers, names)
 	a.metrics.Peers.Set(float64(len(peers)))
 	a.metrics.PeerProblems.Set(float64(len(problems)))
 
-	expected, targets := expectedPeers(topo, list.Items)
+	expected, targets := expectedPeers(topo, obs.peers)
 	sin := StatusInput{LinkErr: notReady, MTU: applied.MTU, Peers: peers, Problems: problems, Now: time.Now(), Expected: expected,
 		Learned: reportedLearned(a.learned, topo.Peers)}
 	if a.prober != nil {
@@ -150,11 +200,12 @@ func (a *Agent) reconcile(ctx context.Context) (err error) {
 		}
 	}
 	a.metrics.PeersConnected.Set(float64(connectedNow(targets, sin)))
-	if err := a.writeStatus(ctx, list.Items, sin); err != nil {
+	errs := append([]error{res.tunnelErr}, res.dataplaneErrs...)
+	if err := a.writeStatus(ctx, obs.peers, sin); err != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("status").Inc()
-		dperr = append(dperr, err)
+		errs = append(errs, err)
 	}
-	return errors.Join(append([]error{kerr}, dperr...)...)
+	return errors.Join(errs...)
 }
 
 // expectedPeers are the usable node peers this node should reach (all but
