@@ -41,7 +41,7 @@ func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.
 		cniDataplane{events: cniEvents, m: cniinstall.New(cniinstall.Options{
 			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource, PluginRecord: filepath.Join(o.StateDir, cniPluginRecord),
 			PortMapBackend: f.portMapBackend, GuardReady: eg.GuardErr,
-			Log:            log.WithName("cni"), Metrics: cniinstall.NewMetrics(metrics.Registry), Events: cniEvents.emit,
+			Log: log.WithName("cni"), Metrics: cniinstall.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
 	}
 }
