@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -107,6 +108,9 @@ type Options struct {
 // *tunnel.Reconciler is the real one; tests of the agent's pipeline use a fake.
 type Tunnel interface {
 	Apply(ctx context.Context, d tunnel.Desired) (tunnel.Applied, error)
+	// Peers are the device's peers now, with the endpoints WireGuard
+	// learned; nil before the link exists.
+	Peers() []wgtypes.Peer
 	Cleanup() error
 }
 

@@ -47,6 +47,21 @@ func (f *fakeTunnel) Apply(_ context.Context, d tunnel.Desired) (tunnel.Applied,
 
 func (f *fakeTunnel) Cleanup() error { return nil }
 
+// Peers are the last applied topology's peers (a fake device learns no
+// endpoints).
+func (f *fakeTunnel) Peers() []wgtypes.Peer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.applies) == 0 {
+		return nil
+	}
+	var out []wgtypes.Peer
+	for _, p := range f.applies[len(f.applies)-1].Topology.Peers {
+		out = append(out, wgtypes.Peer{PublicKey: p.PublicKey})
+	}
+	return out
+}
+
 func (f *fakeTunnel) last() (tunnel.Desired, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

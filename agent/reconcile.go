@@ -87,6 +87,13 @@ func (a *Agent) observe(ctx context.Context) (observation, error) {
 		return obs, fmt.Errorf("listing MeshPeers: %w", err)
 	}
 	obs.peers = list.Items
+	// The endpoints WireGuard uses now, learned ones included: read before
+	// planning, so that a MeshPeer naming one is refused in this reconcile,
+	// not the next (the device learns them from handshakes, which wake no
+	// reconcile).
+	if dev := a.kernel.Peers(); dev != nil {
+		a.learned = learnedEndpoints(dev, obs.peers)
+	}
 	obs.podCIDRs = podnet.NodeCIDRs(obs.node)
 	if err := a.checkClusterCIDRs(obs.node, obs.podCIDRs); err != nil {
 		return obs, err
@@ -122,7 +129,7 @@ func (a *Agent) apply(ctx context.Context, obs observation, p plan) result {
 	applied := res.applied
 	a.rotation.Applied(ctx, applied.Device, p.topo.Peers)
 	if applied.Device != nil {
-		a.learned = learnedEndpoints(applied.Device.Peers, p.topo.Peers)
+		a.learned = learnedEndpoints(applied.Device.Peers, obs.peers)
 	}
 	if sp := a.o.ServiceProxy; sp != nil {
 		sp.SetReserved(reservedAddrs(a.apiServer, a.learned, obs.peers))

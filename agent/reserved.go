@@ -7,7 +7,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -20,11 +19,13 @@ type learnedEndpoint struct {
 	Addr netip.Addr
 }
 
-// learnedEndpoints reads the device's peers, named by the topology.
-func learnedEndpoints(dev []wgtypes.Peer, peers []mesh.Peer) []learnedEndpoint {
+// learnedEndpoints reads the device's peers, named by their MeshPeers.
+func learnedEndpoints(dev []wgtypes.Peer, peers []wgv1.MeshPeer) []learnedEndpoint {
 	names := make(map[wgtypes.Key]string, len(peers))
-	for _, p := range peers {
-		names[p.PublicKey] = p.Name
+	for i := range peers {
+		if k, err := wgtypes.ParseKey(string(peers[i].Spec.PublicKey)); err == nil {
+			names[k] = peers[i].Name
+		}
 	}
 	var out []learnedEndpoint
 	for _, p := range dev {

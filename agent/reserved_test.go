@@ -23,7 +23,7 @@ func TestLearnedEndpointIsProtected(t *testing.T) {
 	natKey, evilKey := mustKey(t), mustKey(t)
 	router := netip.MustParseAddr("198.18.0.254")
 	dev := []wgtypes.Peer{{PublicKey: natKey, Endpoint: &net.UDPAddr{IP: router.AsSlice(), Port: 40001}}, {PublicKey: evilKey}}
-	learned := learnedEndpoints(dev, []mesh.Peer{{Name: "nat-1", PublicKey: natKey}})
+	learned := learnedEndpoints(dev, []wgv1.MeshPeer{{ObjectMeta: metav1.ObjectMeta{Name: "nat-1"}, Spec: wgv1.MeshPeerSpec{PublicKey: wgv1.PublicKey(natKey.String())}}})
 	if len(learned) != 1 || learned[0].Peer != "nat-1" || learned[0].Addr != router {
 		t.Fatalf("learned %+v, want nat-1 at %s", learned, router)
 	}

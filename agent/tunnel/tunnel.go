@@ -258,6 +258,20 @@ func (k *Reconciler) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([
 
 // Cleanup removes the routes, the bridge and the link, and stops a userspace
 // WireGuard process (--cleanup-on-exit).
+// Peers are the WireGuard device's peers as they are now, with the endpoints
+// it learned from their handshakes (a peer behind NAT is reached at its
+// router's address, which no MeshPeer names); nil before the link exists.
+func (k *Reconciler) Peers() []wgtypes.Peer {
+	if k.wg == nil {
+		return nil
+	}
+	dev, err := k.wg.Device()
+	if err != nil {
+		return nil
+	}
+	return dev.Peers
+}
+
 func (k *Reconciler) Cleanup() error {
 	var errs []error
 	tb := &routes.Table{Link: k.o.LinkName, Netlink: k.h}
