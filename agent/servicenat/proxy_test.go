@@ -144,19 +144,23 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
+		// Set at the end of the sync that wrote the kernel: waited for.
 		// good, outside, and the API server's own default/kubernetes.
-		if got := metricSum(t, reg, "wgmesh_services"); got != 3 {
-			t.Errorf("wgmesh_services = %v, want 3", got)
-		}
-		if got := metricSum(t, reg, "wgmesh_service_endpoints"); got != 2 {
-			t.Errorf("wgmesh_service_endpoints = %v, want 2", got)
-		}
-		if n := metricSum(t, reg, "wgmesh_service_network_programming_duration_seconds"); n < 1 {
-			t.Errorf("network programming duration observed %v times, want at least 1", n)
-		}
-		if n := metricSum(t, reg, "wgmesh_service_sync_duration_seconds"); n < 1 {
-			t.Errorf("sync duration observed %v times", n)
-		}
+		wait.For(t, 10*time.Second, "the sync's metrics", func() error {
+			if got := metricSum(t, reg, "wgmesh_services"); got != 3 {
+				return fmt.Errorf("wgmesh_services = %v, want 3", got)
+			}
+			if got := metricSum(t, reg, "wgmesh_service_endpoints"); got != 2 {
+				return fmt.Errorf("wgmesh_service_endpoints = %v, want 2", got)
+			}
+			if n := metricSum(t, reg, "wgmesh_service_network_programming_duration_seconds"); n < 1 {
+				return fmt.Errorf("network programming duration observed %v times, want at least 1", n)
+			}
+			if n := metricSum(t, reg, "wgmesh_service_sync_duration_seconds"); n < 1 {
+				return fmt.Errorf("sync duration observed %v times", n)
+			}
+			return nil
+		})
 	})
 
 	t.Run("drift repaired", func(t *testing.T) {
