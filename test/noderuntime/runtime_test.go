@@ -2,6 +2,7 @@ package noderuntime_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -79,23 +80,28 @@ func TestRuntimeRunsPodsThroughCNI(t *testing.T) {
 	if _, err := c.CreatePod(ctx, node, "early", 8080); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 60*time.Second, "a FailedCreatePodSandBox event for pod early", wait.True(func() bool {
+	// The Event and the Pod status are two writes: wait for both.
+	wait.For(t, 60*time.Second, "a FailedCreatePodSandBox event and status for pod early", func() error {
 		evs := &corev1.EventList{}
-		c.Client.List(ctx, evs, client.InNamespace("default"))
-		for _, e := range evs.Items {
-			if e.InvolvedObject.Name == "early" && e.Reason == "FailedCreatePodSandBox" && strings.Contains(e.Message, "no CNI configuration") {
-				return true
-			}
+		if err := c.Client.List(ctx, evs, client.InNamespace("default")); err != nil {
+			return err
 		}
-		return false
-	}))
-	pod := &corev1.Pod{}
-	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "early"}, pod); err != nil {
-		t.Fatal(err)
-	}
-	if pod.Status.Phase != corev1.PodPending || pod.Status.Reason != "FailedCreatePodSandBox" {
-		t.Fatalf("pod early without CNI config: phase %s reason %q, want Pending FailedCreatePodSandBox", pod.Status.Phase, pod.Status.Reason)
-	}
+		found := false
+		for _, e := range evs.Items {
+			found = found || (e.InvolvedObject.Name == "early" && e.Reason == "FailedCreatePodSandBox" && strings.Contains(e.Message, "no CNI configuration"))
+		}
+		if !found {
+			return fmt.Errorf("no FailedCreatePodSandBox Event naming the missing CNI configuration")
+		}
+		pod := &corev1.Pod{}
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "early"}, pod); err != nil {
+			return err
+		}
+		if pod.Status.Phase != corev1.PodPending || pod.Status.Reason != "FailedCreatePodSandBox" {
+			return fmt.Errorf("pod early without CNI config: phase %s reason %q, want Pending FailedCreatePodSandBox", pod.Status.Phase, pod.Status.Reason)
+		}
+		return nil
+	})
 
 	for _, p := range []string{"bridge", "host-local", "loopback", "portmap"} {
 		copyFile(t, filepath.Join(plugins, p), filepath.Join(node.HostPath("/opt/cni/bin"), p))
