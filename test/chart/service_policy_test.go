@@ -2,6 +2,7 @@ package chart
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // externalIPService is a Service in namespace ns with these externalIPs.
@@ -52,17 +55,13 @@ func TestServiceExternalIPsPolicy(t *testing.T) {
 	// installed: a dry run that only it refuses is refused with want.
 	waitPolicy := func(t *testing.T, ip, want string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		wait.For(t, 30*time.Second, fmt.Sprintf("the policy to refuse externalIP %s with %q", ip, want), func() error {
 			err := create(externalIPService(tenant, "probe", ip), client.DryRunAll)
 			if err != nil && strings.Contains(err.Error(), want) {
-				return
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the policy never refused externalIP %s with %q (last result: %v)", ip, want, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return fmt.Errorf("last result: %v", err)
+		})
 	}
 
 	t.Run("defaults: no externalIPs", func(t *testing.T) {
@@ -89,17 +88,9 @@ services:
 		// The defaults' policy may still be loaded for a moment: wait for this
 		// one's message on an address only the allow-list refuses.
 		waitPolicy(t, "198.18.5.1", "not in the allowed ranges 198.18.0.0/24, 198.18.128.0/20")
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			err := create(externalIPService(tenant, "probe", "198.18.0.200"), client.DryRunAll)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("an allowed externalIP stays refused: %v", err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		wait.For(t, 30*time.Second, "an allowed externalIP to be accepted", func() error {
+			return create(externalIPService(tenant, "probe", "198.18.0.200"), client.DryRunAll)
+		})
 		for _, tc := range []struct {
 			ip, want string
 		}{
