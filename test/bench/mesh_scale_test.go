@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,9 +26,8 @@ const (
 // TestMeshScale is the count-based (not timed) check of issue 11's "no
 // fan-out storms", on the simulated mesh of BenchmarkMesh1000 at 200
 // simulated nodes and three real agents: once the mesh has settled,
-//   - a status-only update of other MeshPeers (as their agents write) makes
-//     the real agents reconcile no more than they do anyway, and the
-//     operator write nothing;
+//   - a status-only update of other MeshPeers (as their agents write) wakes
+//     no reconcile of a real agent, and makes the operator write nothing;
 //   - simulated node joins cause a small constant number of operator
 //     writes each, and every joined peer is programmed;
 //   - a real node joining (a fourth agent, which answers probes) costs a
@@ -57,27 +55,17 @@ func TestMeshScale(t *testing.T) {
 		return published == sim && sim == scaleSimNodes, fmt.Sprintf("%d/%d published", published, sim)
 	})
 	s.WaitRealCIDRs(ctx, time.Minute)
-	var args []string
-	if s.agentHasFlag("probe-interval") {
-		args = append(args, "--probe-interval=2s") // the hold-down passes within the settling time
-	} else {
-		t.Log("the agent has no --probe-interval yet: running without reachability probes")
-	}
+	args := []string{"--probe-interval=2s"} // the hold-down passes within the settling time
 	s.StartAgents(ctx, args...)
 	s.WaitPeers(ctx, 2*time.Minute, scaleSimNodes+scaleRealNodes-1)
 	s.WatchRoutes()
-	quiet := s.WaitStatusQuiet(ctx, scaleWindow, 90*time.Second, len(args) > 0)
+	quiet := s.WaitStatusQuiet(ctx, scaleWindow, 90*time.Second)
 	t.Logf("mesh of %d simulated + %d real nodes settled in %s (status quiet after %s)", scaleSimNodes, scaleRealNodes,
 		time.Since(began).Round(time.Second), quiet.Round(time.Second))
 
-	// Baseline: what the agents do on their own (the periodic resync).
-	a := s.Snap(ctx)
-	time.Sleep(6 * time.Second)
-	base := diffSnap(a, s.Snap(ctx))
-
 	// Status-only updates of other nodes' MeshPeers.
 	alive := s.Alive()
-	a = s.Snap(ctx)
+	a := s.Snap(ctx)
 	for k := range 12 {
 		if err := s.WriteOtherStatus(ctx, alive[50+k], k+1); err != nil {
 			t.Fatal(err)
@@ -85,20 +73,12 @@ func TestMeshScale(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	status := diffSnap(a, s.Snap(ctx))
-	t.Logf("12 status-only MeshPeer updates in %s: reconciles per agent %v (woken by watch events %v; all agents by trigger %v; baseline %v in %s), operator writes %.0f, API writes: %s",
-		status.d.Round(time.Millisecond), status.reconciles, status.watchRec, status.byTrigger, base.reconciles, base.d.Round(time.Millisecond), status.opWrites, apiWritesLine(status.apiWrites, 1))
-	for i, r := range status.reconciles {
-		if status.watchRec != nil { // reconciles by what woke them: none may be a watch event
-			if status.watchRec[i] > 0 {
-				t.Errorf("agent on %s: %.0f reconciles woken by watch events during 12 status-only updates of other MeshPeers, want 0 (all reconciles by trigger: %v)",
-					s.real[i].Name, status.watchRec[i], status.byTrigger)
-			}
-			continue
-		}
-		allowed := base.reconciles[i]*status.d.Seconds()/base.d.Seconds() + 1
-		if r > allowed {
-			t.Errorf("agent on %s: %.0f reconciles during 12 status-only updates of other MeshPeers, want at most %.1f (its own rate): status-only updates must not make agents reconcile (%s)",
-				s.real[i].Name, r, allowed, a.reconcileSource)
+	t.Logf("12 status-only MeshPeer updates in %s: reconciles per agent %v (woken by watch events %v; all agents by trigger %v), operator writes %.0f, API writes: %s",
+		status.d.Round(time.Millisecond), status.reconciles, status.watchRec, status.byTrigger, status.opWrites, apiWritesLine(status.apiWrites, 1))
+	for i, w := range status.watchRec { // reconciles by what woke them: none may be a watch event
+		if w > 0 {
+			t.Errorf("agent on %s: %.0f reconciles woken by watch events during 12 status-only updates of other MeshPeers, want 0 (all reconciles by trigger: %v)",
+				s.real[i].Name, w, status.byTrigger)
 		}
 	}
 	if status.opWrites > 0 {
@@ -172,8 +152,8 @@ func TestMeshScale(t *testing.T) {
 	}
 	time.Sleep(time.Until(a.at.Add(scaleWindow)))
 	join := diffSnap(a, s.Snap(ctx))
-	t.Logf("3 simulated joins (%s window): operator writes %.0f, agents' status writes %v (%s), agents' writes %v, reconciles %v, bench writes %d, latencies %v; API writes: %s",
-		join.d.Round(time.Millisecond), join.opWrites, join.statusWrites, a.statusSource, join.agentWrites, join.reconciles, join.benchTotal, lat, apiWritesLine(join.apiWrites, 1))
+	t.Logf("3 simulated joins (%s window): operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v, bench writes %d, latencies %v; API writes: %s",
+		join.d.Round(time.Millisecond), join.opWrites, join.statusWrites, join.agentWrites, join.reconciles, join.benchTotal, lat, apiWritesLine(join.apiWrites, 1))
 	if join.opWrites > 3*maxOpWritesPerJoin {
 		t.Errorf("operator: %.0f writes for 3 node joins, want at most %d (a constant per join, not per node)", join.opWrites, 3*maxOpWritesPerJoin)
 	}
@@ -185,9 +165,5 @@ func TestMeshScale(t *testing.T) {
 			t.Errorf("agent on %s: %.0f reconciles woken by watch events for 3 node joins, want at most 3 (all agents by trigger: %v)",
 				s.real[i].Name, w, join.byTrigger)
 		}
-	}
-
-	if strings.Contains(a.reconcileSource, "not exported") || strings.Contains(a.statusSource, "not exported") {
-		t.Logf("counted without the agent's own counters: reconciles from %s, status writes from %s", a.reconcileSource, a.statusSource)
 	}
 }

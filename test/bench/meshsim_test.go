@@ -279,13 +279,6 @@ func meshFreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// agentHasFlag tells whether the built agent knows a flag (the probe flags
-// arrive with issue 11).
-func (s *meshSim) agentHasFlag(name string) bool {
-	out, _ := exec.Command(filepath.Join(s.binDir, "wgmesh-agent"), "--help").CombinedOutput()
-	return strings.Contains(string(out), "-"+name+" ")
-}
-
 // StartAgents starts the real agents once their nodes have pod CIDRs and
 // starts watching their routes.
 func (s *meshSim) StartAgents(ctx context.Context, extra ...string) {
@@ -989,27 +982,25 @@ func wireguardPID(n *cluster.Node) int {
 
 // agentSnap is one real agent's counters at a moment.
 type agentSnap struct {
-	reconciles   float64             // wgmesh_reconciles_total (or the reconcile histogram's count)
-	byTrigger    map[string]float64  // wgmesh_reconciles_total by trigger (nil: no such label)
+	reconciles   float64             // wgmesh_reconciles_total
+	byTrigger    map[string]float64  // wgmesh_reconciles_total by trigger
 	heapInuse    float64             // go_memstats_heap_inuse_bytes
 	goSys        float64             // go_memstats_sys_bytes: all the Go runtime holds from the OS
 	status       wgv1.MeshPeerStatus // its own MeshPeer's status
-	statusWrites float64             // wgmesh_status_writes_total (or its PATCH requests)
+	statusWrites float64             // wgmesh_status_writes_total
 	writes       float64             // every write request the agent made (client-go metrics)
 	agent, wg    procStat
-	err          error
 }
 
 // meshSnap is every counter the bench compares, at one moment.
 type meshSnap struct {
-	at                            time.Time
-	api                           map[string]float64 // "VERB resource[/sub]" -> apiserver_request_total
-	apiAll                        float64
-	opWrites                      float64 // the operator's write requests (client-go metrics)
-	operator                      procStat
-	agents                        []agentSnap
-	bench                         map[string]int64
-	reconcileSource, statusSource string
+	at       time.Time
+	api      map[string]float64 // "VERB resource[/sub]" -> apiserver_request_total
+	apiAll   float64
+	opWrites float64 // the operator's write requests (client-go metrics)
+	operator procStat
+	agents   []agentSnap
+	bench    map[string]int64
 }
 
 // Snap reads every counter now.
@@ -1017,7 +1008,7 @@ func (s *meshSim) Snap(ctx context.Context) meshSnap {
 	sn := meshSnap{at: time.Now(), api: map[string]float64{}, bench: s.BenchWrites()}
 	raw, err := s.kc.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		s.tb.Logf("scraping kube-apiserver /metrics: %v", err)
+		s.tb.Fatalf("snapshot: kube-apiserver /metrics: %v", err)
 	}
 	for _, x := range parseProm(string(raw)) {
 		if x.name != "apiserver_request_total" {
@@ -1031,42 +1022,22 @@ func (s *meshSim) Snap(ctx context.Context) meshSnap {
 		sn.apiAll += x.value
 	}
 	if s.opMetrics != "" {
-		if ss, err := s.scrape(s.opMetrics); err == nil {
-			sn.opWrites, _ = sumProm(ss, "rest_client_requests_total", func(l map[string]string) bool { return isWriteVerb(l["method"]) })
-		} else {
-			s.tb.Logf("scraping the operator's metrics: %v", err)
+		ss, err := s.scrape(s.opMetrics)
+		if err != nil {
+			s.tb.Fatalf("snapshot: the operator's metrics: %v", err)
+		}
+		var ok bool
+		if sn.opWrites, ok = sumProm(ss, "rest_client_requests_total", func(l map[string]string) bool { return isWriteVerb(l["method"]) }); !ok {
+			s.tb.Fatalf("snapshot: the operator exports no rest_client_requests_total")
 		}
 		if s.op != nil {
 			sn.operator, _ = readProcStat(s.op.Process.Pid)
 		}
 	}
-	sn.reconcileSource, sn.statusSource = "wgmesh_reconciles_total", "wgmesh_status_writes_total"
 	for _, n := range s.real {
-		var a agentSnap
-		ss, err := s.scrape(fmt.Sprintf("http://%s:%d/metrics", n.UnderlayIP, meshAgentMetricsPort))
+		a, err := s.agentCounters(n.Name, fmt.Sprintf("http://%s:%d/metrics", n.UnderlayIP, meshAgentMetricsPort))
 		if err != nil {
-			a.err = err
-		} else {
-			var ok bool
-			for _, x := range ss {
-				if x.name == "wgmesh_reconciles_total" && x.labels["trigger"] != "" {
-					if a.byTrigger == nil {
-						a.byTrigger = map[string]float64{}
-					}
-					a.byTrigger[x.labels["trigger"]] += x.value
-				}
-			}
-			a.heapInuse, _ = sumProm(ss, "go_memstats_heap_inuse_bytes", nil)
-			a.goSys, _ = sumProm(ss, "go_memstats_sys_bytes", nil)
-			if a.reconciles, ok = sumProm(ss, "wgmesh_reconciles_total", nil); !ok {
-				a.reconciles, _ = sumProm(ss, "wgmesh_reconcile_duration_seconds_count", nil)
-				sn.reconcileSource = "wgmesh_reconcile_duration_seconds_count (wgmesh_reconciles_total not exported)"
-			}
-			if a.statusWrites, ok = sumProm(ss, "wgmesh_status_writes_total", nil); !ok {
-				a.statusWrites, _ = sumProm(ss, "rest_client_requests_total", func(l map[string]string) bool { return l["method"] == "PATCH" })
-				sn.statusSource = "the agent's PATCH requests (wgmesh_status_writes_total not exported)"
-			}
-			a.writes, _ = sumProm(ss, "rest_client_requests_total", func(l map[string]string) bool { return isWriteVerb(l["method"]) })
+			s.tb.Fatalf("snapshot: %v", err)
 		}
 		mp := &wgv1.MeshPeer{}
 		if err := s.cl.Get(ctx, client.ObjectKey{Name: n.Name}, mp); err == nil {
@@ -1079,6 +1050,45 @@ func (s *meshSim) Snap(ctx context.Context) meshSnap {
 	return sn
 }
 
+// agentCounters reads a real agent's counters from its metrics. Every one
+// must be there: a missing metric fails the measurement, naming it, rather
+// than being replaced with another count.
+func (s *meshSim) agentCounters(node, url string) (agentSnap, error) {
+	var a agentSnap
+	ss, err := s.scrape(url)
+	if err != nil {
+		return a, fmt.Errorf("agent on %s: metrics: %w", node, err)
+	}
+	for _, m := range []struct {
+		name string
+		v    *float64
+		keep func(map[string]string) bool
+	}{
+		{"wgmesh_reconciles_total", &a.reconciles, nil},
+		{"wgmesh_status_writes_total", &a.statusWrites, nil},
+		{"go_memstats_heap_inuse_bytes", &a.heapInuse, nil},
+		{"go_memstats_sys_bytes", &a.goSys, nil},
+		{"rest_client_requests_total", &a.writes, func(l map[string]string) bool { return isWriteVerb(l["method"]) }},
+	} {
+		var ok bool
+		if *m.v, ok = sumProm(ss, m.name, m.keep); !ok {
+			return a, fmt.Errorf("agent on %s exports no %s", node, m.name)
+		}
+	}
+	for _, x := range ss {
+		if x.name == "wgmesh_reconciles_total" {
+			if a.byTrigger == nil {
+				a.byTrigger = map[string]float64{}
+			}
+			a.byTrigger[x.labels["trigger"]] += x.value
+		}
+	}
+	if _, ok := a.byTrigger["watch"]; !ok {
+		return a, fmt.Errorf("agent on %s exports no wgmesh_reconciles_total{trigger=\"watch\"}", node)
+	}
+	return a, nil
+}
+
 // meshDelta is what happened between two snapshots.
 type meshDelta struct {
 	d             time.Duration
@@ -1088,7 +1098,7 @@ type meshDelta struct {
 	opWrites      float64
 	opCPU         time.Duration
 	reconciles    []float64          // per agent
-	watchRec      []float64          // per agent: reconciles a watch event woke (nil: not exported)
+	watchRec      []float64          // per agent: reconciles a watch event woke
 	byTrigger     map[string]float64 // all agents
 	statusWrites  []float64
 	agentWrites   []float64
@@ -1115,14 +1125,12 @@ func diffSnap(a, b meshSnap) meshDelta {
 		}
 		x, y := a.agents[i], b.agents[i]
 		d.reconciles = append(d.reconciles, y.reconciles-x.reconciles)
-		if y.byTrigger != nil {
-			d.watchRec = append(d.watchRec, y.byTrigger["watch"]-x.byTrigger["watch"])
-			if d.byTrigger == nil {
-				d.byTrigger = map[string]float64{}
-			}
-			for k, v := range y.byTrigger {
-				d.byTrigger[k] += v - x.byTrigger[k]
-			}
+		d.watchRec = append(d.watchRec, y.byTrigger["watch"]-x.byTrigger["watch"])
+		if d.byTrigger == nil {
+			d.byTrigger = map[string]float64{}
+		}
+		for k, v := range y.byTrigger {
+			d.byTrigger[k] += v - x.byTrigger[k]
 		}
 		d.statusWrites = append(d.statusWrites, y.statusWrites-x.statusWrites)
 		d.agentWrites = append(d.agentWrites, y.writes-x.writes)
@@ -1231,11 +1239,11 @@ func benchWritesLine(m map[string]int64, per float64) string {
 }
 
 // WaitStatusQuiet waits (at most timeout) until the real agents' first
-// probe rounds are over: with probes on (probing), until each agent's
-// status counts every simulated peer unreachable (they never answer; that
-// takes the hold-down, three probe intervals), and then until no agent has
-// written its status for quiet.
-func (s *meshSim) WaitStatusQuiet(ctx context.Context, quiet, timeout time.Duration, probing bool) time.Duration {
+// probe rounds are over: until each agent's status counts every simulated
+// peer unreachable (they never answer; that takes the hold-down, three
+// probe intervals), and then until no agent has written its status for
+// quiet.
+func (s *meshSim) WaitStatusQuiet(ctx context.Context, quiet, timeout time.Duration) time.Duration {
 	began := time.Now()
 	last := s.Snap(ctx)
 	lastChange := time.Now()
@@ -1246,25 +1254,23 @@ func (s *meshSim) WaitStatusQuiet(ctx context.Context, quiet, timeout time.Durat
 			lastChange = time.Now()
 		}
 		last = now
-		if probing {
-			s.mu.Lock()
-			sims := 0
-			for n := range s.alive {
-				if !s.fail[n] {
-					sims++
-				}
+		s.mu.Lock()
+		sims := 0
+		for n := range s.alive {
+			if !s.fail[n] {
+				sims++
 			}
-			s.mu.Unlock()
-			all := true
-			for _, a := range now.agents {
-				if int(a.status.TotalPeers-a.status.ConnectedPeers) < sims {
-					all = false
-				}
+		}
+		s.mu.Unlock()
+		all := true
+		for _, a := range now.agents {
+			if int(a.status.TotalPeers-a.status.ConnectedPeers) < sims {
+				all = false
 			}
-			if !all {
-				lastChange = time.Now()
-				continue
-			}
+		}
+		if !all {
+			lastChange = time.Now()
+			continue
 		}
 		if time.Since(lastChange) >= quiet {
 			break
