@@ -14,7 +14,7 @@
 //	  WGMESH_BIN_DIR=$PWD/bin WGMESH_BENCH_SERVICES=100,1000 \
 //	  go test -run '^$' -bench ServiceProxy ./test/bench/
 //
-// BenchmarkMesh1000 is the 1,000-node simulation (meshsim_test.go): a local
+// BenchmarkMesh1000 is the 1,000-node simulation (test/meshsim): a local
 // cluster (test/cluster: real etcd, kube-apiserver, controller manager)
 // with WGMESH_BENCH_MESH_AGENTS (default 3) real nodes running the real
 // wgmesh-agent (userspace WireGuard, each in its own network and mount
@@ -44,7 +44,9 @@
 // events of each kind, WGMESH_BENCH_MESH_WINDOW (12s) the window after each,
 // WGMESH_BENCH_MESH_SETTLE (240s) the longest wait for the agents' first
 // probe rounds to settle (every simulated peer unreachable after the
-// hold-down, then no status write for 20s). A quick run:
+// hold-down, then no status write for 20s; the bench fails when they have
+// not settled by then). WGMESH_BENCH_LOGS keeps the operator's and the real
+// agents' logs there. A quick run:
 //
 //	make build control-plane cni-plugins
 //	KUBEBUILDER_ASSETS=$(hack/control-plane.sh --dir) WGMESH_BIN_DIR=$PWD/bin \

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/test/meshsim"
 )
 
 // meshBenchConfig is BenchmarkMesh1000's size, from WGMESH_BENCH_MESH_*.
@@ -60,74 +62,6 @@ func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "mesh1000: "+format+"\n", args...)
 }
 
-// rssSampler keeps the largest resident set of each real agent (and its
-// userspace WireGuard) seen while it runs, sampling every second.
-type rssSampler struct {
-	stop       chan struct{}
-	done       chan struct{}
-	mu         sync.Mutex
-	agent, wg  []int64 // KiB
-	anon, file []int64 // KiB, the agent's at its largest RSS
-}
-
-func (s *meshSim) sampleRSS() *rssSampler {
-	r := &rssSampler{stop: make(chan struct{}), done: make(chan struct{}), agent: make([]int64, len(s.real)), wg: make([]int64, len(s.real)),
-		anon: make([]int64, len(s.real)), file: make([]int64, len(s.real))}
-	take := func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for i, n := range s.real {
-			if ps, err := readProcStat(n.AgentPID()); err == nil && ps.rss > r.agent[i] {
-				r.agent[i], r.anon[i], r.file[i] = ps.rss, ps.rssAnon, ps.rssFile
-			}
-			if ps, err := readProcStat(wireguardPID(n)); err == nil {
-				r.wg[i] = max(r.wg[i], ps.rss)
-			}
-		}
-	}
-	go func() {
-		defer close(r.done)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			take()
-			select {
-			case <-r.stop:
-				take()
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return r
-}
-
-// Stop ends sampling and returns the largest agent and WireGuard RSS over
-// all real nodes, in KiB.
-func (r *rssSampler) Stop() (agent, wg int64) {
-	close(r.stop)
-	<-r.done
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := range r.agent {
-		agent, wg = max(agent, r.agent[i]), max(wg, r.wg[i])
-	}
-	return agent, wg
-}
-
-// Split is the largest agent's RSS as anonymous and file-backed memory.
-func (r *rssSampler) Split() (anon, file int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var top int64
-	for i := range r.agent {
-		if r.agent[i] > top {
-			top, anon, file = r.agent[i], r.anon[i], r.file[i]
-		}
-	}
-	return anon, file
-}
-
 // perEvent is the cost of one kind of event, averaged over the events of
 // one phase: writes by whom, and the real agents' reconciles.
 type perEvent struct {
@@ -135,24 +69,24 @@ type perEvent struct {
 	opWrites, statusWrites, agentWrites float64 // per event; agents' per agent
 	reconciles                          float64 // per event and agent: woken by a watch event
 	allReconciles                       float64 // per event and agent, any trigger
-	benchWrites                         float64
+	simWrites                           float64 // the simulation's own
 	apiWrites                           float64
-	d                                   meshDelta
+	d                                   meshsim.Delta
 }
 
-func eventCost(d meshDelta, n int) perEvent {
+func eventCost(d meshsim.Delta, n int) perEvent {
 	pe := perEvent{n: n, d: d}
-	if n == 0 || len(d.reconciles) == 0 {
+	if n == 0 || len(d.Reconciles) == 0 {
 		return pe
 	}
-	per := float64(len(d.reconciles)) * float64(n) // agents x events
-	pe.opWrites = d.opWrites / float64(n)
-	pe.statusWrites = sumF(d.statusWrites) / per
-	pe.agentWrites = sumF(d.agentWrites) / per
-	pe.reconciles = sumF(d.watchRec) / per
-	pe.allReconciles = sumF(d.reconciles) / per
-	pe.benchWrites = float64(d.benchTotal) / float64(n)
-	pe.apiWrites = d.apiWriteTotal / float64(n)
+	per := float64(len(d.Reconciles)) * float64(n) // agents x events
+	pe.opWrites = d.OperatorWrites / float64(n)
+	pe.statusWrites = sumF(d.StatusWrites) / per
+	pe.agentWrites = sumF(d.AgentWrites) / per
+	pe.reconciles = sumF(d.WatchReconciles) / per
+	pe.allReconciles = sumF(d.Reconciles) / per
+	pe.simWrites = float64(d.OwnTotal) / float64(n)
+	pe.apiWrites = d.APIWriteTotal / float64(n)
 	return pe
 }
 
@@ -162,12 +96,12 @@ func eventCost(d meshDelta, n int) perEvent {
 // namespaces that configure all of them. See doc.go for what it reports and
 // the WGMESH_BENCH_MESH_* variables.
 func BenchmarkMesh1000(b *testing.B) {
-	meshSimSkip(b)
+	meshsim.Need(b)
 	cfg := meshBenchSize(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Minute)
 	defer cancel()
 	began := time.Now()
-	s := startMeshSim(ctx, b, meshSimOptions{RealNodes: cfg.agents})
+	s := meshsim.Start(ctx, b, meshsim.Options{RealNodes: cfg.agents, LogDir: os.Getenv("WGMESH_BENCH_LOGS")})
 	progress("cluster up with %d real nodes (%s)", cfg.agents, time.Since(began).Round(time.Millisecond))
 
 	// 1. The simulated nodes register and announce their keys before the
@@ -182,19 +116,19 @@ func BenchmarkMesh1000(b *testing.B) {
 	// 2. The operator assigns every pod CIDR and publishes every MeshPeer.
 	s.StartOperator(ctx)
 	var cidrDur, publishDur time.Duration
-	s.waitFor(ctx, 5*time.Minute, "the operator to publish every MeshPeer", func() (bool, string) {
+	s.WaitFor(ctx, 5*time.Minute, "the operator to publish every MeshPeer", func() error {
 		withCIDR, published, sim, err := s.Published(ctx)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
 		if cidrDur == 0 && withCIDR == sim {
-			cidrDur = time.Since(s.opStart)
+			cidrDur = time.Since(s.OperatorStarted())
 		}
 		if published == sim && sim == cfg.nodes {
-			publishDur = time.Since(s.opStart)
-			return true, ""
+			publishDur = time.Since(s.OperatorStarted())
+			return nil
 		}
-		return false, fmt.Sprintf("%d/%d with a pod CIDR, %d published", withCIDR, sim, published)
+		return fmt.Errorf("%d/%d with a pod CIDR, %d published", withCIDR, sim, published)
 	})
 	progress("operator: CIDRs in %s, MeshPeers in %s (from its start)", cidrDur.Round(time.Millisecond), publishDur.Round(time.Millisecond))
 	s.WaitRealCIDRs(ctx, time.Minute)
@@ -220,14 +154,14 @@ func BenchmarkMesh1000(b *testing.B) {
 	progress("settled after %s", settled.Round(time.Second))
 
 	// 5. Steady state.
-	rs := s.sampleRSS()
+	rs := s.SampleRSS()
 	a := s.Snap(ctx)
 	time.Sleep(cfg.steady)
 	z := s.Snap(ctx)
-	steady := diffSnap(a, z)
+	steady := z.Since(a)
 	steadyRSS, steadyWGRSS := rs.Stop()
 	steadyAnon, steadyFile := rs.Split()
-	progress("steady state measured (%s)", steady.d.Round(time.Millisecond))
+	progress("steady state measured (%s)", steady.D.Round(time.Millisecond))
 
 	// 6. Status-only updates of other MeshPeers (as their agents write).
 	alive := s.Alive()
@@ -241,7 +175,7 @@ func BenchmarkMesh1000(b *testing.B) {
 		time.Sleep(cfg.window / 20)
 	}
 	time.Sleep(cfg.window / 2)
-	statusOnly := eventCost(diffSnap(a, s.Snap(ctx)), updates)
+	statusOnly := eventCost(s.Snap(ctx).Since(a), updates)
 	progress("status-only updates counted")
 
 	// 7. A real node joins (its agent answers the others' probes, as a
@@ -253,12 +187,12 @@ func BenchmarkMesh1000(b *testing.B) {
 	a = s.Snap(ctx)
 	joined, realJoinTook := s.JoinReal(ctx, fmt.Sprintf("wgm-node-%d", cfg.agents+1), agentArgs...)
 	time.Sleep(cfg.window)
-	realJoin := eventCost(diffSnap(a, s.Snap(ctx)), 1)
+	realJoin := eventCost(s.Snap(ctx).Since(a), 1)
 	progress("real node join counted (routed on every agent after %s)", realJoinTook.Round(time.Millisecond))
 	a = s.Snap(ctx)
 	s.FailReal(ctx, joined)
 	time.Sleep(cfg.window)
-	realFail := eventCost(diffSnap(a, s.Snap(ctx)), 1)
+	realFail := eventCost(s.Snap(ctx).Since(a), 1)
 	progress("real node failure counted")
 
 	// 9. Isolated failures and 10. joins of simulated nodes, one per
@@ -274,7 +208,7 @@ func BenchmarkMesh1000(b *testing.B) {
 		failed[name] = true
 		time.Sleep(cfg.window)
 	}
-	failure := eventCost(diffSnap(a, s.Snap(ctx)), cfg.events)
+	failure := eventCost(s.Snap(ctx).Since(a), cfg.events)
 	progress("simulated failures counted")
 	a = s.Snap(ctx)
 	for range cfg.events {
@@ -283,11 +217,11 @@ func BenchmarkMesh1000(b *testing.B) {
 		}
 		time.Sleep(cfg.window)
 	}
-	join := eventCost(diffSnap(a, s.Snap(ctx)), cfg.events)
+	join := eventCost(s.Snap(ctx).Since(a), cfg.events)
 	progress("simulated joins counted")
 
 	// 11. Join-to-programmed latency, joins 500 ms apart.
-	var quietJoins []simJoin
+	var quietJoins []meshsim.Join
 	for range cfg.joins {
 		j := s.Join(ctx)
 		if j.Err != nil {
@@ -309,12 +243,12 @@ func BenchmarkMesh1000(b *testing.B) {
 			leaving = append(leaving, alive[k])
 		}
 	}
-	rs = s.sampleRSS()
+	rs = s.SampleRSS()
 	a = s.Snap(ctx)
 	var (
 		wg         sync.WaitGroup
 		jmu        sync.Mutex
-		churnJoins []simJoin
+		churnJoins []meshsim.Join
 		churnErrs  []error
 		sem        = make(chan struct{}, 64)
 	)
@@ -349,9 +283,9 @@ func BenchmarkMesh1000(b *testing.B) {
 	}
 	tick.Stop()
 	wg.Wait()
-	churnWall := time.Since(a.at)
+	churnWall := time.Since(a.At)
 	churnSnap := s.Snap(ctx)
-	churn := diffSnap(a, churnSnap)
+	churn := churnSnap.Since(a)
 	churnRSS, churnWGRSS := rs.Stop()
 	churnAnon, churnFile := rs.Split()
 	if len(churnErrs) > 0 {
@@ -361,8 +295,11 @@ func BenchmarkMesh1000(b *testing.B) {
 	t0 = time.Now()
 	s.WaitPeers(ctx, 3*time.Minute, len(s.Alive())-len(failed)+cfg.agents-1)
 	converge := time.Since(t0)
-	after := diffSnap(churnSnap, s.Snap(ctx))
-	objBytes, mfBytes := s.MeshPeerBytes(ctx)
+	after := s.Snap(ctx).Since(churnSnap)
+	objBytes, mfBytes, err := s.MeshPeerBytes(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
 	progress("churn: %d joins and %d leaves in %s; converged %s later", events, events, churnWall.Round(time.Millisecond), converge.Round(time.Millisecond))
 	b.StopTimer()
 
@@ -371,8 +308,8 @@ func BenchmarkMesh1000(b *testing.B) {
 	mibf := func(kib int64) float64 { return float64(kib) / 1024 }
 	joinP50, joinP99 := percentile(quietLat, 50), percentile(quietLat, 99)
 	churnP50, churnP99 := percentile(churnLat, 50), percentile(churnLat, 99)
-	steadyCPU := cpuPercent(time.Duration(per(float64(sumDur(steady.agentCPU)))), steady.d)
-	churnCPU := cpuPercent(time.Duration(per(float64(sumDur(churn.agentCPU)))), churn.d)
+	steadyCPU := cpuPercent(time.Duration(per(float64(sumDur(steady.AgentCPU)))), steady.D)
+	churnCPU := cpuPercent(time.Duration(per(float64(sumDur(churn.AgentCPU)))), churn.D)
 	b.ReportMetric(publishDur.Seconds(), "publish-s")
 	b.ReportMetric(ms(joinP50), "join-p50-ms")
 	b.ReportMetric(ms(joinP99), "join-p99-ms")
@@ -381,8 +318,8 @@ func BenchmarkMesh1000(b *testing.B) {
 	b.ReportMetric(mibf(churnRSS), "agent-rss-churn-MiB")
 	b.ReportMetric(steadyCPU, "agent-cpu-%")
 	b.ReportMetric(churnCPU, "agent-cpu-churn-%")
-	b.ReportMetric(steady.apiAll/steady.d.Seconds(), "apiserver-req/s")
-	b.ReportMetric(churn.apiAll/churn.d.Seconds(), "apiserver-req/s-churn")
+	b.ReportMetric(steady.APIAll/steady.D.Seconds(), "apiserver-req/s")
+	b.ReportMetric(churn.APIAll/churn.D.Seconds(), "apiserver-req/s-churn")
 	b.ReportMetric(realJoin.opWrites, "op-writes/join")
 	b.ReportMetric(realJoin.statusWrites, "agent-status-writes/join")
 	b.ReportMetric(realJoin.reconciles, "agent-reconciles/join")
@@ -424,20 +361,20 @@ func BenchmarkMesh1000(b *testing.B) {
 	row("agent CPU, steady / churn (mean per agent)", fmt.Sprintf("%.1f%% / %.1f%% of a core", steadyCPU, churnCPU), "")
 	row("userspace WireGuard RSS, steady / churn (largest)", fmt.Sprintf("%.1f / %.1f MiB", mibf(steadyWGRSS), mibf(churnWGRSS)), "")
 	row("userspace WireGuard CPU, steady / churn (mean)", fmt.Sprintf("%.1f%% / %.1f%% of a core",
-		cpuPercent(time.Duration(per(float64(sumDur(steady.wgCPU)))), steady.d), cpuPercent(time.Duration(per(float64(sumDur(churn.wgCPU)))), churn.d)), "")
-	row("operator CPU, steady / churn", fmt.Sprintf("%.1f%% / %.1f%% of a core", cpuPercent(steady.opCPU, steady.d), cpuPercent(churn.opCPU, churn.d)), "")
-	row("API server requests/s, steady / churn (all verbs)", fmt.Sprintf("%.1f / %.1f", steady.apiAll/steady.d.Seconds(), churn.apiAll/churn.d.Seconds()), "")
-	row("API server writes/s, steady / churn", fmt.Sprintf("%.2f / %.1f", steady.apiWriteTotal/steady.d.Seconds(), churn.apiWriteTotal/churn.d.Seconds()), "")
-	row("  of which the bench's own (simulated kubelets/agents)", fmt.Sprintf("%.2f / %.1f", float64(steady.benchTotal)/steady.d.Seconds(), float64(churn.benchTotal)/churn.d.Seconds()), "")
-	row("  of which the operator's", fmt.Sprintf("%.2f / %.1f", steady.opWrites/steady.d.Seconds(), churn.opWrites/churn.d.Seconds()), "")
-	row("  of which the real agents' (all agents)", fmt.Sprintf("%.2f / %.1f", sumF(steady.agentWrites)/steady.d.Seconds(), sumF(churn.agentWrites)/churn.d.Seconds()), "")
-	row("agent reconciles/s, steady (per agent, any trigger)", fmt.Sprintf("%.2f", per(sumF(steady.reconciles))/steady.d.Seconds()), "")
-	row("  by trigger (per agent)", triggerLine(steady.byTrigger, float64(cfg.agents)*steady.d.Seconds()), "")
-	row("agent reconciles/s, churn (per agent, any trigger)", fmt.Sprintf("%.2f", per(sumF(churn.reconciles))/churn.d.Seconds()), "")
-	row("  by trigger (per agent)", triggerLine(churn.byTrigger, float64(cfg.agents)*churn.d.Seconds()), "")
+		cpuPercent(time.Duration(per(float64(sumDur(steady.WireGuardCPU)))), steady.D), cpuPercent(time.Duration(per(float64(sumDur(churn.WireGuardCPU)))), churn.D)), "")
+	row("operator CPU, steady / churn", fmt.Sprintf("%.1f%% / %.1f%% of a core", cpuPercent(steady.OperatorCPU, steady.D), cpuPercent(churn.OperatorCPU, churn.D)), "")
+	row("API server requests/s, steady / churn (all verbs)", fmt.Sprintf("%.1f / %.1f", steady.APIAll/steady.D.Seconds(), churn.APIAll/churn.D.Seconds()), "")
+	row("API server writes/s, steady / churn", fmt.Sprintf("%.2f / %.1f", steady.APIWriteTotal/steady.D.Seconds(), churn.APIWriteTotal/churn.D.Seconds()), "")
+	row("  of which the bench's own (simulated kubelets/agents)", fmt.Sprintf("%.2f / %.1f", float64(steady.OwnTotal)/steady.D.Seconds(), float64(churn.OwnTotal)/churn.D.Seconds()), "")
+	row("  of which the operator's", fmt.Sprintf("%.2f / %.1f", steady.OperatorWrites/steady.D.Seconds(), churn.OperatorWrites/churn.D.Seconds()), "")
+	row("  of which the real agents' (all agents)", fmt.Sprintf("%.2f / %.1f", sumF(steady.AgentWrites)/steady.D.Seconds(), sumF(churn.AgentWrites)/churn.D.Seconds()), "")
+	row("agent reconciles/s, steady (per agent, any trigger)", fmt.Sprintf("%.2f", per(sumF(steady.Reconciles))/steady.D.Seconds()), "")
+	row("  by trigger (per agent)", triggerLine(steady.ByTrigger, float64(cfg.agents)*steady.D.Seconds()), "")
+	row("agent reconciles/s, churn (per agent, any trigger)", fmt.Sprintf("%.2f", per(sumF(churn.Reconciles))/churn.D.Seconds()), "")
+	row("  by trigger (per agent)", triggerLine(churn.ByTrigger, float64(cfg.agents)*churn.D.Seconds()), "")
 	row("agent Go heap in use, end of steady / end of churn (largest)", fmt.Sprintf("%.1f / %.1f MiB", maxHeap(z)/(1<<20), maxHeap(churnSnap)/(1<<20)), "")
 	row("agent Go runtime memory from the OS (go_memstats_sys_bytes)", fmt.Sprintf("%.1f / %.1f MiB", maxSys(z)/(1<<20), maxSys(churnSnap)/(1<<20)), "")
-	row("agent status writes/s, steady (per agent)", fmt.Sprintf("%.3f", per(sumF(steady.statusWrites))/steady.d.Seconds()), "")
+	row("agent status writes/s, steady (per agent)", fmt.Sprintf("%.3f", per(sumF(steady.StatusWrites))/steady.D.Seconds()), "")
 	fmt.Fprintln(w)
 	ev := func(name string, e perEvent) {
 		row(fmt.Sprintf("per %s (%d, %s windows):", name, e.n, cfg.window), "", "")
@@ -446,12 +383,12 @@ func BenchmarkMesh1000(b *testing.B) {
 		row("  all writes by each real agent", fmt.Sprintf("%.2f", e.agentWrites), "")
 		row("  reconciles by each real agent woken by a watch event", fmt.Sprintf("%.2f", e.reconciles), "O(1)")
 		row("  reconciles by each real agent, any trigger (probes, resync)", fmt.Sprintf("%.2f", e.allReconciles), "")
-		row("  the bench's own writes (simulated kubelet/agent/lifecycle)", fmt.Sprintf("%.2f", e.benchWrites), "")
+		row("  the bench's own writes (simulated kubelet/agent/lifecycle)", fmt.Sprintf("%.2f", e.simWrites), "")
 		row("  API server writes, all writers", fmt.Sprintf("%.2f", e.apiWrites), "")
-		fmt.Fprintf(w, "      by resource: %s\n", apiWritesLine(e.d.apiWrites, float64(e.n)))
+		fmt.Fprintf(w, "      by resource: %s\n", meshsim.Rates(e.d.APIWrites, float64(e.n)))
 		if e.n <= 20 {
-			for i, c := range e.d.statusChanges {
-				fmt.Fprintf(w, "      %s's status over the windows: %s\n", s.real[i].Name, c)
+			for i, c := range e.d.StatusChanges {
+				fmt.Fprintf(w, "      %s's status over the windows: %s\n", s.Real()[i].Name, c)
 			}
 		}
 	}
@@ -465,30 +402,46 @@ func BenchmarkMesh1000(b *testing.B) {
 	churnPer := eventCost(churn, events)
 	ev("churn second's join+leave pair", churnPer)
 	fmt.Fprintf(w, "\n  after churn: mesh converged in %s; the following %s saw %.0f agent status writes, %.0f operator writes\n\n",
-		converge.Round(time.Millisecond), after.d.Round(time.Second), sumF(after.statusWrites), after.opWrites)
+		converge.Round(time.Millisecond), after.D.Round(time.Second), sumF(after.StatusWrites), after.OperatorWrites)
 }
 
 func triggerLine(m map[string]float64, per float64) string {
 	if m == nil {
 		return "(no trigger label)"
 	}
-	return apiWritesLine(m, per)
+	return meshsim.Rates(m, per)
 }
 
-func maxHeap(sn meshSnap) float64 {
+func maxHeap(sn meshsim.Snapshot) float64 {
 	var m float64
-	for _, a := range sn.agents {
-		m = max(m, a.heapInuse)
+	for _, a := range sn.Agents {
+		m = max(m, a.HeapInuse)
 	}
 	return m
 }
 
-func maxSys(sn meshSnap) float64 {
+func maxSys(sn meshsim.Snapshot) float64 {
 	var m float64
-	for _, a := range sn.agents {
-		m = max(m, a.goSys)
+	for _, a := range sn.Agents {
+		m = max(m, a.GoSys)
 	}
 	return m
+}
+
+func sumF(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+// cpuPercent is CPU time over wall time, in percent of one core.
+func cpuPercent(cpu, wall time.Duration) float64 {
+	if wall <= 0 {
+		return 0
+	}
+	return 100 * float64(cpu) / float64(wall)
 }
 
 func sumDur(ds []time.Duration) time.Duration {

@@ -3,13 +3,16 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/api/meta"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/meshsim"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // Bounds of TestMeshScale: small constants, far below the node count, so
@@ -38,21 +41,25 @@ const (
 //     MeshPeer NodeNotReady with a constant number of writes, and the other
 //     agents write their status at most once.
 func TestMeshScale(t *testing.T) {
-	meshSimSkip(t)
+	meshsim.Need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute) // with up to 20 min waiting for another local cluster
 	defer cancel()
 	began := time.Now()
-	s := startMeshSim(ctx, t, meshSimOptions{RealNodes: scaleRealNodes, Log: tbLog{t}})
+	s := meshsim.Start(ctx, t, meshsim.Options{RealNodes: scaleRealNodes, Log: testLog{t}})
+	real := s.Real()
 	if _, err := s.JoinMany(ctx, scaleSimNodes, 16); err != nil {
 		t.Fatal(err)
 	}
 	s.StartOperator(ctx)
-	s.waitFor(ctx, 2*time.Minute, "every simulated MeshPeer", func() (bool, string) {
+	s.WaitFor(ctx, 2*time.Minute, "every simulated MeshPeer", func() error {
 		_, published, sim, err := s.Published(ctx)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return published == sim && sim == scaleSimNodes, fmt.Sprintf("%d/%d published", published, sim)
+		if published != sim || sim != scaleSimNodes {
+			return fmt.Errorf("%d of %d published, want %d", published, sim, scaleSimNodes)
+		}
+		return nil
 	})
 	s.WaitRealCIDRs(ctx, time.Minute)
 	args := []string{"--probe-interval=2s"} // the hold-down passes within the settling time
@@ -72,98 +79,110 @@ func TestMeshScale(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	status := diffSnap(a, s.Snap(ctx))
+	status := s.Snap(ctx).Since(a)
 	t.Logf("12 status-only MeshPeer updates in %s: reconciles per agent %v (woken by watch events %v; all agents by trigger %v), operator writes %.0f, API writes: %s",
-		status.d.Round(time.Millisecond), status.reconciles, status.watchRec, status.byTrigger, status.opWrites, apiWritesLine(status.apiWrites, 1))
-	for i, w := range status.watchRec { // reconciles by what woke them: none may be a watch event
+		status.D.Round(time.Millisecond), status.Reconciles, status.WatchReconciles, status.ByTrigger, status.OperatorWrites, meshsim.Rates(status.APIWrites, 1))
+	for i, w := range status.WatchReconciles { // reconciles by what woke them: none may be a watch event
 		if w > 0 {
 			t.Errorf("agent on %s: %.0f reconciles woken by watch events during 12 status-only updates of other MeshPeers, want 0 (all reconciles by trigger: %v)",
-				s.real[i].Name, w, status.byTrigger)
+				real[i].Name, w, status.ByTrigger)
 		}
 	}
-	if status.opWrites > 0 {
-		t.Errorf("operator: %.0f writes for status-only updates of MeshPeers, want 0", status.opWrites)
+	if status.OperatorWrites > 0 {
+		t.Errorf("operator: %.0f writes for status-only updates of MeshPeers, want 0", status.OperatorWrites)
 	}
 
 	// A real node joins (its agent answers probes): the others' status may
 	// change only in its counts, which waits (--status-membership-delay).
+	// JoinReal returns once every agent has routed it (the barrier); the
+	// window then counts what follows.
 	a = s.Snap(ctx)
 	joined, took := s.JoinReal(ctx, "wgm-node-4", args...)
 	time.Sleep(scaleWindow)
-	rj := diffSnap(a, s.Snap(ctx))
-	t.Logf("real node join (routed everywhere in %s, then %s): operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v; API writes: %s",
-		took.Round(time.Millisecond), scaleWindow, rj.opWrites, rj.statusWrites, rj.agentWrites, rj.reconciles, apiWritesLine(rj.apiWrites, 1))
-	if rj.opWrites > maxOpWritesPerJoin {
-		t.Errorf("operator: %.0f writes for one node join, want at most %d", rj.opWrites, maxOpWritesPerJoin)
+	rj := s.Snap(ctx).Since(a)
+	t.Logf("real node join (routed everywhere in %s, %s window): operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v; API writes: %s",
+		took.Round(time.Millisecond), rj.D.Round(time.Millisecond), rj.OperatorWrites, rj.StatusWrites, rj.AgentWrites, rj.Reconciles, meshsim.Rates(rj.APIWrites, 1))
+	if rj.OperatorWrites > maxOpWritesPerJoin {
+		t.Errorf("operator: %.0f writes for one node join, want at most %d", rj.OperatorWrites, maxOpWritesPerJoin)
 	}
-	for i, w := range rj.statusWrites {
+	for i, w := range rj.StatusWrites {
 		if w > maxStatusWritesAgent {
 			t.Errorf("agent on %s: %.0f status writes for one node join, want at most %d (membership-only changes are delayed and coalesced; every agent writing on every join is O(N) writes per join)",
-				s.real[i].Name, w, maxStatusWritesAgent)
+				real[i].Name, w, maxStatusWritesAgent)
 		}
 	}
 
-	// That node fails: data plane gone, Ready=Unknown.
+	// That node fails: data plane gone, Ready=Unknown. The operator's
+	// NodeNotReady condition is the barrier; the window counts what follows.
 	a = s.Snap(ctx)
 	s.FailReal(ctx, joined)
-	marked := false
-	deadline := time.Now().Add(10 * time.Second)
-	for !marked && time.Now().Before(deadline) {
+	markErr := wait.Poll(ctx, 10*time.Second, func() error {
 		mp := &wgv1.MeshPeer{}
-		if err := s.cl.Get(ctx, client.ObjectKey{Name: joined.Name}, mp); err == nil {
-			marked = metav1.IsStatusConditionTrue(mp.Status.Conditions, "NodeNotReady")
+		if err := s.Client().Get(ctx, client.ObjectKey{Name: joined.Name}, mp); err != nil {
+			return err
 		}
-		time.Sleep(250 * time.Millisecond)
+		if !apimeta.IsStatusConditionTrue(mp.Status.Conditions, "NodeNotReady") {
+			return fmt.Errorf("MeshPeer %s has no NodeNotReady=True condition", joined.Name)
+		}
+		return nil
+	})
+	time.Sleep(time.Until(a.At.Add(scaleWindow)))
+	fail := s.Snap(ctx).Since(a)
+	t.Logf("real node failure (%s window): NodeNotReady set %v, operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v, simulation's writes %d; API writes: %s",
+		fail.D.Round(time.Millisecond), markErr == nil, fail.OperatorWrites, fail.StatusWrites, fail.AgentWrites, fail.Reconciles, fail.OwnTotal, meshsim.Rates(fail.APIWrites, 1))
+	if markErr != nil {
+		t.Errorf("operator: Node %s went Ready=Unknown: %v", joined.Name, markErr)
 	}
-	time.Sleep(time.Until(a.at.Add(scaleWindow)))
-	fail := diffSnap(a, s.Snap(ctx))
-	t.Logf("real node failure (%s window): NodeNotReady set %v, operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v, bench writes %d; API writes: %s",
-		fail.d.Round(time.Millisecond), marked, fail.opWrites, fail.statusWrites, fail.agentWrites, fail.reconciles, fail.benchTotal, apiWritesLine(fail.apiWrites, 1))
-	if !marked {
-		t.Errorf("operator: MeshPeer %s has no NodeNotReady=True condition 10s after its Node went Ready=Unknown", joined.Name)
+	if fail.OperatorWrites > maxOpWritesPerFail {
+		t.Errorf("operator: %.0f writes for one node failure, want at most %d", fail.OperatorWrites, maxOpWritesPerFail)
 	}
-	if fail.opWrites > maxOpWritesPerFail {
-		t.Errorf("operator: %.0f writes for one node failure, want at most %d", fail.opWrites, maxOpWritesPerFail)
-	}
-	for i, w := range fail.statusWrites {
+	for i, w := range fail.StatusWrites {
 		if w > maxStatusWritesAgent {
-			t.Errorf("agent on %s: %.0f status writes for one node failure, want at most %d", s.real[i].Name, w, maxStatusWritesAgent)
+			t.Errorf("agent on %s: %.0f status writes for one node failure, want at most %d", real[i].Name, w, maxStatusWritesAgent)
 		}
 	}
+
 	// Simulated node joins (last: each one's membership change and, after
-	// the hold-down, its unreachability are status changes of their own):
-	// the operator's writes, and the peers programmed.
-	// (A simulated peer never answers probes, so after the hold-down each
-	// one is an unreachable peer, a significant status change: the real
-	// agents' status writes are counted on a real join below.)
+	// the hold-down, its unreachability are status changes of their own,
+	// since a simulated peer never answers probes): the operator's writes,
+	// the reconciles they wake, and the peers programmed (JoinLatencies is
+	// the barrier: every join routed on every agent).
 	a = s.Snap(ctx)
-	var joins []simJoin
+	var joins []meshsim.Join
 	for range 3 {
 		j := s.Join(ctx)
 		if j.Err != nil {
 			t.Fatal(j.Err)
 		}
 		joins = append(joins, j)
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // paced: one join at a time
 	}
 	lat, _, missing := s.JoinLatencies(ctx, joins, 20*time.Second)
 	if missing > 0 {
 		t.Errorf("%d of %d joins x agents never programmed on wgmesh0", missing, len(joins)*scaleRealNodes)
 	}
-	time.Sleep(time.Until(a.at.Add(scaleWindow)))
-	join := diffSnap(a, s.Snap(ctx))
-	t.Logf("3 simulated joins (%s window): operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v, bench writes %d, latencies %v; API writes: %s",
-		join.d.Round(time.Millisecond), join.opWrites, join.statusWrites, join.agentWrites, join.reconciles, join.benchTotal, lat, apiWritesLine(join.apiWrites, 1))
-	if join.opWrites > 3*maxOpWritesPerJoin {
-		t.Errorf("operator: %.0f writes for 3 node joins, want at most %d (a constant per join, not per node)", join.opWrites, 3*maxOpWritesPerJoin)
+	time.Sleep(time.Until(a.At.Add(scaleWindow)))
+	join := s.Snap(ctx).Since(a)
+	t.Logf("3 simulated joins (%s window): operator writes %.0f, agents' status writes %v, agents' writes %v, reconciles %v, simulation's writes %d, latencies %v; API writes: %s",
+		join.D.Round(time.Millisecond), join.OperatorWrites, join.StatusWrites, join.AgentWrites, join.Reconciles, join.OwnTotal, lat, meshsim.Rates(join.APIWrites, 1))
+	if join.OperatorWrites > 3*maxOpWritesPerJoin {
+		t.Errorf("operator: %.0f writes for 3 node joins, want at most %d (a constant per join, not per node)", join.OperatorWrites, 3*maxOpWritesPerJoin)
 	}
 	// One reconcile per agent per join, woken by the new MeshPeer: not one
 	// more for the Node (which appears first and changes nothing), nor for
 	// a MeshPeer published empty and updated when its pod CIDR comes.
-	for i, w := range join.watchRec {
+	for i, w := range join.WatchReconciles {
 		if w > 3 {
 			t.Errorf("agent on %s: %.0f reconciles woken by watch events for 3 node joins, want at most 3 (all agents by trigger: %v)",
-				s.real[i].Name, w, join.byTrigger)
+				real[i].Name, w, join.ByTrigger)
 		}
 	}
+}
+
+// testLog writes the cluster's progress lines to the test's log.
+type testLog struct{ tb testing.TB }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
