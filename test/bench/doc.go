@@ -54,7 +54,8 @@
 //	  go test -run '^$' -bench Mesh1000 -benchtime 1x ./test/bench/
 //
 // TestMeshScale (make test) is its count-based check at 200 simulated
-// nodes: status-only MeshPeer updates cause no agent reconciles and no
-// operator writes; a join and a failure cost the operator a constant
-// number of writes and each real agent at most one status write.
+// nodes: status-only MeshPeer updates wake no agent reconcile and cause no
+// operator write, counted once the agents and the operator have seen them
+// all; a join and a failure cost the operator a constant number of writes
+// and each real agent at most one status write.
 package bench

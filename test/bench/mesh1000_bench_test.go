@@ -174,7 +174,7 @@ func BenchmarkMesh1000(b *testing.B) {
 		updates++
 		time.Sleep(cfg.window / 20)
 	}
-	time.Sleep(cfg.window / 2)
+	s.AwaitMeshPeerUpdates(ctx, a, updates, cfg.window)
 	statusOnly := eventCost(s.Snap(ctx).Since(a), updates)
 	progress("status-only updates counted")
 

@@ -23,7 +23,7 @@
 //
 // Measurements: Snap reads every counter at one moment (the API server's
 // requests, the operator's and each real agent's client writes, the agents'
-// reconciles by trigger, status writes, Go memory, and CPU and
+// reconciles by trigger, watch events, status writes, Go memory, and CPU and
 // resident memory from /proc); Snapshot.Since gives what happened between
 // two. Route watches on the real nodes time each join from the simulated
 // agent's annotation write to the route via wgmesh0 (JoinLatencies).

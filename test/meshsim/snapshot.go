@@ -13,6 +13,12 @@ import (
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
+// operatorPeerController is the operator's controller that writes node
+// MeshPeers (operator.meshPeerControllerName): a status-only update of a
+// MeshPeer it owns makes it reconcile that MeshPeer's Node, and write
+// nothing.
+const operatorPeerController = "node-meshpeer"
+
 // Snapshot is every counter Sim compares, at one moment.
 type Snapshot struct {
 	At     time.Time
@@ -24,12 +30,16 @@ type Snapshot struct {
 	Operator       Proc
 	Agents         []AgentSnapshot  // Real's, in order
 	Own            map[string]int64 // Sim's own writes (OwnWrites)
+
+	opReconciles float64 // the operator's node-meshpeer controller: reconciles done
+	opBusy       float64 // and queued or running
 }
 
 // AgentSnapshot is one real agent's counters at a moment.
 type AgentSnapshot struct {
 	Reconciles   float64            // wgmesh_reconciles_total
 	ByTrigger    map[string]float64 // the same by trigger
+	WatchEvents  map[string]float64 // wgmesh_watch_events_total by "kind/effect"
 	HeapInuse    float64            // go_memstats_heap_inuse_bytes
 	GoSys        float64            // go_memstats_sys_bytes: all the Go runtime holds from the OS
 	StatusWrites float64            // wgmesh_status_writes_total
@@ -51,6 +61,8 @@ type Delta struct {
 	Reconciles      []float64          // any trigger
 	WatchReconciles []float64          // woken by a watch event
 	ByTrigger       map[string]float64 // reconciles by trigger, all agents
+	MeshPeerEvents  []float64          // MeshPeer watch events received
+	MeshPeerWakes   []float64          // of them, those that woke a reconcile
 	StatusWrites    []float64
 	AgentWrites     []float64
 	AgentCPU        []time.Duration
@@ -117,6 +129,13 @@ func (s *Sim) snapOperator(sn *Snapshot) error {
 	if sn.OperatorWrites, err = mustSum(ss, who, "rest_client_requests_total", writes); err != nil {
 		return err
 	}
+	ours := func(l map[string]string) bool { return l["controller"] == operatorPeerController }
+	if sn.opReconciles, err = mustSum(ss, who, "controller_runtime_reconcile_total", ours); err != nil {
+		return fmt.Errorf("%w{controller=%q}", err, operatorPeerController)
+	}
+	active, _ := sumProm(ss, "controller_runtime_active_workers", ours)
+	queued, _ := sumProm(ss, "workqueue_depth", func(l map[string]string) bool { return l["name"] == operatorPeerController })
+	sn.opBusy = active + queued
 	if sn.Operator, err = readProc(s.op.Process.Pid); err != nil {
 		return fmt.Errorf("the operator: %w", err)
 	}
@@ -151,6 +170,17 @@ func (s *Sim) snapAgent(ctx context.Context, node, url string) (AgentSnapshot, e
 	if _, ok := a.ByTrigger["watch"]; !ok {
 		return a, fmt.Errorf("%s exports no wgmesh_reconciles_total{trigger=\"watch\"}", who)
 	}
+	a.WatchEvents = map[string]float64{}
+	for _, x := range ss {
+		if x.name == "wgmesh_watch_events_total" {
+			a.WatchEvents[x.labels["kind"]+"/"+x.labels["effect"]] += x.value
+		}
+	}
+	for _, k := range []string{"MeshPeer/reconcile", "MeshPeer/ignored"} {
+		if _, ok := a.WatchEvents[k]; !ok {
+			return a, fmt.Errorf("%s exports no wgmesh_watch_events_total for %s", who, k)
+		}
+	}
 	mp := &wgv1.MeshPeer{}
 	if err := s.cl.Get(ctx, client.ObjectKey{Name: node}, mp); err != nil {
 		return a, fmt.Errorf("MeshPeer %s: %w", node, err)
@@ -180,6 +210,10 @@ func (b Snapshot) Since(a Snapshot) Delta {
 		for k, v := range y.ByTrigger {
 			d.ByTrigger[k] += v - x.ByTrigger[k]
 		}
+		events := y.WatchEvents["MeshPeer/reconcile"] + y.WatchEvents["MeshPeer/ignored"] -
+			x.WatchEvents["MeshPeer/reconcile"] - x.WatchEvents["MeshPeer/ignored"]
+		d.MeshPeerEvents = append(d.MeshPeerEvents, events)
+		d.MeshPeerWakes = append(d.MeshPeerWakes, y.WatchEvents["MeshPeer/reconcile"]-x.WatchEvents["MeshPeer/reconcile"])
 		d.StatusWrites = append(d.StatusWrites, y.StatusWrites-x.StatusWrites)
 		d.AgentWrites = append(d.AgentWrites, y.Writes-x.Writes)
 		d.AgentCPU = append(d.AgentCPU, y.Agent.CPU-x.Agent.CPU)
@@ -280,6 +314,38 @@ func (s *Sim) WaitStatusQuiet(ctx context.Context, quiet, timeout time.Duration)
 		return nil
 	})
 	return time.Since(began)
+}
+
+// AwaitMeshPeerUpdates is the barrier after n updates of MeshPeers the
+// real agents do not own (WriteOtherStatus) made since the snapshot was
+// taken: it waits until every real agent has received them (its MeshPeer
+// watch events cover them and the agents' own status writes meanwhile) and
+// the operator's node-meshpeer controller has reconciled them (as many more
+// reconciles done, none queued or running). What they caused can then be
+// counted, and nothing more can come of them.
+func (s *Sim) AwaitMeshPeerUpdates(ctx context.Context, since Snapshot, n int, timeout time.Duration) {
+	s.tb.Helper()
+	s.await(ctx, timeout, 250*time.Millisecond, fmt.Sprintf("the real agents and the operator to see %d MeshPeer updates", n), func() error {
+		now, err := s.snap(ctx)
+		if err != nil {
+			return err
+		}
+		d := now.Since(since)
+		want := float64(n) + sum(d.StatusWrites)
+		for i, got := range d.MeshPeerEvents {
+			if got < want {
+				return fmt.Errorf("agent on %s has received %.0f MeshPeer events, want %.0f", s.real[i].Name, got, want)
+			}
+		}
+		if s.op == nil {
+			return nil
+		}
+		if done := now.opReconciles - since.opReconciles; done < float64(n) || now.opBusy > 0 {
+			return fmt.Errorf("the operator's %s controller has done %.0f reconciles, want %d, and has %.0f queued or running",
+				operatorPeerController, done, n, now.opBusy)
+		}
+		return nil
+	})
 }
 
 func sum(xs []float64) float64 {

@@ -10,10 +10,11 @@ import (
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
-func agentAt(reconciles, watch, status float64, cpu time.Duration) AgentSnapshot {
+func agentAt(reconciles, watch, meshPeerWoke, meshPeerIgnored, status float64, cpu time.Duration) AgentSnapshot {
 	return AgentSnapshot{
 		Reconciles:   reconciles,
 		ByTrigger:    map[string]float64{"watch": watch, "resync": reconciles - watch},
+		WatchEvents:  map[string]float64{"MeshPeer/reconcile": meshPeerWoke, "MeshPeer/ignored": meshPeerIgnored, "Node/ignored": 100},
 		StatusWrites: status,
 		Writes:       status + 1,
 		Agent:        Proc{CPU: cpu},
@@ -25,11 +26,11 @@ func TestSince(t *testing.T) {
 	t0 := time.Now()
 	a := Snapshot{At: t0, APIAll: 100, OperatorWrites: 10, Operator: Proc{CPU: time.Second},
 		API:    map[string]float64{"PATCH nodes": 5, "GET nodes": 50, "POST meshpeers": 1},
-		Agents: []AgentSnapshot{agentAt(10, 2, 1, time.Second), agentAt(20, 4, 1, time.Second)},
+		Agents: []AgentSnapshot{agentAt(10, 2, 1, 5, 1, time.Second), agentAt(20, 4, 1, 5, 1, time.Second)},
 		Own:    map[string]int64{"POST nodes": 3}}
 	b := Snapshot{At: t0.Add(12 * time.Second), APIAll: 130, OperatorWrites: 14, Operator: Proc{CPU: 3 * time.Second},
 		API:    map[string]float64{"PATCH nodes": 8, "GET nodes": 70, "POST meshpeers": 1, "PATCH meshpeers/status": 2},
-		Agents: []AgentSnapshot{agentAt(13, 3, 2, 2*time.Second), agentAt(22, 4, 1, time.Second)},
+		Agents: []AgentSnapshot{agentAt(13, 3, 2, 17, 2, 2*time.Second), agentAt(22, 4, 1, 17, 1, time.Second)},
 		Own:    map[string]int64{"POST nodes": 4, "PATCH nodes": 2}}
 	d := b.Since(a)
 	if d.D != 12*time.Second || d.APIAll != 30 || d.OperatorWrites != 4 || d.OperatorCPU != 2*time.Second {
@@ -44,6 +45,8 @@ func TestSince(t *testing.T) {
 	}{
 		{"reconciles", d.Reconciles, []float64{3, 2}},
 		{"watch reconciles", d.WatchReconciles, []float64{1, 0}},
+		{"MeshPeer events", d.MeshPeerEvents, []float64{13, 12}},
+		{"MeshPeer wakes", d.MeshPeerWakes, []float64{1, 0}},
 		{"status writes", d.StatusWrites, []float64{1, 0}},
 		{"agent writes", d.AgentWrites, []float64{1, 0}},
 	} {
@@ -66,8 +69,8 @@ func TestSince(t *testing.T) {
 }
 
 func TestSinceWithAnAgentMore(t *testing.T) {
-	a := Snapshot{Agents: []AgentSnapshot{agentAt(1, 0, 0, 0)}}
-	b := Snapshot{Agents: []AgentSnapshot{agentAt(2, 0, 0, 0), agentAt(9, 0, 0, 0)}}
+	a := Snapshot{Agents: []AgentSnapshot{agentAt(1, 0, 0, 0, 0, 0)}}
+	b := Snapshot{Agents: []AgentSnapshot{agentAt(2, 0, 0, 0, 0, 0), agentAt(9, 0, 0, 0, 0, 0)}}
 	if d := b.Since(a); len(d.Reconciles) != 1 || d.Reconciles[0] != 1 {
 		t.Errorf("reconciles %v, want the one agent in both", d.Reconciles)
 	}
