@@ -9,7 +9,7 @@
 //     (agent/mtu), pod bridge and routes (agent/routes), sysctls
 //     (agent/sysctl) — see Kernel;
 //   - node data plane: every NodeDataplane in Options.Dataplanes (CNI
-//     configuration, egress masquerade, ...), applied after the mesh with
+//     configuration, egress masquerade, the leak guard, ...), applied after the mesh with
 //     the same NodeState;
 //   - status, metrics and Events for what it did and what it could not do.
 //
@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -364,24 +365,24 @@ func (t *trigger) take() string {
 }
 
 // cleanup removes wgmesh from the node, the one way for an uninstall and for
-// --cleanup-on-exit: every NodeDataplane's part (the leak guard and egress
-// chains, the CNI conflist and the plugins the agent installed), the service
-// NAT (with the last of them, nftables table wgmesh in both families), the
-// routes, the bridge and the WireGuard link, and this node's annotations
-// (the operator then deletes the node's MeshPeer). The private key stays in
-// the state directory.
+// --cleanup-on-exit: the service NAT, then every NodeDataplane in the reverse
+// of the order they were applied (the CNI conflist and the plugins the agent
+// installed, egress, and last the leak guard, whose cleanup deletes nftables
+// table wgmesh with every part in it), the routes, the bridge and the
+// WireGuard link, and this node's annotations (the operator then deletes
+// the node's MeshPeer). The private key stays in the state directory.
 func (a *Agent) cleanup() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var errs []error
-	for _, d := range a.o.Dataplanes {
-		if err := d.Cleanup(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s cleanup: %w", d.Name(), err))
-		}
-	}
 	if a.o.ServiceProxy != nil {
 		if err := a.o.ServiceProxy.Delete(); err != nil {
 			errs = append(errs, fmt.Errorf("service NAT cleanup: %w", err))
+		}
+	}
+	for _, d := range slices.Backward(a.o.Dataplanes) {
+		if err := d.Cleanup(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s cleanup: %w", d.Name(), err))
 		}
 	}
 	if err := a.kernel.Cleanup(); err != nil {

@@ -17,20 +17,33 @@ import (
 
 	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/agent/egress"
+	"github.com/wgmesh/wgmesh/agent/leakguard"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/agent/tunnel"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
 // The node data plane components as cmd/wgmesh-agent plugs them in.
+type testGuard struct {
+	g  *leakguard.Guard
+	fd int
+}
+
+func (testGuard) Name() string { return "leakguard" }
+func (d testGuard) Apply(ctx context.Context, st NodeState) error {
+	return d.g.Apply(ctx, st.NodePodCIDRs, st.Event)
+}
+func (d testGuard) Cleanup(context.Context) error { return nft.DeleteTable(d.fd) }
+
 type testEgress struct{ m *egress.Manager }
 
 func (testEgress) Name() string { return "egress" }
 func (d testEgress) Apply(ctx context.Context, st NodeState) error {
-	return d.m.Apply(ctx, []string{st.PodCIDRs[0].String(), st.PodCIDRs[1].String()})
+	return d.m.Apply(ctx, st.PodCIDRs)
 }
-func (d testEgress) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
+func (testEgress) Cleanup(context.Context) error { return nil }
 
 type testCNI struct{ m *cniinstall.Manager }
 
@@ -86,8 +99,10 @@ func TestCleanupLeavesNothing(t *testing.T) {
 		}
 	}
 	dataplanes := []NodeDataplane{
-		testEgress{egress.NewManager(egress.ManagerOptions{ClusterCIDRs: cluster, ServiceCIDRs: services, TunnelIf: link, BridgeIf: bridge,
-			NetNSFd: fd, ProcSys: t.TempDir(), Log: testr.New(t)})},
+		testGuard{leakguard.New(leakguard.Options{ClusterCIDRs: cluster, ServiceCIDRs: services, TunnelIf: link, BridgeIf: bridge},
+			&nft.Kernel{Part: leakguard.Part, NetNSFd: fd}, testr.New(t), nil), fd},
+		testEgress{egress.NewManager(egress.ManagerOptions{ClusterCIDRs: cluster, ServiceCIDRs: services, TunnelIf: link,
+			NFT: &nft.Kernel{Part: egress.Part, NetNSFd: fd}, ProcSys: t.TempDir(), Log: testr.New(t)})},
 		testCNI{cniinstall.New(cniinstall.Options{ConfDir: confDir, BinDir: binDir, BinSource: src, PluginRecord: filepath.Join(root, "var/lib/wgmesh/cni-plugins"),
 			LookPath: func(string) (string, error) { return "", os.ErrNotExist }, Log: testr.New(t)})},
 	}
@@ -96,8 +111,8 @@ func TestCleanupLeavesNothing(t *testing.T) {
 			t.Fatalf("%s: %v", d.Name(), err)
 		}
 	}
-	snat := &servicenat.Kernel{NetNSFd: fd}
-	for _, fam := range servicenat.Families {
+	snat := &nft.Kernel{Part: servicenat.Part, NetNSFd: fd}
+	for _, fam := range nft.Families {
 		if err := snat.EnsureSkeleton(fam); err != nil {
 			t.Fatal(err)
 		}

@@ -194,7 +194,7 @@ func testAntiSpoof(t *testing.T, protected bool) {
 	if err := r.mgr.Apply(ctx, State{PodCIDRs: asPodCIDRs, MTU: 1420}); err != nil {
 		t.Fatal(err)
 	}
-	installGuard(t, r.node, asPodCIDRs...)
+	installGuard(t, r.node)
 	gw4, gw6 := netip.MustParseAddr("198.19.5.1"), netip.MustParseAddr("2001:db8:100:5::1")
 
 	// Pod C: networked before anti-spoofing reached the node.

@@ -17,7 +17,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netlink"
 
-	"github.com/wgmesh/wgmesh/agent/egress"
+	"github.com/wgmesh/wgmesh/agent/leakguard"
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
@@ -127,18 +128,18 @@ func (r *cniRig) allocated(t *testing.T) []string {
 	return ips
 }
 
-// installGuard programs the agent's leak guard (agent/egress) in node, as
+// installGuard programs the agent's leak guard (agent/leakguard) in node, as
 // the agent does before it writes the conflist.
-func installGuard(t *testing.T, node *netns.NS, podCIDRs ...string) {
+func installGuard(t *testing.T, node *netns.NS) {
 	t.Helper()
 	f, err := os.Open(node.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	m := egress.NewManager(egress.ManagerOptions{NetNSFd: int(f.Fd()), ProcSys: t.TempDir(),
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("2001:db8:100::/56")}})
-	if err := m.Apply(context.Background(), podCIDRs); err != nil && m.GuardErr() != nil {
+	g := leakguard.New(leakguard.Options{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("2001:db8:100::/56")}},
+		&nft.Kernel{Part: leakguard.Part, NetNSFd: int(f.Fd())}, logr.Discard(), nil)
+	if err := g.Apply(context.Background(), nil, nil); err != nil {
 		t.Fatalf("leak guard: %v", err)
 	}
 }
@@ -190,7 +191,7 @@ func TestCNIAddWithRealPlugins(t *testing.T) {
 	if ips := r.allocated(t); len(ips) != 0 {
 		t.Errorf("addresses allocated behind the gate: %v", ips)
 	}
-	installGuard(t, r.node, "198.19.1.0/24", "2001:db8:100:1::/64")
+	installGuard(t, r.node)
 	res, err := r.add(ctx, pod, "c1", []map[string]any{{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}})
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -276,7 +277,7 @@ func TestCNIAddBrokenConfigSurfacesPluginError(t *testing.T) {
 	if err := r.mgr.Apply(ctx, State{PodCIDRs: []string{"198.19.2.0/24"}, MTU: 1420}); err != nil {
 		t.Fatal(err)
 	}
-	installGuard(t, r.node, "198.19.2.0/24")
+	installGuard(t, r.node)
 	_, err := r.add(ctx, pod, "c2", nil)
 	if err == nil {
 		t.Fatal("ADD succeeded with a non-bridge wgmesh-br0")

@@ -14,9 +14,14 @@ import (
 	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wgmesh/wgmesh/agent/leakguard"
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
+
+func mp(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func ma(s string) netip.Addr   { return netip.MustParseAddr(s) }
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -143,23 +148,33 @@ func TestEgressMasqueradeNetns(t *testing.T) {
 	must(t, err)
 	defer f.Close()
 	metrics := NewMetrics(nil)
+	cluster := []netip.Prefix{mp("198.19.0.0/16"), mp("2001:db8:100::/56")}
+	services := []netip.Prefix{mp("198.18.128.0/20"), mp("2001:db8:200::/112")}
 	m := NewManager(ManagerOptions{
-		ClusterCIDRs: []netip.Prefix{mp("198.19.0.0/16"), mp("2001:db8:100::/56")},
-		ServiceCIDRs: []netip.Prefix{mp("198.18.128.0/20"), mp("2001:db8:200::/112")},
-		NetNSFd:      int(f.Fd()),
+		ClusterCIDRs: cluster,
+		ServiceCIDRs: services,
+		NFT:          &nft.Kernel{Part: Part, NetNSFd: int(f.Fd())},
 		ProcSys:      t.TempDir(), // the node's real /proc/sys is per-netns; checked separately
 		Log:          logr.Discard(),
 		Metrics:      metrics,
 	})
+	g := leakguard.New(leakguard.Options{ClusterCIDRs: cluster, ServiceCIDRs: services},
+		&nft.Kernel{Part: leakguard.Part, NetNSFd: int(f.Fd())}, logr.Discard(), nil)
 	// Service NAT's chain in the same table must survive everything egress does.
 	conn, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
 	must(t, err)
-	tbl := conn.AddTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4})
+	tbl := conn.AddTable(&nftables.Table{Name: nft.Table, Family: nftables.TableFamilyIPv4})
 	conn.AddChain(&nftables.Chain{Name: "services", Table: tbl})
 	must(t, conn.Flush())
 
 	ctx := context.Background()
-	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}))
+	pods := []netip.Prefix{mp("198.19.1.0/24"), mp("2001:db8:100:1::/64")}
+	apply := func(peerRanges ...netip.Prefix) {
+		t.Helper()
+		must(t, g.Apply(ctx, peerRanges, nil))
+		must(t, m.Apply(ctx, pods))
+	}
+	apply()
 
 	check := func(stage string) {
 		t.Helper()
@@ -189,48 +204,46 @@ func TestEgressMasqueradeNetns(t *testing.T) {
 
 	// An external peer joins the mesh: its range travels only encrypted.
 	external := mp("198.18.200.0/24")
-	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}, external))
+	apply(external)
 	if reaches(t, pod, inet, "198.18.200.1") || reaches(t, node, inet, "198.18.200.1") {
 		t.Error("with the external peer in the mesh, traffic to its range left through the underlay")
 	}
 	check("with an external peer")
 	// It leaves: its range is no longer held back.
-	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}))
+	apply()
 	if !reaches(t, pod, inet, "198.18.200.1") {
 		t.Error("the external peer left the mesh, yet its range is still dropped")
 	}
 
 	// Idempotent: nothing rewritten.
 	before := testutil.ToFloat64(metrics.Syncs.WithLabelValues("ip"))
-	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}))
+	apply()
 	if after := testutil.ToFloat64(metrics.Syncs.WithLabelValues("ip")); after != before {
 		t.Errorf("unchanged state rewrote the chain (%v -> %v)", before, after)
 	}
 
 	// Drift: a rule deleted by hand comes back.
-	chain, err := findChain(conn, tbl, ChainName)
-	must(t, err)
-	rules, err := conn.GetRules(tbl, chain)
+	rules, err := conn.GetRules(tbl, &nftables.Chain{Name: ChainName, Table: tbl})
 	must(t, err)
 	must(t, conn.DelRule(rules[len(rules)-1]))
 	must(t, conn.Flush())
 	if got := sourceSeenBy(t, pod, inet, "198.18.0.250"); got != "198.19.1.2" {
 		t.Fatalf("with the masquerade rule deleted the internet should see the pod address, saw %s", got)
 	}
-	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}))
+	apply()
 	if after := testutil.ToFloat64(metrics.Syncs.WithLabelValues("ip")); after != before+1 {
 		t.Errorf("drift not repaired: syncs %v -> %v", before, after)
 	}
 	check("after drift repair")
 
 	// The whole table deleted by hand: recreated.
-	conn.DelTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv6})
+	conn.DelTable(&nftables.Table{Name: nft.Table, Family: nftables.TableFamilyIPv6})
 	must(t, conn.Flush())
-	must(t, m.Apply(ctx, []string{"198.19.1.0/24", "2001:db8:100:1::/64"}))
+	apply()
 	check("after table deleted")
 
 	// Readable for operators (the nft binary is only used by this test).
-	if out, err := node.Exec(ctx, "nft", "list", "table", "ip", TableName); err == nil {
+	if out, err := node.Exec(ctx, "nft", "list", "table", "ip", nft.Table); err == nil {
 		for _, want := range []string{`oifname "wgmesh0"`, "ip daddr 198.19.0.0/16", "ip daddr 198.18.128.0/20", "ip saddr 198.19.1.0/24", "masquerade", "chain services",
 			"chain guard-forward", "chain guard-output", "drop"} {
 			if !strings.Contains(string(out), want) {
@@ -239,22 +252,18 @@ func TestEgressMasqueradeNetns(t *testing.T) {
 		}
 	}
 
-	// Cleanup removes only our chain; the table stays for service NAT's chain.
-	must(t, m.Cleanup(ctx))
-	for _, name := range ourChains {
-		if ch, err := findChain(conn, tbl, name); err != nil || ch != nil {
-			t.Errorf("chain %s left after cleanup: %v %v", name, ch, err)
+	// The other parts' chains are never touched.
+	if _, err := conn.GetRules(tbl, &nftables.Chain{Name: "services", Table: tbl}); err != nil {
+		t.Errorf("the service NAT's chain is gone after the egress and guard writes: %v", err)
+	}
+	// Uninstall: the table's one owner deletes it, in every family.
+	must(t, nft.DeleteTable(int(f.Fd())))
+	tables, err := conn.ListTables()
+	must(t, err)
+	for _, tb := range tables {
+		if tb.Name == nft.Table {
+			t.Errorf("table %s left in family %v after DeleteTable", nft.Table, tb.Family)
 		}
-	}
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	must(t, err)
-	if len(chains) != 1 || chains[0].Name != "services" {
-		t.Errorf("chains after cleanup: %v, want only services", chains)
-	}
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv6)
-	must(t, err)
-	if len(tables) != 0 {
-		t.Errorf("empty ip6 table %s left after cleanup", TableName)
 	}
 	if got := sourceSeenBy(t, pod, peer, "198.19.2.2"); got != "198.19.1.2" {
 		t.Errorf("after cleanup: %s", got)

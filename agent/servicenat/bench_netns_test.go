@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
@@ -18,7 +19,7 @@ func benchServices(n, eps int) []Service {
 	for i := range out {
 		s := Service{ServiceKey: ServiceKey{"bench", fmt.Sprintf("svc-%05d", i)},
 			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, byte(128 + i/256), byte(i % 256)})}}
-		p := Port{Name: "http", Protocol: TCP, Port: 80}
+		p := Port{Name: "http", Protocol: nft.TCP, Port: 80}
 		for e := 0; e < eps; e++ {
 			k := i*eps + e
 			p.Endpoints = append(p.Endpoints, Endpoint{Addr: netip.AddrFrom4([4]byte{198, 19, byte(k / 65536 % 256), byte(k / 256 % 256)}).Next(),
@@ -51,7 +52,7 @@ func BenchmarkOneServiceChange(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer f.Close()
-			k := &Kernel{NetNSFd: int(f.Fd())}
+			k := &nft.Kernel{Part: Part, NetNSFd: int(f.Fd())}
 			in := sampleInput()
 			in.Services = nil
 			table := NewTable(in)
@@ -60,11 +61,11 @@ func BenchmarkOneServiceChange(b *testing.B) {
 			for _, s := range svcs {
 				table.Update(s)
 			}
-			if err := k.EnsureSkeleton(IPv4); err != nil {
+			if err := k.EnsureSkeleton(nft.IPv4); err != nil {
 				b.Fatal(err)
 			}
-			want := table.Full(IPv4)
-			batches, err := k.Apply(IPv4, diff(newDigest(), want), want)
+			want := table.Full(nft.IPv4)
+			batches, err := k.Apply(nft.IPv4, nft.Diff(nft.NewDigest(), want), want)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -73,11 +74,11 @@ func BenchmarkOneServiceChange(b *testing.B) {
 			b.ReportMetric(float64(batches), "full-write-batches")
 
 			start = time.Now()
-			cur, err := k.Read(IPv4)
+			cur, err := k.Read(nft.IPv4)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if ch := diff(cur, table.Full(IPv4)); !ch.Empty() {
+			if ch := nft.Diff(cur, table.Full(nft.IPv4)); !ch.Empty() {
 				b.Fatalf("no-op full check found %d differences", ch.Size(want))
 			}
 			b.ReportMetric(time.Since(start).Seconds()*1000, "noop-full-check-ms")
@@ -89,8 +90,8 @@ func BenchmarkOneServiceChange(b *testing.B) {
 				s.Ports[0].Endpoints = append([]Endpoint{}, s.Ports[0].Endpoints...)
 				s.Ports[0].Endpoints[0].Port = uint16(9000 + i%1000)
 				table.Update(s)
-				before, after := table.Changes(IPv4)
-				if _, err := k.Apply(IPv4, diff(digestOf(before), after), after); err != nil {
+				before, after := table.Changes(nft.IPv4)
+				if _, err := k.Apply(nft.IPv4, nft.Diff(nft.DigestOf(before), after), after); err != nil {
 					b.Fatal(err)
 				}
 				table.Commit()

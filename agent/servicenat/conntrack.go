@@ -7,6 +7,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 // Conntrack removes UDP flows that would keep sending to an endpoint that
@@ -62,11 +64,11 @@ func staleFlows(old, cur Service, nodePortIPs []netip.Addr) *serviceFlows {
 	}
 	allowed := map[string]map[netip.AddrPort]bool{}
 	for _, p := range cur.Ports {
-		if p.Protocol != UDP {
+		if p.Protocol != nft.UDP {
 			continue
 		}
 		ok := map[netip.AddrPort]bool{}
-		for _, f := range Families {
+		for _, f := range nft.Families {
 			sets := Categorize(endpointsOf(p.Endpoints, f))
 			for _, e := range append(sets.Cluster, sets.Local...) {
 				ok[e.AddrPort()] = true
@@ -79,7 +81,7 @@ func staleFlows(old, cur Service, nodePortIPs []netip.Addr) *serviceFlows {
 	for _, svc := range []Service{old, cur} {
 		dests := append(append(append([]netip.Addr{}, svc.ClusterIPs...), svc.ExternalIPs...), svc.LoadBalancerIPs...)
 		for _, p := range svc.Ports {
-			if p.Protocol != UDP {
+			if p.Protocol != nft.UDP {
 				continue
 			}
 			ok := allowed[p.Name]
@@ -132,7 +134,7 @@ func (c *Conntrack) handle() (*netlink.Handle, error) {
 
 func hasUDP(s Service) bool {
 	for _, p := range s.Ports {
-		if p.Protocol == UDP {
+		if p.Protocol == nft.UDP {
 			return true
 		}
 	}
@@ -148,7 +150,7 @@ func equalUDPEndpoints(a, b Service) bool {
 func udpView(s Service) []any {
 	out := []any{s.ClusterIPs, s.ExternalIPs, s.LoadBalancerIPs}
 	for _, p := range s.Ports {
-		if p.Protocol == UDP {
+		if p.Protocol == nft.UDP {
 			out = append(out, p)
 		}
 	}

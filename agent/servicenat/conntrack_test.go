@@ -1,6 +1,7 @@
 package servicenat
 
 import (
+	"github.com/wgmesh/wgmesh/nft"
 	"net"
 	"net/netip"
 	"testing"
@@ -21,7 +22,7 @@ func TestStaleFlowsMatchEndpointPort(t *testing.T) {
 		return Service{
 			ServiceKey: ServiceKey{Namespace: "ns", Name: "udp"},
 			ClusterIPs: []netip.Addr{clusterIP},
-			Ports: []Port{{Name: "udp", Protocol: UDP, Port: 80, NodePort: 30080,
+			Ports: []Port{{Name: "udp", Protocol: nft.UDP, Port: 80, NodePort: 30080,
 				Endpoints: []Endpoint{{Addr: pod, Port: target, Ready: true, Serving: true}}}},
 		}
 	}

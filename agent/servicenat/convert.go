@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 // Labels kube-proxy honours, and so do we.
@@ -225,14 +227,14 @@ func endpointsFor(sp corev1.ServicePort, slices []*discoveryv1.EndpointSlice, no
 	return out, probs
 }
 
-func protocolOf(p corev1.Protocol) (Protocol, bool) {
+func protocolOf(p corev1.Protocol) (nft.Protocol, bool) {
 	switch p {
 	case corev1.ProtocolTCP, "":
-		return TCP, true
+		return nft.TCP, true
 	case corev1.ProtocolUDP:
-		return UDP, true
+		return nft.UDP, true
 	case corev1.ProtocolSCTP:
-		return SCTP, true
+		return nft.SCTP, true
 	}
 	return "", false
 }

@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 func testService(mutate func(*corev1.Service)) *corev1.Service {
@@ -62,7 +64,7 @@ func TestConvertResolvesPortsAndConditions(t *testing.T) {
 		t.Fatalf("converted %+v", s)
 	}
 	http := s.Ports[0]
-	if http.Port != 80 || http.Protocol != TCP || len(http.Endpoints) != 3 {
+	if http.Port != 80 || http.Protocol != nft.TCP || len(http.Endpoints) != 3 {
 		t.Fatalf("http port %+v", http)
 	}
 	for _, e := range http.Endpoints {
@@ -76,7 +78,7 @@ func TestConvertResolvesPortsAndConditions(t *testing.T) {
 			t.Errorf("endpoint on this node not marked local")
 		}
 	}
-	if s.Ports[1].Protocol != UDP || s.Ports[1].Endpoints[0].Port != 5353 {
+	if s.Ports[1].Protocol != nft.UDP || s.Ports[1].Endpoints[0].Port != 5353 {
 		t.Errorf("dns port %+v", s.Ports[1])
 	}
 }
@@ -159,23 +161,23 @@ func TestTableSettlesContestedKeys(t *testing.T) {
 	in := flowInput()
 	in.Services = nil
 	a := Service{ServiceKey: ServiceKey{"ns", "a"}, ClusterIPs: mustAddrs("198.18.128.20"), ExternalIPs: mustAddrs("198.18.0.200"),
-		Ports: []Port{{Name: "p", Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("198.19.1.5", 80, true)}}}}
+		Ports: []Port{{Name: "p", Protocol: nft.TCP, Port: 80, Endpoints: []Endpoint{ep("198.19.1.5", 80, true)}}}}
 	b := a
 	b.ServiceKey, b.ClusterIPs = ServiceKey{"ns", "b"}, mustAddrs("198.18.128.21")
-	key := MapKey{netip.MustParseAddr("198.18.0.200"), TCP, 80}
+	key := nft.MapKey{Addr: netip.MustParseAddr("198.18.0.200"), Proto: nft.TCP, Port: 80}
 	for _, order := range [][]Service{{a, b}, {b, a}} {
 		tb := NewTable(in)
 		for _, s := range order {
 			tb.Update(s)
 		}
-		if v := tb.Full(IPv4).Maps[MapServiceIPs][key]; !strings.Contains(v.Chain, "ns/a/") {
+		if v := tb.Full(nft.IPv4).Maps[MapServiceIPs][key]; !strings.Contains(v.Chain, "ns/a/") {
 			t.Errorf("order %s first: %s goes to %s, want Service ns/a's chain", order[0].Name, key, v)
 		}
 		if len(tb.Conflicts(ServiceKey{"ns", "b"})) == 0 {
 			t.Error("the losing Service has no conflict to report")
 		}
 		tb.Delete(ServiceKey{"ns", "a"})
-		if v := tb.Full(IPv4).Maps[MapServiceIPs][key]; !strings.Contains(v.Chain, "ns/b/") {
+		if v := tb.Full(nft.IPv4).Maps[MapServiceIPs][key]; !strings.Contains(v.Chain, "ns/b/") {
 			t.Errorf("after ns/a is gone %s goes to %s, want ns/b's chain", key, v)
 		}
 	}

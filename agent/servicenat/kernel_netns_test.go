@@ -7,26 +7,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // kernelIn opens ns for nftables.
-func kernelIn(t *testing.T, ns *netns.NS) *Kernel {
+func kernelIn(t *testing.T, ns *netns.NS) *nft.Kernel {
 	t.Helper()
 	f, err := os.Open(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return &Kernel{NetNSFd: int(f.Fd())}
+	return &nft.Kernel{Part: Part, NetNSFd: int(f.Fd())}
 }
 
 // sync applies the whole desired ruleset of both families the way the
 // proxy's full check does: read, diff, apply.
-func fullSync(t *testing.T, k *Kernel, in Input) (writes int) {
+func fullSync(t *testing.T, k *nft.Kernel, in Input) (writes int) {
 	t.Helper()
-	for _, f := range Families {
+	for _, f := range nft.Families {
 		if err := k.EnsureSkeleton(f); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
@@ -35,7 +36,7 @@ func fullSync(t *testing.T, k *Kernel, in Input) (writes int) {
 			t.Fatalf("%s read: %v", f, err)
 		}
 		want := Render(in, f)
-		ch := diff(cur, want)
+		ch := nft.Diff(cur, want)
 		writes += ch.Size(want)
 		if _, err := k.Apply(f, ch, want); err != nil {
 			t.Fatalf("%s apply: %v", f, err)
@@ -75,20 +76,20 @@ func TestKernelLargeTable(t *testing.T) {
 	k := kernelIn(t, ns)
 	in := sampleInput()
 	in.Services = benchServices(5000, 1)
-	want := Render(in, IPv4)
-	if err := k.EnsureSkeleton(IPv4); err != nil {
+	want := Render(in, nft.IPv4)
+	if err := k.EnsureSkeleton(nft.IPv4); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := k.Apply(IPv4, diff(newDigest(), want), want); err != nil {
+	if _, err := k.Apply(nft.IPv4, nft.Diff(nft.NewDigest(), want), want); err != nil {
 		t.Fatal(err)
 	}
-	got, err := k.Read(IPv4)
+	got, err := k.Read(nft.IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch := diff(got, want); !ch.Empty() {
+	if ch := nft.Diff(got, want); !ch.Empty() {
 		t.Fatalf("read back differs in %d objects (cluster-ips %d of %d, service-ips %d of %d, chains %d of %d)", ch.Size(want),
-			len(got.sets[SetClusterIPs]), len(want.Sets[SetClusterIPs]), len(got.maps[MapServiceIPs]), len(want.Maps[MapServiceIPs]),
-			len(got.chains), len(want.Chains))
+			len(got.Sets[SetClusterIPs]), len(want.Sets[SetClusterIPs]), len(got.Maps[MapServiceIPs]), len(want.Maps[MapServiceIPs]),
+			len(got.Chains), len(want.Chains))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
@@ -36,7 +37,7 @@ func randomService(r *rand.Rand, i int) Service {
 	s.ExternalLocal = r.Intn(4) == 0
 	s.InternalLocal = r.Intn(6) == 0
 	for p := 0; p < 1+r.Intn(3); p++ {
-		proto := []Protocol{TCP, UDP, SCTP}[r.Intn(3)]
+		proto := []nft.Protocol{nft.TCP, nft.UDP, nft.SCTP}[r.Intn(3)]
 		port := Port{Name: fmt.Sprintf("p%d", p), Protocol: proto, Port: uint16(80 + p)}
 		if r.Intn(2) == 0 {
 			port.NodePort = uint16(30000 + i*10 + p)
@@ -76,12 +77,12 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 	table := NewTable(in)
 	const n = 12
 	live := map[int]Service{}
-	for _, f := range Families {
+	for _, f := range nft.Families {
 		if err := k.EnsureSkeleton(f); err != nil {
 			t.Fatal(err)
 		}
 		want := table.Full(f)
-		if _, err := k.Apply(f, diff(newDigest(), want), want); err != nil {
+		if _, err := k.Apply(f, nft.Diff(nft.NewDigest(), want), want); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,28 +108,24 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 				in.Services = append(in.Services, s)
 			}
 		}
-		for _, f := range Families {
+		for _, f := range nft.Families {
 			before, after := table.Changes(f)
-			if _, err := k.Apply(f, diff(digestOf(before), after), after); err != nil {
-				t.Logf("changes: %+v", diff(digestOf(before), after))
+			if _, err := k.Apply(f, nft.Diff(nft.DigestOf(before), after), after); err != nil {
+				t.Logf("changes: %+v", nft.Diff(nft.DigestOf(before), after))
 				t.Fatalf("step %d (seed %d) %s: %v", step, seed, f, err)
+			}
+			// Chains and sets this write left unreferenced are deleted
+			// with the next one.
+			if err := k.FlushStale(); err != nil {
+				t.Fatalf("step %d (seed %d) %s: deleting stale chains: %v", step, seed, f, err)
 			}
 			got, err := k.Read(f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Chains and sets this write left unreferenced are deleted
-			// with the next one.
-			staleChains, staleSets := k.stale(f)
-			for n := range staleChains {
-				delete(got.chains, n)
-			}
-			for n := range staleSets {
-				delete(got.affinity, n)
-			}
 			full := Render(in, f)
-			if !reflect.DeepEqual(normalize(got), normalize(digestOf(full))) {
-				t.Fatalf("step %d (seed %d) %s: kernel differs from a full render: %+v", step, seed, f, diff(got, full))
+			if !reflect.DeepEqual(normalize(got), normalize(nft.DigestOf(full))) {
+				t.Fatalf("step %d (seed %d) %s: kernel differs from a full render: %+v", step, seed, f, nft.Diff(got, full))
 			}
 		}
 		table.Commit()
@@ -136,23 +133,23 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 }
 
 // normalize drops empty maps and sets so that "absent" and "empty" compare equal.
-func normalize(d *digest) *digest {
-	out := newDigest()
-	for k, v := range d.chains {
-		out.chains[k] = v
+func normalize(d *nft.Digest) *nft.Digest {
+	out := nft.NewDigest()
+	for k, v := range d.Chains {
+		out.Chains[k] = v
 	}
-	for k, v := range d.maps {
+	for k, v := range d.Maps {
 		if len(v) > 0 {
-			out.maps[k] = v
+			out.Maps[k] = v
 		}
 	}
-	for k, v := range d.sets {
+	for k, v := range d.Sets {
 		if len(v) > 0 {
-			out.sets[k] = v
+			out.Sets[k] = v
 		}
 	}
-	for k, v := range d.affinity {
-		out.affinity[k] = v
+	for k, v := range d.Affinity {
+		out.Affinity[k] = v
 	}
 	return out
 }

@@ -5,54 +5,9 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
-
-// Family is an IP family of table wgmesh.
-type Family int
-
-const (
-	IPv4 Family = 4
-	IPv6 Family = 6
-)
-
-// Families lists both, IPv4 first.
-var Families = []Family{IPv4, IPv6}
-
-func (f Family) String() string {
-	if f == IPv4 {
-		return "ip"
-	}
-	return "ip6"
-}
-
-// FamilyOf is the family of an address.
-func FamilyOf(a netip.Addr) Family {
-	if a.Is4() || a.Is4In6() {
-		return IPv4
-	}
-	return IPv6
-}
-
-// Protocol is a Service port protocol.
-type Protocol string
-
-const (
-	TCP  Protocol = "tcp"
-	UDP  Protocol = "udp"
-	SCTP Protocol = "sctp"
-)
-
-// Number is the IP protocol number (meta l4proto).
-func (p Protocol) Number() uint8 {
-	switch p {
-	case TCP:
-		return 6
-	case UDP:
-		return 17
-	default:
-		return 132
-	}
-}
 
 // ServiceKey names a Service.
 type ServiceKey struct{ Namespace, Name string }
@@ -86,7 +41,7 @@ type Service struct {
 // Port is one Service port and its endpoints (targetPort resolved).
 type Port struct {
 	Name     string
-	Protocol Protocol
+	Protocol nft.Protocol
 	Port     uint16
 	NodePort uint16 // 0 = none
 	// Endpoints are all endpoints of the port, of both families, sorted.
@@ -127,30 +82,30 @@ type Input struct {
 }
 
 // ofFamily filters prefixes by family.
-func prefixesOf(ps []netip.Prefix, f Family) []netip.Prefix {
+func prefixesOf(ps []netip.Prefix, f nft.Family) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range ps {
-		if FamilyOf(p.Addr()) == f {
+		if nft.FamilyOf(p.Addr()) == f {
 			out = append(out, p.Masked())
 		}
 	}
 	return out
 }
 
-func addrsOf(as []netip.Addr, f Family) []netip.Addr {
+func addrsOf(as []netip.Addr, f nft.Family) []netip.Addr {
 	var out []netip.Addr
 	for _, a := range as {
-		if FamilyOf(a) == f {
+		if nft.FamilyOf(a) == f {
 			out = append(out, a.Unmap())
 		}
 	}
 	return out
 }
 
-func endpointsOf(es []Endpoint, f Family) []Endpoint {
+func endpointsOf(es []Endpoint, f nft.Family) []Endpoint {
 	var out []Endpoint
 	for _, e := range es {
-		if FamilyOf(e.Addr) == f {
+		if nft.FamilyOf(e.Addr) == f {
 			out = append(out, e)
 		}
 	}

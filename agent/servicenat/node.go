@@ -47,10 +47,14 @@ func netlinkHandle(fd int) (*netlink.Handle, error) {
 
 // KubeProxyRules reports where kube-proxy's rules were found on this node:
 // its nftables table, or its iptables chains (iptables-nft).
-func (k *Kernel) KubeProxyRules() ([]string, error) {
-	c, err := k.conn()
+func KubeProxyRules(netnsFd int) ([]string, error) {
+	var opts []nftables.ConnOption
+	if netnsFd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("opening nftables netlink connection: %w", err)
 	}
 	var found []string
 	tables, err := c.ListTables()
@@ -97,7 +101,7 @@ const FieldManager = "wgmesh-service-nat"
 // on the node while ours are on: both would answer for every Service. The
 // node's MeshPeer carries the KubeProxyConflict condition while it lasts.
 func (p *Proxy) detectKubeProxy() {
-	found, err := p.k.KubeProxyRules()
+	found, err := KubeProxyRules(p.o.NetNSFd)
 	if err != nil {
 		return
 	}

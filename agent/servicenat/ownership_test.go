@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 // attacker is a Service in a namespace that sorts first, whose external
@@ -108,8 +110,8 @@ func TestAttackerCannotCaptureTraffic(t *testing.T) {
 		in.Services = append(in.Services, evil)
 		for dst, want := range tc.want {
 			ap := netip.MustParseAddrPort(dst)
-			tr := newTracer(in, IPv4)
-			got := outcomes(tr.trace(tracePacket{Src: netip.MustParseAddr(pod), Dst: ap.Addr(), Proto: TCP, DPort: ap.Port()}))
+			tr := newTracer(in, nft.IPv4)
+			got := nft.Outcomes(tr.Trace(nft.Packet{Src: netip.MustParseAddr(pod), Dst: ap.Addr(), Proto: nft.TCP, DPort: ap.Port()}))
 			if got != want {
 				t.Errorf("%s: pod -> %s: %s, want %s", tc.name, dst, got, want)
 			}
@@ -128,15 +130,15 @@ func TestClusterIPBelongsToItsService(t *testing.T) {
 	web := in.Services[0] // ns/web, ClusterIP 198.18.128.10
 	in.Services = nil
 	evil := Service{ServiceKey: ServiceKey{"aaa", "evil"}, ClusterIPs: mustAddrs("198.18.128.99"), ExternalIPs: mustAddrs("198.18.128.10", "198.18.0.200"),
-		Ports: []Port{{Name: "p", Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("198.19.2.66", 80, false)}}}}
-	cip := MapKey{netip.MustParseAddr("198.18.128.10"), TCP, 80}
-	ext := MapKey{netip.MustParseAddr("198.18.0.200"), TCP, 80}
+		Ports: []Port{{Name: "p", Protocol: nft.TCP, Port: 80, Endpoints: []Endpoint{ep("198.19.2.66", 80, false)}}}}
+	cip := nft.MapKey{Addr: netip.MustParseAddr("198.18.128.10"), Proto: nft.TCP, Port: 80}
+	ext := nft.MapKey{Addr: netip.MustParseAddr("198.18.0.200"), Proto: nft.TCP, Port: 80}
 	for _, order := range [][]Service{{web, evil}, {evil, web}} {
 		tb := NewTable(in)
 		for _, s := range order {
 			tb.Update(s)
 		}
-		full := tb.Full(IPv4)
+		full := tb.Full(nft.IPv4)
 		if v := full.Maps[MapServiceIPs][cip]; !strings.Contains(v.Chain, "ns/web/") {
 			t.Errorf("order %s first: ClusterIP %s goes to %s, want ns/web's chain", order[0].ServiceKey, cip, v)
 		}
@@ -156,7 +158,7 @@ func TestClusterIPBelongsToItsService(t *testing.T) {
 			}
 		}
 		tb.Delete(web.ServiceKey)
-		if v := tb.Full(IPv4).Maps[MapServiceIPs][cip]; !strings.Contains(v.Chain, "aaa/evil/") {
+		if v := tb.Full(nft.IPv4).Maps[MapServiceIPs][cip]; !strings.Contains(v.Chain, "aaa/evil/") {
 			t.Errorf("after ns/web is gone %s goes to %s, want aaa/evil's chain (the address is free)", cip, v)
 		}
 		if cs := tb.Conflicts(evil.ServiceKey); len(cs) != 0 {

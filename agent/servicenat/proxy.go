@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/podnet"
 )
 
@@ -62,6 +63,9 @@ type Options struct {
 	SyncPeriod time.Duration
 	// NetNSFd selects the network namespace (tests); 0 = the current one.
 	NetNSFd int
+	// NFT writes the service NAT's part of table wgmesh; nil: the kernel
+	// of NetNSFd (an nft.Kernel). Unit tests pass an nft.Fake's.
+	NFT nft.Programmer
 	// HealthCheck serves HealthCheckNodePorts; nil: a HealthServer on
 	// all addresses.
 	HealthCheck *HealthServer
@@ -73,7 +77,7 @@ type Options struct {
 // and keeps table wgmesh's service part equal to their rendering.
 type Proxy struct {
 	o       Options
-	k       *Kernel
+	k       nft.Programmer
 	metrics *Metrics
 	events  record.EventRecorder
 	ct      *Conntrack
@@ -121,8 +125,11 @@ func New(o Options) *Proxy {
 	if o.HealthCheck == nil {
 		o.HealthCheck = NewHealthServer(nil, o.Log)
 	}
+	if o.NFT == nil {
+		o.NFT = &nft.Kernel{Part: Part, NetNSFd: o.NetNSFd}
+	}
 	return &Proxy{
-		o: o, k: &Kernel{NetNSFd: o.NetNSFd}, metrics: NewMetrics(o.Registerer), ct: &Conntrack{NetNSFd: o.NetNSFd},
+		o: o, k: o.NFT, metrics: NewMetrics(o.Registerer), ct: &Conntrack{NetNSFd: o.NetNSFd},
 		dirty: map[ServiceKey]bool{}, trigger: map[ServiceKey]time.Time{}, wake: make(chan struct{}, 1),
 		models: map[ServiceKey]Service{}, reported: map[string]bool{},
 		conflicts: map[ServiceKey]string{}, externals: map[ServiceKey]bool{},
@@ -353,9 +360,9 @@ func (p *Proxy) sync(periodic bool) error {
 	}
 	p.reportConflicts(p.table.Changed())
 	writes := 0
-	for _, f := range Families {
-		var ch *changes
-		var want *Ruleset
+	for _, f := range nft.Families {
+		var ch *nft.Changes
+		var want *nft.Ruleset
 		if all {
 			if err := p.k.EnsureSkeleton(f); err != nil {
 				p.metrics.SyncErrors.WithLabelValues("kernel").Inc()
@@ -367,14 +374,14 @@ func (p *Proxy) sync(periodic bool) error {
 				return err
 			}
 			want = p.table.Full(f)
-			ch = diff(cur, want)
+			ch = nft.Diff(cur, want)
 			if periodic && !ch.Empty() {
 				p.o.Log.Info("service NAT drift repaired", "family", f.String(), "objects", ch.Size(want))
 			}
 		} else {
-			var before *Ruleset
+			var before *nft.Ruleset
 			before, want = p.table.Changes(f)
-			ch = diff(digestOf(before), want)
+			ch = nft.Diff(nft.DigestOf(before), want)
 		}
 		writes += ch.Size(want)
 		if _, err := p.k.Apply(f, ch, want); err != nil {
@@ -668,7 +675,7 @@ func unwrap[T any](obj any) (T, bool) {
 // when the service proxy is turned off).
 func (p *Proxy) Delete() error {
 	var errs []error
-	for _, f := range Families {
+	for _, f := range nft.Families {
 		errs = append(errs, p.k.Delete(f))
 	}
 	return errors.Join(errs...)

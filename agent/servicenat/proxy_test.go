@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
-
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/apiserver"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
@@ -116,15 +116,15 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	stop, done := start(reg)
-	goodKey := MapKey{netip.MustParseAddr("198.18.128.10"), TCP, 80}
-	waitKernel(t, k, "the good Service's element", func(d *digest) bool { _, ok := d.maps[MapServiceIPs][goodKey]; return ok })
+	goodKey := nft.MapKey{Addr: netip.MustParseAddr("198.18.128.10"), Proto: nft.TCP, Port: 80}
+	waitKernel(t, k, "the good Service's element", func(d *nft.Digest) bool { _, ok := d.Maps[MapServiceIPs][goodKey]; return ok })
 
 	t.Run("bad Service skipped and reported", func(t *testing.T) {
-		d, err := k.Read(IPv4)
+		d, err := k.Read(nft.IPv4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for key := range d.maps[MapServiceIPs] {
+		for key := range d.Maps[MapServiceIPs] {
 			if key.Addr == netip.MustParseAddr("198.18.129.10") {
 				t.Errorf("Service outside --service-cidrs programmed: %s", key)
 			}
@@ -164,15 +164,15 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("drift repaired", func(t *testing.T) {
-		if out, err := ns.Exec(ctx, "nft", "delete", "element", "ip", TableName, MapServiceIPs, "{ 198.18.128.10 . tcp . 80 }"); err != nil {
+		if out, err := ns.Exec(ctx, "nft", "delete", "element", "ip", nft.Table, MapServiceIPs, "{ 198.18.128.10 . tcp . 80 }"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		if out, err := ns.Exec(ctx, "nft", "flush", "chain", "ip", TableName, ChainServices); err != nil {
+		if out, err := ns.Exec(ctx, "nft", "flush", "chain", "ip", nft.Table, ChainServices); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		waitKernel(t, k, "the element and the services chain back", func(d *digest) bool {
-			_, ok := d.maps[MapServiceIPs][goodKey]
-			return ok && len(d.chains[ChainServices]) == 2
+		waitKernel(t, k, "the element and the services chain back", func(d *nft.Digest) bool {
+			_, ok := d.Maps[MapServiceIPs][goodKey]
+			return ok && len(d.Chains[ChainServices]) == 2
 		})
 	})
 
@@ -230,10 +230,10 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 	})
 }
 
-func waitKernel(t *testing.T, k *Kernel, what string, ok func(*digest) bool) {
+func waitKernel(t *testing.T, k *nft.Kernel, what string, ok func(*nft.Digest) bool) {
 	t.Helper()
 	wait.For(t, 30*time.Second, what, func() error {
-		d, err := k.Read(IPv4)
+		d, err := k.Read(nft.IPv4)
 		if err != nil {
 			return err
 		}

@@ -6,13 +6,13 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 // Names in the kernel (DESIGN.md, "Service NAT layout"; kube-proxy's
 // nftables mode spells them the same).
 const (
-	TableName = "wgmesh"
-
 	ChainServices               = "services"
 	ChainMasquerading           = "masquerading"
 	ChainMarkForMasquerade      = "mark-for-masquerade"
@@ -32,27 +32,6 @@ const (
 	SetNodePortIPs = "nodeport-ips"
 )
 
-// Hook is a netfilter hook of a base chain.
-type Hook string
-
-const (
-	HookPrerouting  Hook = "prerouting"
-	HookInput       Hook = "input"
-	HookForward     Hook = "forward"
-	HookOutput      Hook = "output"
-	HookPostrouting Hook = "postrouting"
-)
-
-// BaseChain is one of the hooked chains; its rules only jump to the
-// regular chains.
-type BaseChain struct {
-	Name     string
-	NAT      bool // type nat, else type filter
-	Hook     Hook
-	Priority int
-	Rules    Chain
-}
-
 // Base chain priorities. The filter chains that reject run just before the
 // leak guard (priority filter) so that a refused connection is answered,
 // not silently dropped; the firewall runs before DNAT, the endpoint checks
@@ -65,38 +44,42 @@ const (
 )
 
 // BaseChains are the hooked chains of the table (the same for both families).
-func BaseChains() []BaseChain {
-	ctNewJump := func(c string) Rule { return Rule{CtStateNew: true, Verdict: Jump(c)} }
-	return []BaseChain{
-		{Name: "filter-prerouting-pre-dnat", Hook: HookPrerouting, Priority: prioPreDNAT, Rules: Chain{ctNewJump(ChainFirewallCheck)}},
-		{Name: "filter-output-pre-dnat", Hook: HookOutput, Priority: prioPreDNAT, Rules: Chain{ctNewJump(ChainFirewallCheck)}},
-		{Name: "nat-prerouting", NAT: true, Hook: HookPrerouting, Priority: prioDNAT, Rules: Chain{{Verdict: Jump(ChainServices)}}},
-		{Name: "nat-output", NAT: true, Hook: HookOutput, Priority: prioDNAT, Rules: Chain{{Verdict: Jump(ChainServices)}}},
-		{Name: "nat-postrouting", NAT: true, Hook: HookPostrouting, Priority: prioSNAT, Rules: Chain{{Verdict: Jump(ChainMasquerading)}}},
-		{Name: "filter-input", Hook: HookInput, Priority: prioFilter, Rules: Chain{ctNewJump(ChainNodePortEndpointsCheck), ctNewJump(ChainServiceEndpointsCheck)}},
-		{Name: "filter-forward", Hook: HookForward, Priority: prioFilter, Rules: Chain{ctNewJump(ChainServiceEndpointsCheck), ctNewJump(ChainClusterIPsCheck)}},
-		{Name: "filter-output", Hook: HookOutput, Priority: prioFilter, Rules: Chain{ctNewJump(ChainServiceEndpointsCheck), ctNewJump(ChainClusterIPsCheck)}},
+func BaseChains() []nft.BaseChain {
+	ctNewJump := func(c string) nft.Rule { return nft.Rule{CtStateNew: true, Verdict: nft.Jump(c)} }
+	return []nft.BaseChain{
+		{Name: "filter-prerouting-pre-dnat", Hook: nft.HookPrerouting, Priority: prioPreDNAT, Rules: nft.Chain{ctNewJump(ChainFirewallCheck)}},
+		{Name: "filter-output-pre-dnat", Hook: nft.HookOutput, Priority: prioPreDNAT, Rules: nft.Chain{ctNewJump(ChainFirewallCheck)}},
+		{Name: "nat-prerouting", NAT: true, Hook: nft.HookPrerouting, Priority: prioDNAT, Rules: nft.Chain{{Verdict: nft.Jump(ChainServices)}}},
+		{Name: "nat-output", NAT: true, Hook: nft.HookOutput, Priority: prioDNAT, Rules: nft.Chain{{Verdict: nft.Jump(ChainServices)}}},
+		{Name: "nat-postrouting", NAT: true, Hook: nft.HookPostrouting, Priority: prioSNAT, Rules: nft.Chain{{Verdict: nft.Jump(ChainMasquerading)}}},
+		{Name: "filter-input", Hook: nft.HookInput, Priority: prioFilter, Rules: nft.Chain{ctNewJump(ChainNodePortEndpointsCheck), ctNewJump(ChainServiceEndpointsCheck)}},
+		{Name: "filter-forward", Hook: nft.HookForward, Priority: prioFilter, Rules: nft.Chain{ctNewJump(ChainServiceEndpointsCheck), ctNewJump(ChainClusterIPsCheck)}},
+		{Name: "filter-output", Hook: nft.HookOutput, Priority: prioFilter, Rules: nft.Chain{ctNewJump(ChainServiceEndpointsCheck), ctNewJump(ChainClusterIPsCheck)}},
 	}
 }
 
-// StaticMaps and StaticSets are declared in every table.
-var (
-	StaticMaps = []struct {
-		Name string
-		Key  KeyKind
-	}{
-		{MapServiceIPs, KeyAddrProtoPort},
-		{MapServiceNodePorts, KeyProtoPort},
-		{MapNoEndpointServices, KeyAddrProtoPort},
-		{MapNoEndpointNodePorts, KeyProtoPort},
-		{MapFirewallIPs, KeyAddrProtoPort},
-	}
-	StaticSets = []string{SetClusterIPs, SetNodePortIPs}
-)
+// Part is the service NAT's share of table wgmesh: its base chains, maps,
+// sets and chain names. Nothing else in the table is read or written by it.
+var Part = &nft.Part{
+	Name:       "service NAT",
+	BaseChains: BaseChains(),
+	Maps: map[string]nft.KeyKind{
+		MapServiceIPs:          nft.KeyAddrProtoPort,
+		MapServiceNodePorts:    nft.KeyProtoPort,
+		MapNoEndpointServices:  nft.KeyAddrProtoPort,
+		MapNoEndpointNodePorts: nft.KeyProtoPort,
+		MapFirewallIPs:         nft.KeyAddrProtoPort,
+	},
+	Sets: []string{SetClusterIPs, SetNodePortIPs},
+	Chains: []string{ChainServices, ChainMasquerading, ChainMarkForMasquerade, ChainServiceEndpointsCheck,
+		ChainNodePortEndpointsCheck, ChainClusterIPsCheck, ChainFirewallCheck, ChainReject},
+	ChainPrefixes:  []string{prefixService, prefixExternal, prefixLocal, prefixFirewall, prefixEndpoint},
+	AffinityPrefix: prefixAffinity,
+}
 
 // Render computes family f's whole table: the static chains plus every
 // Service's fragment. It is pure: the same input gives the same ruleset.
-func Render(in Input, f Family) *Ruleset {
+func Render(in Input, f nft.Family) *nft.Ruleset {
 	t := NewTable(in)
 	for _, s := range in.Services {
 		t.Update(s)
@@ -106,42 +89,39 @@ func Render(in Input, f Family) *Ruleset {
 
 // RenderStatic computes the chains and set elements that do not belong to
 // one Service.
-func RenderStatic(in Input, f Family) *Ruleset {
-	rs := NewRuleset()
-	for _, b := range BaseChains() {
-		rs.Chains[b.Name] = b.Rules
+func RenderStatic(in Input, f nft.Family) *nft.Ruleset {
+	rs := Part.Skeleton()
+	rs.Chains[ChainServices] = nft.Chain{
+		{VMap: MapServiceIPs, VMapKey: nft.KeyAddrProtoPort},
+		{DaddrSet: SetNodePortIPs, VMap: MapServiceNodePorts, VMapKey: nft.KeyProtoPort},
 	}
-	rs.Chains[ChainServices] = Chain{
-		{VMap: MapServiceIPs, VMapKey: KeyAddrProtoPort},
-		{DaddrSet: SetNodePortIPs, VMap: MapServiceNodePorts, VMapKey: KeyProtoPort},
-	}
-	masq := Chain{
-		{MarkUnset: true, Verdict: Verdict{Kind: VerdictReturn}},
+	masq := nft.Chain{
+		{MarkUnset: true, Verdict: nft.Verdict{Kind: nft.VerdictReturn}},
 		{ClearMark: true},
 	}
 	for _, a := range addrsOf(in.SNATAddrs, f) {
 		// The first address of the family: the pod bridge gateway.
-		masq = append(masq, Rule{OIFName: in.TunnelIf, SNAT: a})
+		masq = append(masq, nft.Rule{OIFName: in.TunnelIf, SNAT: a, FullyRandom: true})
 		break
 	}
-	rs.Chains[ChainMasquerading] = append(masq, Rule{Masquerade: true})
-	rs.Chains[ChainMarkForMasquerade] = Chain{{SetMark: true}}
-	rs.Chains[ChainServiceEndpointsCheck] = Chain{{VMap: MapNoEndpointServices, VMapKey: KeyAddrProtoPort}}
-	rs.Chains[ChainNodePortEndpointsCheck] = Chain{{DaddrSet: SetNodePortIPs, VMap: MapNoEndpointNodePorts, VMapKey: KeyProtoPort}}
-	check := Chain{{DaddrSet: SetClusterIPs, Verdict: Goto(ChainReject)}}
+	rs.Chains[ChainMasquerading] = append(masq, nft.Rule{Masquerade: true, FullyRandom: true})
+	rs.Chains[ChainMarkForMasquerade] = nft.Chain{{SetMark: true}}
+	rs.Chains[ChainServiceEndpointsCheck] = nft.Chain{{VMap: MapNoEndpointServices, VMapKey: nft.KeyAddrProtoPort}}
+	rs.Chains[ChainNodePortEndpointsCheck] = nft.Chain{{DaddrSet: SetNodePortIPs, VMap: MapNoEndpointNodePorts, VMapKey: nft.KeyProtoPort}}
+	check := nft.Chain{{DaddrSet: SetClusterIPs, Verdict: nft.Goto(ChainReject)}}
 	for _, p := range prefixesOf(in.ServiceCIDRs, f) {
-		check = append(check, Rule{Daddr: p, Verdict: Verdict{Kind: VerdictDrop}})
+		check = append(check, nft.Rule{Daddr: p, Verdict: nft.Verdict{Kind: nft.VerdictDrop}})
 	}
 	rs.Chains[ChainClusterIPsCheck] = check
-	rs.Chains[ChainFirewallCheck] = Chain{{VMap: MapFirewallIPs, VMapKey: KeyAddrProtoPort}}
-	rs.Chains[ChainReject] = Chain{{Proto: TCP, Verdict: Verdict{Kind: VerdictReject}}, {Verdict: Verdict{Kind: VerdictReject}}}
+	rs.Chains[ChainFirewallCheck] = nft.Chain{{VMap: MapFirewallIPs, VMapKey: nft.KeyAddrProtoPort}}
+	rs.Chains[ChainReject] = nft.Chain{{Proto: nft.TCP, Verdict: nft.Verdict{Kind: nft.VerdictReject}}, {Verdict: nft.Verdict{Kind: nft.VerdictReject}}}
 	for _, a := range addrsOf(in.NodePortIPs, f) {
 		rs.AddSetElement(SetNodePortIPs, a)
 	}
-	for _, m := range StaticMaps {
-		rs.Maps[m.Name] = map[MapKey]Verdict{}
+	for m := range Part.Maps {
+		rs.Maps[m] = map[nft.MapKey]nft.Verdict{}
 	}
-	for _, s := range StaticSets {
+	for _, s := range Part.Sets {
 		if rs.Sets[s] == nil {
 			rs.Sets[s] = map[netip.Addr]bool{}
 		}
@@ -206,8 +186,8 @@ func Categorize(es []Endpoint) EndpointSets {
 }
 
 // RenderService computes one Service's fragment of family f's table.
-func RenderService(in Input, f Family, s Service) *Ruleset {
-	rs := NewRuleset()
+func RenderService(in Input, f nft.Family, s Service) *nft.Ruleset {
+	rs := nft.NewRuleset()
 	cips := addrsOf(s.ClusterIPs, f)
 	if len(cips) == 0 {
 		// The Service has no address of this family (single-stack of the
@@ -238,7 +218,7 @@ type portInput struct {
 	sets                 EndpointSets
 }
 
-func renderPort(rs *Ruleset, in portInput) {
+func renderPort(rs *nft.Ruleset, in portInput) {
 	s, p, sets := in.svc, in.port, in.sets
 	svcChain := prefixService + hashed(in.id)
 	localChain := prefixLocal + hashed(in.id)
@@ -255,23 +235,23 @@ func renderPort(rs *Ruleset, in portInput) {
 		}
 		name := prefixEndpoint + hashed(in.id+"__"+e.AddrPort().String())
 		epChain[e.AddrPort()] = name
-		c := Chain{{Saddr: Host(e.Addr), Verdict: Jump(ChainMarkForMasquerade)}}
+		c := nft.Chain{{Saddr: nft.Host(e.Addr), Verdict: nft.Jump(ChainMarkForMasquerade)}}
 		if s.AffinityTimeout > 0 {
 			aff := affinityName(in.id, e, s.AffinityTimeout)
-			rs.Affinity[aff] = AffinitySet{Timeout: s.AffinityTimeout}
-			c = append(c, Rule{Update: aff})
+			rs.Affinity[aff] = nft.AffinitySet{Timeout: s.AffinityTimeout}
+			c = append(c, nft.Rule{Update: aff})
 		}
-		rs.Chains[name] = append(c, Rule{Proto: p.Protocol, DNAT: e.AddrPort()})
+		rs.Chains[name] = append(c, nft.Rule{Proto: p.Protocol, DNAT: e.AddrPort()})
 	}
-	pick := func(es []Endpoint) Chain {
-		var c Chain
+	pick := func(es []Endpoint) nft.Chain {
+		var c nft.Chain
 		if s.AffinityTimeout > 0 {
 			for _, e := range es {
-				c = append(c, Rule{SaddrSet: affinityName(in.id, e, s.AffinityTimeout), Verdict: Goto(epChain[e.AddrPort()])})
+				c = append(c, nft.Rule{SaddrSet: affinityName(in.id, e, s.AffinityTimeout), Verdict: nft.Goto(epChain[e.AddrPort()])})
 			}
 		}
 		for i, e := range es {
-			r := Rule{Verdict: Goto(epChain[e.AddrPort()])}
+			r := nft.Rule{Verdict: nft.Goto(epChain[e.AddrPort()])}
 			if left := len(es) - i; left > 1 {
 				r.NumgenMod = left
 			}
@@ -282,14 +262,14 @@ func renderPort(rs *Ruleset, in portInput) {
 
 	hasCluster, hasLocal := len(sets.Cluster) > 0, len(sets.Local) > 0
 	if hasCluster {
-		var c Chain
+		var c nft.Chain
 		if !s.InternalLocal {
 			// Clients outside the pod ranges (the node itself, hosts
 			// routed to the service range) are masqueraded, so replies
 			// come back through this node.
 			for _, cip := range in.cips {
 				if len(in.clusterCIDRs) > 0 {
-					c = append(c, Rule{Daddr: Host(cip), Proto: p.Protocol, DPort: p.Port, SaddrNotIn: in.clusterCIDRs, Verdict: Jump(ChainMarkForMasquerade)})
+					c = append(c, nft.Rule{Daddr: nft.Host(cip), Proto: p.Protocol, DPort: p.Port, SaddrNotIn: in.clusterCIDRs, Verdict: nft.Jump(ChainMarkForMasquerade)})
 				}
 			}
 		}
@@ -302,11 +282,11 @@ func renderPort(rs *Ruleset, in portInput) {
 	// What to do with traffic that finds no endpoint: refuse it, but drop
 	// when a traffic policy hides endpoints that exist elsewhere (a load
 	// balancer's health check then moves traffic away).
-	miss := func(policyLocal bool) Verdict {
+	miss := func(policyLocal bool) nft.Verdict {
 		if policyLocal && hasCluster {
-			return Verdict{Kind: VerdictDrop}
+			return nft.Verdict{Kind: nft.VerdictDrop}
 		}
-		return Goto(ChainReject)
+		return nft.Goto(ChainReject)
 	}
 
 	// Internal traffic: the ClusterIPs.
@@ -316,9 +296,9 @@ func renderPort(rs *Ruleset, in portInput) {
 	}
 	for _, cip := range in.cips {
 		if internalOK {
-			rs.AddElement(MapServiceIPs, MapKey{cip, p.Protocol, p.Port}, Goto(internal))
+			rs.AddElement(MapServiceIPs, nft.MapKey{Addr: cip, Proto: p.Protocol, Port: p.Port}, nft.Goto(internal))
 		} else {
-			rs.AddElement(MapNoEndpointServices, MapKey{cip, p.Protocol, p.Port}, miss(s.InternalLocal))
+			rs.AddElement(MapNoEndpointServices, nft.MapKey{Addr: cip, Proto: p.Protocol, Port: p.Port}, miss(s.InternalLocal))
 		}
 	}
 
@@ -331,46 +311,46 @@ func renderPort(rs *Ruleset, in portInput) {
 		externalOK = hasLocal
 	}
 	if hasCluster {
-		var c Chain
+		var c nft.Chain
 		if !s.ExternalLocal {
-			c = Chain{{Verdict: Jump(ChainMarkForMasquerade)}, {Verdict: Goto(svcChain)}}
+			c = nft.Chain{{Verdict: nft.Jump(ChainMarkForMasquerade)}, {Verdict: nft.Goto(svcChain)}}
 		} else {
 			// Pods and the node itself are short-circuited to all
 			// endpoints (the node masqueraded, so replies come back
 			// here); outside clients reach only local endpoints and
 			// keep their source address.
 			for _, cidr := range in.clusterCIDRs {
-				c = append(c, Rule{Saddr: cidr, Verdict: Goto(svcChain)})
+				c = append(c, nft.Rule{Saddr: cidr, Verdict: nft.Goto(svcChain)})
 			}
-			c = append(c, Rule{FibSaddrLocal: true, Verdict: Jump(ChainMarkForMasquerade)}, Rule{FibSaddrLocal: true, Verdict: Goto(svcChain)})
+			c = append(c, nft.Rule{FibSaddrLocal: true, Verdict: nft.Jump(ChainMarkForMasquerade)}, nft.Rule{FibSaddrLocal: true, Verdict: nft.Goto(svcChain)})
 			if hasLocal {
-				c = append(c, Rule{Verdict: Goto(localChain)})
+				c = append(c, nft.Rule{Verdict: nft.Goto(localChain)})
 			}
 		}
 		rs.Chains[extChain] = c
 		for _, a := range in.externals {
-			rs.AddElement(MapServiceIPs, MapKey{a, p.Protocol, p.Port}, Goto(extChain))
+			rs.AddElement(MapServiceIPs, nft.MapKey{Addr: a, Proto: p.Protocol, Port: p.Port}, nft.Goto(extChain))
 		}
 		if p.NodePort != 0 {
-			rs.AddElement(MapServiceNodePorts, MapKey{Proto: p.Protocol, Port: p.NodePort}, Goto(extChain))
+			rs.AddElement(MapServiceNodePorts, nft.MapKey{Proto: p.Protocol, Port: p.NodePort}, nft.Goto(extChain))
 		}
 	}
 	if !externalOK {
 		for _, a := range in.externals {
-			rs.AddElement(MapNoEndpointServices, MapKey{a, p.Protocol, p.Port}, miss(s.ExternalLocal))
+			rs.AddElement(MapNoEndpointServices, nft.MapKey{Addr: a, Proto: p.Protocol, Port: p.Port}, miss(s.ExternalLocal))
 		}
 		if p.NodePort != 0 {
-			rs.AddElement(MapNoEndpointNodePorts, MapKey{Proto: p.Protocol, Port: p.NodePort}, miss(s.ExternalLocal))
+			rs.AddElement(MapNoEndpointNodePorts, nft.MapKey{Proto: p.Protocol, Port: p.NodePort}, miss(s.ExternalLocal))
 		}
 	}
 	if len(s.SourceRanges) > 0 && len(in.lbs) > 0 {
-		var fw Chain
-		for _, r := range prefixesOf(s.SourceRanges, FamilyOf(in.lbs[0])) {
-			fw = append(fw, Rule{Saddr: r, Verdict: Verdict{Kind: VerdictReturn}})
+		var fw nft.Chain
+		for _, r := range prefixesOf(s.SourceRanges, nft.FamilyOf(in.lbs[0])) {
+			fw = append(fw, nft.Rule{Saddr: r, Verdict: nft.Verdict{Kind: nft.VerdictReturn}})
 		}
-		rs.Chains[fwChain] = append(fw, Rule{Verdict: Verdict{Kind: VerdictDrop}})
+		rs.Chains[fwChain] = append(fw, nft.Rule{Verdict: nft.Verdict{Kind: nft.VerdictDrop}})
 		for _, a := range in.lbs {
-			rs.AddElement(MapFirewallIPs, MapKey{a, p.Protocol, p.Port}, Goto(fwChain))
+			rs.AddElement(MapFirewallIPs, nft.MapKey{Addr: a, Proto: p.Protocol, Port: p.Port}, nft.Goto(fwChain))
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package servicenat
 
 import (
+	"github.com/wgmesh/wgmesh/nft"
 	"net/netip"
 	"time"
 )
@@ -31,9 +32,9 @@ func sampleInput() Input {
 				ServiceKey: ServiceKey{"default", "web"},
 				ClusterIPs: mustAddrs("198.18.128.10", "2001:db8:18::10"),
 				Ports: []Port{
-					{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: []Endpoint{
+					{Name: "http", Protocol: nft.TCP, Port: 80, NodePort: 30080, Endpoints: []Endpoint{
 						ep("198.19.1.5", 8080, true), ep("198.19.2.5", 8080, false), ep("2001:db8:19:1::5", 8080, true)}},
-					{Name: "dns", Protocol: UDP, Port: 53, Endpoints: []Endpoint{ep("198.19.2.6", 5353, false)}},
+					{Name: "dns", Protocol: nft.UDP, Port: 53, Endpoints: []Endpoint{ep("198.19.2.6", 5353, false)}},
 				},
 			},
 			{
@@ -44,13 +45,13 @@ func sampleInput() Input {
 				SourceRanges:    []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
 				AffinityTimeout: 3 * time.Hour,
 				ExternalLocal:   true,
-				Ports: []Port{{Name: "", Protocol: TCP, Port: 443, NodePort: 30443, Endpoints: []Endpoint{
+				Ports: []Port{{Name: "", Protocol: nft.TCP, Port: 443, NodePort: 30443, Endpoints: []Endpoint{
 					ep("198.19.1.7", 8443, true), ep("198.19.2.7", 8443, false)}}},
 			},
 			{
 				ServiceKey: ServiceKey{"default", "empty"},
 				ClusterIPs: mustAddrs("198.18.128.12"),
-				Ports:      []Port{{Name: "x", Protocol: TCP, Port: 81, NodePort: 30081}},
+				Ports:      []Port{{Name: "x", Protocol: nft.TCP, Port: 81, NodePort: 30081}},
 			},
 		},
 	}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 // Table is the rendered service NAT of every Service, kept per Service so
@@ -18,29 +20,29 @@ import (
 // the same Services gives the same result whatever the order of updates.
 type Table struct {
 	in  Input
-	raw map[ServiceKey][2]*Ruleset
-	eff map[ServiceKey][2]*Ruleset
+	raw map[ServiceKey][2]*nft.Ruleset
+	eff map[ServiceKey][2]*nft.Ruleset
 	// cips are each Service's ClusterIPs: a claim on one of them wins.
 	cips map[ServiceKey][]netip.Addr
 	// claims: family, map, key -> the Services whose fragments have it.
 	claims map[claimKey]map[ServiceKey]bool
 	// pending are the Services whose effective fragment changed since the
 	// last Commit, with the fragment they had then.
-	pending map[ServiceKey][2]*Ruleset
+	pending map[ServiceKey][2]*nft.Ruleset
 }
 
 type claimKey struct {
 	fam int
 	m   string
-	k   MapKey
+	k   nft.MapKey
 }
 
 // NewTable returns an empty table for the node-wide input in (its
 // Services are ignored: add them with Update).
 func NewTable(in Input) *Table {
 	in.Services = nil
-	return &Table{in: in, raw: map[ServiceKey][2]*Ruleset{}, eff: map[ServiceKey][2]*Ruleset{}, cips: map[ServiceKey][]netip.Addr{},
-		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey][2]*Ruleset{}}
+	return &Table{in: in, raw: map[ServiceKey][2]*nft.Ruleset{}, eff: map[ServiceKey][2]*nft.Ruleset{}, cips: map[ServiceKey][]netip.Addr{},
+		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey][2]*nft.Ruleset{}}
 }
 
 // Input is the node-wide input the table renders with.
@@ -49,18 +51,18 @@ func (t *Table) Input() Input { return t.in }
 // Update renders s and records what changed.
 func (t *Table) Update(s Service) {
 	t.cips[s.ServiceKey] = s.ClusterIPs
-	t.set(s.ServiceKey, [2]*Ruleset{RenderService(t.in, IPv4, s), RenderService(t.in, IPv6, s)})
+	t.set(s.ServiceKey, [2]*nft.Ruleset{RenderService(t.in, nft.IPv4, s), RenderService(t.in, nft.IPv6, s)})
 }
 
 // Delete removes a Service.
 func (t *Table) Delete(k ServiceKey) {
 	if _, ok := t.raw[k]; ok {
-		t.set(k, [2]*Ruleset{})
+		t.set(k, [2]*nft.Ruleset{})
 	}
 	delete(t.cips, k)
 }
 
-func (t *Table) set(k ServiceKey, raw [2]*Ruleset) {
+func (t *Table) set(k ServiceKey, raw [2]*nft.Ruleset) {
 	affected := map[ServiceKey]bool{k: true}
 	for _, ck := range claimsOf(t.raw[k]) {
 		delete(t.claims[ck], k)
@@ -97,7 +99,7 @@ func (t *Table) set(k ServiceKey, raw [2]*Ruleset) {
 	}
 }
 
-func claimsOf(fr [2]*Ruleset) []claimKey {
+func claimsOf(fr [2]*nft.Ruleset) []claimKey {
 	var out []claimKey
 	for i, rs := range fr {
 		if rs == nil {
@@ -141,7 +143,7 @@ func (t *Table) isClusterIP(s ServiceKey, ck claimKey) bool {
 // effective is a Service's fragments without the map keys another Service
 // owns: the rendered fragments themselves (no copy) when it owns them all,
 // which is the normal case.
-func (t *Table) effective(k ServiceKey, raw [2]*Ruleset) [2]*Ruleset {
+func (t *Table) effective(k ServiceKey, raw [2]*nft.Ruleset) [2]*nft.Ruleset {
 	lost := false
 	for _, ck := range claimsOf(raw) {
 		if len(t.claims[ck]) > 1 && t.owner(ck) != k {
@@ -152,12 +154,12 @@ func (t *Table) effective(k ServiceKey, raw [2]*Ruleset) [2]*Ruleset {
 	if !lost {
 		return raw
 	}
-	var out [2]*Ruleset
+	var out [2]*nft.Ruleset
 	for i, rs := range raw {
 		if rs == nil {
 			continue
 		}
-		cp := NewRuleset()
+		cp := nft.NewRuleset()
 		cp.Merge(rs)
 		for m, els := range cp.Maps {
 			for key := range els {
@@ -174,7 +176,7 @@ func (t *Table) effective(k ServiceKey, raw [2]*Ruleset) [2]*Ruleset {
 // Conflict is one contested map key, as one of its claimants sees it.
 type Conflict struct {
 	Map   string
-	Key   MapKey
+	Key   nft.MapKey
 	Owner ServiceKey
 	// Others are the other claimants, sorted.
 	Others []ServiceKey
@@ -226,9 +228,9 @@ func (t *Table) Conflicts(k ServiceKey) []Conflict {
 
 // Changes returns, for family f, the old and new fragments of the Services
 // changed since the last Commit (the input of diff for a partial sync).
-func (t *Table) Changes(f Family) (before, after *Ruleset) {
+func (t *Table) Changes(f nft.Family) (before, after *nft.Ruleset) {
 	i := familyIndex(f)
-	before, after = NewRuleset(), NewRuleset()
+	before, after = nft.NewRuleset(), nft.NewRuleset()
 	for k, old := range t.pending {
 		if old[i] != nil {
 			before.Merge(old[i])
@@ -251,10 +253,10 @@ func (t *Table) Changed() []ServiceKey {
 }
 
 // Commit marks the changes as written.
-func (t *Table) Commit() { t.pending = map[ServiceKey][2]*Ruleset{} }
+func (t *Table) Commit() { t.pending = map[ServiceKey][2]*nft.Ruleset{} }
 
 // Full is family f's whole desired table.
-func (t *Table) Full(f Family) *Ruleset {
+func (t *Table) Full(f nft.Family) *nft.Ruleset {
 	i := familyIndex(f)
 	rs := RenderStatic(t.in, f)
 	for _, fr := range t.eff {
@@ -268,8 +270,8 @@ func (t *Table) Full(f Family) *Ruleset {
 // Len is the number of Services in the table.
 func (t *Table) Len() int { return len(t.raw) }
 
-func familyIndex(f Family) int {
-	if f == IPv4 {
+func familyIndex(f nft.Family) int {
+	if f == nft.IPv4 {
 		return 0
 	}
 	return 1

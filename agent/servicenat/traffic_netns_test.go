@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
@@ -19,7 +20,7 @@ import (
 type trafficLab struct {
 	node, client *netns.NS
 	backends     map[string]*netns.NS // by address
-	k            *Kernel
+	k            *nft.Kernel
 	table        *Table
 }
 
@@ -107,15 +108,15 @@ func serveIdentity(t *testing.T, ns *netns.NS, self string) {
 
 func (l *trafficLab) apply(t *testing.T) {
 	t.Helper()
-	if err := l.k.EnsureSkeleton(IPv4); err != nil {
+	if err := l.k.EnsureSkeleton(nft.IPv4); err != nil {
 		t.Fatal(err)
 	}
-	cur, err := l.k.Read(IPv4)
+	cur, err := l.k.Read(nft.IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := l.table.Full(IPv4)
-	if _, err := l.k.Apply(IPv4, diff(cur, want), want); err != nil {
+	want := l.table.Full(nft.IPv4)
+	if _, err := l.k.Apply(nft.IPv4, nft.Diff(cur, want), want); err != nil {
 		t.Fatal(err)
 	}
 	l.table.Commit()
@@ -140,11 +141,11 @@ func TestTrafficThroughServiceNAT(t *testing.T) {
 	l := newTrafficLab(t)
 	both := []Endpoint{ep("198.19.1.5", 8080, true), ep("198.19.1.6", 8080, true)}
 	web := Service{ServiceKey: ServiceKey{"ns", "web"}, ClusterIPs: mustAddrs("198.18.128.10"),
-		Ports: []Port{{Name: "tcp", Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: both}, {Name: "udp", Protocol: UDP, Port: 53, Endpoints: both}}}
+		Ports: []Port{{Name: "tcp", Protocol: nft.TCP, Port: 80, NodePort: 30080, Endpoints: both}, {Name: "udp", Protocol: nft.UDP, Port: 53, Endpoints: both}}}
 	sticky := Service{ServiceKey: ServiceKey{"ns", "sticky"}, ClusterIPs: mustAddrs("198.18.128.11"), AffinityTimeout: time.Minute,
-		Ports: []Port{{Name: "tcp", Protocol: TCP, Port: 80, Endpoints: both}}}
+		Ports: []Port{{Name: "tcp", Protocol: nft.TCP, Port: 80, Endpoints: both}}}
 	empty := Service{ServiceKey: ServiceKey{"ns", "empty"}, ClusterIPs: mustAddrs("198.18.128.12"),
-		Ports: []Port{{Name: "tcp", Protocol: TCP, Port: 80}, {Name: "udp", Protocol: UDP, Port: 53}}}
+		Ports: []Port{{Name: "tcp", Protocol: nft.TCP, Port: 80}, {Name: "udp", Protocol: nft.UDP, Port: 53}}}
 	for _, s := range []Service{web, sticky, empty} {
 		l.table.Update(s)
 	}
@@ -239,7 +240,7 @@ func TestTrafficThroughServiceNAT(t *testing.T) {
 		}
 		old := web
 		cur := web
-		cur.Ports = []Port{web.Ports[0], {Name: "udp", Protocol: UDP, Port: 53, Endpoints: []Endpoint{ep(other, 8080, true)}}}
+		cur.Ports = []Port{web.Ports[0], {Name: "udp", Protocol: nft.UDP, Port: 53, Endpoints: []Endpoint{ep(other, 8080, true)}}}
 		l.table.Update(cur)
 		l.apply(t)
 		// The flow is pinned to the gone endpoint (still alive here, so it

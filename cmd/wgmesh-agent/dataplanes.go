@@ -13,6 +13,8 @@ import (
 	"github.com/wgmesh/wgmesh/agent"
 	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/agent/egress"
+	"github.com/wgmesh/wgmesh/agent/leakguard"
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 // cniPluginRecord, in --state-dir, names the CNI plugins the agent created in
@@ -26,21 +28,25 @@ type dataplaneFlags struct {
 }
 
 // nodeDataplanes returns the agent.NodeDataplane components, in the order the
-// agent applies them after the mesh: first the leak guard, egress masquerade
-// and br_netfilter, then the CNI plugins and conflist, which are written only
-// once the guard is in place (the conflist's first plugin, wgmesh-guard,
-// holds pods back after a reboot until it is).
+// agent applies them after the mesh (and cleans them up in reverse): the
+// leak guard, egress masquerade and br_netfilter, then the CNI plugins and
+// conflist, which are written only once the guard is in place (see
+// agent/leakguard; the conflist's first plugin, wgmesh-guard, holds pods
+// back after a reboot until it is).
 func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.NodeDataplane {
 	cniEvents, egressEvents := &nodeEvents{}, &nodeEvents{}
+	g := leakguard.New(leakguard.Options{ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, BridgeIf: o.BridgeName},
+		&nft.Kernel{Part: leakguard.Part}, log.WithName("leakguard"), leakguard.NewMetrics(metrics.Registry))
 	eg := egress.NewManager(egress.ManagerOptions{
-		ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, BridgeIf: o.BridgeName,
+		ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, NFT: &nft.Kernel{Part: egress.Part},
 		Log: log.WithName("egress"), Metrics: egress.NewMetrics(metrics.Registry), Events: egressEvents.emit,
 	})
 	return []agent.NodeDataplane{
+		guardDataplane{g: g},
 		egressDataplane{events: egressEvents, m: eg},
 		cniDataplane{events: cniEvents, m: cniinstall.New(cniinstall.Options{
 			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource, PluginRecord: filepath.Join(o.StateDir, cniPluginRecord),
-			PortMapBackend: f.portMapBackend, GuardReady: eg.GuardErr,
+			PortMapBackend: f.portMapBackend, GuardReady: g.Ready,
 			Log: log.WithName("cni"), Metrics: cniinstall.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
 	}
@@ -80,6 +86,17 @@ func (d cniDataplane) Apply(ctx context.Context, st agent.NodeState) error {
 }
 func (d cniDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
 
+// guardDataplane is the leak guard, and the owner of table wgmesh: its
+// cleanup, the last of the node's (they run in reverse), deletes the table
+// with every part in it.
+type guardDataplane struct{ g *leakguard.Guard }
+
+func (guardDataplane) Name() string { return "leakguard" }
+func (d guardDataplane) Apply(ctx context.Context, st agent.NodeState) error {
+	return d.g.Apply(ctx, slices.Concat(st.NodePodCIDRs, st.ExternalPeerRanges), st.Event)
+}
+func (guardDataplane) Cleanup(context.Context) error { return nft.DeleteTable(0) }
+
 type egressDataplane struct {
 	m      *egress.Manager
 	events *nodeEvents
@@ -88,9 +105,12 @@ type egressDataplane struct {
 func (egressDataplane) Name() string { return "egress" }
 func (d egressDataplane) Apply(ctx context.Context, st agent.NodeState) error {
 	d.events.set(st.Event)
-	return d.m.Apply(ctx, prefixStrings(st.PodCIDRs), append(slices.Clone(st.NodePodCIDRs), st.ExternalPeerRanges...)...)
+	return d.m.Apply(ctx, st.PodCIDRs)
 }
-func (d egressDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ctx) }
+
+// Cleanup leaves the chain to the table's owner (guardDataplane) and the
+// br_netfilter sysctls as they are: other components may rely on them.
+func (egressDataplane) Cleanup(context.Context) error { return nil }
 
 func prefixStrings(ps []netip.Prefix) []string {
 	out := make([]string, 0, len(ps))

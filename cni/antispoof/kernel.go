@@ -278,31 +278,6 @@ func Check(p Port) error {
 	return nil
 }
 
-// DeleteTable removes table bridge wgmesh, if it exists: the agent's
-// cleanup on uninstall, through its own connection c (nil: a new one in the
-// calling thread's namespace).
-func DeleteTable(c *nftables.Conn) error {
-	if c == nil {
-		var err error
-		if c, err = nftables.New(); err != nil {
-			return fmt.Errorf("opening nftables: %w", err)
-		}
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyBridge)
-	if err != nil {
-		return fmt.Errorf("listing nftables tables of family bridge: %w", err)
-	}
-	for _, t := range tables {
-		if t.Name == Table {
-			c.DelTable(t)
-			if err := c.Flush(); err != nil {
-				return fmt.Errorf("deleting nftables table bridge %s: %w", Table, err)
-			}
-		}
-	}
-	return nil
-}
-
 func setsByName() map[string]*nftables.Set {
 	out := map[string]*nftables.Set{}
 	for _, s := range sets(table()) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
@@ -140,8 +141,8 @@ func TestKernelRegisterCheckUnregister(t *testing.T) {
 	if st, _ := kernelState(t, ns); len(st.elements) != 0 {
 		t.Errorf("elements after every port left:\n%s", elementStrings(st.elements))
 	}
-	must(t, ns, "DeleteTable", func() error { return DeleteTable(nil) })
-	must(t, ns, "DeleteTable again", func() error { return DeleteTable(nil) })
+	must(t, ns, "DeleteTable", func() error { return nft.DeleteTable(0) })
+	must(t, ns, "DeleteTable again", func() error { return nft.DeleteTable(0) })
 	if _, ok := kernelState(t, ns); ok {
 		t.Error("table bridge wgmesh still exists after DeleteTable")
 	}

@@ -1,4 +1,4 @@
-package servicenat
+package nft
 
 import (
 	"crypto/sha256"
@@ -26,13 +26,15 @@ const (
 // changed or replaced by hand is recognised without decoding expressions.
 const udataFingerprint userdata.Type = 0xf0
 
-func fingerprint(s string) string {
+// Fingerprint is the identity of a rule's model text as stored in the
+// kernel (a hash, to keep large tables small).
+func Fingerprint(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return string(sum[:12])
 }
 
 func ruleUserData(r Rule) []byte {
-	return userdata.Append(nil, udataFingerprint, []byte(fingerprint(r.String())))
+	return userdata.Append(nil, udataFingerprint, []byte(Fingerprint(r.String())))
 }
 
 func tableFamily(f Family) nftables.TableFamily {
@@ -125,8 +127,8 @@ func verdictExpr(v Verdict) *expr.Verdict {
 	}
 }
 
-// exprs translates a model rule into nftables expressions of family f.
-func exprs(f Family, r Rule) ([]expr.Any, error) {
+// Exprs compiles a model rule into nftables expressions of family f.
+func Exprs(f Family, r Rule) []expr.Any {
 	var out []expr.Any
 	off := addrOffsets[f]
 	if r.CtStateNew {
@@ -179,6 +181,11 @@ func exprs(f Family, r Rule) ([]expr.Any, error) {
 		copy(b, r.OIFName)
 		out = append(out, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: b})
 	}
+	for _, n := range r.NotOIFNames {
+		b := make([]byte, unix.IFNAMSIZ)
+		copy(b, n)
+		out = append(out, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: b})
+	}
 	if r.Proto != "" {
 		out = append(out,
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
@@ -219,13 +226,16 @@ func exprs(f Family, r Rule) ([]expr.Any, error) {
 		}
 		out = append(out, &expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: 0, SetName: r.VMap})
 	}
+	if r.Counter {
+		out = append(out, &expr.Counter{})
+	}
 	if r.Masquerade {
-		out = append(out, &expr.Masq{FullyRandom: true})
+		out = append(out, &expr.Masq{FullyRandom: r.FullyRandom})
 	}
 	if r.SNAT.IsValid() {
 		out = append(out,
 			&expr.Immediate{Register: reg1, Data: r.SNAT.Unmap().AsSlice()},
-			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: nfproto(f), RegAddrMin: reg1, FullyRandom: true})
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: nfproto(f), RegAddrMin: reg1, FullyRandom: r.FullyRandom})
 	}
 	if r.DNAT.IsValid() {
 		out = append(out,
@@ -240,7 +250,7 @@ func exprs(f Family, r Rule) ([]expr.Any, error) {
 	default:
 		out = append(out, verdictExpr(r.Verdict))
 	}
-	return out, nil
+	return out
 }
 
 // rejectExpr answers TCP with a reset and everything else with ICMP port

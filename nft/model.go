@@ -1,4 +1,4 @@
-package servicenat
+package nft
 
 import (
 	"fmt"
@@ -6,6 +6,98 @@ import (
 	"sort"
 	"strings"
 	"time"
+)
+
+// Table is the one nftables table wgmesh programs, in the ip and ip6
+// families (DESIGN.md). Its writers (the leak guard, egress masquerade, the
+// service NAT) each own a Part of it; only the agent's uninstall deletes it.
+const Table = "wgmesh"
+
+// Family is an IP family of table wgmesh.
+type Family int
+
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+// Families lists both, IPv4 first.
+var Families = []Family{IPv4, IPv6}
+
+func (f Family) String() string {
+	if f == IPv4 {
+		return "ip"
+	}
+	return "ip6"
+}
+
+// FamilyOf is the family of an address.
+func FamilyOf(a netip.Addr) Family {
+	if a.Is4() || a.Is4In6() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// OfFamily returns the prefixes of family f, masked.
+func OfFamily(ps []netip.Prefix, f Family) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if FamilyOf(p.Addr()) == f {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// Protocol is a transport protocol (meta l4proto).
+type Protocol string
+
+const (
+	TCP  Protocol = "tcp"
+	UDP  Protocol = "udp"
+	SCTP Protocol = "sctp"
+)
+
+// Number is the IP protocol number (meta l4proto).
+func (p Protocol) Number() uint8 {
+	switch p {
+	case TCP:
+		return 6
+	case UDP:
+		return 17
+	default:
+		return 132
+	}
+}
+
+// Hook is a netfilter hook of a base chain.
+type Hook string
+
+const (
+	HookPrerouting  Hook = "prerouting"
+	HookInput       Hook = "input"
+	HookForward     Hook = "forward"
+	HookOutput      Hook = "output"
+	HookPostrouting Hook = "postrouting"
+)
+
+// BaseChain is a hooked chain (policy accept). Rules are its content in
+// a Ruleset; here they serve writers that declare a base chain and its
+// rules together.
+type BaseChain struct {
+	Name     string
+	NAT      bool // type nat, else type filter
+	Hook     Hook
+	Priority int
+	Rules    Chain
+}
+
+// Chain priorities of the standard names (nft's dstnat, filter, srcnat).
+const (
+	PriorityDNAT   = -100
+	PriorityFilter = 0
+	PrioritySNAT   = 100
 )
 
 // VerdictKind is what a rule or a map element does with a matching packet.
@@ -83,6 +175,8 @@ type Rule struct {
 	// FibDaddrLocal: the destination is an address of this node.
 	FibDaddrLocal bool
 	OIFName       string // oifname
+	// NotOIFNames: the output interface is none of these.
+	NotOIFNames []string
 
 	// Statements.
 	SetMark   bool   // meta mark set meta mark | MasqMark
@@ -96,11 +190,16 @@ type Rule struct {
 	// uniformly (mod N, then mod N-1, ..., then the last unconditionally)
 	// without a set per Service: every anonymous set costs the kernel a
 	// scan of all the table's sets to name it, quadratic at 10,000 Services.
-	NumgenMod  int
+	NumgenMod int
+	// Counter counts the packets and bytes the rule's statements see.
+	Counter    bool
 	Masquerade bool
 	SNAT       netip.Addr
-	DNAT       netip.AddrPort
-	Verdict    Verdict
+	// FullyRandom: masquerade and snat pick the source port at random
+	// (no port is predictable from a connection's other fields).
+	FullyRandom bool
+	DNAT        netip.AddrPort
+	Verdict     Verdict
 }
 
 // MasqMark is the packet mark that asks the masquerading chain to
@@ -150,6 +249,9 @@ func (r Rule) String() string {
 	if r.OIFName != "" {
 		add("oifname %q", r.OIFName)
 	}
+	for _, n := range r.NotOIFNames {
+		add("oifname != %q", n)
+	}
 	if r.Proto != "" {
 		add("meta l4proto %s", r.Proto)
 	}
@@ -172,11 +274,18 @@ func (r Rule) String() string {
 			add("daddr . meta l4proto . th dport vmap @%s", r.VMap)
 		}
 	}
+	if r.Counter {
+		add("counter")
+	}
+	random := ""
+	if r.FullyRandom {
+		random = " fully-random"
+	}
 	if r.Masquerade {
-		add("masquerade fully-random")
+		add("masquerade%s", random)
 	}
 	if r.SNAT.IsValid() {
-		add("snat to %s fully-random", r.SNAT)
+		add("snat to %s%s", r.SNAT, random)
 	}
 	if r.DNAT.IsValid() {
 		add("dnat to %s", r.DNAT)
@@ -309,4 +418,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
 }

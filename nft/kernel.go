@@ -1,11 +1,10 @@
-package servicenat
+package nft
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/google/nftables"
@@ -44,9 +43,12 @@ func setSocketBuffers(c *netlink.Conn, size int) {
 	}
 }
 
-// Kernel programs the service NAT part of table wgmesh in one network
-// namespace over netlink.
+// Kernel programs one Part of table wgmesh in one network namespace over
+// netlink (github.com/google/nftables; no nft binary).
 type Kernel struct {
+	// Part is what this Kernel reads and writes; the rest of the table is
+	// never touched.
+	Part *Part
 	// NetNSFd selects the network namespace; 0 = the current one.
 	NetNSFd int
 	// BatchSize bounds the messages per netlink batch (DefaultBatchSize).
@@ -75,7 +77,7 @@ func (k *Kernel) HasStale() bool {
 // FlushStale deletes the chains and sets earlier writes left unreferenced.
 func (k *Kernel) FlushStale() error {
 	for _, f := range Families {
-		if _, err := k.Apply(f, &changes{newChains: map[string]bool{}}, NewRuleset()); err != nil {
+		if _, err := k.Apply(f, &Changes{newChains: map[string]bool{}}, NewRuleset()); err != nil {
 			return err
 		}
 	}
@@ -115,12 +117,12 @@ func (k *Kernel) conn() (*nftables.Conn, error) {
 }
 
 func table(f Family) *nftables.Table {
-	return &nftables.Table{Name: TableName, Family: tableFamily(f)}
+	return &nftables.Table{Name: Table, Family: tableFamily(f)}
 }
 
-func mapObj(f Family, name string) *nftables.Set {
+func (k *Kernel) mapObj(f Family, name string) *nftables.Set {
 	return &nftables.Set{Table: table(f), Name: name, IsMap: true, Concatenation: true,
-		KeyType: keyType(f, staticMapKey[name]), DataType: nftables.TypeVerdict}
+		KeyType: keyType(f, k.Part.Maps[name]), DataType: nftables.TypeVerdict}
 }
 
 func setObj(f Family, name string) *nftables.Set {
@@ -136,12 +138,24 @@ func baseChainObj(f Family, b BaseChain) *nftables.Chain {
 	if b.NAT {
 		typ = nftables.ChainTypeNAT
 	}
-	hooks := map[Hook]*nftables.ChainHook{
-		HookPrerouting: nftables.ChainHookPrerouting, HookInput: nftables.ChainHookInput, HookForward: nftables.ChainHookForward,
-		HookOutput: nftables.ChainHookOutput, HookPostrouting: nftables.ChainHookPostrouting,
-	}
 	prio := nftables.ChainPriority(b.Priority)
 	return &nftables.Chain{Name: b.Name, Table: table(f), Type: typ, Hooknum: hooks[b.Hook], Priority: &prio}
+}
+
+var hooks = map[Hook]*nftables.ChainHook{
+	HookPrerouting: nftables.ChainHookPrerouting, HookInput: nftables.ChainHookInput, HookForward: nftables.ChainHookForward,
+	HookOutput: nftables.ChainHookOutput, HookPostrouting: nftables.ChainHookPostrouting,
+}
+
+// hookMatches reports whether the kernel's chain is hooked as b declares.
+func hookMatches(ch *nftables.Chain, b BaseChain) bool {
+	typ := nftables.ChainTypeFilter
+	if b.NAT {
+		typ = nftables.ChainTypeNAT
+	}
+	return ch.Type == typ && ch.Hooknum != nil && *ch.Hooknum == *hooks[b.Hook] &&
+		ch.Priority != nil && int(*ch.Priority) == b.Priority &&
+		(ch.Policy == nil || *ch.Policy == nftables.ChainPolicyAccept)
 }
 
 // batch sends queued messages once enough have accumulated.
@@ -169,26 +183,26 @@ func (b *batch) flush() error {
 	return b.c.Flush()
 }
 
-// EnsureSkeleton creates the table, the base chains, the static maps and
-// sets when missing. It is idempotent.
+// EnsureSkeleton creates the table and the part's maps and sets when
+// missing. It is idempotent.
 func (k *Kernel) EnsureSkeleton(f Family) error {
 	c, err := k.conn()
 	if err != nil {
 		return err
 	}
 	c.AddTable(table(f))
-	for _, m := range StaticMaps {
-		if err := c.AddSet(mapObj(f, m.Name), nil); err != nil {
+	for _, m := range sortedKeys(k.Part.Maps) {
+		if err := c.AddSet(k.mapObj(f, m), nil); err != nil {
 			return err
 		}
 	}
-	for _, s := range StaticSets {
+	for _, s := range k.Part.Sets {
 		if err := c.AddSet(setObj(f, s), nil); err != nil {
 			return err
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("table %s %s: creating maps and sets: %w", f, TableName, err)
+		return fmt.Errorf("table %s %s: creating maps and sets: %w", f, Table, err)
 	}
 	return nil
 }
@@ -196,7 +210,7 @@ func (k *Kernel) EnsureSkeleton(f Family) error {
 // Apply writes ch, taking rules and verdicts from want, in small batches
 // ordered so that nothing is referenced before it exists or deleted while
 // referenced. It returns the number of batches sent.
-func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (sent int, err error) {
+func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err error) {
 	staleChains, staleSets := k.stale(f)
 	if ch.Empty() && len(staleChains)+len(staleSets) == 0 {
 		return 0, nil
@@ -228,8 +242,9 @@ func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (sent int, err erro
 	}
 	b := &batch{c: c, limit: limit}
 	t := table(f)
+	c.AddTable(t)
 	fail := func(what string, err error) (int, error) {
-		return b.sent, fmt.Errorf("table %s %s: %s: %w", f, TableName, what, err)
+		return b.sent, fmt.Errorf("table %s %s: %s: %w", f, Table, what, err)
 	}
 
 	// Affinity sets the new rules use.
@@ -253,12 +268,21 @@ func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (sent int, err erro
 			return fail("writing affinity sets", err)
 		}
 	}
+	// Base chains hooked otherwise than declared go first.
+	for _, n := range ch.rehook {
+		chain := &nftables.Chain{Name: n, Table: t}
+		c.FlushChain(chain)
+		c.DelChain(chain)
+		if err := b.add(2); err != nil {
+			return fail("recreating base chains", err)
+		}
+	}
 	// Regular chains first, created empty, so that rules may jump to any
 	// of them whatever the order; then each chain's rules in one batch (a
 	// service chain is never seen half written).
 	for _, n := range ch.writeChains {
 		if ch.newChains[n] {
-			if bc, ok := baseChainByName[n]; ok {
+			if bc, ok := k.Part.Base(n); ok {
 				c.AddChain(baseChainObj(f, bc))
 			} else {
 				c.AddChain(&nftables.Chain{Name: n, Table: t})
@@ -274,11 +298,7 @@ func (k *Kernel) Apply(f Family, ch *changes, want *Ruleset) (sent int, err erro
 			c.FlushChain(chain)
 		}
 		for _, r := range want.Chains[n] {
-			ex, err := exprs(f, r)
-			if err != nil {
-				return fail("chain "+n, err)
-			}
-			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: ex, UserData: ruleUserData(r)})
+			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: Exprs(f, r), UserData: ruleUserData(r)})
 		}
 		if err := b.add(1 + 2*len(want.Chains[n])); err != nil {
 			return fail("writing chain "+n, err)
@@ -361,7 +381,7 @@ func (k *Kernel) elements(c *nftables.Conn, b *batch, f Family, m string, keys [
 			els[i].VerdictData = verdictExpr(verdicts[key])
 		}
 	}
-	return sendElements(c, b, mapObj(f, m), els, del, 2)
+	return sendElements(c, b, k.mapObj(f, m), els, del, 2)
 }
 
 func (k *Kernel) setElements(c *nftables.Conn, b *batch, f Family, name string, addrs []netip.Addr, del bool) error {
@@ -417,11 +437,11 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-// Read returns the service NAT part of family f's table as the kernel has
-// it: one dump each of chains, rules and sets, plus the elements of our
-// maps and sets. A missing table reads as empty.
-func (k *Kernel) Read(f Family) (*digest, error) {
-	d := newDigest()
+// Read returns the part's share of family f's table as the kernel has
+// it: one dump each of chains, rules and sets, plus the elements of the
+// part's maps and sets. A missing table reads as empty.
+func (k *Kernel) Read(f Family) (*Digest, error) {
+	d := NewDigest()
 	c, err := k.conn()
 	if err != nil {
 		return nil, err
@@ -432,22 +452,26 @@ func (k *Kernel) Read(f Family) (*digest, error) {
 		return nil, fmt.Errorf("listing chains: %w", err)
 	}
 	for _, ch := range chains {
-		if ch.Table.Name == TableName && ownedChain(ch.Name) {
-			d.chains[ch.Name] = nil
+		if ch.Table.Name != Table || !k.Part.OwnsChain(ch.Name) {
+			continue
+		}
+		d.Chains[ch.Name] = nil
+		if b, ok := k.Part.Base(ch.Name); ok && !hookMatches(ch, b) {
+			d.rehook[ch.Name] = true
 		}
 	}
-	if len(d.chains) == 0 {
-		if _, err := c.ListTableOfFamily(TableName, t.Family); err != nil {
+	if len(d.Chains) == 0 {
+		if _, err := c.ListTableOfFamily(Table, t.Family); err != nil {
 			return d, nil // no table yet
 		}
 	}
-	rules, err := k.dumpRules(f, sortedKeys(d.chains))
+	rules, err := k.dumpRules(f, sortedKeys(d.Chains))
 	if err != nil {
 		return nil, err
 	}
 	for ch, fps := range rules {
-		if _, ok := d.chains[ch]; ok {
-			d.chains[ch] = fps
+		if _, ok := d.Chains[ch]; ok {
+			d.Chains[ch] = fps
 		}
 	}
 	sets, err := c.GetSets(t)
@@ -457,16 +481,16 @@ func (k *Kernel) Read(f Family) (*digest, error) {
 	for _, s := range sets {
 		switch {
 		case s.Anonymous:
-		case strings.HasPrefix(s.Name, prefixAffinity):
-			d.affinity[s.Name] = s.Timeout
-		case isStaticMap(s.Name):
+		case k.Part.ownsAffinity(s.Name):
+			d.Affinity[s.Name] = s.Timeout
+		case k.Part.ownsMap(s.Name):
 			els, err := c.GetSetElements(s)
 			if err != nil {
 				return nil, fmt.Errorf("listing map %s: %w", s.Name, err)
 			}
-			d.maps[s.Name] = map[MapKey]Verdict{}
+			d.Maps[s.Name] = map[MapKey]Verdict{}
 			for _, e := range els {
-				key, ok := decodeKey(f, staticMapKey[s.Name], e.Key)
+				key, ok := decodeKey(f, k.Part.Maps[s.Name], e.Key)
 				v := e.VerdictData
 				if v == nil {
 					v = decodeVerdict(e.Val)
@@ -474,17 +498,17 @@ func (k *Kernel) Read(f Family) (*digest, error) {
 				if !ok || v == nil {
 					continue
 				}
-				d.maps[s.Name][key] = verdictOf(v)
+				d.Maps[s.Name][key] = verdictOf(v)
 			}
-		case isStaticSet(s.Name):
+		case k.Part.ownsSet(s.Name):
 			els, err := c.GetSetElements(s)
 			if err != nil {
 				return nil, fmt.Errorf("listing set %s: %w", s.Name, err)
 			}
-			d.sets[s.Name] = map[netip.Addr]bool{}
+			d.Sets[s.Name] = map[netip.Addr]bool{}
 			for _, e := range els {
 				if a, ok := netip.AddrFromSlice(e.Key); ok {
-					d.sets[s.Name][a] = true
+					d.Sets[s.Name][a] = true
 				}
 			}
 		}
@@ -547,7 +571,7 @@ func (k *Kernel) dumpRules(f Family, chains []string) (map[string][]string, erro
 	out := map[string][]string{}
 	for _, chain := range chains {
 		attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
-			{Type: unix.NFTA_RULE_TABLE, Data: []byte(TableName + "\x00")},
+			{Type: unix.NFTA_RULE_TABLE, Data: []byte(Table + "\x00")},
 			{Type: unix.NFTA_RULE_CHAIN, Data: []byte(chain + "\x00")},
 		})
 		if err != nil {
@@ -624,19 +648,18 @@ func (k *Kernel) Generation() (uint32, error) {
 	return 0, errors.New("reading ruleset generation: no NFTA_GEN_ID in the answer")
 }
 
-// Delete removes every service NAT chain and set of family f from table
-// wgmesh, and the table when nothing else is left in it.
+// Delete removes the part's chains, maps and sets of family f from table
+// wgmesh; the table itself stays (DeleteTable is the uninstall's).
 func (k *Kernel) Delete(f Family) error {
 	cur, err := k.Read(f)
 	if err != nil {
 		return err
 	}
 	empty := NewRuleset()
-	ch := diff(cur, empty)
-	if _, err := k.Apply(f, ch, empty); err != nil {
+	if _, err := k.Apply(f, Diff(cur, empty), empty); err != nil {
 		return err
 	}
-	if _, err := k.Apply(f, &changes{newChains: map[string]bool{}}, empty); err != nil {
+	if _, err := k.Apply(f, &Changes{newChains: map[string]bool{}}, empty); err != nil {
 		return err
 	}
 	c, err := k.conn()
@@ -648,24 +671,45 @@ func (k *Kernel) Delete(f Family) error {
 	if err != nil {
 		return nil // no table
 	}
+	found := false
 	for _, s := range sets {
-		if isStaticMap(s.Name) || isStaticSet(s.Name) {
+		if k.Part.ownsMap(s.Name) || k.Part.ownsSet(s.Name) {
 			c.DelSet(&nftables.Set{Table: t, Name: s.Name})
+			found = true
+		}
+	}
+	if !found {
+		return nil
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("table %s %s: deleting the %s maps and sets: %w", f, Table, k.Part.Name, err)
+	}
+	return nil
+}
+
+// DeleteTable deletes table wgmesh in every family it exists in (ip, ip6
+// and bridge, where the CNI plugin keeps its anti-spoofing sets), with all
+// parts in it. It is the uninstall's, the table's one owner.
+func DeleteTable(netnsFd int) error {
+	var opts []nftables.ConnOption
+	if netnsFd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("opening nftables netlink connection: %w", err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		return fmt.Errorf("listing nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == Table {
+			c.DelTable(t)
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("table %s %s: deleting maps: %w", f, TableName, err)
+		return fmt.Errorf("deleting table %s: %w", Table, err)
 	}
-	chains, err := c.ListChainsOfTableFamily(t.Family)
-	if err != nil {
-		return err
-	}
-	for _, chn := range chains {
-		if chn.Table.Name == TableName {
-			return nil // egress and the leak guard still live here
-		}
-	}
-	c.DelTable(t)
-	_ = c.Flush()
 	return nil
 }

@@ -1,97 +1,60 @@
-package servicenat
+package nft
 
 import (
 	"net/netip"
 	"sort"
-	"strings"
 	"time"
 )
 
-// digest is a table's content reduced to what is compared: rule
+// Digest is a part's content reduced to what is compared: rule
 // fingerprints per chain, map and set elements, affinity sets. It is what
 // the kernel is read back into, and what a desired ruleset is compared as.
-type digest struct {
-	chains   map[string][]string
-	maps     map[string]map[MapKey]Verdict
-	sets     map[string]map[netip.Addr]bool
-	affinity map[string]time.Duration
+type Digest struct {
+	Chains   map[string][]string
+	Maps     map[string]map[MapKey]Verdict
+	Sets     map[string]map[netip.Addr]bool
+	Affinity map[string]time.Duration
+	// rehook are base chains the kernel has with another type, hook,
+	// priority or policy than the part declares: they are recreated.
+	rehook map[string]bool
 }
 
-func newDigest() *digest {
-	return &digest{chains: map[string][]string{}, maps: map[string]map[MapKey]Verdict{}, sets: map[string]map[netip.Addr]bool{}, affinity: map[string]time.Duration{}}
+// NewDigest is an empty digest (a part with nothing in the kernel).
+func NewDigest() *Digest {
+	return &Digest{Chains: map[string][]string{}, Maps: map[string]map[MapKey]Verdict{}, Sets: map[string]map[netip.Addr]bool{},
+		Affinity: map[string]time.Duration{}, rehook: map[string]bool{}}
 }
 
-func digestOf(rs *Ruleset) *digest {
-	d := newDigest()
+// DigestOf is the digest of a desired ruleset.
+func DigestOf(rs *Ruleset) *Digest {
+	d := NewDigest()
 	for n, c := range rs.Chains {
 		fps := make([]string, len(c))
 		for i, r := range c {
-			fps[i] = fingerprint(r.String())
+			fps[i] = Fingerprint(r.String())
 		}
-		d.chains[n] = fps
+		d.Chains[n] = fps
 	}
 	for m, els := range rs.Maps {
-		d.maps[m] = map[MapKey]Verdict{}
+		d.Maps[m] = map[MapKey]Verdict{}
 		for k, v := range els {
-			d.maps[m][k] = v
+			d.Maps[m][k] = v
 		}
 	}
 	for s, els := range rs.Sets {
-		d.sets[s] = map[netip.Addr]bool{}
+		d.Sets[s] = map[netip.Addr]bool{}
 		for a := range els {
-			d.sets[s][a] = true
+			d.Sets[s][a] = true
 		}
 	}
 	for n, a := range rs.Affinity {
-		d.affinity[n] = a.Timeout
+		d.Affinity[n] = a.Timeout
 	}
 	return d
 }
 
-// owned tells the chains and sets of table wgmesh that service NAT manages
-// from those of the other components (egress masquerade, leak guard).
-func ownedChain(name string) bool {
-	if _, ok := baseChainByName[name]; ok {
-		return true
-	}
-	switch name {
-	case ChainServices, ChainMasquerading, ChainMarkForMasquerade, ChainServiceEndpointsCheck,
-		ChainNodePortEndpointsCheck, ChainClusterIPsCheck, ChainFirewallCheck, ChainReject:
-		return true
-	}
-	for _, p := range []string{prefixService, prefixExternal, prefixLocal, prefixFirewall, prefixEndpoint} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
-}
-
-var baseChainByName = func() map[string]BaseChain {
-	m := map[string]BaseChain{}
-	for _, b := range BaseChains() {
-		m[b.Name] = b
-	}
-	return m
-}()
-
-var staticMapKey = func() map[string]KeyKind {
-	m := map[string]KeyKind{}
-	for _, s := range StaticMaps {
-		m[s.Name] = s.Key
-	}
-	return m
-}()
-
-func isStaticMap(name string) bool {
-	_, ok := staticMapKey[name]
-	return ok
-}
-
-func isStaticSet(name string) bool { return name == SetClusterIPs || name == SetNodePortIPs }
-
-// changes is what turns one digest into a desired ruleset.
-type changes struct {
+// Changes is what turns one digest into a desired ruleset.
+type Changes struct {
 	addAffinity []string
 	// writeChains are written (created, or flushed and refilled);
 	// newChains is the subset that does not exist yet.
@@ -106,11 +69,14 @@ type changes struct {
 	delSet       map[string][]netip.Addr
 	delChains    []string
 	delAffinity  []string
+	// rehook are base chains deleted and created again (with the
+	// declared hook) in the same write.
+	rehook []string
 }
 
 // Size is the number of objects written, rules counted.
-func (c *changes) Size(want *Ruleset) int {
-	n := len(c.addAffinity) + len(c.delChains) + len(c.delAffinity)
+func (c *Changes) Size(want *Ruleset) int {
+	n := len(c.addAffinity) + len(c.delChains) + len(c.delAffinity) + len(c.rehook)
 	for _, ch := range c.writeChains {
 		n += 1 + len(want.Chains[ch])
 	}
@@ -128,20 +94,20 @@ func (c *changes) Size(want *Ruleset) int {
 }
 
 // Empty reports that nothing differs.
-func (c *changes) Empty() bool {
+func (c *Changes) Empty() bool {
 	return len(c.addAffinity)+len(c.writeChains)+len(c.addElems)+len(c.replaceElems)+len(c.delElems)+
-		len(c.addSet)+len(c.delSet)+len(c.delChains)+len(c.delAffinity) == 0
+		len(c.addSet)+len(c.delSet)+len(c.delChains)+len(c.delAffinity)+len(c.rehook) == 0
 }
 
-// diff computes the changes from cur to want. Everything in cur that want
+// Diff computes the changes from cur to want. Everything in cur that want
 // lacks is deleted, so cur must be limited to what want speaks for (one
-// Service's old fragment, or the owned part of the kernel's table).
-func diff(cur *digest, want *Ruleset) *changes {
-	c := &changes{newChains: map[string]bool{}, addElems: map[string][]MapKey{}, replaceElems: map[string][]MapKey{},
+// Service's old fragment, or a part's share of the kernel's table).
+func Diff(cur *Digest, want *Ruleset) *Changes {
+	c := &Changes{newChains: map[string]bool{}, addElems: map[string][]MapKey{}, replaceElems: map[string][]MapKey{},
 		delElems: map[string][]MapKey{}, addSet: map[string][]netip.Addr{}, delSet: map[string][]netip.Addr{}}
-	wd := digestOf(want)
-	for _, n := range sortedKeys(wd.affinity) {
-		if t, ok := cur.affinity[n]; !ok || t != wd.affinity[n] {
+	wd := DigestOf(want)
+	for _, n := range sortedKeys(wd.Affinity) {
+		if t, ok := cur.Affinity[n]; !ok || t != wd.Affinity[n] {
 			if ok {
 				// A new timeout: the set is recreated (the chains using
 				// it are rewritten in the same pass).
@@ -150,28 +116,32 @@ func diff(cur *digest, want *Ruleset) *changes {
 			c.addAffinity = append(c.addAffinity, n)
 		}
 	}
-	for _, n := range sortedKeys(wd.chains) {
-		old, ok := cur.chains[n]
-		if !ok {
+	for _, n := range sortedKeys(wd.Chains) {
+		old, ok := cur.Chains[n]
+		if cur.rehook[n] {
+			c.rehook = append(c.rehook, n)
 			c.newChains[n] = true
 			c.writeChains = append(c.writeChains, n)
-		} else if !equalStrings(old, wd.chains[n]) {
+		} else if !ok {
+			c.newChains[n] = true
+			c.writeChains = append(c.writeChains, n)
+		} else if !equalStrings(old, wd.Chains[n]) {
 			c.writeChains = append(c.writeChains, n)
 		}
 	}
-	for _, n := range sortedKeys(cur.chains) {
-		if _, ok := wd.chains[n]; !ok {
+	for _, n := range sortedKeys(cur.Chains) {
+		if _, ok := wd.Chains[n]; !ok {
 			c.delChains = append(c.delChains, n)
 		}
 	}
-	for _, n := range sortedKeys(cur.affinity) {
-		if _, ok := wd.affinity[n]; !ok {
+	for _, n := range sortedKeys(cur.Affinity) {
+		if _, ok := wd.Affinity[n]; !ok {
 			c.delAffinity = append(c.delAffinity, n)
 		}
 	}
-	for _, m := range unionKeys(cur.maps, wd.maps) {
-		for k, v := range wd.maps[m] {
-			old, ok := cur.maps[m][k]
+	for _, m := range unionKeys(cur.Maps, wd.Maps) {
+		for k, v := range wd.Maps[m] {
+			old, ok := cur.Maps[m][k]
 			switch {
 			case !ok:
 				c.addElems[m] = append(c.addElems[m], k)
@@ -179,8 +149,8 @@ func diff(cur *digest, want *Ruleset) *changes {
 				c.replaceElems[m] = append(c.replaceElems[m], k)
 			}
 		}
-		for k := range cur.maps[m] {
-			if _, ok := wd.maps[m][k]; !ok {
+		for k := range cur.Maps[m] {
+			if _, ok := wd.Maps[m][k]; !ok {
 				c.delElems[m] = append(c.delElems[m], k)
 			}
 		}
@@ -188,14 +158,14 @@ func diff(cur *digest, want *Ruleset) *changes {
 		sortKeys(c.replaceElems[m])
 		sortKeys(c.delElems[m])
 	}
-	for _, s := range unionKeys(cur.sets, wd.sets) {
-		for a := range wd.sets[s] {
-			if !cur.sets[s][a] {
+	for _, s := range unionKeys(cur.Sets, wd.Sets) {
+		for a := range wd.Sets[s] {
+			if !cur.Sets[s][a] {
 				c.addSet[s] = append(c.addSet[s], a)
 			}
 		}
-		for a := range cur.sets[s] {
-			if !wd.sets[s][a] {
+		for a := range cur.Sets[s] {
+			if !wd.Sets[s][a] {
 				c.delSet[s] = append(c.delSet[s], a)
 			}
 		}

@@ -1,0 +1,79 @@
+package nft
+
+import "strings"
+
+// Part is one writer's share of table wgmesh: the base chains it hooks,
+// the verdict maps and address sets it declares, and the names of the
+// regular chains and session-affinity sets it creates. Parts never share a
+// name; a writer reads, diffs and writes only its own part, so the leak
+// guard, egress masquerade and the service NAT cannot overwrite each other.
+type Part struct {
+	Name       string
+	BaseChains []BaseChain
+	// Maps are the verdict maps and their key kinds.
+	Maps map[string]KeyKind
+	// Sets are the address sets.
+	Sets []string
+	// Chains and ChainPrefixes name the regular chains.
+	Chains        []string
+	ChainPrefixes []string
+	// AffinityPrefix names the dynamic session-affinity sets.
+	AffinityPrefix string
+}
+
+// Base is the base chain named name, if the part declares one.
+func (p *Part) Base(name string) (BaseChain, bool) {
+	for _, b := range p.BaseChains {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return BaseChain{}, false
+}
+
+// OwnsChain reports whether the chain named name is the part's.
+func (p *Part) OwnsChain(name string) bool {
+	if _, ok := p.Base(name); ok {
+		return true
+	}
+	for _, c := range p.Chains {
+		if c == name {
+			return true
+		}
+	}
+	for _, pre := range p.ChainPrefixes {
+		if strings.HasPrefix(name, pre) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownsMap, ownsSet and ownsAffinity tell the part's maps and sets.
+func (p *Part) ownsMap(name string) bool {
+	_, ok := p.Maps[name]
+	return ok
+}
+
+func (p *Part) ownsSet(name string) bool {
+	for _, s := range p.Sets {
+		if s == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Part) ownsAffinity(name string) bool {
+	return p.AffinityPrefix != "" && strings.HasPrefix(name, p.AffinityPrefix)
+}
+
+// Skeleton is the part's base chains with their rules: the starting point
+// of a desired ruleset.
+func (p *Part) Skeleton() *Ruleset {
+	rs := NewRuleset()
+	for _, b := range p.BaseChains {
+		rs.Chains[b.Name] = b.Rules
+	}
+	return rs
+}

@@ -1,0 +1,307 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// A packet tracer over a desired (or faked) table, in the spirit of
+// kube-proxy's nftables tracer: it walks the base chains of every part in
+// hook order (prerouting, then input or forward, or output for the node's
+// own packets, then postrouting; by priority within a hook), follows jumps,
+// gotos and verdict maps, explores every numgen branch, and reports where
+// the packet ends up. Tests assert behaviour (dropped, rejected, which
+// endpoint, masqueraded or not), not rule text, and see the parts
+// together: the leak guard, egress masquerade and the service NAT.
+
+// Packet is what the tracer sends. Every traced packet opens a new
+// connection (ct state new holds).
+type Packet struct {
+	Src, Dst netip.Addr
+	Proto    Protocol
+	DPort    uint16
+	// FromNode: the packet originates on this node (output path).
+	FromNode bool
+}
+
+// Tracer traces packets through Rules, hooked by Bases.
+type Tracer struct {
+	Rules *Ruleset
+	// Bases are the base chains of every part in Rules.
+	Bases []BaseChain
+	// Local are the node's own addresses (fib ... type local, input).
+	Local map[netip.Addr]bool
+	// OIF is the interface a destination is routed through.
+	OIF func(netip.Addr) string
+	// Affinity holds the clients the affinity sets remember (update @set).
+	Affinity map[string]map[netip.Addr]bool
+}
+
+// NewTracer returns a tracer over rs with the base chains of parts.
+func NewTracer(rs *Ruleset, local map[netip.Addr]bool, oif func(netip.Addr) string, parts ...*Part) *Tracer {
+	t := &Tracer{Rules: rs, Local: local, OIF: oif, Affinity: map[string]map[netip.Addr]bool{}}
+	for _, p := range parts {
+		t.Bases = append(t.Bases, p.BaseChains...)
+	}
+	return t
+}
+
+type pstate struct {
+	src, dst   netip.Addr
+	dport      uint16
+	mark       bool
+	dnat       netip.AddrPort
+	masq       bool
+	snat       netip.Addr
+	natDone    bool        // a nat chain of the current hook mapped the packet
+	verdict    VerdictKind // terminal verdict
+	terminated bool
+}
+
+// Outcome is one possible fate of a packet.
+type Outcome struct {
+	Verdict  VerdictKind // accept, drop or reject
+	Endpoint netip.AddrPort
+	Masq     bool
+	SNAT     netip.Addr
+	MarkLeft bool
+}
+
+func (o Outcome) String() string {
+	s := string(o.Verdict)
+	if o.Endpoint.IsValid() {
+		s += " -> " + o.Endpoint.String()
+	}
+	if o.Masq {
+		s += " masq"
+		if o.SNAT.IsValid() {
+			s += "(" + o.SNAT.String() + ")"
+		}
+	}
+	if o.MarkLeft {
+		s += " MARK-LEFT"
+	}
+	return s
+}
+
+// Outcomes joins outcomes for comparison in tests.
+func Outcomes(os []Outcome) string {
+	s := make([]string, len(os))
+	for i, o := range os {
+		s[i] = o.String()
+	}
+	return strings.Join(s, "; ")
+}
+
+// Trace returns every fate of p, sorted.
+func (t *Tracer) Trace(p Packet) []Outcome {
+	st := pstate{src: p.Src, dst: p.Dst, dport: p.DPort}
+	var states []pstate
+	if p.FromNode {
+		states = t.hook(HookOutput, p, []pstate{st})
+	} else {
+		states = t.hook(HookPrerouting, p, []pstate{st})
+		var in, fwd []pstate
+		for _, s := range states {
+			if !s.terminated && t.Local[s.dst] {
+				in = append(in, s)
+			} else {
+				fwd = append(fwd, s)
+			}
+		}
+		states = append(t.hook(HookInput, p, in), t.hook(HookForward, p, fwd)...)
+	}
+	var local, out []pstate
+	for _, s := range states {
+		if s.terminated || t.Local[s.dst] {
+			local = append(local, s)
+		} else {
+			out = append(out, s)
+		}
+	}
+	states = append(local, t.hook(HookPostrouting, p, out)...)
+	var res []Outcome
+	seen := map[string]bool{}
+	for _, s := range states {
+		o := Outcome{Verdict: VerdictAccept, Endpoint: s.dnat, Masq: s.masq, SNAT: s.snat, MarkLeft: s.mark}
+		if s.terminated && s.verdict != VerdictAccept {
+			o = Outcome{Verdict: s.verdict}
+		}
+		if !seen[o.String()] {
+			seen[o.String()] = true
+			res = append(res, o)
+		}
+	}
+	sort.Slice(res, func(i, j int) bool { return res[i].String() < res[j].String() })
+	return res
+}
+
+// hook runs the base chains of h by priority (then name). An accept ends
+// one chain, not the hook; a drop or reject ends the packet; once a nat
+// chain mapped the packet, the hook's later nat chains are skipped.
+func (t *Tracer) hook(h Hook, p Packet, in []pstate) []pstate {
+	var chains []BaseChain
+	for _, b := range t.Bases {
+		if b.Hook == h {
+			chains = append(chains, b)
+		}
+	}
+	sort.Slice(chains, func(i, j int) bool {
+		if chains[i].Priority != chains[j].Priority {
+			return chains[i].Priority < chains[j].Priority
+		}
+		return chains[i].Name < chains[j].Name
+	})
+	states := in
+	for i := range states {
+		states[i].natDone = false
+	}
+	for _, b := range chains {
+		var out []pstate
+		for _, s := range states {
+			if s.terminated || (b.NAT && s.natDone) {
+				out = append(out, s)
+				continue
+			}
+			for _, r := range t.run(b.Name, 0, p, s) {
+				if r.terminated && r.verdict == VerdictAccept {
+					r.terminated, r.verdict = false, ""
+				}
+				out = append(out, r)
+			}
+		}
+		states = out
+	}
+	return states
+}
+
+// run evaluates chain from rule i; results are terminated, or returned
+// (continue in the caller).
+func (t *Tracer) run(chain string, i int, p Packet, s pstate) []pstate {
+	rules, ok := t.Rules.Chains[chain]
+	if !ok {
+		panic(fmt.Sprintf("trace: no chain %q", chain))
+	}
+	for ; i < len(rules); i++ {
+		r := rules[i]
+		if !t.match(r, p, s) {
+			continue
+		}
+		if r.SetMark {
+			s.mark = true
+		}
+		if r.ClearMark {
+			s.mark = false
+		}
+		if r.Update != "" {
+			if t.Affinity[r.Update] == nil {
+				t.Affinity[r.Update] = map[netip.Addr]bool{}
+			}
+			t.Affinity[r.Update][s.src] = true
+		}
+		var next []Verdict
+		switch {
+		case r.VMap != "":
+			k := MapKey{Proto: p.Proto, Port: s.dport}
+			if r.VMapKey == KeyAddrProtoPort {
+				k.Addr = s.dst
+			}
+			v, ok := t.Rules.Maps[r.VMap][k]
+			if !ok {
+				continue
+			}
+			next = []Verdict{v}
+		case r.NumgenMod > 0:
+			// Both fates of the random draw.
+			return append(t.run(chain, i+1, p, s), t.runVerdict(chain, i, p, s, r.Verdict)...)
+		case r.DNAT.IsValid():
+			s.dnat, s.dst, s.dport = r.DNAT, r.DNAT.Addr(), r.DNAT.Port()
+			s.natDone, s.terminated, s.verdict = true, true, VerdictAccept
+			return []pstate{s}
+		case r.Masquerade || r.SNAT.IsValid():
+			s.masq, s.snat = true, r.SNAT
+			s.natDone, s.terminated, s.verdict = true, true, VerdictAccept
+			return []pstate{s}
+		case r.Verdict.Kind != VerdictNone:
+			next = []Verdict{r.Verdict}
+		default:
+			continue
+		}
+		var out []pstate
+		for _, v := range next {
+			out = append(out, t.runVerdict(chain, i, p, s, v)...)
+		}
+		return out
+	}
+	return []pstate{s}
+}
+
+// runVerdict follows verdict v of rule i of chain.
+func (t *Tracer) runVerdict(chain string, i int, p Packet, s pstate, v Verdict) []pstate {
+	var out []pstate
+	switch v.Kind {
+	case VerdictJump:
+		for _, sub := range t.run(v.Chain, 0, p, s) {
+			if sub.terminated {
+				out = append(out, sub)
+			} else {
+				out = append(out, t.run(chain, i+1, p, sub)...)
+			}
+		}
+	case VerdictGoto:
+		out = append(out, t.run(v.Chain, 0, p, s)...)
+	case VerdictReturn:
+		out = append(out, s)
+	default:
+		s2 := s
+		s2.terminated, s2.verdict = true, v.Kind
+		out = append(out, s2)
+	}
+	return out
+}
+
+func (t *Tracer) match(r Rule, p Packet, s pstate) bool {
+	if r.MarkUnset && s.mark {
+		return false
+	}
+	if r.Saddr.IsValid() && !r.Saddr.Contains(s.src) {
+		return false
+	}
+	for _, n := range r.SaddrNotIn {
+		if n.Contains(s.src) {
+			return false
+		}
+	}
+	if r.SaddrSet != "" && !t.Affinity[r.SaddrSet][s.src] {
+		return false
+	}
+	if r.Daddr.IsValid() && !r.Daddr.Contains(s.dst) {
+		return false
+	}
+	if r.DaddrSet != "" && !t.Rules.Sets[r.DaddrSet][s.dst] {
+		return false
+	}
+	if r.FibSaddrLocal && !t.Local[s.src] {
+		return false
+	}
+	if r.FibDaddrLocal && !t.Local[s.dst] {
+		return false
+	}
+	if r.OIFName != "" && t.OIF(s.dst) != r.OIFName {
+		return false
+	}
+	for _, n := range r.NotOIFNames {
+		if t.OIF(s.dst) == n {
+			return false
+		}
+	}
+	if r.Proto != "" && r.Proto != p.Proto {
+		return false
+	}
+	if r.DPort != 0 && r.DPort != s.dport {
+		return false
+	}
+	return true
+}
