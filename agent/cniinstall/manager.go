@@ -39,8 +39,8 @@ type Options struct {
 	Log      logr.Logger
 	Events   EventFunc // optional
 	Metrics  *Metrics  // optional
-	// GuardReady is nil while the leak guard is in the kernel (the egress
-	// manager's GuardErr): Apply writes nothing before it is, so the
+	// GuardReady is nil while the leak guard is in the kernel
+	// (leakguard.Guard.Ready): Apply writes nothing before it is, so the
 	// conflist never exists without the guard. Nil: no guard to wait for.
 	GuardReady func() error
 }
