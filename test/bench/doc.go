@@ -2,7 +2,7 @@
 // print ratios measured side by side in one run (`make bench`).
 //
 // BenchmarkServiceProxy compares wgmesh's service proxy (WGMESH_BIN_DIR's
-// wgmesh-serviceproxy, when built) with the real kube-proxy in nftables mode
+// wgmesh-serviceproxy, from make serviceproxy) with the real kube-proxy in nftables mode
 // (WGMESH_KUBE_PROXY, from hack/kube-proxy.sh) against one API server holding
 // the same Services and EndpointSlices. WGMESH_BENCH_SERVICES (default
 // "100,1000,10000"), WGMESH_BENCH_QUIET (no-op resync window, default 60s),

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/skip"
 	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
@@ -33,10 +34,10 @@ func BenchmarkPodThroughput(b *testing.B) {
 	needRoot(b)
 	bin := os.Getenv("WGMESH_BIN_DIR")
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" || bin == "" {
-		b.Skip("needs KUBEBUILDER_ASSETS and WGMESH_BIN_DIR (make bench sets them)")
+		skip.Unless(b, "pod throughput: needs KUBEBUILDER_ASSETS and WGMESH_BIN_DIR (make bench sets them)")
 	}
 	if _, err := os.Stat(filepath.Join(bin, "wgmesh-agent")); err != nil {
-		b.Skip("wgmesh-agent not built (make build)")
+		skip.Unless(b, "pod throughput: wgmesh-agent not built in WGMESH_BIN_DIR (make build): "+err.Error())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
+	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 )
 
 // Knobs of BenchmarkServiceProxy (environment variables).
@@ -129,10 +131,7 @@ func BenchmarkServiceProxy(b *testing.B) {
 	sizes := serviceCounts(b)
 	env := startServiceProxyEnv(b)
 
-	specs := []proxySpec{kubeProxySpec(kubeProxy)}
-	if ours != "" {
-		specs = append(specs, wgmeshSpec(ours))
-	}
+	specs := []proxySpec{kubeProxySpec(kubeProxy), wgmeshSpec(ours)}
 	results := map[string]map[int]*proxyResult{}
 	for _, n := range sizes {
 		start := time.Now()
@@ -157,7 +156,7 @@ func BenchmarkServiceProxy(b *testing.B) {
 				s.name, n, r.fullSync.Round(time.Millisecond), mib(r.rssKiB), percentile(r.connect, 50), loadAverage())
 		}
 	}
-	printServiceProxyTable(b, sizes, results, ours != "")
+	printServiceProxyTable(b, sizes, results)
 }
 
 func failedBefore(m map[int]*proxyResult) bool {
@@ -179,36 +178,29 @@ func loadAverage() string {
 	return strings.Fields(string(b))[0]
 }
 
-// serviceProxyBinaries skips where the benchmark cannot run and returns
-// kube-proxy's path and ours ("" when it is not built).
+// serviceProxyBinaries skips (test/skip) where the benchmark cannot run and
+// returns kube-proxy's path and ours. Both are required: the benchmark is
+// the comparison, and does not measure kube-proxy alone.
 func serviceProxyBinaries(b *testing.B) (kubeProxy, ours string) {
 	b.Helper()
-	if testing.Short() {
-		b.Skip("service proxy benchmark: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		b.Skip("service proxy benchmark: needs root to create network namespaces")
-	}
+	netns.SkipUnlessRoot(b)
 	if reason := apiserver.SkipReason(); reason != "" {
-		b.Skip("service proxy benchmark: " + reason)
+		skip.Unless(b, "service proxy benchmark: "+reason)
 	}
 	kubeProxy = os.Getenv(envKubeProxy)
 	if kubeProxy == "" {
-		b.Skip("service proxy benchmark: " + envKubeProxy + " is unset: it compares with the real kube-proxy (make bench builds it with hack/kube-proxy.sh)")
+		skip.Unless(b, "service proxy benchmark: "+envKubeProxy+" is unset: it compares with the real kube-proxy (make bench builds it with hack/kube-proxy.sh)")
 	}
 	if _, err := os.Stat(kubeProxy); err != nil {
-		b.Skipf("service proxy benchmark: %s=%s: %v (build it with hack/kube-proxy.sh)", envKubeProxy, kubeProxy, err)
+		skip.Unless(b, fmt.Sprintf("service proxy benchmark: %s=%s: %v (build it with hack/kube-proxy.sh)", envKubeProxy, kubeProxy, err))
 	}
 	if _, err := exec.LookPath("nft"); err != nil {
-		b.Skip("service proxy benchmark: kube-proxy's nftables mode runs the nft binary (apt-get install nftables)")
+		skip.Unless(b, "service proxy benchmark: kube-proxy's nftables mode runs the nft binary (apt-get install nftables)")
 	}
-	if dir := os.Getenv("WGMESH_BIN_DIR"); dir != "" {
-		if _, err := os.Stat(filepath.Join(dir, serviceProxy)); err == nil {
-			ours = filepath.Join(dir, serviceProxy)
-		}
-	}
-	if ours == "" {
-		fmt.Printf("wgmesh: not available (no %s in WGMESH_BIN_DIR=%q); measuring kube-proxy alone\n", serviceProxy, os.Getenv("WGMESH_BIN_DIR"))
+	ours = filepath.Join(os.Getenv("WGMESH_BIN_DIR"), serviceProxy)
+	if _, err := os.Stat(ours); os.Getenv("WGMESH_BIN_DIR") == "" || err != nil {
+		skip.Unless(b, fmt.Sprintf("service proxy benchmark: no %s in WGMESH_BIN_DIR=%q: it is one side of the comparison (make serviceproxy builds it; make bench does)",
+			serviceProxy, os.Getenv("WGMESH_BIN_DIR")))
 	}
 	return kubeProxy, ours
 }

@@ -22,7 +22,7 @@ type tableRow struct{ what, kp, ours, ratio, target string }
 // printServiceProxyTable prints both proxies side by side with ratios
 // (wgmesh / kube-proxy) and targets, and reports the main figures as
 // benchmark metrics.
-func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[int]*proxyResult, haveOurs bool) {
+func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[int]*proxyResult) {
 	kp, ours := results["kube-proxy"], results["wgmesh"]
 	get := func(m map[int]*proxyResult, n int) *proxyResult {
 		if m == nil {
@@ -131,9 +131,6 @@ func printServiceProxyTable(b *testing.B, sizes []int, results map[string]map[in
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.what, r.kp, r.ours, r.ratio, r.target)
 	}
 	w.Flush()
-	if !haveOurs {
-		fmt.Println("wgmesh: not available")
-	}
 	for _, name := range []string{"kube-proxy", "wgmesh"} {
 		for _, n := range sizes {
 			if r := get(results[name], n); r != nil && r.failed != "" {

@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"testing"
 
@@ -13,19 +12,17 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
 	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
+// needRoot skips (test/skip) a throughput benchmark that cannot run: with
+// -short, without root, or without iperf3.
 func needRoot(tb testing.TB) {
 	tb.Helper()
-	if testing.Short() {
-		tb.Skip("needs root and network namespaces; skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root to create network namespaces")
-	}
+	netns.SkipUnlessRoot(tb)
 	if _, err := exec.LookPath("iperf3"); err != nil {
-		tb.Skip("needs iperf3 (apt-get install -y iperf3)")
+		skip.Unless(tb, "throughput: needs iperf3 (apt-get install -y iperf3)")
 	}
 }
 
