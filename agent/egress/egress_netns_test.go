@@ -34,36 +34,23 @@ func must(t *testing.T, err error) {
 // address the listener in `to` saw.
 func sourceSeenBy(t *testing.T, from, to *netns.NS, dst string) string {
 	t.Helper()
-	var srv net.PacketConn
-	must(t, to.Do(func() (err error) {
-		srv, err = net.ListenPacket("udp", net.JoinHostPort(dst, "0"))
-		return err
-	}))
-	defer srv.Close()
-	port := srv.LocalAddr().(*net.UDPAddr).Port
-	var cli net.Conn
-	must(t, from.Do(func() (err error) {
-		cli, err = net.Dial("udp", net.JoinHostPort(dst, fmt.Sprint(port)))
-		return err
-	}))
-	defer cli.Close()
-	buf := make([]byte, 64)
-	for range 20 {
-		if _, err := cli.Write([]byte("hello")); err != nil {
-			t.Fatal(err)
-		}
-		_ = srv.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-		_, addr, err := srv.ReadFrom(buf)
-		if err == nil {
-			return addr.(*net.UDPAddr).IP.String()
-		}
+	src, ok := send(t, from, to, dst, 20)
+	if !ok {
+		t.Fatalf("no datagram from %s reached %s in %s", from, dst, to)
 	}
-	t.Fatalf("no datagram from %s reached %s in %s", from, dst, to)
-	return ""
+	return src
 }
 
 // reaches reports whether a UDP datagram from `from` to dst arrives in `to`.
 func reaches(t *testing.T, from, to *netns.NS, dst string) bool {
+	t.Helper()
+	_, ok := send(t, from, to, dst, 4)
+	return ok
+}
+
+// send sends up to tries datagrams from `from` to dst, 250 ms apart, until
+// the listener in `to` receives one, and returns its source address.
+func send(t *testing.T, from, to *netns.NS, dst string, tries int) (string, bool) {
 	t.Helper()
 	var srv net.PacketConn
 	must(t, to.Do(func() (err error) {
@@ -79,14 +66,14 @@ func reaches(t *testing.T, from, to *netns.NS, dst string) bool {
 	}))
 	defer cli.Close()
 	buf := make([]byte, 64)
-	for range 4 {
+	for range tries {
 		_, _ = cli.Write([]byte("hello"))
 		_ = srv.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-		if _, _, err := srv.ReadFrom(buf); err == nil {
-			return true
+		if _, addr, err := srv.ReadFrom(buf); err == nil {
+			return addr.(*net.UDPAddr).IP.String(), true
 		}
 	}
-	return false
+	return "", false
 }
 
 // TestEgressMasqueradeNetns: a pod namespace behind a node namespace sends to
