@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -209,7 +210,9 @@ func (k *Kernel) EnsureSkeleton(f Family) error {
 
 // Apply writes ch, taking rules and verdicts from want, in small batches
 // ordered so that nothing is referenced before it exists or deleted while
-// referenced. It returns the number of batches sent.
+// referenced: affinity sets, then chains and their rules, then map and set
+// elements, then what an earlier write left unreferenced. It returns the
+// number of batches sent.
 func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err error) {
 	staleChains, staleSets := k.stale(f)
 	if ch.Empty() && len(staleChains)+len(staleSets) == 0 {
@@ -240,134 +243,168 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 	if limit <= 0 {
 		limit = DefaultBatchSize
 	}
-	b := &batch{c: c, limit: limit}
-	t := table(f)
-	c.AddTable(t)
-	fail := func(what string, err error) (int, error) {
-		return b.sent, fmt.Errorf("table %s %s: %s: %w", f, Table, what, err)
-	}
-
-	// Affinity sets the new rules use.
-	for _, n := range ch.delAffinity {
-		if contains(ch.addAffinity, n) {
-			// Recreated with another timeout: its users are rewritten
-			// below; flush them first so the set is unreferenced.
-			for _, user := range usersOf(want, n) {
-				if !ch.newChains[user] {
-					c.FlushChain(&nftables.Chain{Name: user, Table: t})
-				}
-			}
-			c.DelSet(&nftables.Set{Table: t, Name: n})
+	w := &write{k: k, c: c, b: &batch{c: c, limit: limit}, f: f, t: table(f), ch: ch, want: want}
+	c.AddTable(w.t)
+	for _, phase := range []func() error{w.affinitySets, w.chains, w.elements, func() error { return w.deleteStale(staleChains, staleSets) }} {
+		if err := phase(); err != nil {
+			return w.b.sent, fmt.Errorf("table %s %s: %w", f, Table, err)
 		}
 	}
-	for _, n := range ch.addAffinity {
-		if err := c.AddSet(affinityObj(f, n, want.Affinity[n].Timeout), nil); err != nil {
-			return fail("affinity set "+n, err)
-		}
-		if err := b.add(1); err != nil {
-			return fail("writing affinity sets", err)
-		}
-	}
-	// Base chains hooked otherwise than declared go first.
-	for _, n := range ch.rehook {
-		chain := &nftables.Chain{Name: n, Table: t}
-		c.FlushChain(chain)
-		c.DelChain(chain)
-		if err := b.add(2); err != nil {
-			return fail("recreating base chains", err)
-		}
-	}
-	// Regular chains first, created empty, so that rules may jump to any
-	// of them whatever the order; then each chain's rules in one batch (a
-	// service chain is never seen half written).
-	for _, n := range ch.writeChains {
-		if ch.newChains[n] {
-			if bc, ok := k.Part.Base(n); ok {
-				c.AddChain(baseChainObj(f, bc))
-			} else {
-				c.AddChain(&nftables.Chain{Name: n, Table: t})
-			}
-			if err := b.add(1); err != nil {
-				return fail("creating chains", err)
-			}
-		}
-	}
-	for _, n := range ch.writeChains {
-		chain := &nftables.Chain{Name: n, Table: t}
-		if !ch.newChains[n] {
-			c.FlushChain(chain)
-		}
-		for _, r := range want.Chains[n] {
-			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: Exprs(f, r), UserData: ruleUserData(r)})
-		}
-		if err := b.add(1 + 2*len(want.Chains[n])); err != nil {
-			return fail("writing chain "+n, err)
-		}
-	}
-	// Map and set elements.
-	for _, m := range sortedKeys(ch.replaceElems) {
-		if err := k.elements(c, b, f, m, ch.replaceElems[m], nil, true); err != nil {
-			return fail("replacing elements of map "+m, err)
-		}
-		if err := k.elements(c, b, f, m, ch.replaceElems[m], want.Maps[m], false); err != nil {
-			return fail("replacing elements of map "+m, err)
-		}
-	}
-	for _, m := range sortedKeys(ch.addElems) {
-		if err := k.elements(c, b, f, m, ch.addElems[m], want.Maps[m], false); err != nil {
-			return fail("adding elements to map "+m, err)
-		}
-	}
-	for _, s := range sortedKeys(ch.addSet) {
-		if err := k.setElements(c, b, f, s, ch.addSet[s], false); err != nil {
-			return fail("adding elements to set "+s, err)
-		}
-	}
-	for _, m := range sortedKeys(ch.delElems) {
-		if err := k.elements(c, b, f, m, ch.delElems[m], nil, true); err != nil {
-			return fail("deleting elements of map "+m, err)
-		}
-	}
-	for _, s := range sortedKeys(ch.delSet) {
-		if err := k.setElements(c, b, f, s, ch.delSet[s], true); err != nil {
-			return fail("deleting elements of set "+s, err)
-		}
-	}
-	// Chains and sets an earlier, committed write left unreferenced: flush
-	// all, then delete all (they may jump to each other).
-	for _, n := range sortedKeys(staleChains) {
-		c.FlushChain(&nftables.Chain{Name: n, Table: t})
-		if err := b.add(1); err != nil {
-			return fail("flushing stale chains", err)
-		}
-	}
-	for _, n := range sortedKeys(staleChains) {
-		c.DelChain(&nftables.Chain{Name: n, Table: t})
-		if err := b.add(1); err != nil {
-			return fail("deleting stale chains", err)
-		}
-	}
-	for _, n := range sortedKeys(staleSets) {
-		c.DelSet(&nftables.Set{Table: t, Name: n})
-		if err := b.add(1); err != nil {
-			return fail("deleting stale affinity sets", err)
-		}
-	}
-	clear(staleChains)
-	clear(staleSets)
 	// What this write leaves unreferenced goes with the next one.
 	for _, n := range ch.delChains {
 		staleChains[n] = true
 	}
 	for _, n := range ch.delAffinity {
-		if !contains(ch.addAffinity, n) {
+		if !slices.Contains(ch.addAffinity, n) {
 			staleSets[n] = true
 		}
 	}
-	if err := b.flush(); err != nil {
-		return fail("writing", err)
+	if err := w.b.flush(); err != nil {
+		return w.b.sent, fmt.Errorf("table %s %s: writing: %w", f, Table, err)
 	}
-	return b.sent, nil
+	return w.b.sent, nil
+}
+
+// write is one Apply in progress.
+type write struct {
+	k    *Kernel
+	c    *nftables.Conn
+	b    *batch
+	f    Family
+	t    *nftables.Table
+	ch   *Changes
+	want *Ruleset
+}
+
+func wrap(what string, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// affinitySets creates the affinity sets the new rules use (one recreated
+// with another timeout has its users flushed first, so that it is
+// unreferenced; they are rewritten by chains).
+func (w *write) affinitySets() error {
+	for _, n := range w.ch.delAffinity {
+		if slices.Contains(w.ch.addAffinity, n) {
+			for _, user := range usersOf(w.want, n) {
+				if !w.ch.newChains[user] {
+					w.c.FlushChain(&nftables.Chain{Name: user, Table: w.t})
+				}
+			}
+			w.c.DelSet(&nftables.Set{Table: w.t, Name: n})
+		}
+	}
+	for _, n := range w.ch.addAffinity {
+		if err := w.c.AddSet(affinityObj(w.f, n, w.want.Affinity[n].Timeout), nil); err != nil {
+			return wrap("affinity set "+n, err)
+		}
+		if err := w.b.add(1); err != nil {
+			return wrap("writing affinity sets", err)
+		}
+	}
+	return nil
+}
+
+// chains recreates base chains hooked otherwise than declared, creates
+// new chains empty (so that rules may jump to any of them whatever the
+// order), then writes each chain's rules in one batch (a chain is never
+// seen half written).
+func (w *write) chains() error {
+	for _, n := range w.ch.rehook {
+		chain := &nftables.Chain{Name: n, Table: w.t}
+		w.c.FlushChain(chain)
+		w.c.DelChain(chain)
+		if err := w.b.add(2); err != nil {
+			return wrap("recreating base chains", err)
+		}
+	}
+	for _, n := range w.ch.writeChains {
+		if w.ch.newChains[n] {
+			if bc, ok := w.k.Part.Base(n); ok {
+				w.c.AddChain(baseChainObj(w.f, bc))
+			} else {
+				w.c.AddChain(&nftables.Chain{Name: n, Table: w.t})
+			}
+			if err := w.b.add(1); err != nil {
+				return wrap("creating chains", err)
+			}
+		}
+	}
+	for _, n := range w.ch.writeChains {
+		chain := &nftables.Chain{Name: n, Table: w.t}
+		if !w.ch.newChains[n] {
+			w.c.FlushChain(chain)
+		}
+		for _, r := range w.want.Chains[n] {
+			w.c.AddRule(&nftables.Rule{Table: w.t, Chain: chain, Exprs: Exprs(w.f, r), UserData: ruleUserData(r)})
+		}
+		if err := w.b.add(1 + 2*len(w.want.Chains[n])); err != nil {
+			return wrap("writing chain "+n, err)
+		}
+	}
+	return nil
+}
+
+// elements replaces, adds and deletes map and set elements.
+func (w *write) elements() error {
+	for _, m := range sortedKeys(w.ch.replaceElems) {
+		if err := w.k.elements(w.c, w.b, w.f, m, w.ch.replaceElems[m], nil, true); err != nil {
+			return wrap("replacing elements of map "+m, err)
+		}
+		if err := w.k.elements(w.c, w.b, w.f, m, w.ch.replaceElems[m], w.want.Maps[m], false); err != nil {
+			return wrap("replacing elements of map "+m, err)
+		}
+	}
+	for _, m := range sortedKeys(w.ch.addElems) {
+		if err := w.k.elements(w.c, w.b, w.f, m, w.ch.addElems[m], w.want.Maps[m], false); err != nil {
+			return wrap("adding elements to map "+m, err)
+		}
+	}
+	for _, s := range sortedKeys(w.ch.addSet) {
+		if err := w.k.setElements(w.c, w.b, w.f, s, w.ch.addSet[s], false); err != nil {
+			return wrap("adding elements to set "+s, err)
+		}
+	}
+	for _, m := range sortedKeys(w.ch.delElems) {
+		if err := w.k.elements(w.c, w.b, w.f, m, w.ch.delElems[m], nil, true); err != nil {
+			return wrap("deleting elements of map "+m, err)
+		}
+	}
+	for _, s := range sortedKeys(w.ch.delSet) {
+		if err := w.k.setElements(w.c, w.b, w.f, s, w.ch.delSet[s], true); err != nil {
+			return wrap("deleting elements of set "+s, err)
+		}
+	}
+	return nil
+}
+
+// deleteStale deletes the chains and sets an earlier, committed write left
+// unreferenced: flush all, then delete all (they may jump to each other).
+func (w *write) deleteStale(chains, sets map[string]bool) error {
+	for _, n := range sortedKeys(chains) {
+		w.c.FlushChain(&nftables.Chain{Name: n, Table: w.t})
+		if err := w.b.add(1); err != nil {
+			return wrap("flushing stale chains", err)
+		}
+	}
+	for _, n := range sortedKeys(chains) {
+		w.c.DelChain(&nftables.Chain{Name: n, Table: w.t})
+		if err := w.b.add(1); err != nil {
+			return wrap("deleting stale chains", err)
+		}
+	}
+	for _, n := range sortedKeys(sets) {
+		w.c.DelSet(&nftables.Set{Table: w.t, Name: n})
+		if err := w.b.add(1); err != nil {
+			return wrap("deleting stale affinity sets", err)
+		}
+	}
+	clear(chains)
+	clear(sets)
+	return nil
 }
 
 // elemsPerMessage bounds one NEWSETELEM message.
@@ -426,15 +463,6 @@ func usersOf(rs *Ruleset, set string) []string {
 		}
 	}
 	return out
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Read returns the part's share of family f's table as the kernel has
