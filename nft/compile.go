@@ -127,8 +127,13 @@ func verdictExpr(v Verdict) *expr.Verdict {
 	}
 }
 
-// Exprs compiles a model rule into nftables expressions of family f.
+// Exprs compiles a model rule into nftables expressions of family f: its
+// matches, then its statements, in the order Rule.String prints them.
 func Exprs(f Family, r Rule) []expr.Any {
+	return statements(f, r, matches(f, r))
+}
+
+func matches(f Family, r Rule) []expr.Any {
 	var out []expr.Any
 	off := addrOffsets[f]
 	if r.CtStateNew {
@@ -196,6 +201,11 @@ func Exprs(f Family, r Rule) []expr.Any {
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(r.DPort)})
 	}
+	return out
+}
+
+func statements(f Family, r Rule, out []expr.Any) []expr.Any {
+	off := addrOffsets[f]
 	if r.SetMark || r.ClearMark {
 		mask, xor := ^uint32(MasqMark), uint32(MasqMark) // mark | M
 		if r.ClearMark {
