@@ -160,7 +160,7 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	if reg == nil {
 		reg = metrics.Registry
 	}
-	a.metrics = NewMetrics(reg)
+	a.metrics = NewMetrics(reg, a.o.PerPeerMetrics)
 	a.rotation.Bind(keyrotation.ClientAPI{NodeName: a.o.NodeName, Reader: a.reader, Client: a.client, Events: a.events}, a.trigger.fire)
 	if a.o.ProbeInterval > 0 {
 		a.prober = probe.New(probe.Options{Interval: a.o.ProbeInterval, Timeout: a.o.ProbeTimeout, Pinger: probe.NewICMPPinger(),

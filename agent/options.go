@@ -80,6 +80,10 @@ type Options struct {
 	// otherwise be N writes, each sent to N watchers.
 	StatusMinInterval     time.Duration
 	StatusMembershipDelay time.Duration
+	// PerPeerMetrics: by default only aggregates over the peers
+	// (--per-peer-metrics=false); series per peer grow with nodes² across
+	// the cluster, and when asked for are capped (--per-peer-metrics-limit).
+	PerPeerMetrics PerPeerMetrics
 
 	LinkName   string // default wgmesh0
 	BridgeName string // default wgmesh-br0

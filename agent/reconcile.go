@@ -187,7 +187,6 @@ func (a *Agent) reportAll(ctx context.Context, obs observation, p plan, res resu
 	}
 	a.metrics.setSysctls(applied.Sysctls)
 	a.metrics.MTU.Set(float64(applied.MTU))
-	a.metrics.setDevice(peers, names)
 	a.metrics.Peers.Set(float64(len(peers)))
 	a.metrics.PeerProblems.Set(float64(len(problems)))
 
@@ -207,6 +206,7 @@ func (a *Agent) reportAll(ctx context.Context, obs observation, p plan, res resu
 		}
 	}
 	a.metrics.PeersConnected.Set(float64(connectedNow(targets, sin)))
+	a.metrics.setPeers(peerView{DeviceRead: applied.Device != nil, Device: peers, Names: names, Probes: sin.Probes})
 	errs := append([]error{res.tunnelErr}, res.dataplaneErrs...)
 	if err := a.writeStatus(ctx, obs.peers, sin); err != nil {
 		a.metrics.ReconcileErrors.WithLabelValues("status").Inc()

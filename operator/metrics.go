@@ -37,8 +37,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Node CIDRs in use per pool.",
 		}, []string{"pool"}),
 		PoolSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "wgmesh_operator_cidr_pool_total",
-			Help: "Node CIDRs per pool.",
+			Name: "wgmesh_operator_cidr_pool_size",
+			Help: "Node CIDRs per pool, used or not.",
 		}, []string{"pool"}),
 		MeshPeersManaged: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wgmesh_operator_meshpeers_managed",

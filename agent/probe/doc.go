@@ -11,8 +11,11 @@
 // it against a Pinger (ICMP raw sockets in production).
 //
 // Two views of the same results:
-//   - now: Reachable is the last probe's answer. Metrics show it
-//     (wgmesh_peer_reachable, wgmesh_peer_rtt_seconds).
+//   - now: Reachable is the last probe's answer. The agent's metrics show
+//     it as counts (wgmesh_peers_connected, wgmesh_peers_unreachable), per
+//     peer only with --per-peer-metrics (wgmesh_peer_reachable,
+//     wgmesh_peer_rtt_seconds); every answer's round trip goes into the
+//     histogram wgmesh_peer_probe_rtt_seconds.
 //   - held: Unreachable(now) is true only when probes have failed without a
 //     break for HoldDown. The MeshPeer status uses it, so that a node that
 //     fails is first judged by the node lifecycle controller (NodeNotReady,

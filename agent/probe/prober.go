@@ -70,7 +70,7 @@ func New(o Options) *Prober {
 
 // SetTargets replaces the set of peers to probe. A peer whose address is
 // unchanged keeps its state and schedule; new ones are probed soon; gone
-// ones lose their state and metrics.
+// ones lose their state.
 func (p *Prober) SetTargets(ts []Target) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -83,13 +83,11 @@ func (p *Prober) SetTargets(ts []Target) {
 			continue
 		}
 		p.peers[t.Peer] = &peer{target: t, due: firstDue(now, p.o.Interval, len(ts), p.rand)}
-		p.deleteMetrics(t.Peer)
 		added = true
 	}
 	for name := range p.peers {
 		if !keep[name] {
 			delete(p.peers, name)
-			p.deleteMetrics(name)
 		}
 	}
 	if added {
@@ -124,13 +122,6 @@ func (p *Prober) poke() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
-	}
-}
-
-func (p *Prober) deleteMetrics(name string) {
-	if m := p.o.Metrics; m != nil {
-		m.Reachable.DeleteLabelValues(name)
-		m.RTT.DeleteLabelValues(name)
 	}
 }
 
@@ -221,10 +212,7 @@ func (p *Prober) probe(ctx context.Context, pe *peer, attempts int) {
 		result := "lost"
 		if answered {
 			result = "answered"
-			m.RTT.WithLabelValues(pe.target.Peer).Set(rtt.Seconds())
-			m.Reachable.WithLabelValues(pe.target.Peer).Set(1)
-		} else {
-			m.Reachable.WithLabelValues(pe.target.Peer).Set(0)
+			m.RTT.Observe(rtt.Seconds())
 		}
 		m.Probes.WithLabelValues(result).Inc()
 	}

@@ -121,6 +121,8 @@ func parseFlags(args []string, getenv func(string) string) (agentConfig, error) 
 	fs.BoolVar(&c.o.CleanupOnExit, "cleanup-on-exit", false, "On every exit remove wgmesh from the node: link, routes, bridge, nftables table wgmesh, the CNI config and the plugins the agent installed, this node's annotations (default: the data plane stays across restarts; see --daemonset-name).")
 	fs.StringVar(&dsName, "daemonset-name", "", "The agent's own DaemonSet, in --namespace: when the agent stops and the DaemonSet is gone or being deleted (helm uninstall), it removes wgmesh from the node as --cleanup-on-exit does; otherwise (a restart, an upgrade) the data plane stays. Empty: only --cleanup-on-exit removes it.")
 	fs.StringVar(&dsNamespace, "namespace", getenv("POD_NAMESPACE"), "Namespace of --daemonset-name (default $POD_NAMESPACE).")
+	fs.BoolVar(&c.o.PerPeerMetrics.Enabled, "per-peer-metrics", false, "Also export series per peer (wgmesh_peer_reachable, _rtt_seconds, _last_handshake_timestamp_seconds, _receive_bytes_total, _transmit_bytes_total, labelled peer). Off: only aggregates over the peers, whose number of series does not grow with the mesh (per-peer series grow with nodes² across the cluster).")
+	fs.IntVar(&c.o.PerPeerMetrics.Limit, "per-peer-metrics-limit", agent.DefaultPerPeerMetricsLimit, "With --per-peer-metrics, the most peers exported (the first by name); wgmesh_peer_metrics_dropped counts the others.")
 	fs.DurationVar(&c.o.KeyRotation.Period, "key-rotation-period", 0, "Rotate this node's WireGuard key when it is this old (for example 720h), without downtime; 0 = only on request (kubectl wgmesh rotate-key NODE, the Node annotation wgmesh.io/rotate-key).")
 	c.zap.BindFlags(fs)
 	ctrlconfig.RegisterFlags(fs) // --kubeconfig, which ctrl.GetConfig reads
@@ -152,6 +154,9 @@ func parseFlags(args []string, getenv func(string) string) (agentConfig, error) 
 	}
 	if err := wgv1.CheckRange("--mtu", o.MTU, mtu.Minimum, 65535); o.MTU != 0 && err != nil {
 		return c, fmt.Errorf("%w (or 0: the underlay MTU minus 80)", err)
+	}
+	if err := wgv1.CheckRange("--per-peer-metrics-limit", o.PerPeerMetrics.Limit, 1, 100000); err != nil {
+		return c, err
 	}
 	if o.KeyRotation.Period < 0 {
 		return c, fmt.Errorf("--key-rotation-period=%s: want 0 (off) or a positive duration such as 720h", o.KeyRotation.Period)

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/wgmesh/wgmesh/agent"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 )
 
@@ -29,19 +30,20 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 	o := c.o
 	got := fmt.Sprint(o.NodeName, " ", o.WireGuardMode, " ", o.ListenPort, " ", o.MTU, " ", o.EndpointAddressType, " ", o.ClusterCIDRs, " ", o.ServiceCIDRs,
-		" ", o.LinkName, " ", o.BridgeName, " ", c.sp.enabled, " ", c.sp.syncPeriod, " ", c.dp.cniConfDir, " ", o.DaemonSet.Name == "")
-	want := fmt.Sprint("n1 ", wireguard.ModeAuto, " 51820 0 ", corev1.NodeInternalIP, " [10.244.0.0/16] [10.96.0.0/12] wgmesh0 wgmesh-br0 true 30s /etc/cni/net.d true")
+		" ", o.LinkName, " ", o.BridgeName, " ", c.sp.enabled, " ", c.sp.syncPeriod, " ", c.dp.cniConfDir, " ", o.DaemonSet.Name == "", " ", o.PerPeerMetrics)
+	// Per-peer metrics off: series per peer grow with nodes² across a cluster.
+	want := fmt.Sprint("n1 ", wireguard.ModeAuto, " 51820 0 ", corev1.NodeInternalIP, " [10.244.0.0/16] [10.96.0.0/12] wgmesh0 wgmesh-br0 true 30s /etc/cni/net.d true {false 250}")
 	if got != want {
 		t.Errorf("defaults:\n got %s\nwant %s", got, want)
 	}
 	c, err = parseFlags([]string{"--daemonset-name=wgmesh-agent", "--cluster-cidrs=198.19.0.0/16,2001:db8:19::/56", "--nodeport-addresses=198.18.0.0/24",
-		"--service-sync-period=5s", "--wireguard-mode=userspace"}, env("POD_NAMESPACE", "kube-system"))
+		"--service-sync-period=5s", "--wireguard-mode=userspace", "--per-peer-metrics", "--per-peer-metrics-limit=20"}, env("POD_NAMESPACE", "kube-system"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.o.DaemonSet.String() != "kube-system/wgmesh-agent" || len(c.o.ClusterCIDRs) != 2 || fmt.Sprint(c.sp.npa) != "[198.18.0.0/24]" ||
-		c.sp.syncPeriod != 5*time.Second || c.o.WireGuardMode != wireguard.ModeUserspace {
-		t.Errorf("parsed %+v %v %v", c.o.DaemonSet, c.o.ClusterCIDRs, c.sp.npa)
+		c.sp.syncPeriod != 5*time.Second || c.o.WireGuardMode != wireguard.ModeUserspace || c.o.PerPeerMetrics != (agent.PerPeerMetrics{Enabled: true, Limit: 20}) {
+		t.Errorf("parsed %+v %v %v %+v", c.o.DaemonSet, c.o.ClusterCIDRs, c.sp.npa, c.o.PerPeerMetrics)
 	}
 }
 
@@ -59,6 +61,7 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--listen-port=0"}, "--listen-port"},
 		{[]string{"--mtu=100"}, "--mtu"},
 		{[]string{"--key-rotation-period=-1h"}, "--key-rotation-period=-1h0m0s"},
+		{[]string{"--per-peer-metrics-limit=0"}, "--per-peer-metrics-limit"},
 		{[]string{"--daemonset-name=wgmesh-agent"}, "--daemonset-name=wgmesh-agent: no namespace"},
 		{[]string{"--portmap-backend=ebtables"}, `--portmap-backend="ebtables"`},
 		{[]string{"--nodeport-addresses=198.18.0.0"}, "--nodeport-addresses"},

@@ -120,7 +120,7 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 			}
 		}
 		code, body := get("http://" + metricsAddr + "/metrics")
-		if code != http.StatusOK || !strings.Contains(body, `wgmesh_operator_cidr_pool_total{pool="198.19.0.0/16"} 256`) ||
+		if code != http.StatusOK || !strings.Contains(body, `wgmesh_operator_cidr_pool_size{pool="198.19.0.0/16"} 256`) ||
 			!strings.Contains(body, "wgmesh_operator_meshpeers_managed 0") {
 			ok, last = false, fmt.Sprintf("metrics: %d, no pool/meshpeer gauges yet", code)
 		}

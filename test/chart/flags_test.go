@@ -125,6 +125,8 @@ var valueOfFlag = map[string]map[string]string{
 		"endpoint":                    "agent.endpoint",
 		"endpoint-address-type":       "agent.endpointAddressType",
 		"metrics-bind-address":        "agent.metricsBindAddress",
+		"per-peer-metrics":            "agent.perPeerMetrics",
+		"per-peer-metrics-limit":      "agent.perPeerMetricsLimit",
 		"health-probe-bind-address":   "agent.healthProbeBindAddress",
 		"cluster-cidrs":               "agent.clusterCIDRs (empty: operator.clusterCIDRs)",
 		"service-cidrs":               "agent.serviceCIDRs",

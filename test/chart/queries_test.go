@@ -13,10 +13,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -25,23 +27,30 @@ import (
 	"github.com/wgmesh/wgmesh/agent/cniinstall"
 	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
+	"github.com/wgmesh/wgmesh/agent/leakguard"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/operator"
+	"github.com/wgmesh/wgmesh/test/metricnames"
 	"github.com/wgmesh/wgmesh/test/repo"
 )
 
 // metricsConstructors are the binaries' metrics, each made by its package's
 // NewMetrics into the registerer given, keyed by the package's directory.
 // TestEveryMetricsConstructorIsChecked fails when a package gains a
-// NewMetrics that is not listed here.
+// NewMetrics that is not listed here. The agent's per-peer series are on,
+// so that the panels that need them are checked too.
 var metricsConstructors = map[string]func(prometheus.Registerer) error{
-	"agent":             func(r prometheus.Registerer) error { agent.NewMetrics(r); return nil },
+	"agent": func(r prometheus.Registerer) error {
+		agent.NewMetrics(r, agent.PerPeerMetrics{Enabled: true})
+		return nil
+	},
 	"agent/servicenat":  func(r prometheus.Registerer) error { servicenat.NewMetrics(r); return nil },
 	"agent/cniinstall":  func(r prometheus.Registerer) error { cniinstall.NewMetrics(r); return nil },
 	"agent/egress":      func(r prometheus.Registerer) error { egress.NewMetrics(r); return nil },
 	"agent/probe":       func(r prometheus.Registerer) error { probe.NewMetrics(r); return nil },
 	"agent/keyrotation": func(r prometheus.Registerer) error { keyrotation.NewMetrics(r); return nil },
+	"agent/leakguard":   func(r prometheus.Registerer) error { leakguard.NewMetrics(r); return nil },
 	"operator":          func(r prometheus.Registerer) error { _, err := operator.NewMetrics(r); return err },
 }
 
@@ -69,15 +78,16 @@ func (r *recorder) MustRegister(cs ...prometheus.Collector) {
 	}
 }
 
-var fqNameRE = regexp.MustCompile(`fqName: "([^"]+)"`)
+// descRE reads a metric description (prometheus.Desc's String).
+var descRE = regexp.MustCompile(`^Desc\{fqName: ("(?:[^"\\]|\\.)*"), help: ("(?:[^"\\]|\\.)*"), .*variableLabels: \{([^}]*)\}\}$`)
 
-// exportedSeries returns the series names the wgmesh binaries export, each
-// with the metric it belongs to: every constructor's metrics registered into
-// a fresh registry, plus controller-runtime's registry (process, Go runtime,
-// controller and client metrics), which the binaries' metrics servers serve
-// too. A histogram exports name_bucket, name_sum and name_count, a summary
-// name, name_sum and name_count.
-func exportedSeries(t *testing.T) map[string]string {
+// metricFamilies are the metrics the wgmesh binaries export: every
+// constructor's metrics registered into a fresh registry, plus
+// controller-runtime's registry (process, Go runtime, controller and client
+// metrics), which the binaries' metrics servers serve too. Each has its name,
+// help and type; perPeer names those labelled by peer (their series grow
+// with nodes² across a cluster).
+func metricFamilies(t *testing.T) (families map[string]*dto.MetricFamily, perPeer map[string]bool) {
 	t.Helper()
 	rec := &recorder{Registry: prometheus.NewRegistry()}
 	for pkg, newMetrics := range metricsConstructors {
@@ -85,42 +95,64 @@ func exportedSeries(t *testing.T) map[string]string {
 			t.Fatalf("%s.NewMetrics: %v", pkg, err)
 		}
 	}
-	kinds := map[string]dto.MetricType{}
+	families, perPeer = map[string]*dto.MetricFamily{}, map[string]bool{}
 	for _, g := range []prometheus.Gatherer{rec, ctrlmetrics.Registry} {
-		families, err := g.Gather()
+		mfs, err := g.Gather()
 		if err != nil {
 			t.Fatalf("gathering the metrics: %v", err)
 		}
-		for _, f := range families {
-			kinds[f.GetName()] = f.GetType()
+		for _, f := range mfs {
+			families[f.GetName()] = &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type}
 		}
 	}
 	// Vectors without series are missing from Gather: their descriptions
-	// name them, their Go type tells histograms and summaries.
+	// name them, their Go type tells their type (a collector of its own
+	// stays untyped).
 	for _, c := range rec.collectors {
 		ch := make(chan *prometheus.Desc, 64)
 		go func() { c.Describe(ch); close(ch) }()
 		for d := range ch {
-			m := fqNameRE.FindStringSubmatch(d.String())
+			m := descRE.FindStringSubmatch(d.String())
 			if m == nil {
 				t.Fatalf("cannot read the metric name from %s", d)
 			}
-			if _, ok := kinds[m[1]]; ok {
+			name, err1 := strconv.Unquote(m[1])
+			help, err2 := strconv.Unquote(m[2])
+			if err1 != nil || err2 != nil {
+				t.Fatalf("cannot read the metric name and help from %s", d)
+			}
+			if slices.Contains(strings.Split(m[3], ","), "peer") {
+				perPeer[name] = true
+			}
+			if _, ok := families[name]; ok {
 				continue
 			}
+			kind := dto.MetricType_UNTYPED
 			switch c.(type) {
+			case *prometheus.CounterVec:
+				kind = dto.MetricType_COUNTER
+			case *prometheus.GaugeVec:
+				kind = dto.MetricType_GAUGE
 			case *prometheus.HistogramVec:
-				kinds[m[1]] = dto.MetricType_HISTOGRAM
+				kind = dto.MetricType_HISTOGRAM
 			case *prometheus.SummaryVec:
-				kinds[m[1]] = dto.MetricType_SUMMARY
-			default:
-				kinds[m[1]] = dto.MetricType_UNTYPED
+				kind = dto.MetricType_SUMMARY
 			}
+			families[name] = &dto.MetricFamily{Name: &name, Help: &help, Type: &kind}
 		}
 	}
+	return families, perPeer
+}
+
+// exportedSeries returns the series names the wgmesh binaries export, each
+// with the metric it belongs to. A histogram exports name_bucket, name_sum
+// and name_count, a summary name, name_sum and name_count.
+func exportedSeries(t *testing.T) map[string]string {
+	t.Helper()
+	families, _ := metricFamilies(t)
 	series := map[string]string{}
-	for name, kind := range kinds {
-		switch kind {
+	for name, f := range families {
+		switch f.GetType() {
 		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
 			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 				series[name+suffix] = name
@@ -134,6 +166,34 @@ func exportedSeries(t *testing.T) map[string]string {
 		}
 	}
 	return series
+}
+
+// TestMetricNamesFollowConventions: every wgmesh metric of every binary has
+// a name by Prometheus' conventions (client_golang's promlint: _total on
+// counters and nothing else, base units, snake_case, help text; and
+// metricnames' rule that a timestamp ends in _timestamp_seconds). The
+// packages' own tests check their metrics with series filled in; this one
+// sees every constructor.
+func TestMetricNamesFollowConventions(t *testing.T) {
+	families, _ := metricFamilies(t)
+	var mfs []*dto.MetricFamily
+	for name, f := range families {
+		if strings.HasPrefix(name, "wgmesh_") {
+			mfs = append(mfs, f)
+		}
+	}
+	if len(mfs) < 40 {
+		t.Fatalf("%d wgmesh metrics found; want every constructor's", len(mfs))
+	}
+	l := promlint.NewWithMetricFamilies(mfs)
+	l.AddCustomValidations(metricnames.Timestamps)
+	problems, err := l.Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("metric %s: %s", p.Metric, p.Text)
+	}
 }
 
 // TestEveryMetricsConstructorIsChecked: each package of the binaries that
@@ -182,6 +242,9 @@ type query struct {
 	Expr    string   `json:"expr"`
 	Metrics []string `json:"metrics"`
 	Error   string   `json:"error,omitempty"`
+	// perPeerOK: the query may use per-peer series (a panel whose
+	// description starts "Needs agent.perPeerMetrics").
+	perPeerOK bool
 }
 
 // grafanaVar is a Grafana variable in a query: $name, ${name} or ${name:format}.
@@ -242,7 +305,9 @@ func dashboardQueries(t *testing.T, dash map[string]any) []query {
 					t.Errorf("panel %v %q target %v: no expr", p["id"], p["title"], tg["refId"])
 					continue
 				}
-				out = append(out, query{Where: fmt.Sprintf("panel %v %q target %v", p["id"], p["title"], tg["refId"]), Expr: expr})
+				desc, _ := p["description"].(string)
+				out = append(out, query{Where: fmt.Sprintf("panel %v %q target %v", p["id"], p["title"], tg["refId"]), Expr: expr,
+					perPeerOK: strings.HasPrefix(desc, "Needs agent.perPeerMetrics")})
 			}
 			if inner, ok := p["panels"].([]any); ok {
 				walk(inner)
@@ -307,7 +372,10 @@ func renderedDashboard(t *testing.T) map[string]any {
 // TestQueriesUseExportedMetrics: every query of the dashboard and every
 // alerting rule parses as PromQL (Prometheus' own parser) and names only
 // metrics that the binaries export, so no panel stays empty and no alert
-// stays silent because of a misspelt or renamed metric.
+// stays silent because of a misspelt or renamed metric. Series labelled by
+// peer, which agents export only with agent.perPeerMetrics, are used by no
+// alert and no variable, and only by panels whose description starts "Needs
+// agent.perPeerMetrics": with the defaults every alert works.
 func TestQueriesUseExportedMetrics(t *testing.T) {
 	qs := dashboardQueries(t, renderedDashboard(t))
 	if len(qs) < 20 {
@@ -323,9 +391,21 @@ func TestQueriesUseExportedMetrics(t *testing.T) {
 		}
 	}
 	series := exportedSeries(t)
+	_, perPeer := metricFamilies(t)
+	if !perPeer["wgmesh_peer_reachable"] {
+		t.Errorf("wgmesh_peer_reachable is not among the per-peer metrics %v", perPeer)
+	}
 	used := map[string]bool{}
 	missing := map[string][]string{}
-	for _, q := range runPromQL(t, qs) {
+	for i, q := range runPromQL(t, qs) {
+		if q.Where != qs[i].Where {
+			t.Fatalf("wgmesh-promql answered %q for query %d, %q", q.Where, i, qs[i].Where)
+		}
+		for _, m := range q.Metrics {
+			if perPeer[series[m]] && !qs[i].perPeerOK {
+				t.Errorf("%s uses %s, which agents export only with agent.perPeerMetrics (off by default): use the aggregates, or start the panel's description with \"Needs agent.perPeerMetrics\"\n    %s", q.Where, m, q.Expr)
+			}
+		}
 		if q.Error != "" {
 			t.Errorf("%s: %s\n    %s", q.Where, q.Error, q.Expr)
 			continue

@@ -38,6 +38,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"agent.serviceCIDRs=10.96.0.0/33", []string{"/agent/serviceCIDRs"}},
 		{"agent.keyRotationPeriod=-1h", []string{"/agent/keyRotationPeriod"}},
 		{"agent.keyRotationPeriod=30d", []string{"/agent/keyRotationPeriod"}},
+		{"agent.perPeerMetricsLimit=0", []string{"/agent/perPeerMetricsLimit"}},
 		{"operator.clusterCIDRs=banana", []string{"/operator/clusterCIDRs"}},
 		{"operator.nodeCIDRMaskSizeIPv4=33", []string{"/operator/nodeCIDRMaskSizeIPv4", "32"}},
 		{"operator.replicas=0", []string{"/operator/replicas"}},
