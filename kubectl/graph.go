@@ -21,7 +21,8 @@ grey when NotReady, red when excluded) and external peers (ellipses);
 node pairs colored by what each node's agent reports reaching (green
 reachable, red unreachable with the side that cannot reach, grey
 unknown). --rtt labels edges with the round trip the agents measured
-(wgmesh_peer_rtt_seconds, read through the API server's pod proxy).
+(wgmesh_peer_rtt_seconds, read through the API server's pod proxy; the
+agents export it with agent.perPeerMetrics=true).
 Above 40 nodes only unreachable pairs are drawn unless --all-edges.
 -o FILE.svg renders with Graphviz's dot, which must be on PATH.`,
 		Run: runGraph,

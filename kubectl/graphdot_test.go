@@ -138,6 +138,19 @@ func TestDotQuote(t *testing.T) {
 	}
 }
 
+func TestParseDropped(t *testing.T) {
+	text := `# TYPE wgmesh_peer_metrics_dropped gauge
+wgmesh_peer_metrics_dropped_total 9
+wgmesh_peer_metrics_dropped 750
+`
+	if got := parseDropped(text); got != 750 {
+		t.Errorf("parseDropped = %v, want 750", got)
+	}
+	if got := parseDropped("wgmesh_peers 3\n"); got != 0 {
+		t.Errorf("parseDropped without the gauge = %v, want 0", got)
+	}
+}
+
 func TestParseRTT(t *testing.T) {
 	text := `# HELP wgmesh_peer_rtt_seconds Round trip of the last answered probe.
 # TYPE wgmesh_peer_rtt_seconds gauge

@@ -16,8 +16,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// rttMetric is the agents' gauge of the last probe's round trip per peer.
-const rttMetric = "wgmesh_peer_rtt_seconds"
+// rttMetric is the agents' gauge of the last probe's round trip per peer,
+// which they export only with --per-peer-metrics (agent.perPeerMetrics), for
+// at most --per-peer-metrics-limit peers; droppedMetric counts the others.
+const (
+	rttMetric     = "wgmesh_peer_rtt_seconds"
+	droppedMetric = "wgmesh_peer_metrics_dropped"
+)
 
 // Reading the agents' metrics: at most this many at once, each bounded.
 const (
@@ -60,6 +65,7 @@ func fetchRTT(ctx context.Context, cs kubernetes.Interface) (map[string]map[stri
 	out := map[string]map[string]float64{}
 	var mu sync.Mutex
 	var failed []string
+	capped := 0
 	sem := make(chan struct{}, rttParallel)
 	var wg sync.WaitGroup
 	for _, t := range targets {
@@ -79,6 +85,9 @@ func fetchRTT(ctx context.Context, cs kubernetes.Interface) (map[string]map[stri
 			if rtt := parseRTT(string(body)); len(rtt) > 0 {
 				out[t.node] = rtt
 			}
+			if parseDropped(string(body)) > 0 {
+				capped++
+			}
 		}()
 	}
 	wg.Wait()
@@ -91,7 +100,10 @@ func fetchRTT(ctx context.Context, cs kubernetes.Interface) (map[string]map[stri
 		notes = append(notes, fmt.Sprintf("RTT unavailable from %d of %d agents: %s", len(failed), len(targets), strings.Join(shown, "; ")))
 	}
 	if len(out) == 0 && len(failed) < len(targets) {
-		notes = append(notes, "RTT unavailable: the agents export no "+rttMetric+" (reachability probes off, --probe-interval=0, or an older agent)")
+		notes = append(notes, "RTT unavailable: the agents export no "+rttMetric+": per-peer metrics are off (agent.perPeerMetrics=false, the default; set it to true), or so are reachability probes (--probe-interval=0)")
+	}
+	if capped > 0 {
+		notes = append(notes, fmt.Sprintf("RTT missing for some peers of %d agents: they export per-peer series for at most agent.perPeerMetricsLimit peers (%s)", capped, droppedMetric))
 	}
 	return out, notes
 }
@@ -139,6 +151,22 @@ func parseRTT(text string) map[string]float64 {
 		out[peer] = v
 	}
 	return out
+}
+
+// parseDropped reads wgmesh_peer_metrics_dropped (an unlabelled gauge) from
+// the Prometheus text format; 0 when absent.
+func parseDropped(text string) float64 {
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == droppedMetric {
+			if v, err := strconv.ParseFloat(fields[1], 64); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 // labelValue finds name="value" in a label set (a="x",b="y").
