@@ -400,14 +400,26 @@ func statusAndMetrics(ctx context.Context, t *testing.T, c *cluster.Cluster, nod
 			t.Error(err)
 		}
 	}
-	// Metrics and readiness, from inside the node.
+	// Metrics and readiness, from inside the node. The oldest handshake
+	// among probed peers shows once a probe has ended and a reconcile seen it.
 	n := nodes[0]
-	out := agentMetrics(ctx, t, n)
-	for _, m := range []string{"wgmesh_peers ", "wgmesh_peer_last_handshake_seconds{peer=", "wgmesh_peer_receive_bytes_total{peer=",
-		"wgmesh_peer_transmit_bytes_total{peer=", "wgmesh_reconcile_duration_seconds_count", "wgmesh_mtu 1420", `wgmesh_sysctl{key="net.ipv4.ip_forward"} 1`} {
-		if !strings.Contains(out, m) {
-			t.Errorf("metrics lack %q", m)
+	var out string
+	if err := wait.Poll(ctx, agentMeshTimeout, func() error {
+		out = agentMetrics(ctx, t, n)
+		for _, m := range []string{"wgmesh_peers ", "wgmesh_peers_connected ", "wgmesh_peers_unreachable ", "wgmesh_peers_oldest_handshake_timestamp_seconds ",
+			"wgmesh_receive_bytes_total ", "wgmesh_transmit_bytes_total ", "wgmesh_peer_probe_rtt_seconds_count ", "wgmesh_peer_metrics_dropped 0",
+			"wgmesh_reconcile_duration_seconds_count", "wgmesh_mtu_bytes 1420", `wgmesh_sysctl{key="net.ipv4.ip_forward"} 1`} {
+			if !strings.Contains(out, m) {
+				return fmt.Errorf("metrics lack %q", m)
+			}
 		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	// By default no series per peer: they grow with nodes² across a cluster.
+	if i := strings.Index(out, `{peer="`); i >= 0 {
+		t.Errorf("the agent's default metrics have a series per peer: %s", out[strings.LastIndex(out[:i], "\n")+1:i+strings.Index(out[i:], "\n")])
 	}
 	if code, body, err := agentGet(ctx, n, agentHealthPort, "/readyz"); err != nil || code != http.StatusOK {
 		t.Errorf("readyz: %d %v %q", code, err, body)

@@ -35,9 +35,10 @@ func TestReachability(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
-	// Probes every second: hold-down 3 s.
+	// Probes every second: hold-down 3 s. Per-peer metrics on, to see each
+	// pair beside the counts every agent exports.
 	c := startAgentCluster(ctx, t, cluster.Options{Nodes: 3, AgentArgs: []string{
-		"--probe-interval=1s", "--probe-timeout=300ms", "--status-min-interval=1s", "--status-membership-delay=2s"}})
+		"--probe-interval=1s", "--probe-timeout=300ms", "--status-min-interval=1s", "--status-membership-delay=2s", "--per-peer-metrics"}})
 	nodes := slices.Clone(c.Nodes)
 	waitFullMesh(ctx, t, c, nodes)
 	a, b, x := nodes[0], nodes[1], nodes[2]
@@ -50,6 +51,12 @@ func TestReachability(t *testing.T) {
 	waitStatus(ctx, t, c, map[string]string{a.Name: "2/2", b.Name: "2/2", x.Name: "2/2"}, nil)
 	if err := wait.Poll(ctx, 20*time.Second, func() error {
 		m := agentMetrics(ctx, t, a)
+		if v, w := metricValue(m, "wgmesh_peers_connected"), metricValue(m, "wgmesh_peers_unreachable"); v != 2 || w != 0 {
+			return fmt.Errorf("%s: wgmesh_peers_connected = %v, wgmesh_peers_unreachable = %v; want 2 and 0", a.Name, v, w)
+		}
+		if v := metricValue(m, "wgmesh_peer_probe_rtt_seconds_count"); v < 2 {
+			return fmt.Errorf("%s: wgmesh_peer_probe_rtt_seconds_count = %v, want an answer from each peer", a.Name, v)
+		}
 		for _, peer := range []string{b.Name, x.Name} {
 			if v := metricValue(m, fmt.Sprintf(`wgmesh_peer_reachable{peer=%q}`, peer)); v != 1 {
 				return fmt.Errorf("%s: wgmesh_peer_reachable{peer=%s} = %v, want 1", a.Name, peer, v)
@@ -120,8 +127,12 @@ func TestReachability(t *testing.T) {
 	defer unblock()
 	cut := time.Now()
 	if err := wait.Poll(ctx, 20*time.Second, func() error {
-		if v := metricValue(agentMetrics(ctx, t, a), fmt.Sprintf(`wgmesh_peer_reachable{peer=%q}`, x.Name)); v != 0 {
+		m := agentMetrics(ctx, t, a)
+		if v := metricValue(m, fmt.Sprintf(`wgmesh_peer_reachable{peer=%q}`, x.Name)); v != 0 {
 			return fmt.Errorf("%s: wgmesh_peer_reachable{peer=%s} = %v", a.Name, x.Name, v)
+		}
+		if v := metricValue(m, "wgmesh_peers_unreachable"); v != 1 {
+			return fmt.Errorf("%s: wgmesh_peers_unreachable = %v, want 1", a.Name, v)
 		}
 		return nil
 	}); err != nil {

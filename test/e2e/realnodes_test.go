@@ -44,7 +44,9 @@ func TestRealNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	began := time.Now()
-	c := startCluster(ctx, t, cluster.Options{Nodes: 3, NATNodes: 1, RealNodes: true})
+	// graph --rtt reads each pair's round trip, a per-peer series the agents
+	// export only when asked (agent.perPeerMetrics).
+	c := startCluster(ctx, t, cluster.Options{Nodes: 3, NATNodes: 1, RealNodes: true, HelmValues: []string{"agent.perPeerMetrics=true"}})
 	t.Logf("3 real nodes (1 behind NAT) with wgmesh installed by helm: %s", time.Since(began).Round(time.Second))
 	t.Cleanup(func() {
 		if t.Failed() {
