@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // reportLearned writes a node MeshPeer's status.learnedEndpoints as its
@@ -33,11 +34,11 @@ func reportLearned(t *testing.T, name string, learned ...wgv1.LearnedEndpoint) {
 // waitMetric waits until a metric of the operator has the value.
 func waitMetric(t *testing.T, op *operatorInstance, name string, want float64) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, name+" to be "+fmt.Sprint(want), func() error {
 		if v := op.metric(t, name); v != want {
-			return fmt.Sprintf("%s = %v, want %v", name, v, want)
+			return fmt.Errorf("%s = %v, want %v", name, v, want)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -108,11 +109,11 @@ func TestLearnedEndpointKeepsExternalPeerOut(t *testing.T) {
 	if ex, _ := mp.Excluded(); !ex {
 		t.Fatal("the attacker's peer is not excluded")
 	}
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a Warning Event on MeshPeer wgm-le-evil naming the address", func() error {
 		if e := findEvent(t, "MeshPeer", "wgm-le-evil", ReasonAllowedIPsConflict); e == nil || !strings.Contains(e.Note, "198.18.100.1") {
-			return fmt.Sprintf("no Warning Event on MeshPeer wgm-le-evil naming the address: %+v", e)
+			return fmt.Errorf("no Warning Event on MeshPeer wgm-le-evil naming the address: %+v", e)
 		}
-		return ""
+		return nil
 	})
 	waitMetric(t, op, "wgmesh_operator_allowedips_conflicts", 2)
 

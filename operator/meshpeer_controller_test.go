@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 func getPeer(name string) (*wgv1.MeshPeer, error) {
@@ -26,15 +28,15 @@ func getPeer(name string) (*wgv1.MeshPeer, error) {
 func waitPeer(t *testing.T, name string, check func(*wgv1.MeshPeer) string) *wgv1.MeshPeer {
 	t.Helper()
 	var mp *wgv1.MeshPeer
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, "MeshPeer "+name, func() error {
 		var err error
 		if mp, err = getPeer(name); err != nil {
-			return fmt.Sprintf("MeshPeer %s: %v", name, err)
+			return fmt.Errorf("MeshPeer %s: %v", name, err)
 		}
 		if msg := check(mp); msg != "" {
-			return fmt.Sprintf("MeshPeer %s: %s (spec %s)", name, msg, describeSpec(mp.Spec))
+			return fmt.Errorf("MeshPeer %s: %s (spec %s)", name, msg, describeSpec(mp.Spec))
 		}
-		return ""
+		return nil
 	})
 	return mp
 }
@@ -91,11 +93,11 @@ func TestMeshPeerLifecycle(t *testing.T) {
 	if ref == nil || ref.Kind != "Node" || ref.Name != "wgm-mp-1" || ref.UID != node.UID || ref.APIVersion != "v1" {
 		t.Fatalf("controller owner reference = %+v, want Node wgm-mp-1 uid %s", ref, node.UID)
 	}
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "the MeshPeerCreated Event", func() error {
 		if findEvent(t, "MeshPeer", "wgm-mp-1", ReasonMeshPeerCreated) == nil {
-			return "no MeshPeerCreated event"
+			return errors.New("no MeshPeerCreated event")
 		}
-		return ""
+		return nil
 	})
 
 	// The agent writes Ready (its own field manager); the operator must not clobber it.
@@ -112,11 +114,11 @@ func TestMeshPeerLifecycle(t *testing.T) {
 		}
 		return ""
 	})
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a MeshPeerUpdated Event naming the new endpoint", func() error {
 		if e := findEvent(t, "MeshPeer", "wgm-mp-1", ReasonMeshPeerUpdated); e == nil || !strings.Contains(e.Note, "gw.example.org:4500") {
-			return "no MeshPeerUpdated event naming the new endpoint"
+			return errors.New("no MeshPeerUpdated event naming the new endpoint")
 		}
-		return ""
+		return nil
 	})
 
 	// A bad annotation: Event naming it, condition, last good spec kept.
@@ -133,12 +135,12 @@ func TestMeshPeerLifecycle(t *testing.T) {
 	if msg := condIs(mp, wgv1.ConditionReady, metav1.ConditionTrue, "3/3"); msg != "" {
 		t.Fatalf("agent's Ready condition lost: %s", msg)
 	}
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a Warning InvalidAnnotation Event on the node naming annotation and value", func() error {
 		e := findEvent(t, "Node", "wgm-mp-1", ReasonInvalidAnnotation)
 		if e == nil || e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, "wgmesh.io/persistent-keepalive") || !strings.Contains(e.Note, "70000") {
-			return fmt.Sprintf("no Warning InvalidAnnotation event on the node naming annotation and value: %+v", e)
+			return fmt.Errorf("no Warning InvalidAnnotation event on the node naming annotation and value: %+v", e)
 		}
-		return ""
+		return nil
 	})
 	// A bad public key keeps the last good key.
 	annotate(t, "wgm-mp-1", map[string]string{wgv1.AnnotationPublicKey: "not-a-key"})
@@ -163,11 +165,11 @@ func TestMeshPeerLifecycle(t *testing.T) {
 
 	// Key removed (agent cleaned up): MeshPeer deleted.
 	annotate(t, "wgm-mp-1", nil, wgv1.AnnotationPublicKey)
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, "the MeshPeer to go with the key", func() error {
 		if _, err := getPeer("wgm-mp-1"); !apierrors.IsNotFound(err) {
-			return fmt.Sprintf("MeshPeer still there after the key was removed: %v", err)
+			return fmt.Errorf("MeshPeer still there after the key was removed: %v", err)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -265,11 +267,11 @@ func TestMeshPeerKeyConflict(t *testing.T) {
 		return condIs(mp, wgv1.ConditionKeyConflict, metav1.ConditionFalse, "")
 	})
 	waitPeer(t, "wgm-kc-1", notExcluded)
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a KeyConflict Warning Event", func() error {
 		if e := findEvent(t, "MeshPeer", "wgm-kc-2", ReasonKeyConflict); e == nil || e.Type != corev1.EventTypeWarning {
-			return "no KeyConflict warning event"
+			return errors.New("no KeyConflict warning event")
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -340,21 +342,21 @@ func TestMeshPeerNodeDeletedAndNameTaken(t *testing.T) {
 	if !wgv1.IsNodePeer(adopted, func(string) (types.UID, bool) { return getNode(t, "wgm-del-2").UID, true }) {
 		t.Errorf("the adopted MeshPeer is not a node peer: %+v", adopted.ObjectMeta)
 	}
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a MeshPeerAdopted Event", func() error {
 		if e := findEvent(t, "MeshPeer", "wgm-del-2", ReasonMeshPeerAdopted); e == nil {
-			return "no MeshPeerAdopted event"
+			return errors.New("no MeshPeerAdopted event")
 		}
-		return ""
+		return nil
 	})
 	// Node deleted: its MeshPeer goes (the operator deletes it; no GC here).
 	if err := testClient.Delete(context.Background(), getNode(t, "wgm-del-1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, "the MeshPeer of the deleted node to go", func() error {
 		if _, err := getPeer("wgm-del-1"); !apierrors.IsNotFound(err) {
-			return fmt.Sprintf("MeshPeer of a deleted node still there: %v", err)
+			return fmt.Errorf("MeshPeer of a deleted node still there: %v", err)
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -385,11 +387,11 @@ func TestMeshPeerOverlappingPresetPodCIDRs(t *testing.T) {
 	if ex, _ := dup.Excluded(); !ex {
 		t.Error("the overlapping node's MeshPeer is not excluded")
 	}
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a PodCIDRConflict Event on the Node", func() error {
 		if findEvent(t, "Node", "wgm-pre-2", ReasonPodCIDRConflict) == nil {
-			return "no PodCIDRConflict Event on the Node"
+			return errors.New("no PodCIDRConflict Event on the Node")
 		}
-		return ""
+		return nil
 	})
 	first := waitPeer(t, "wgm-pre-1", notExcluded)
 	if len(first.Spec.AllowedIPs) != 1 || first.Spec.AllowedIPs[0] != "198.19.1.0/24" {
@@ -511,19 +513,19 @@ func TestMeshPeerForeignEndpoint(t *testing.T) {
 	if mp.Spec.Endpoint != "198.18.0.11:51820" {
 		t.Errorf("MeshPeer endpoint %q, want the last good one, the node's own", mp.Spec.Endpoint)
 	}
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a Warning InvalidAnnotation Event on Node wgm-fe-1 naming the value", func() error {
 		if e := findEvent(t, "Node", "wgm-fe-1", ReasonInvalidAnnotation); e == nil || e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, "198.18.200.5:51820") {
-			return fmt.Sprintf("no Warning InvalidAnnotation Event on Node wgm-fe-1 naming the value: %+v", e)
+			return fmt.Errorf("no Warning InvalidAnnotation Event on Node wgm-fe-1 naming the value: %+v", e)
 		}
-		return ""
+		return nil
 	})
 	// The barrier: a conflict pass has seen the Node's announcement (the
 	// gauge is set at the end of the pass); it left the external peer in.
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, "a conflict pass that saw the announcement (wgmesh_operator_foreign_endpoints 1)", func() error {
 		if v := op.metric(t, "wgmesh_operator_foreign_endpoints"); v != 1 {
-			return fmt.Sprintf("wgmesh_operator_foreign_endpoints = %v, want 1", v)
+			return fmt.Errorf("wgmesh_operator_foreign_endpoints = %v, want 1", v)
 		}
-		return ""
+		return nil
 	})
 	if v := op.metric(t, "wgmesh_operator_allowedips_conflicts"); v != 0 {
 		t.Fatalf("wgmesh_operator_allowedips_conflicts = %v after the pass that saw the announcement, want 0", v)
@@ -547,10 +549,10 @@ func TestMeshPeerForeignEndpoint(t *testing.T) {
 	waitPeer(t, "wgm-fe-vm", func(mp *wgv1.MeshPeer) string {
 		return condIs(mp, wgv1.ConditionAllowedIPsConflict, metav1.ConditionTrue, "contains underlay address 198.18.200.5 (ExternalIP of Node wgm-fe-1)")
 	})
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, "wgmesh_operator_foreign_endpoints 0", func() error {
 		if v := op.metric(t, "wgmesh_operator_foreign_endpoints"); v != 0 {
-			return fmt.Sprintf("wgmesh_operator_foreign_endpoints = %v, want 0", v)
+			return fmt.Errorf("wgmesh_operator_foreign_endpoints = %v, want 0", v)
 		}
-		return ""
+		return nil
 	})
 }

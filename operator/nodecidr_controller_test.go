@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,18 +12,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // waitPodCIDRs waits until the node has n podCIDRs and returns them.
 func waitPodCIDRs(t *testing.T, name string, n int) []string {
 	t.Helper()
 	var got []string
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, "node "+name+"'s pod CIDRs", func() error {
 		got = getNode(t, name).Spec.PodCIDRs
 		if len(got) != n {
-			return fmt.Sprintf("node %s has podCIDRs %v, want %d", name, got, n)
+			return fmt.Errorf("node %s has podCIDRs %v, want %d", name, got, n)
 		}
-		return ""
+		return nil
 	})
 	return got
 }
@@ -41,11 +44,11 @@ func TestNodeCIDRAllocateOnCreate(t *testing.T) {
 	if n := getNode(t, "wgm-alloc-1"); n.Spec.PodCIDR != a[0] {
 		t.Fatalf("spec.podCIDR = %q, want %q", n.Spec.PodCIDR, a[0])
 	}
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "a PodCIDRAssigned Event naming "+a[0], func() error {
 		if e := findEvent(t, "Node", "wgm-alloc-1", ReasonPodCIDRAssigned); e == nil || !strings.Contains(e.Note, a[0]) {
-			return "no PodCIDRAssigned event naming " + a[0]
+			return errors.New("no PodCIDRAssigned event naming " + a[0])
 		}
-		return ""
+		return nil
 	})
 }
 
@@ -66,11 +69,11 @@ func TestNodeCIDRDualStackAndPreset(t *testing.T) {
 	createNode(t, "wgm-preset-3", nil, "198.19.2.0/24", "2001:db8:100:2::/64")
 	// Wait until the operator counts it as used (both families: preset-1,
 	// ds-1, preset-3), not for a guessed time.
-	eventually(t, 10*time.Second, func() string {
+	wait.For(t, 10*time.Second, "wgmesh_operator_cidr_pool_used 6", func() error {
 		if got := op.metric(t, "wgmesh_operator_cidr_pool_used"); got != 6 {
-			return fmt.Sprintf("wgmesh_operator_cidr_pool_used = %v, want 6", got)
+			return fmt.Errorf("wgmesh_operator_cidr_pool_used = %v, want 6", got)
 		}
-		return ""
+		return nil
 	})
 	createNode(t, "wgm-ds-2", nil)
 	got2 := waitPodCIDRs(t, "wgm-ds-2", 2)
@@ -120,15 +123,15 @@ func TestNodeCIDRReleaseAndExhaustion(t *testing.T) {
 	first := waitPodCIDRs(t, "wgm-ex-1", 1)[0]
 	waitPodCIDRs(t, "wgm-ex-2", 1)
 	createNode(t, "wgm-ex-3", nil)
-	eventually(t, 30*time.Second, func() string {
+	wait.For(t, 30*time.Second, "a PodCIDRPoolExhausted Event on wgm-ex-3 naming the pool", func() error {
 		e := findEvent(t, "Node", "wgm-ex-3", ReasonPodCIDRPoolExhausted)
 		if e == nil {
-			return "no PodCIDRPoolExhausted event on wgm-ex-3"
+			return errors.New("no PodCIDRPoolExhausted event on wgm-ex-3")
 		}
 		if e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, "198.19.0.0/23") {
-			return fmt.Sprintf("event %s %q does not name the pool", e.Type, e.Note)
+			return fmt.Errorf("event %s %q does not name the pool", e.Type, e.Note)
 		}
-		return ""
+		return nil
 	})
 	if got := getNode(t, "wgm-ex-3").Spec.PodCIDRs; len(got) != 0 {
 		t.Fatalf("exhausted pool still gave %v", got)
@@ -154,17 +157,16 @@ func TestNodeCIDRTwoOperatorsManyNodes(t *testing.T) {
 	start := time.Now()
 	opA := startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16,2001:db8:100::/48", leaderElect: true, name: "replica-a"})
 	// Make sure replica A leads first, so stopping it is a real failover.
-	eventually(t, 30*time.Second, func() string {
+	func() {
 		createNode(t, "wgm-many-probe", nil)
 		defer testClient.Delete(context.Background(), getNode(t, "wgm-many-probe")) //nolint:errcheck
-		eventually(t, 30*time.Second, func() string {
+		wait.For(t, 30*time.Second, "the probe node's pod CIDRs (replica A leads)", func() error {
 			if len(getNode(t, "wgm-many-probe").Spec.PodCIDRs) != 2 {
-				return "probe node not allocated"
+				return errors.New("probe node not allocated")
 			}
-			return ""
+			return nil
 		})
-		return ""
-	})
+	}()
 	opB := startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16,2001:db8:100::/48", leaderElect: true, name: "replica-b"})
 
 	var wg sync.WaitGroup
@@ -182,11 +184,11 @@ func TestNodeCIDRTwoOperatorsManyNodes(t *testing.T) {
 	}
 	// Stop the leader once it has handed out some CIDRs: replica B must
 	// take over, rebuild from the nodes, and finish without duplicates.
-	eventually(t, 60*time.Second, func() string {
+	wait.For(t, 60*time.Second, "replica A to assign 20 CIDRs", func() error {
 		if got := opA.metric(t, "wgmesh_operator_podcidrs_assigned_total"); got < 20 {
-			return fmt.Sprintf("replica A assigned %v CIDRs so far", got)
+			return fmt.Errorf("replica A assigned %v CIDRs so far", got)
 		}
-		return ""
+		return nil
 	})
 	opA.stop(t)
 	wg.Wait()
@@ -196,9 +198,9 @@ func TestNodeCIDRTwoOperatorsManyNodes(t *testing.T) {
 	}
 
 	var list corev1.NodeList
-	eventually(t, 120*time.Second, func() string {
+	wait.For(t, 120*time.Second, "two pod CIDRs on every node", func() error {
 		if err := testClient.List(context.Background(), &list); err != nil {
-			return err.Error()
+			return err
 		}
 		missing := 0
 		for _, n := range list.Items {
@@ -207,9 +209,9 @@ func TestNodeCIDRTwoOperatorsManyNodes(t *testing.T) {
 			}
 		}
 		if missing > 0 {
-			return fmt.Sprintf("%d of %d nodes still without two podCIDRs", missing, nodes)
+			return fmt.Errorf("%d of %d nodes still without two podCIDRs", missing, nodes)
 		}
-		return ""
+		return nil
 	})
 	t.Logf("200 nodes allocated by two replicas with a leader failover in %s", time.Since(start).Round(time.Millisecond))
 

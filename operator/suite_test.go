@@ -117,23 +117,6 @@ func cleanCluster(t *testing.T) {
 	})
 }
 
-// eventually polls cond until it returns "" or the timeout passes, then
-// fails with the last message.
-func eventually(t *testing.T, timeout time.Duration, cond func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	msg := ""
-	for {
-		if msg = cond(); msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // findEvent returns the newest Event about an object with this reason.
 func findEvent(t *testing.T, kind, name, reason string) *eventsv1.Event {
 	t.Helper()
