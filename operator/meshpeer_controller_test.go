@@ -1,7 +1,9 @@
 package operator
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,7 +14,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -74,8 +78,10 @@ func TestMeshPeerLifecycle(t *testing.T) {
 	node := createNodeAt(t, "wgm-mp-1", []string{"198.18.0.11"}, nil)
 	cidrs := waitPodCIDRs(t, "wgm-mp-1", 2)
 
-	// No key yet: no MeshPeer.
-	time.Sleep(300 * time.Millisecond)
+	// No key yet: no MeshPeer. The annotation below is a later event on the
+	// same Node, handled after every earlier one: a MeshPeer written before
+	// the key would show in the history of the one the key brings (its
+	// generation, its MeshPeerCreated Events).
 	if _, err := getPeer("wgm-mp-1"); !apierrors.IsNotFound(err) {
 		t.Fatalf("MeshPeer of a node without public key: err = %v, want NotFound", err)
 	}
@@ -99,6 +105,9 @@ func TestMeshPeerLifecycle(t *testing.T) {
 		}
 		return nil
 	})
+	if n := countEvents(t, "MeshPeer", "wgm-mp-1", ReasonMeshPeerCreated); mp.Generation != 1 || n != 1 {
+		t.Fatalf("MeshPeer wgm-mp-1 at generation %d with %d MeshPeerCreated Events when its key arrived, want 1 and 1: it was written before the node had a key", mp.Generation, n)
+	}
 
 	// The agent writes Ready (its own field manager); the operator must not clobber it.
 	mp.Status.Conditions = append(mp.Status.Conditions, metav1.Condition{Type: wgv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Up", Message: "3/3", LastTransitionTime: metav1.Now()})
@@ -194,10 +203,25 @@ func TestMeshPeerPublishedOnce(t *testing.T) {
 			t.Errorf("MeshPeer %s: generation %d when its pod CIDR arrived, want 1 (published once, complete)", name, mp.Generation)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	// The barrier: a new key, a later event on each Node, handled after
+	// every earlier one. Its update must be each MeshPeer's first.
 	for i := 0; i < 5; i++ {
-		if ev := findEvent(t, "MeshPeer", fmt.Sprintf("wgm-once-%d", i), ReasonMeshPeerUpdated); ev != nil {
-			t.Errorf("MeshPeer wgm-once-%d was updated after it was created: %s", i, ev.Note)
+		name, key := fmt.Sprintf("wgm-once-%d", i), base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{byte(0x10 + i)}, 32))
+		annotate(t, name, map[string]string{wgv1.AnnotationPublicKey: key})
+		mp := waitPeer(t, name, func(mp *wgv1.MeshPeer) string {
+			if string(mp.Spec.PublicKey) != key {
+				return "the new key is not published yet"
+			}
+			return ""
+		})
+		wait.For(t, 10*time.Second, "the MeshPeerUpdated Event of "+name+"'s new key", func() error {
+			if e := findEvent(t, "MeshPeer", name, ReasonMeshPeerUpdated); e == nil || !strings.Contains(e.Note, key) {
+				return fmt.Errorf("newest: %+v", e)
+			}
+			return nil
+		})
+		if n := countEvents(t, "MeshPeer", name, ReasonMeshPeerUpdated); mp.Generation != 2 || n != 1 {
+			t.Errorf("MeshPeer %s: generation %d and %d MeshPeerUpdated Events after the key change, want 2 and 1: it was updated after it was created", name, mp.Generation, n)
 		}
 	}
 }
@@ -463,18 +487,53 @@ func TestMeshPeerNodeNotReady(t *testing.T) {
 		return condIs(mp, wgv1.ConditionNodeNotReady, metav1.ConditionTrue, "Ready=Unknown, NodeStatusUnknown")
 	})
 	rv := mp.ResourceVersion
-	// Heartbeats that change nothing but times: no MeshPeer write.
+	// Heartbeats that change nothing but times: no MeshPeer write. The
+	// barrier is Ready=True after them, a later event on the same Node: its
+	// write must be the only one since.
 	for i := 2; i < 5; i++ {
 		setReady(corev1.ConditionUnknown, "NodeStatusUnknown", now.Add(time.Duration(i)*time.Second))
 	}
-	time.Sleep(time.Second)
-	if mp, err := getPeer("wgm-nr-1"); err != nil || mp.ResourceVersion != rv {
-		t.Fatalf("MeshPeer rewritten by heartbeats: resourceVersion %s -> %v (err %v)", rv, mp.ResourceVersion, err)
-	}
 	setReady(corev1.ConditionTrue, "KubeletReady", now.Add(10*time.Second))
-	waitPeer(t, "wgm-nr-1", func(mp *wgv1.MeshPeer) string {
-		return condIs(mp, wgv1.ConditionNodeNotReady, metav1.ConditionFalse, "")
+	if n := meshPeerWritesUntil(t, "wgm-nr-1", rv, func(mp *wgv1.MeshPeer) bool {
+		return condIs(mp, wgv1.ConditionNodeNotReady, metav1.ConditionFalse, "") == ""
+	}); n != 1 {
+		t.Fatalf("MeshPeer wgm-nr-1 written %d times from the heartbeats to NodeNotReady=False, want once (heartbeats must write nothing)", n)
+	}
+}
+
+// meshPeerWritesUntil watches MeshPeer name from resourceVersion rv and
+// counts its writes until one passes done (the barrier), which it counts
+// too; it fails the test when none does within 30 s.
+func meshPeerWritesUntil(t *testing.T, name, rv string, done func(*wgv1.MeshPeer) bool) int {
+	t.Helper()
+	wc, err := client.NewWithWatch(testCfg, client.Options{Scheme: testClient.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := wc.Watch(ctx, &wgv1.MeshPeerList{}, &client.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", name),
+		Raw:           &metav1.ListOptions{ResourceVersion: rv},
 	})
+	if err != nil {
+		t.Fatalf("watch MeshPeer %s from %s: %v", name, rv, err)
+	}
+	defer w.Stop()
+	n := 0
+	for ev := range w.ResultChan() {
+		switch ev.Type {
+		case watch.Added, watch.Modified, watch.Deleted:
+			n++
+			if mp, ok := ev.Object.(*wgv1.MeshPeer); ok && done(mp) {
+				return n
+			}
+		case watch.Error:
+			t.Fatalf("watch MeshPeer %s: %v", name, apierrors.FromObject(ev.Object))
+		}
+	}
+	t.Fatalf("MeshPeer %s: %d writes from resourceVersion %s, none the awaited one, within 30s", name, n, rv)
+	return n
 }
 
 // TestMeshPeerForeignEndpoint is the attack of a compromised agent that

@@ -134,6 +134,28 @@ func findEvent(t *testing.T, kind, name, reason string) *eventsv1.Event {
 	return found
 }
 
+// countEvents counts the Events about an object with this reason (a
+// series counts as its number of occurrences).
+func countEvents(t *testing.T, kind, name, reason string) int {
+	t.Helper()
+	var list eventsv1.EventList
+	if err := testClient.List(context.Background(), &list); err != nil {
+		t.Fatalf("list events: %v", err)
+	}
+	n := 0
+	for _, e := range list.Items {
+		if e.Regarding.Kind != kind || e.Regarding.Name != name || e.Reason != reason {
+			continue
+		}
+		if e.Series != nil {
+			n += int(e.Series.Count)
+		} else {
+			n++
+		}
+	}
+	return n
+}
+
 func createNode(t *testing.T, name string, annotations map[string]string, podCIDRs ...string) *corev1.Node {
 	t.Helper()
 	n := &corev1.Node{}
