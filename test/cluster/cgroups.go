@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // A real node's kubelet gets a cgroup root of its own (REAL-NODES.md: nodes that share
@@ -159,8 +162,7 @@ func removeCgroupRoot(root string) error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	if err := wait.Poll(context.Background(), 15*time.Second, func() error {
 		left := 0
 		for _, h := range hs {
 			for _, pid := range cgroupPIDs(filepath.Join(h, root)) {
@@ -168,13 +170,12 @@ func removeCgroupRoot(root string) error {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
-		if left == 0 {
-			break
+		if left > 0 {
+			return fmt.Errorf("%d processes survive SIGKILL", left)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroup %s: %d processes survive SIGKILL", root, left)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("cgroup %s: %w", root, err)
 	}
 	var errs []error
 	for _, h := range hs {
@@ -187,15 +188,13 @@ func removeCgroupRoot(root string) error {
 		})
 		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 		for _, d := range dirs {
-			var err error
-			for range 50 { // a cgroup whose last task just died can be busy briefly
-				if err = syscall.Rmdir(d); err == nil || errors.Is(err, syscall.ENOENT) {
-					err = nil
-					break
+			// A cgroup whose last task just died can be busy briefly.
+			if err := wait.Poll(context.Background(), time.Second, func() error {
+				if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+					return err
 				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if err != nil {
+				return nil
+			}); err != nil {
 				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 			}
 		}

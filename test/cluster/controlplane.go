@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	wgmeshv1alpha1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // controlPlane holds the control-plane processes and credentials.
@@ -378,28 +379,28 @@ func (c *Cluster) stopControlPlane() {
 	}
 }
 
-// waitUntil polls cond every 100ms until it holds, ctx ends, the timeout passes, or proc
-// (when given) exits.
+// waitUntil polls cond (test/wait) until it holds, ctx ends, the timeout passes, or proc
+// (when given) exits; the error says which, with the end of proc's log.
 func waitUntil(ctx context.Context, timeout time.Duration, what string, proc *process, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	exited := false
+	held := wait.True(cond)
+	err := wait.Poll(ctx, timeout, func() error {
+		err := held()
+		if err != nil && proc != nil && !proc.running() {
+			exited = true
+			cancel()
 		}
-		if proc != nil && !proc.running() {
-			return fmt.Errorf("waiting for %s: %s", what, proc.exitedWith())
-		}
-		if time.Now().After(deadline) {
-			msg := fmt.Sprintf("timed out after %s waiting for %s", timeout, what)
-			if proc != nil {
-				msg += "; last log lines of " + proc.name + ":\n" + tail(proc.logPath, 20)
-			}
-			return fmt.Errorf("%s", msg)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case exited:
+		return fmt.Errorf("waiting for %s: %s", what, proc.exitedWith())
+	case proc != nil:
+		return fmt.Errorf("waiting for %s: %w; last log lines of %s:\n%s", what, err, proc.name, tail(proc.logPath, 20))
 	}
+	return fmt.Errorf("waiting for %s: %w", what, err)
 }

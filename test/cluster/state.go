@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // RunDir holds the lock and state of the one local cluster a machine runs at a time.
@@ -44,40 +45,58 @@ type runLock struct {
 
 func statePath() string { return filepath.Join(RunDir, "state.json") }
 
-// acquireRun takes the lock, or explains who holds it. With the lock held, it removes what a
-// crashed run left behind.
-func acquireRun(ctx context.Context, wait time.Duration, log func(string, ...any)) (*runLock, error) {
-	deadline := time.Now().Add(wait)
-	logged := false
-	var f *os.File
-	for {
+// acquireRun takes the lock, waiting up to lockWait (test/wait) while another run holds
+// it, or explains who holds it. With the lock held, it removes what a crashed run left
+// behind.
+func acquireRun(ctx context.Context, lockWait time.Duration, log func(string, ...any)) (*runLock, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		f      *os.File
+		prev   runState
+		fatal  error
+		logged bool
+	)
+	lock := func() error {
 		if err := os.MkdirAll(RunDir, 0o755); err != nil {
-			return nil, err
+			fatal = err
+			cancel()
+			return err
 		}
-		var err error
-		f, err = os.OpenFile(filepath.Join(RunDir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		lf, err := os.OpenFile(filepath.Join(RunDir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
-			return nil, err
+			fatal = err
+			cancel()
+			return err
 		}
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			if sameFile(f, filepath.Join(RunDir, "lock")) {
-				break
-			}
-			// The previous owner removed the file after we opened it: try the new one.
-			f.Close()
-			continue
-		}
-		f.Close()
-		prev, _ := readState()
-		if time.Now().Before(deadline) && ctx.Err() == nil {
-			if !logged {
-				log("another local cluster runs (owner pid %d); waiting up to %s for it to stop", prev.OwnerPID, wait)
+		if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			lf.Close()
+			prev, _ = readState()
+			if !logged && lockWait > 0 {
+				log("another local cluster runs (owner pid %d); waiting up to %s for it to stop", prev.OwnerPID, lockWait)
 				logged = true
 			}
-			time.Sleep(500 * time.Millisecond)
-			continue
+			return err
 		}
+		if !sameFile(lf, filepath.Join(RunDir, "lock")) {
+			lf.Close()
+			return errLockReplaced
+		}
+		f = lf
+		return nil
+	}
+	err := wait.Every(ctx, lockWait, 500*time.Millisecond, func() error {
+		err := lock()
+		// The previous owner removed the file after we opened it: try the new one at once.
+		for i := 0; i < 3 && errors.Is(err, errLockReplaced); i++ {
+			err = lock()
+		}
+		return err
+	})
+	if fatal != nil {
+		return nil, fatal
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w (owner pid %d, work dir %s): stop it first (make demo-down for the demo): %v", ErrClusterRunning, prev.OwnerPID, prev.WorkDir, err)
 	}
 	l := &runLock{f: f}
@@ -87,6 +106,9 @@ func acquireRun(ctx context.Context, wait time.Duration, log func(string, ...any
 	}
 	return l, nil
 }
+
+// errLockReplaced: the lock file was removed (by its releasing owner) after it was opened.
+var errLockReplaced = errors.New("the lock file was replaced meanwhile")
 
 func readState() (runState, error) {
 	var s runState

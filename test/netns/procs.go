@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // nsKey identifies a namespace by the device and inode of its nsfs file.
@@ -91,12 +94,14 @@ func killAll(pids []int) {
 	for _, p := range pids {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, p := range pids {
-		for processAlive(p) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+	_ = wait.Poll(context.Background(), 10*time.Second, func() error {
+		for _, p := range pids {
+			if processAlive(p) {
+				return fmt.Errorf("process %d runs", p)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // ProcessStart returns an identity of pid's start (clock ticks since boot) that, together
