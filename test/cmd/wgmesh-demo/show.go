@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // show prints the cluster, runs pods, the connectivity matrix and the underlay proof.
@@ -101,21 +103,23 @@ func show(ctx context.Context, c *cluster.Cluster) {
 
 // waitMesh waits (bounded) until every node has a Ready MeshPeer.
 func waitMesh(ctx context.Context, c *cluster.Cluster, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	if err := wait.Poll(ctx, timeout, func() error {
 		mps := &wgv1.MeshPeerList{}
-		if err := c.Client.List(ctx, mps); err == nil && len(mps.Items) == len(c.Nodes) {
-			all := true
-			for _, mp := range mps.Items {
-				all = all && meta.IsStatusConditionTrue(mp.Status.Conditions, wgv1.ConditionReady)
-			}
-			if all {
-				return
+		if err := c.Client.List(ctx, mps); err != nil {
+			return err
+		}
+		if len(mps.Items) != len(c.Nodes) {
+			return fmt.Errorf("%d MeshPeers for %d nodes", len(mps.Items), len(c.Nodes))
+		}
+		for _, mp := range mps.Items {
+			if !meta.IsStatusConditionTrue(mp.Status.Conditions, wgv1.ConditionReady) {
+				return fmt.Errorf("MeshPeer %s is not Ready", mp.Name)
 			}
 		}
-		time.Sleep(500 * time.Millisecond)
+		return nil
+	}); err != nil {
+		say("not every node has a Ready MeshPeer (shown as is): %v", err)
 	}
-	say("not every node has a Ready MeshPeer after %s (shown as is)", timeout)
 }
 
 type capture struct {
@@ -263,26 +267,21 @@ func underlayProof(c *cluster.Cluster, caps []capture) {
 // waitConnected waits until every MeshPeer reports all its peers connected,
 // or the timeout passes (then the table shows what is true).
 func waitConnected(ctx context.Context, c *cluster.Cluster, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	_ = wait.Poll(ctx, timeout, func() error {
 		var list wgv1.MeshPeerList
-		if err := c.Client.List(ctx, &list); err == nil && len(list.Items) > 0 {
-			all := true
-			for _, mp := range list.Items {
-				// Every other node expected and reached (a join reaches the
-				// others' counts within --status-min-interval, 10 s).
-				if int(mp.Status.TotalPeers) != len(list.Items)-1 || mp.Status.ConnectedPeers != mp.Status.TotalPeers {
-					all = false
-				}
-			}
-			if all {
-				return
+		if err := c.Client.List(ctx, &list); err != nil {
+			return err
+		}
+		if len(list.Items) == 0 {
+			return errors.New("no MeshPeers")
+		}
+		for _, mp := range list.Items {
+			// Every other node expected and reached (a join reaches the
+			// others' counts within --status-min-interval, 10 s).
+			if int(mp.Status.TotalPeers) != len(list.Items)-1 || mp.Status.ConnectedPeers != mp.Status.TotalPeers {
+				return fmt.Errorf("MeshPeer %s: %s", mp.Name, mp.Status.Connected)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 const readyMarker = "=== wgmesh demo ready ==="
@@ -113,11 +115,7 @@ func down() error {
 	if pid := runningPID(); pid != 0 {
 		fmt.Printf("stopping the demo (pid %d)\n", pid)
 		syscall.Kill(pid, syscall.SIGTERM)
-		deadline := time.Now().Add(90 * time.Second)
-		for netns.ProcessAlive(pid) && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if netns.ProcessAlive(pid) {
+		if err := wait.Poll(context.Background(), 90*time.Second, wait.True(func() bool { return !netns.ProcessAlive(pid) })); err != nil {
 			fmt.Println("the demo did not stop in 90s; killing it")
 			netns.KillAndWait(pid)
 		}
