@@ -3,11 +3,14 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // iperfSeconds is the length of each measurement.
@@ -36,18 +39,17 @@ func iperfTCP(tb testing.TB, server, client commander, addr string, port int) fl
 		Error string `json:"error"`
 	}
 	var res result
-	var out []byte
-	for range 50 { // the server needs a moment to listen
-		out, _ = client(ctx, "iperf3", "-c", addr, "-p", fmt.Sprint(port), "-t", fmt.Sprint(iperfSeconds), "-J").Output()
+	_ = wait.Poll(ctx, 5*time.Second, func() error { // the server needs a moment to listen
+		out, _ := client(ctx, "iperf3", "-c", addr, "-p", fmt.Sprint(port), "-t", fmt.Sprint(iperfSeconds), "-J").Output()
 		res = result{}
 		if err := json.Unmarshal(out, &res); err != nil {
 			tb.Fatalf("iperf3 client to %s: %v\n%s", addr, err, out)
 		}
-		if !strings.Contains(res.Error, "Connection refused") {
-			break
+		if strings.Contains(res.Error, "Connection refused") {
+			return errors.New(res.Error)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	if res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
 		tb.Fatalf("iperf3 to %s: %q, %v bit/s", addr, res.Error, res.End.SumReceived.BitsPerSecond)
 	}

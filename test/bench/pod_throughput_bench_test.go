@@ -13,6 +13,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
 	"github.com/wgmesh/wgmesh/test/wgmode"
 )
 
@@ -70,17 +71,10 @@ func BenchmarkPodThroughput(b *testing.B) {
 		}
 	}
 	// The mesh is up once one pod reaches the other.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	wait.For(b, 60*time.Second, "pod "+pods[0].Name+" to reach "+pods[1].Name, func() error {
 		_, err := c.PodDial(ctx, pods[0], "http", pods[1].Status.PodIP, 8080, "hostname")
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("pods never reached each other: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 	if mode == "auto" {
 		h, err := n1.NetNS.Netlink()
 		must(b, err)

@@ -24,6 +24,7 @@ import (
 	"github.com/wgmesh/wgmesh/test/apiserver"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // Knobs of BenchmarkServiceProxy (environment variables).
@@ -369,13 +370,14 @@ func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResu
 func waitHistogram(b *testing.B, pn *proxyNet, spec proxySpec, after float64) (sum, count float64) {
 	b.Helper()
 	ctx := context.Background()
-	var err error
-	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(100 * time.Millisecond) {
-		if sum, count, err = scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric); err == nil && count > after {
-			return sum, count
+	if err := wait.Every(ctx, time.Minute, 100*time.Millisecond, func() (err error) {
+		if sum, count, err = scrapeHistogram(ctx, pn.node, spec.metricsAddr, spec.syncMetric); err == nil && count <= after {
+			err = fmt.Errorf("%s has %v observations", spec.syncMetric, count)
 		}
+		return err
+	}); err != nil {
+		b.Logf("%s: no new %s observation: %v", spec.name, spec.syncMetric, err)
 	}
-	b.Logf("%s: no new %s observation within a minute (%v)", spec.name, spec.syncMetric, err)
 	return sum, count
 }
 
@@ -482,23 +484,30 @@ func waitElement(b *testing.B, p *proxyProc, probe *nftProbe, key []byte, timeou
 
 // pollElement is waitElement returning its failure.
 func pollElement(p *proxyProc, probe *nftProbe, key []byte, timeout time.Duration) (time.Time, error) {
-	start := time.Now()
-	for {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var at time.Time
+	var failed error // not worth polling on
+	err := wait.Every(ctx, timeout, pollInterval, func() error {
 		ok, err := probe.has(key)
-		if err != nil {
-			return time.Time{}, err
+		switch {
+		case err != nil:
+			failed = err
+		case ok:
+			at = time.Now()
+			return nil
+		case p.exited():
+			failed = errors.New(p.exitedWith())
+		default:
+			return fmt.Errorf("%s: element %x not in %s %s", p.name, key, probe.table, serviceIPsMap)
 		}
-		if ok {
-			return time.Now(), nil
-		}
-		if p.exited() {
-			return time.Time{}, errors.New(p.exitedWith())
-		}
-		if time.Since(start) > timeout {
-			return time.Time{}, fmt.Errorf("%s: element %x not in %s %s after %s", p.name, key, probe.table, serviceIPsMap, timeout)
-		}
-		time.Sleep(pollInterval)
+		cancel()
+		return failed
+	})
+	if failed != nil {
+		return time.Time{}, failed
 	}
+	return at, err
 }
 
 // serviceChanges creates env.changes Services one at a time and times each

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // Addresses inside each proxy's namespaces (the namespaces of the two proxies
@@ -254,17 +255,18 @@ func waitGreeting(client *netns.NS, addr string, want byte, start <-chan time.Ti
 	var d time.Duration
 	err := client.Do(func() error {
 		t0 := <-start
-		for {
+		err := wait.Every(context.Background(), timeout-time.Since(t0), pollInterval, func() error {
 			b, err := greeting(addr)
 			if err == nil && b == want {
 				d = time.Since(t0)
 				return nil
 			}
-			if time.Since(t0) > timeout {
-				return fmt.Errorf("no connection to %s reached endpoint .%d within %s (last: .%d, %v)", addr, want, timeout, b, err)
-			}
-			time.Sleep(pollInterval)
+			return fmt.Errorf("last: .%d, %v", b, err)
+		})
+		if err != nil {
+			return fmt.Errorf("no connection to %s reached endpoint .%d within %s: %w", addr, want, timeout, err)
 		}
+		return nil
 	})
 	return d, err
 }

@@ -3,6 +3,7 @@ package chart
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/endpoint"
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 const (
@@ -135,17 +137,13 @@ func TestAgentOwnNodePolicy(t *testing.T) {
 	// The policy takes effect once the API server has loaded it: wait for
 	// the first refusal (a dry run, so nothing is written meanwhile).
 	nodeB := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "vap-node-b"}}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.For(t, 30*time.Second, "the policy "+policyName+" to refuse node A's agent writing node B's key", func() error {
 		err := a.Patch(ctx, nodeB, annotationsPatch(t, map[string]any{wgv1.AnnotationPublicKey: keyA}), client.DryRunAll)
 		if err != nil && strings.Contains(err.Error(), policyName) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the policy %s never refused node A's agent writing node B's key (last result: %v)", policyName, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("last result: %v", err)
+	})
 
 	nodeA := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "vap-node-a"}}
 	status := wgv1.MeshPeerStatus{Connected: "9/9", ConnectedPeers: 9, TotalPeers: 9, Conditions: []metav1.Condition{{

@@ -318,25 +318,28 @@ func udpEndpointReplaced(ctx context.Context, t *testing.T, c *cluster.Cluster) 
 	}
 	defer conn.Close()
 	dst := &net.UDPAddr{IP: net.ParseIP(cip), Port: 53}
+	// ask sends on the same socket until an answer comes, as a resolver
+	// retries: until the service NAT is programmed, the leak guard drops the
+	// untranslated packet (EPERM on a local send).
 	ask := func(timeout time.Duration) (string, error) {
-		deadline := time.Now().Add(timeout)
 		buf := make([]byte, 256)
-		var lastErr error
-		for time.Now().Before(deadline) {
-			// Until the service NAT is programmed, the leak guard drops the
-			// untranslated packet (EPERM on a local send): retry like a reader.
+		var answer string
+		err := wait.Every(ctx, timeout, 10*time.Millisecond, func() error {
 			if _, err := conn.WriteTo([]byte("hostname\n"), dst); err != nil {
-				lastErr = err
-				time.Sleep(100 * time.Millisecond)
-				continue
+				return fmt.Errorf("send: %w", err)
 			}
 			_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			k, _, err := conn.ReadFrom(buf)
-			if err == nil {
-				return strings.TrimSpace(string(buf[:k])), nil
+			if err != nil {
+				return fmt.Errorf("no answer: %w", err)
 			}
+			answer = strings.TrimSpace(string(buf[:k]))
+			return nil
+		})
+		if err != nil {
+			return "", fmt.Errorf("asking %s: %w", dst, err)
 		}
-		return "", fmt.Errorf("no answer from %s in %s (last send error: %v)", dst, timeout, lastErr)
+		return answer, nil
 	}
 	if got, err := ask(retryTimeout); err != nil || got != "dns-a" {
 		t.Fatalf("before: %q, %v; want dns-a", got, err)

@@ -1,6 +1,8 @@
 package nodeparts
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // containerdConfig is the least a real node's containerd needs here (see
@@ -88,24 +91,24 @@ func TestContainerdImportsTheImages(t *testing.T) {
 		}
 		return string(out), nil
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err := ctr("version")
-		if err == nil {
-			if want := "Version:  " + p.Containerd; strings.Count(out, want) != 2 {
-				t.Errorf("ctr version printed %q, want client and server %s", out, p.Containerd)
-			}
-			break
-		}
+	// Until containerd answers, or at once when it exits.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var version string
+	if err := wait.Poll(ctx, 30*time.Second, func() (err error) {
 		select {
 		case <-exited:
-			t.Fatalf("containerd exited: %v", err)
+			cancel()
+			return errors.New("containerd exited")
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not answer within 30s: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+		version, err = ctr("version")
+		return err
+	}); err != nil {
+		t.Fatalf("waiting for containerd to answer ctr version: %v", err)
+	}
+	if want := "Version:  " + p.Containerd; strings.Count(version, want) != 2 {
+		t.Errorf("ctr version printed %q, want client and server %s", version, p.Containerd)
 	}
 
 	refs := keys(p.Images)
