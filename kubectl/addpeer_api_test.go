@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	wgmeshv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/apiserver"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // add-peer and showconf against a real API server with the CRD (its CEL
@@ -76,14 +78,13 @@ func TestAddPeerShowConfAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The ServiceCIDR the API server made may take a moment.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	wait.For(t, 30*time.Second, "the API server's ServiceCIDR", func() error {
 		s, _, err := findServiceCIDRs(ctx, c, "")
-		if err == nil && len(s.CIDRs) > 0 || time.Now().After(deadline) {
-			break
+		if err == nil && len(s.CIDRs) == 0 {
+			return errors.New("none yet")
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 	if err := addPeer(ctx, e, c, f); err != nil {
 		t.Fatalf("add-peer: %v\n%s", err, errOut.String())
 	}

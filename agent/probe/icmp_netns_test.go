@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // The real pinger between two namespaces, both families: answered echoes
@@ -47,19 +48,13 @@ func TestICMPPingerNetns(t *testing.T) {
 	defer p.Close()
 
 	ctx := context.Background()
-	deadline := time.Now().Add(5 * time.Second)
 	for _, addr := range []string{"198.18.40.2", "2001:db8:40::2"} {
 		tgt := Target{Peer: "b", Addr: netip.MustParseAddr(addr)}
 		var rtt time.Duration
-		var err error
-		for { // IPv6 DAD may take a moment
-			if rtt, err = p.Ping(ctx, tgt, time.Second); err == nil || time.Now().After(deadline) {
-				break
-			}
-		}
-		if err != nil {
-			t.Fatalf("ping %s: %v", addr, err)
-		}
+		wait.For(t, 5*time.Second, "an answer from "+addr, func() (err error) { // IPv6 DAD may take a moment
+			rtt, err = p.Ping(ctx, tgt, time.Second)
+			return err
+		})
 		if rtt <= 0 || rtt > time.Second {
 			t.Fatalf("ping %s: rtt %s", addr, rtt)
 		}

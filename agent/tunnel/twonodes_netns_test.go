@@ -15,6 +15,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // TestTwoNodesTunnel connects two namespaces over a veth underlay, applies
@@ -53,26 +54,17 @@ func TestTwoNodesTunnel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var out []byte
-	var err error
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, err = a.ns.Exec(ctx, "ping", "-c", "1", "-W", "1", "198.19.2.1")
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("node a cannot reach node b's gateway through the tunnel: %v", err)
-	}
-	if out, err = b.ns.Exec(ctx, "ping", "-c", "1", "-W", "2", "198.19.1.1"); err != nil {
+	wait.For(t, 20*time.Second, "node a to reach node b's gateway through the tunnel", func() error {
+		_, err := a.ns.Exec(ctx, "ping", "-c", "1", "-W", "1", "198.19.2.1")
+		return err
+	})
+	if _, err := b.ns.Exec(ctx, "ping", "-c", "1", "-W", "2", "198.19.1.1"); err != nil {
 		t.Fatalf("node b cannot reach node a's gateway: %v", err)
 	}
 	d := a.device(t)
 	if len(d.Peers) != 1 || d.Peers[0].LastHandshakeTime.IsZero() || d.Peers[0].TransmitBytes == 0 {
 		t.Fatalf("no handshake/traffic on a's peer: %+v", d.Peers)
 	}
-	_ = out
 }
 
 // TestPeerChangeKeepsSessions: on a node with live sessions to two peers,
@@ -137,16 +129,10 @@ func TestPeerChangeKeepsSessions(t *testing.T) {
 	a := nodes[0]
 	for _, i := range []int{1, 2} {
 		dst := gw(i).Addr().String()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		wait.For(t, 20*time.Second, "a to reach "+dst+" through the tunnel", func() error {
 			_, err := a.ns.Exec(ctx, "ping", "-c", "1", "-W", "1", dst)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("a cannot reach %s through the tunnel: %v", dst, err)
-			}
-		}
+			return err
+		})
 	}
 	bKey := nodes[1].key.PublicKey()
 	peerB := func() wgtypes.Peer {

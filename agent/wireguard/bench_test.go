@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // envUserspace turns the test binary into the userspace WireGuard process.
@@ -55,16 +56,10 @@ func benchDevice(b *testing.B) *Client {
 		_ = cmd.Wait()
 		_ = os.Remove(SocketPath(name))
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, ok := SocketAnswers(name); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("userspace WireGuard did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(b, 10*time.Second, "userspace WireGuard to answer on its socket", wait.True(func() bool {
+		_, ok := SocketAnswers(name)
+		return ok
+	}))
 	c, err := Open(name, nil)
 	if err != nil {
 		b.Fatal(err)
