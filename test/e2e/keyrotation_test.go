@@ -122,13 +122,23 @@ func rotateUnderPing(ctx context.Context, t *testing.T, c *cluster.Cluster, node
 	infos := waitFullMesh(ctx, t, c, nodes)
 	old := infos[node.Name]
 	var pings []*pingStream
+	began := time.Now()
 	for _, p := range pairs {
 		pings = append(pings, startNodePing(ctx, t, p[0], pods[p[0].Name], pods[p[1].Name].Status.PodIP))
 	}
-	time.Sleep(time.Second)
+	// A second of replies on every pair before the rotation, and again
+	// after it: the barriers that frame what the ping counts.
+	awaitReplies := func(when string, since time.Time) {
+		for i, p := range pings {
+			if err := p.awaitReplies(pingBarrier, since); err != nil {
+				t.Errorf("ping %s->%s %s the rotation of %s: %v", pairs[i][0].Name, pairs[i][1].Name, when, node.Name, err)
+			}
+		}
+	}
+	awaitReplies("before", began)
 	out := runPlugin(ctx, t, c, "rotate-key", node.Name, "--wait", "--timeout=2m")
 	t.Logf("kubectl wgmesh rotate-key %s --wait:\n%s", node.Name, out)
-	time.Sleep(time.Second)
+	awaitReplies("after", time.Now())
 	var parts []string
 	for i, p := range pings {
 		sent, got, gap := p.stop()

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -10,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // pingStream is a running `ping -D -i 0.01` (in a pod's network namespace:
@@ -77,4 +81,54 @@ func (p *pingStream) stop() (sent, received int, gap time.Duration) {
 		last = at
 	}
 	return sent, received, gap
+}
+
+// pingBarrier is how many replies awaitReplies waits for on each side of an
+// event: a second of pings every 10 ms.
+const pingBarrier = 100
+
+// repliesAfter counts the replies that arrived at or after since (ping -D's
+// times, the same clock).
+func (p *pingStream) repliesAfter(since time.Time) int {
+	n := 0
+	for _, m := range replyAt.FindAllStringSubmatch(p.output(), -1) {
+		if at, err := strconv.ParseFloat(m[1], 64); err == nil && at >= float64(since.UnixMicro())/1e6 {
+			n++
+		}
+	}
+	return n
+}
+
+// awaitReplies waits until n replies have arrived after since: the barrier
+// around an event across which no reply may be lost. Before it, it proves
+// the stream runs; after it, that traffic flows again, so that stop counts
+// every loss the event caused rather than what a fixed sleep happened to
+// cover.
+func (p *pingStream) awaitReplies(n int, since time.Time) error {
+	return wait.Poll(context.Background(), 30*time.Second, func() error {
+		if got := p.repliesAfter(since); got < n {
+			return fmt.Errorf("%d of %d ping replies since %s", got, n, since.Format("15:04:05.000"))
+		}
+		return nil
+	})
+}
+
+// TestPingBarrier reads replies the way awaitReplies does, from a ping -D
+// output (no cluster needed).
+func TestPingBarrier(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	p := &pingStream{done: make(chan struct{})}
+	for i := range 5 {
+		fmt.Fprintf(&p.out, "[%d.%06d] 64 bytes from 198.19.1.2: icmp_seq=%d ttl=63 time=0.2 ms\n", t0.Unix(), i*10000, i+1)
+	}
+	p.out.WriteString("[1700000000.060000] From 198.19.1.1 icmp_seq=7 Destination Host Unreachable\n")
+	if got := p.repliesAfter(t0); got != 5 {
+		t.Errorf("replies since the first: %d, want 5", got)
+	}
+	if got := p.repliesAfter(t0.Add(25 * time.Millisecond)); got != 2 {
+		t.Errorf("replies since 25 ms: %d, want 2 (an error line is no reply)", got)
+	}
+	if err := p.awaitReplies(5, t0); err != nil {
+		t.Errorf("5 replies there: %v", err)
+	}
 }

@@ -214,14 +214,20 @@ func TestRealNodes(t *testing.T) {
 
 	t.Run("upgrade without loss", func(t *testing.T) {
 		before := agentPodUIDs(ctx, t, c)
-		// From the pod on the first node to the pod behind the NAT, every 10 ms.
+		// From the pod on the first node to the pod behind the NAT, every 10 ms,
+		// two seconds of replies before the upgrade and two after it.
+		began := time.Now()
 		ping := startPodPing(ctx, t, c, pods[0], pods[len(pods)-1].Status.PodIP)
-		time.Sleep(2 * time.Second)
+		if err := ping.awaitReplies(2*pingBarrier, began); err != nil {
+			t.Errorf("before the upgrade: %v", err)
+		}
 		if err := c.HelmUpgrade(ctx, "agent.serviceSyncPeriod=45s"); err != nil {
 			ping.stop()
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second)
+		if err := ping.awaitReplies(2*pingBarrier, time.Now()); err != nil {
+			t.Errorf("after the upgrade: %v", err)
+		}
 		sent, received, gap := ping.stop()
 		after := agentPodUIDs(ctx, t, c)
 		for node, uid := range before {
