@@ -24,18 +24,27 @@ func ApplyConditions(ctx context.Context, c client.Client, name, manager string,
 		}
 		list = append(list, m)
 	}
+	return ApplyStatus(ctx, c, name, manager, map[string]any{"conditions": list})
+}
+
+// ApplyStatus server-side-applies the status fields one field manager owns
+// (status, as unstructured: only the fields it sets) to a MeshPeer, taking
+// them over from any other manager; the fields it leaves out stay their
+// owners'. Every MeshPeer status write goes through here. A MeshPeer that
+// is gone is not an error.
+func ApplyStatus(ctx context.Context, c client.Client, name, manager string, status map[string]any) error {
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": GroupVersion.String(),
 		"kind":       "MeshPeer",
 		"metadata":   map[string]any{"name": name},
-		"status":     map[string]any{"conditions": list},
+		"status":     status,
 	}}
 	err := c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("MeshPeer %s: apply status conditions: %w", name, err)
+		return fmt.Errorf("MeshPeer %s: applying status as %s: %w", name, manager, err)
 	}
 	return nil
 }
