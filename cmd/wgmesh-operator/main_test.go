@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/apiserver"
+	"github.com/wgmesh/wgmesh/test/wait"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -110,27 +111,20 @@ func TestRunServesProbesAndMetrics(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ok := true
-		var last string
+	if err := wait.Poll(context.Background(), 60*time.Second, func() error {
 		for _, u := range []string{"http://" + healthAddr + "/healthz", "http://" + healthAddr + "/readyz"} {
 			if code, body := get(u); code != http.StatusOK {
-				ok, last = false, fmt.Sprintf("%s: %d %s", u, code, body)
+				return fmt.Errorf("%s: %d %s", u, code, body)
 			}
 		}
 		code, body := get("http://" + metricsAddr + "/metrics")
 		if code != http.StatusOK || !strings.Contains(body, `wgmesh_operator_cidr_pool_size{pool="198.19.0.0/16"} 256`) ||
 			!strings.Contains(body, "wgmesh_operator_meshpeers_managed 0") {
-			ok, last = false, fmt.Sprintf("metrics: %d, no pool/meshpeer gauges yet", code)
+			return fmt.Errorf("metrics: %d, no pool/meshpeer gauges yet", code)
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s\nlog:\n%s", last, stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("waiting for the operator's health, readiness and metrics: %v\nlog:\n%s", err, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), `"msg":"starting"`) {
 		t.Errorf("no structured start log line; log:\n%s", stderr.String())
