@@ -26,31 +26,29 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/keys"
+	"github.com/wgmesh/wgmesh/agent/kube"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/routes"
+	"github.com/wgmesh/wgmesh/agent/runner"
+	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/agent/tunnel"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -67,9 +65,17 @@ type Agent struct {
 	// apiReader reads from the API server, not the cache (the agent's own
 	// DaemonSet, the Node as the agent stops).
 	apiReader client.Reader
-	events    recorder.EventRecorder
-	trigger   *trigger
-	ready     atomic.Bool
+	// events and statusWriter are the runtime's (agent/kube), shared with
+	// the service NAT.
+	events       recorder.EventRecorder
+	statusWriter *kube.StatusWriter
+	// run runs the reconciles: woken by watches, netlink, probes, paced,
+	// retried with back-off.
+	run *runner.Runner
+	// synced are the agent's informers' (Nodes, MeshPeers): the first
+	// reconcile waits for them.
+	synced []toolscache.InformerSynced
+	ready  atomic.Bool
 	// readyErr says why the agent is not ready (for /readyz).
 	readyErr atomic.Value
 	// reported remembers which problems were already announced (Events,
@@ -105,7 +111,10 @@ func New(o Options, log logr.Logger) (*Agent, error) {
 		return nil, err
 	}
 	key := rot.Key()
-	a := &Agent{o: o, log: log, key: key, rotation: rot, trigger: newTrigger(), reported: map[string]bool{},
+	a := &Agent{o: o, log: log, key: key, rotation: rot, reported: map[string]bool{},
+		run: runner.New(runner.Options{Period: o.Resync, Reasons: triggerReasons, Pace: true,
+			Fatal:     func(err error) bool { return errors.Is(err, errRefuseToRun) },
+			OnFailure: func(err error, after time.Duration) { log.Error(err, "reconcile failed; retrying", "after", after) }}),
 		status: statusPolicy{MinInterval: o.StatusMinInterval, MembershipDelay: o.StatusMembershipDelay, rand: rand.Int64N}}
 	a.kernel = o.Tunnel
 	if a.kernel == nil {
@@ -122,63 +131,62 @@ func New(o Options, log logr.Logger) (*Agent, error) {
 func (a *Agent) PublicKey() wgtypes.Key { return a.key.PublicKey() }
 
 // Scheme returns the scheme the agent's clients use.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = wgv1.AddToScheme(s)
-	return s
-}
+func Scheme() *runtime.Scheme { return kube.Scheme() }
 
 // Run runs the agent until ctx ends. Then it removes what it created from
 // the node when it is being uninstalled (its DaemonSet is gone or being
 // deleted) or with --cleanup-on-exit, and leaves the data plane up
 // otherwise (see exitCleanup).
 func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme:                 Scheme(),
-		Logger:                 a.log,
-		Metrics:                metricsserver.Options{BindAddress: a.o.MetricsBindAddress},
-		HealthProbeBindAddress: a.o.HealthProbeAddress,
-		Cache: cache.Options{
-			// Nothing in the agent reads managedFields: with a thousand
-			// MeshPeers they are a third of what the cache holds.
-			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{
-				// Only this node's Node: with thousands of nodes the agent
-				// must not cache them all.
-				&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", a.o.NodeName)},
-			}},
-	})
+	// One runtime for the whole process (agent/kube): one client stack, one
+	// informer cache in which each resource is watched once, shared with
+	// the service NAT, one status writer, one Event writer.
+	var serviceNAT map[client.Object]cache.ByObject
+	if a.o.ServiceProxy != nil {
+		serviceNAT = servicenat.CacheOptions()
+	}
+	mgr, err := kube.New(cfg, kube.Options{NodeName: a.o.NodeName, Scheme: Scheme(), Log: a.log,
+		MetricsBindAddress: a.o.MetricsBindAddress, HealthProbeAddress: a.o.HealthProbeAddress, ByObject: serviceNAT})
 	if err != nil {
-		return fmt.Errorf("creating manager: %w", err)
+		return err
 	}
 	a.client = mgr.GetClient()
 	a.reader = mgr.GetCache()
 	a.apiReader = mgr.GetAPIReader()
-	a.events = mgr.GetEventRecorder(FieldManager)
+	a.events = mgr.Events.For(FieldManager)
+	a.statusWriter = mgr.Status
 	reg := a.o.Registerer
 	if reg == nil {
 		reg = metrics.Registry
 	}
 	a.metrics = NewMetrics(reg, a.o.PerPeerMetrics)
-	a.rotation.Bind(keyrotation.ClientAPI{NodeName: a.o.NodeName, Reader: a.reader, Client: a.client, Events: a.events}, a.trigger.fire)
+	a.rotation.Bind(keyrotation.ClientAPI{NodeName: a.o.NodeName, Reader: a.reader, Client: a.client, Events: a.events}, func() { a.run.Wake("other") })
 	if a.o.ProbeInterval > 0 {
 		a.prober = probe.New(probe.Options{Interval: a.o.ProbeInterval, Timeout: a.o.ProbeTimeout, Pinger: probe.NewICMPPinger(),
-			Metrics: probe.NewMetrics(reg), Log: a.log.WithName("probe"), OnRecovery: func() { a.trigger.fireFor("probe") }})
+			Metrics: probe.NewMetrics(reg), Log: a.log.WithName("probe"), OnRecovery: func() { a.run.Wake("probe") }})
 		if err := mgr.Add(manager.RunnableFunc(a.prober.Run)); err != nil {
 			return err
 		}
 	}
+	nodeInf, err := mgr.Informer(ctx, &corev1.Node{})
+	if err != nil {
+		return err
+	}
+	peerInf, err := mgr.Informer(ctx, &wgv1.MeshPeer{})
+	if err != nil {
+		return err
+	}
+	a.synced = []toolscache.InformerSynced{nodeInf.HasSynced, peerInf.HasSynced}
 	hasPeer := func(name string) bool {
 		return a.reader.Get(ctx, client.ObjectKey{Name: name}, &wgv1.MeshPeer{}) == nil
 	}
-	if a.nodes, err = newNodeDirectory(cfg, func() { a.trigger.fireFor("watch") }, hasPeer); err != nil {
+	if a.nodes, err = newNodeDirectory(nodeInf, func() { a.run.Wake("watch") }, hasPeer); err != nil {
 		return err
 	}
 	if err := mgr.Add(a.nodes); err != nil {
 		return err
 	}
-	a.apiServer = wgv1.URLHostAddrs(cfg.Host)
+	a.apiServer = mgr.APIServer
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
@@ -194,20 +202,18 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 		return err
 	}
 	// Reconcile on what the mesh is made of, never on status alone: with N
-	// nodes every agent's status write reaches every agent.
+	// nodes every agent's status write reaches every agent. Of the Nodes,
+	// only this node's own (the others are the node directory's).
 	for _, w := range []struct {
 		kind    string
-		obj     client.Object
+		inf     toolscache.SharedIndexInformer
 		changed func(old, new any) bool
-	}{{"Node", &corev1.Node{}, ownNodeChanged}, {"MeshPeer", &wgv1.MeshPeer{}, meshPeerChanged}} {
-		inf, err := mgr.GetCache().GetInformer(ctx, w.obj)
-		if err != nil {
-			return fmt.Errorf("informer for %T: %w", w.obj, err)
-		}
+		filter  func(obj any) bool
+	}{{"Node", nodeInf, ownNodeChanged, isNamed(a.o.NodeName)}, {"MeshPeer", peerInf, meshPeerChanged, nil}} {
 		changed := w.changed
 		woke, ignored := a.metrics.WatchEvents.WithLabelValues(w.kind, "reconcile"), a.metrics.WatchEvents.WithLabelValues(w.kind, "ignored")
-		wake := func() { woke.Inc(); a.trigger.fireFor("watch") }
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		wake := func() { woke.Inc(); a.run.Wake("watch") }
+		var h toolscache.ResourceEventHandler = toolscache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { wake() },
 			UpdateFunc: func(old, new any) {
 				if changed(old, new) {
@@ -217,7 +223,11 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 				}
 			},
 			DeleteFunc: func(any) { wake() },
-		}); err != nil {
+		}
+		if w.filter != nil {
+			h = toolscache.FilteringResourceEventHandler{FilterFunc: w.filter, Handler: h}
+		}
+		if _, err := w.inf.AddEventHandler(h); err != nil {
 			return err
 		}
 	}
@@ -225,7 +235,7 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 		return err
 	}
 	if sp := a.o.ServiceProxy; sp != nil {
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return sp.Run(ctx, cfg) })); err != nil {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return sp.Run(ctx, mgr) })); err != nil {
 			return err
 		}
 		if err := mgr.AddReadyzCheck("service-nat", func(*http.Request) error { return sp.Synced() }); err != nil {
@@ -250,12 +260,22 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 	return runErr
 }
 
-// loop reconciles on every trigger, on netlink drift and every Resync.
+// loop reconciles on every wake-up (watches, netlink drift, probes), every
+// Resync and after a failure, with the runner's pacing: a reconcile is
+// followed by a rest as long as it took, so reconciles hold at most half a
+// core however fast events come. A small mesh reconciles in a few
+// milliseconds and never notices; with a thousand peers a reconcile takes
+// about 0.1 s, and a burst of joins (a cluster's nodes coming up) would
+// otherwise keep a core busy on every node, starving the API server and the
+// operator that publish the joins. A failure is retried after a back-off
+// (1 s doubling to 30 s) while wake-ups still reconcile at once; a refusal
+// to run (errRefuseToRun) ends the agent.
 func (a *Agent) loop(ctx context.Context) error {
-	// The first reconcile waits for both caches: without the list of
+	// The first reconcile waits for both informers: without the list of
 	// Nodes it cannot tell node peers from external ones, and failing on
-	// that would only grow the retry back-off before the real work.
-	if !a.reader.(cache.Cache).WaitForCacheSync(ctx) {
+	// that would only grow the retry back-off before the real work. (Not
+	// for the service NAT's: the mesh does not wait for the Services.)
+	if !toolscache.WaitForCacheSync(ctx.Done(), a.synced...) {
 		return errors.New("cache did not sync")
 	}
 	if a.nodes != nil && !a.nodes.WaitForSync(ctx) {
@@ -264,105 +284,20 @@ func (a *Agent) loop(ctx context.Context) error {
 	if err := routes.Watch(ctx, routes.WatchOptions{
 		Links:   []string{a.o.LinkName, a.o.BridgeName},
 		OnError: func(err error) { a.log.V(1).Info("netlink subscription", "error", err.Error()) },
-	}, func() { a.trigger.fireFor("netlink") }); err != nil {
+	}, func() { a.run.Wake("netlink") }); err != nil {
 		a.log.Error(err, "netlink subscription failed; drift is repaired by the periodic resync only", "resync", a.o.Resync)
 	}
-	tick := time.NewTicker(a.o.Resync)
-	defer tick.Stop()
-	a.trigger.fireFor("start")
-	backoff := time.Second
-	var notBefore time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-a.trigger.c:
-		case <-tick.C:
-		}
-		// Paced: the wake-ups that arrive meanwhile join this reconcile.
-		if wait := time.Until(notBefore); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-		}
-		a.trigger.drain()
-		a.metrics.Reconciles.WithLabelValues(a.trigger.take()).Inc()
-		start := time.Now()
-		err := a.reconcile(ctx)
-		// Rest as long as the reconcile took, so reconciles hold at most
-		// half a core however fast events come. A small mesh reconciles in
-		// a few milliseconds and never notices; with a thousand peers a
-		// reconcile takes about 0.1 s, and a burst of joins (a cluster's
-		// nodes coming up) would otherwise keep a core busy on every node,
-		// starving the API server and the operator that publish the joins.
-		notBefore = time.Now().Add(time.Since(start))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, errRefuseToRun) {
-				return err
-			}
-			a.log.Error(err, "reconcile failed; retrying", "after", backoff)
-			time.AfterFunc(backoff, func() { a.trigger.fireFor("retry") })
-			backoff = min(2*backoff, 30*time.Second)
-			continue
-		}
-		backoff = time.Second
-	}
-}
-
-// trigger coalesces wake-ups: many events while a reconcile runs cause one
-// more reconcile, not many. It remembers why it fired, for
-// wgmesh_reconciles_total{trigger}.
-type trigger struct {
-	c       chan struct{}
-	mu      sync.Mutex
-	reasons map[string]bool
+	a.run.Wake("start")
+	return a.run.Run(ctx, func(ctx context.Context, c runner.Cause) error {
+		a.metrics.Reconciles.WithLabelValues(c.Reason).Inc()
+		return a.reconcile(ctx)
+	})
 }
 
 // Reconcile triggers (the label of wgmesh_reconciles_total), most specific
-// first: a reconcile woken for several reasons counts under the first.
-var triggerReasons = []string{"watch", "netlink", "probe", "retry", "start", "other", "resync"}
-
-func newTrigger() *trigger { return &trigger{c: make(chan struct{}, 1), reasons: map[string]bool{}} }
-
-func (t *trigger) fire() { t.fireFor("other") }
-
-func (t *trigger) fireFor(reason string) {
-	t.mu.Lock()
-	t.reasons[reason] = true
-	t.mu.Unlock()
-	select {
-	case t.c <- struct{}{}:
-	default:
-	}
-}
-
-// drain drops a pending wake-up: called before take, whose reconcile
-// covers it. (A wake-up between the two leaves its reason to this
-// reconcile and its signal for one more: never lost.)
-func (t *trigger) drain() {
-	select {
-	case <-t.c:
-	default:
-	}
-}
-
-// take returns the reason of the wake-up and forgets them all.
-func (t *trigger) take() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	defer clear(t.reasons)
-	for _, r := range triggerReasons {
-		if t.reasons[r] {
-			return r
-		}
-	}
-	return "resync"
-}
+// first: a reconcile woken for several reasons counts under the first;
+// resync (runner.ReasonPeriod) when only the period woke it.
+var triggerReasons = []string{"watch", "netlink", "probe", runner.ReasonRetry, "start", "other", runner.ReasonPeriod}
 
 // cleanup removes wgmesh from the node, the one way for an uninstall and for
 // --cleanup-on-exit: the service NAT, then every NodeDataplane in the reverse

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/agent/endpoint"
+	"github.com/wgmesh/wgmesh/agent/kube"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/test/apiserver"
 )
@@ -94,8 +95,9 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	status := &kube.StatusWriter{Client: c, Name: mp.Name}
 	st := DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now()}, wgv1.MeshPeerStatus{})
-	if err := ApplyStatus(ctx, c, mp.Name, st); err != nil {
+	if err := applyStatus(ctx, status, st); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {
@@ -125,7 +127,7 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	// Unreachable peers are written, and removed once reachable again.
 	down := DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now(), Expected: []string{"wgm-node-2"},
 		Handshakes: map[string]time.Time{}}, mp.Status)
-	if err := ApplyStatus(ctx, c, mp.Name, down); err != nil {
+	if err := applyStatus(ctx, status, down); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {
@@ -136,7 +138,7 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	}
 	up := DesiredStatus(StatusInput{Generation: 1, MTU: 1420, Now: time.Now(), Expected: []string{"wgm-node-2"},
 		Handshakes: map[string]time.Time{"wgm-node-2": time.Now()}}, mp.Status)
-	if err := ApplyStatus(ctx, c, mp.Name, up); err != nil {
+	if err := applyStatus(ctx, status, up); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(mp), mp); err != nil {

@@ -2,26 +2,22 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
-	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 )
 
 // nodeDirectory knows which Nodes exist, with their UIDs, so that a MeshPeer
 // counts as a node's only when its controller owner reference is the live
-// Node (wgv1.IsNodePeer). It watches Node metadata only and keeps nothing
-// but names and UIDs, so thousands of nodes cost little; it wakes the agent
-// only when a Node appears or goes, not on every Node update.
+// Node (wgv1.IsNodePeer). It reads the runtime's one Node informer (agent/kube
+// keeps little of other nodes' Nodes, so thousands of nodes cost little); it
+// wakes the agent only when a Node appears or goes, not on every Node update.
 type nodeDirectory struct {
-	informer toolscache.SharedIndexInformer
-	synced   chan struct{} // closed once the full list is in
+	store  toolscache.Store
+	reg    toolscache.ResourceEventHandlerRegistration
+	synced chan struct{} // closed once the full list is in
 }
 
 // onChange runs when a Node goes (its MeshPeer is no longer a node peer),
@@ -29,39 +25,28 @@ type nodeDirectory struct {
 // normally appears before its MeshPeer, which wakes the agent itself, so
 // waking every agent for every new Node would double the reconciles per
 // join across the cluster.
-func newNodeDirectory(cfg *rest.Config, onChange func(), hasPeer func(name string) bool) (*nodeDirectory, error) {
-	mc, err := metadata.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("metadata client for Nodes: %w", err)
-	}
-	inf := metadatainformer.NewSharedInformerFactory(mc, 0).ForResource(corev1.SchemeGroupVersion.WithResource("nodes")).Informer()
-	if err := inf.SetTransform(func(obj any) (any, error) {
-		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
-			return &metav1.PartialObjectMetadata{TypeMeta: m.TypeMeta, ObjectMeta: metav1.ObjectMeta{Name: m.Name, UID: m.UID, ResourceVersion: m.ResourceVersion}}, nil
-		}
-		return obj, nil
-	}); err != nil {
-		return nil, err
-	}
-	d := &nodeDirectory{informer: inf, synced: make(chan struct{})}
-	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+func newNodeDirectory(inf toolscache.SharedIndexInformer, onChange func(), hasPeer func(name string) bool) (*nodeDirectory, error) {
+	d := &nodeDirectory{store: inf.GetStore(), synced: make(chan struct{})}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			// The initial list wakes nobody: the first reconcile waits for it.
-			if m, ok := obj.(*metav1.PartialObjectMetadata); ok && d.Synced() && hasPeer(m.Name) {
+			if n, ok := obj.(*corev1.Node); ok && d.Synced() && hasPeer(n.Name) {
 				onChange()
 			}
 		},
 		DeleteFunc: func(any) { onChange() },
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
+	d.reg = reg
 	return d, nil
 }
 
-// Start runs the informer until ctx ends (a manager.Runnable).
+// Start marks the directory synced once its handler has seen the full list
+// (a manager.Runnable; the informer is the runtime's).
 func (d *nodeDirectory) Start(ctx context.Context) error {
-	go d.informer.Run(ctx.Done())
-	if !toolscache.WaitForCacheSync(ctx.Done(), d.informer.HasSynced) {
+	if !toolscache.WaitForCacheSync(ctx.Done(), d.reg.HasSynced) {
 		return nil
 	}
 	close(d.synced)
@@ -72,15 +57,15 @@ func (d *nodeDirectory) Start(ctx context.Context) error {
 // UID is the UID of the Node with this name, if it exists. It satisfies
 // wgv1.NodeUIDs.
 func (d *nodeDirectory) UID(name string) (types.UID, bool) {
-	obj, ok, err := d.informer.GetStore().GetByKey(name)
+	obj, ok, err := d.store.GetByKey(name)
 	if err != nil || !ok {
 		return "", false
 	}
-	m, ok := obj.(*metav1.PartialObjectMetadata)
+	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return "", false
 	}
-	return m.UID, true
+	return n.UID, true
 }
 
 // Synced reports whether the directory has the full list of Nodes.

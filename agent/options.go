@@ -9,9 +9,9 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
+	"github.com/wgmesh/wgmesh/agent/kube"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/agent/tunnel"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
@@ -118,12 +118,13 @@ type Tunnel interface {
 	Cleanup() error
 }
 
-// ServiceProxy runs beside the mesh loop with its own watches (Services and
-// EndpointSlices change far more often than the mesh, and must not cause
-// mesh reconciles).
+// ServiceProxy runs beside the mesh loop with its own loop and handlers
+// (Services and EndpointSlices change far more often than the mesh, and
+// must not cause mesh reconciles), on the agent's runtime: its informers
+// come from the agent's one cache, shaped by servicenat.CacheOptions.
 type ServiceProxy interface {
 	// Run programs the service NAT until ctx ends.
-	Run(ctx context.Context, cfg *rest.Config) error
+	Run(ctx context.Context, rt *kube.Runtime) error
 	// Synced is nil once the first sync is done and the last one worked.
 	Synced() error
 	// Delete removes the service NAT from the kernel (uninstall,

@@ -11,7 +11,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -326,17 +325,9 @@ func (a *Agent) checkClusterCIDRs(node *corev1.Node, podCIDRs []netip.Prefix) er
 		if !slices.ContainsFunc(a.o.ClusterCIDRs, func(c netip.Prefix) bool { return c.Bits() <= p.Bits() && c.Contains(p.Addr()) }) {
 			msg := fmt.Sprintf("Node %s spec.podCIDRs %s lies outside --cluster-cidrs %v: the agent and the cluster disagree about the pod ranges; set --cluster-cidrs (chart: agent.clusterCIDRs or operator.clusterCIDRs) to the cluster's pod CIDRs", node.Name, p, a.o.ClusterCIDRs)
 			a.ready.Store(false)
-			// Written synchronously: the agent exits right after, before
-			// the recorder's queue would be flushed.
-			ev := &eventsv1.Event{
-				ObjectMeta: metav1.ObjectMeta{GenerateName: node.Name + "-cluster-cidr-mismatch-", Namespace: metav1.NamespaceDefault},
-				EventTime:  metav1.NowMicro(), ReportingController: FieldManager, ReportingInstance: FieldManager + "-" + node.Name,
-				Action: "CheckConfiguration", Reason: ReasonClusterCIDRMismatch, Type: corev1.EventTypeWarning, Note: msg,
-				Regarding: corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID},
-			}
-			if err := a.client.Create(context.Background(), ev); err != nil {
-				a.log.Error(err, "recording the ClusterCIDRMismatch Event")
-			}
+			// Written before the agent exits, right after: the Event
+			// writer is synchronous.
+			a.events.Eventf(node, nil, corev1.EventTypeWarning, ReasonClusterCIDRMismatch, "CheckConfiguration", "%s", msg)
 			return fmt.Errorf("%w: %s", errRefuseToRun, msg)
 		}
 	}
@@ -434,7 +425,7 @@ func (a *Agent) writeStatus(ctx context.Context, peers []wgv1.MeshPeer, in Statu
 	if !a.status.decide(own.Status, want, in.Now) {
 		return nil
 	}
-	if err := ApplyStatus(ctx, a.client, own.Name, want); err != nil {
+	if err := applyStatus(ctx, a.statusWriter, want); err != nil {
 		return err
 	}
 	a.status.wrote(in.Now)

@@ -7,13 +7,12 @@ import (
 	"strings"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/wgmesh/wgmesh/agent/kube"
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
@@ -248,32 +247,25 @@ func (p *statusPolicy) wrote(now time.Time) {
 	p.membershipDue = time.Time{}
 }
 
-// ApplyStatus server-side-applies the agent's fields of its MeshPeer status
-// with its own field manager, so the operator's conditions (KeyConflict, ...)
-// are left alone.
+// ApplyStatus server-side-applies the agent's fields of MeshPeer name's
+// status through c as the agent does (the admission policy's tests write
+// with it).
 func ApplyStatus(ctx context.Context, c client.Client, name string, st wgv1.MeshPeerStatus) error {
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
+	return applyStatus(ctx, &kube.StatusWriter{Client: c, Name: name}, st)
+}
+
+// applyStatus server-side-applies the agent's fields of its MeshPeer status
+// with its own field manager, so the operator's conditions (KeyConflict,
+// ...) and the service NAT's are left alone.
+func applyStatus(ctx context.Context, w *kube.StatusWriter, st wgv1.MeshPeerStatus) error {
+	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&st)
 	if err != nil {
 		return err
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": wgv1.GroupVersion.String(),
-		"kind":       "MeshPeer",
-		"metadata":   map[string]any{"name": name},
-		"status":     obj,
-	}}
 	// Explicit zeros, so that the agent keeps owning them.
-	status := u.Object["status"].(map[string]any)
 	status["connectedPeers"] = int64(st.ConnectedPeers)
 	status["totalPeers"] = int64(st.TotalPeers)
-	err = c.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("MeshPeer %s: applying status: %w", name, err)
-	}
-	return nil
+	return w.Apply(ctx, FieldManager, status)
 }
 
 func truncate(s string, n int) string {

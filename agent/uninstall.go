@@ -7,9 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -75,38 +73,16 @@ func exitCleanup(ctx context.Context, o Options, r client.Reader) (bool, string)
 	return true, why
 }
 
-// nodeEvent records an Event on this node's Node directly: as the agent
-// stops, the manager's event recorder is already shut down. Best effort: a
-// failure is logged.
+// nodeEvent records an Event on this node's Node as the agent stops (the
+// runtime's Event writer is synchronous: it is written before the agent
+// exits). Best effort: a failure is logged.
 func (a *Agent) nodeEvent(eventType, reason, note string) {
 	ctx, cancel := context.WithTimeout(context.Background(), exitTimeout)
 	defer cancel()
-	ref := corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: a.o.NodeName}
+	ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: a.o.NodeName}
 	node := &corev1.Node{}
 	if err := a.apiReader.Get(ctx, client.ObjectKey{Name: a.o.NodeName}, node); err == nil {
 		ref.UID = node.UID
 	}
-	if len(note) > 1024 { // the API server's limit
-		note = note[:1021] + "..."
-	}
-	now := time.Now()
-	ev := &eventsv1.Event{
-		// Named and placed as client-go's recorder does: events about
-		// cluster-scoped objects live in default.
-		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", a.o.NodeName, now.UnixNano()), Namespace: metav1.NamespaceDefault},
-		EventTime:           metav1.NewMicroTime(now),
-		ReportingController: FieldManager,
-		ReportingInstance:   FieldManager + "-" + a.o.NodeName,
-		Action:              "Uninstall",
-		Reason:              reason,
-		Type:                eventType,
-		Note:                note,
-		Regarding:           ref,
-	}
-	if len(ev.ReportingInstance) > 128 {
-		ev.ReportingInstance = ev.ReportingInstance[:128]
-	}
-	if err := a.client.Create(ctx, ev); err != nil {
-		a.log.Error(err, "recording Event", "reason", reason, "note", note)
-	}
+	a.events.Eventf(ref, nil, eventType, reason, "Uninstall", "%s", note)
 }

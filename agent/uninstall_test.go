@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/wgmesh/wgmesh/agent/kube"
 	"github.com/wgmesh/wgmesh/test/apiserver"
 )
 
@@ -105,8 +106,8 @@ func unreachable(t *testing.T) client.Reader {
 	return c
 }
 
-// TestNodeEventAsTheAgentStops: the uninstall Events are written directly
-// (the manager's recorder is stopped by then) and are found on the Node.
+// TestNodeEventAsTheAgentStops: the uninstall Events are written at once
+// (the manager is stopped by then) and are found on the Node.
 func TestNodeEventAsTheAgentStops(t *testing.T) {
 	c := startAPIServer(t)
 	ctx := context.Background()
@@ -114,7 +115,8 @@ func TestNodeEventAsTheAgentStops(t *testing.T) {
 	if err := c.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{o: Options{NodeName: node.Name}, client: c, apiReader: c, log: testr.New(t)}
+	a := &Agent{o: Options{NodeName: node.Name}, client: c, apiReader: c, log: testr.New(t),
+		events: kube.NewEvents(c, Scheme(), node.Name, testr.New(t)).For(FieldManager)}
 	a.nodeEvent(corev1.EventTypeNormal, ReasonUninstalled, "removed wgmesh from node wgm-uninstall-1 (DaemonSet x/y no longer exists)")
 
 	var list eventsv1.EventList

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
@@ -57,4 +58,16 @@ func ownNodeChanged(oldObj, newObj any) bool {
 	}
 	return o.UID != n.UID || !maps.Equal(o.Annotations, n.Annotations) || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) ||
 		o.Spec.PodCIDR != n.Spec.PodCIDR || !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses)
+}
+
+// isNamed selects the object named name (the agent's own Node among all),
+// deletions whose final state is unknown included.
+func isNamed(name string) func(obj any) bool {
+	return func(obj any) bool {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			return d.Key == name
+		}
+		m, err := meta.Accessor(obj)
+		return err == nil && m.GetName() == name
+	}
 }

@@ -126,7 +126,7 @@ func (p *Proxy) detectKubeProxy() {
 		if n, err := p.nodeLister.Get(p.o.NodeName); err == nil {
 			ref.UID = n.UID
 		}
-		p.events.Event(ref, corev1.EventTypeWarning, ReasonKubeProxyDetected, msg)
+		p.events.Eventf(ref, nil, corev1.EventTypeWarning, ReasonKubeProxyDetected, "DetectKubeProxy", "%s", msg)
 	}
 	p.setConflictCondition(metav1.ConditionTrue, ReasonKubeProxyDetected, msg)
 }
@@ -134,13 +134,13 @@ func (p *Proxy) detectKubeProxy() {
 // setConflictCondition writes the condition when it differs from what the
 // MeshPeer has (one read per change of state, no write otherwise).
 func (p *Proxy) setConflictCondition(status metav1.ConditionStatus, reason, msg string) {
-	if p.client == nil {
+	if p.status == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	mp := &wgv1.MeshPeer{}
-	if err := p.client.Get(ctx, client.ObjectKey{Name: p.o.NodeName}, mp); err != nil {
+	if err := p.apiReader.Get(ctx, client.ObjectKey{Name: p.o.NodeName}, mp); err != nil {
 		if !apierrors.IsNotFound(err) {
 			p.o.Log.Error(err, "reading own MeshPeer for the KubeProxyConflict condition")
 		}
@@ -155,7 +155,7 @@ func (p *Proxy) setConflictCondition(status metav1.ConditionStatus, reason, msg 
 	}
 	cond := metav1.Condition{Type: wgv1.ConditionKubeProxyConflict, Status: status, Reason: reason, Message: msg,
 		ObservedGeneration: mp.Generation, LastTransitionTime: metav1.Now()}
-	if err := wgv1.ApplyConditions(ctx, p.client, mp.Name, FieldManager, []metav1.Condition{cond}); err != nil {
+	if err := p.status.ApplyConditions(ctx, FieldManager, []metav1.Condition{cond}); err != nil {
 		p.o.Log.Error(err, "writing the KubeProxyConflict condition")
 	}
 }

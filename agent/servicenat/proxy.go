@@ -17,21 +17,17 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/agent/kube"
+	"github.com/wgmesh/wgmesh/agent/runner"
 	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/podnet"
 )
@@ -46,8 +42,11 @@ const (
 	// kube-proxy's full resync): at 10,000 Services reading the table back
 	// takes seconds, during which changes wait.
 	fullCheckEvery = 120
-	// EventSource is the component name on Events.
+	// EventSource is the component name on Events (their reporting
+	// controller).
 	EventSource = "wgmesh-service-nat"
+	// ActionProgramService is the action of the Events about a Service.
+	ActionProgramService = "ProgramService"
 )
 
 // Options configure a Proxy.
@@ -79,7 +78,7 @@ type Proxy struct {
 	o       Options
 	k       nft.Programmer
 	metrics *Metrics
-	events  record.EventRecorder
+	events  events.EventRecorder
 	ct      *Conntrack
 
 	svcLister   corelisters.ServiceLister
@@ -90,7 +89,7 @@ type Proxy struct {
 	dirty   map[ServiceKey]bool
 	trigger map[ServiceKey]time.Time // earliest endpoint change trigger time
 	all     bool
-	wake    chan struct{}
+	run     *runner.Runner
 
 	// State of what is in the kernel (owned by the sync loop).
 	table    *Table
@@ -108,10 +107,13 @@ type Proxy struct {
 	periods       int
 	kpWarned      bool
 	kpChecked     bool
-	client        client.Client
-	synced        bool
-	syncedMu      sync.Mutex
-	lastError     error
+	// apiReader reads the node's MeshPeer from the API server; status
+	// writes its KubeProxyConflict condition (the runtime's).
+	apiReader client.Reader
+	status    *kube.StatusWriter
+	synced    bool
+	syncedMu  sync.Mutex
+	lastError error
 }
 
 // New returns a Proxy.
@@ -130,7 +132,10 @@ func New(o Options) *Proxy {
 	}
 	return &Proxy{
 		o: o, k: o.NFT, metrics: NewMetrics(o.Registerer), ct: &Conntrack{NetNSFd: o.NetNSFd},
-		dirty: map[ServiceKey]bool{}, trigger: map[ServiceKey]time.Time{}, wake: make(chan struct{}, 1),
+		dirty: map[ServiceKey]bool{}, trigger: map[ServiceKey]time.Time{},
+		run: runner.New(runner.Options{Period: o.SyncPeriod, HoldOnFailure: true, OnFailure: func(err error, after time.Duration) {
+			o.Log.Error(err, "service NAT sync failed; retrying", "after", after)
+		}}),
 		models: map[ServiceKey]Service{}, reported: map[string]bool{},
 		conflicts: map[ServiceKey]string{}, externals: map[ServiceKey]bool{},
 	}
@@ -165,48 +170,33 @@ func (p *Proxy) markAll() {
 	p.fire()
 }
 
-func (p *Proxy) fire() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
+func (p *Proxy) fire() { p.run.Wake("change") }
+
+// CacheOptions are the service NAT's settings of the agent's informer cache
+// (agent/kube): only the EndpointSlices it programs, those of a Service
+// (kubernetes.io/service-name) that is not headless; no periodic resync of
+// Services and EndpointSlices (each would mark every Service dirty: the
+// periodic check of the kernel and its hourly full comparison repair what
+// an event missed). Services are cached whole but for managedFields; Nodes
+// as the runtime keeps them (this node's whole, the others' names,
+// addresses and pod CIDRs).
+func CacheOptions() map[client.Object]crcache.ByObject {
+	sliceReq, _ := labels.NewRequirement(discoveryv1.LabelServiceName, selection.Exists, nil)
+	headless, _ := labels.NewRequirement(LabelHeadless, selection.DoesNotExist, nil)
+	noResync := ptr.To(time.Duration(0))
+	return map[client.Object]crcache.ByObject{
+		&corev1.Service{}:            {SyncPeriod: noResync},
+		&discoveryv1.EndpointSlice{}: {Label: labels.NewSelector().Add(*sliceReq, *headless), SyncPeriod: noResync},
 	}
 }
 
-// Run watches the API server through cfg and programs the kernel until
-// ctx ends. The service rules stay in place when it returns.
-func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("service NAT: client: %w", err)
-	}
-	crScheme := runtime.NewScheme()
-	_ = wgv1.AddToScheme(crScheme)
-	if p.client, err = client.New(cfg, client.Options{Scheme: crScheme}); err != nil {
-		return fmt.Errorf("service NAT: client: %w", err)
-	}
-	p.apiServer = wgv1.URLHostAddrs(cfg.Host)
-	bc := record.NewBroadcaster(record.WithContext(ctx))
-	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	defer bc.Shutdown()
-	p.events = bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventSource, Host: p.o.NodeName})
-
-	// Nothing here reads managedFields; on Services and EndpointSlices they
-	// are much of each object.
-	strip := informers.WithTransform(crcache.TransformStripManagedFields())
-	all := informers.NewSharedInformerFactoryWithOptions(cs, 0, strip)
-	sliceReq, _ := labels.NewRequirement(discoveryv1.LabelServiceName, selection.Exists, nil)
-	headless, _ := labels.NewRequirement(LabelHeadless, selection.DoesNotExist, nil)
-	slices := informers.NewSharedInformerFactoryWithOptions(cs, 0, strip, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.LabelSelector = labels.NewSelector().Add(*sliceReq, *headless).String()
-	}))
-	// Every Node, trimmed to its addresses and pod CIDRs: its own gives the
-	// NodePort addresses and the SNAT source, all of them are reserved
-	// addresses no Service may take as an external address.
-	nodes := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(trimNode))
-	svcInf := all.Core().V1().Services()
-	sliceInf := slices.Discovery().V1().EndpointSlices()
-	nodeInf := nodes.Core().V1().Nodes()
-	p.svcLister, p.sliceLister, p.nodeLister = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
+// Run programs the kernel until ctx ends, from the Services, EndpointSlices
+// and Nodes of the agent's one informer cache (rt, built with
+// CacheOptions); it reports through the runtime's Event and status
+// writers. The service rules stay in place when it returns.
+func (p *Proxy) Run(ctx context.Context, rt *kube.Runtime) error {
+	p.apiReader, p.status, p.apiServer = rt.GetAPIReader(), rt.Status, rt.APIServer
+	p.events = rt.Events.For(EventSource)
 
 	onSvc := func(obj any) {
 		if s, ok := unwrap[*corev1.Service](obj); ok {
@@ -222,38 +212,44 @@ func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 			p.markDirty(ServiceKey{s.Namespace, s.Labels[discoveryv1.LabelServiceName]}, trig)
 		}
 	}
-	if _, err := svcInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: onSvc, UpdateFunc: func(_, n any) { onSvc(n) }, DeleteFunc: onSvc}); err != nil {
-		return err
-	}
-	if _, err := sliceInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: onSlice, UpdateFunc: func(_, n any) { onSlice(n) }, DeleteFunc: onSlice}); err != nil {
-		return err
-	}
-	// A Node change matters only when it changes the node-wide input or the
-	// reserved addresses (addresses, podCIDRs), which every sync recomputes:
-	// the transform leaves nothing else, so a heartbeat compares equal.
-	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { p.fire() },
-		UpdateFunc: func(o, n any) {
-			on, ok1 := o.(*corev1.Node)
-			nn, ok2 := n.(*corev1.Node)
-			if !ok1 || !ok2 || !reflect.DeepEqual(on.Spec, nn.Spec) || !reflect.DeepEqual(on.Status, nn.Status) {
-				p.fire()
-			}
-		},
-		DeleteFunc: func(any) { p.fire() }}); err != nil {
-		return err
-	}
-	for _, f := range []informers.SharedInformerFactory{all, slices, nodes} {
-		f.Start(ctx.Done())
-	}
-	defer func() {
-		for _, f := range []informers.SharedInformerFactory{all, slices, nodes} {
-			f.Shutdown()
+	// Every Node: its own gives the NodePort addresses and the SNAT source,
+	// all of them are reserved addresses no Service may take as an external
+	// address. A Node change matters only when it changes those (addresses,
+	// podCIDRs), which every sync recomputes: not a heartbeat.
+	onNode := func(o, n any) {
+		on, ok1 := o.(*corev1.Node)
+		nn, ok2 := n.(*corev1.Node)
+		if !ok1 || !ok2 || on.Spec.PodCIDR != nn.Spec.PodCIDR || !reflect.DeepEqual(on.Spec.PodCIDRs, nn.Spec.PodCIDRs) ||
+			!reflect.DeepEqual(on.Status.Addresses, nn.Status.Addresses) {
+			p.fire()
 		}
-	}()
-	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, sliceInf.Informer().HasSynced, nodeInf.Informer().HasSynced) {
+	}
+	var synced []cache.InformerSynced
+	for _, w := range []struct {
+		obj     client.Object
+		lister  func(cache.Indexer)
+		handler cache.ResourceEventHandlerFuncs
+	}{
+		{&corev1.Service{}, func(i cache.Indexer) { p.svcLister = corelisters.NewServiceLister(i) },
+			cache.ResourceEventHandlerFuncs{AddFunc: onSvc, UpdateFunc: func(_, n any) { onSvc(n) }, DeleteFunc: onSvc}},
+		{&discoveryv1.EndpointSlice{}, func(i cache.Indexer) { p.sliceLister = discoverylisters.NewEndpointSliceLister(i) },
+			cache.ResourceEventHandlerFuncs{AddFunc: onSlice, UpdateFunc: func(_, n any) { onSlice(n) }, DeleteFunc: onSlice}},
+		{&corev1.Node{}, func(i cache.Indexer) { p.nodeLister = corelisters.NewNodeLister(i) },
+			cache.ResourceEventHandlerFuncs{AddFunc: func(any) { p.fire() }, UpdateFunc: onNode, DeleteFunc: func(any) { p.fire() }}},
+	} {
+		inf, err := rt.Informer(ctx, w.obj)
+		if err != nil {
+			return fmt.Errorf("service NAT: %w", err)
+		}
+		w.lister(inf.GetIndexer())
+		reg, err := inf.AddEventHandler(w.handler)
+		if err != nil {
+			return fmt.Errorf("service NAT: %w", err)
+		}
+		defer func() { _ = inf.RemoveEventHandler(reg) }()
+		synced = append(synced, reg.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}
 	p.o.Log.Info("service NAT started", "node", p.o.NodeName, "clusterCIDRs", p.o.ClusterCIDRs, "serviceCIDRs", p.o.ServiceCIDRs,
@@ -262,37 +258,21 @@ func (p *Proxy) Run(ctx context.Context, cfg *rest.Config) error {
 	return p.loop(ctx)
 }
 
+// loop syncs on every change, every SyncPeriod (the periodic check of the
+// kernel) and after a failure: nothing runs during a failure's back-off (1 s
+// doubling to 30 s), then everything is synced again.
 func (p *Proxy) loop(ctx context.Context) error {
-	tick := time.NewTicker(p.o.SyncPeriod)
-	defer tick.Stop()
 	p.markAll()
-	backoff := time.Second
-	for {
-		periodic := false
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-p.wake:
-		case <-tick.C:
-			periodic = true
-		}
-		err := p.sync(periodic)
+	return p.run.Run(ctx, func(_ context.Context, c runner.Cause) error {
+		err := p.sync(c.Periodic)
 		p.syncedMu.Lock()
 		p.lastError = err
 		p.syncedMu.Unlock()
 		if err != nil {
-			p.o.Log.Error(err, "service NAT sync failed; retrying", "after", backoff)
 			p.markAll()
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 30*time.Second)
-			continue
 		}
-		backoff = time.Second
-	}
+		return err
+	})
 }
 
 // sync programs what changed: everything on the first run, after an
@@ -489,7 +469,7 @@ func (p *Proxy) reportConflicts(ks []ServiceKey) {
 		if now == "" {
 			p.o.Log.Info("service address conflict ended", "service", k.String(), "was", before)
 			if p.events != nil {
-				p.events.Eventf(svc, corev1.EventTypeNormal, ReasonAddressConflictResolved, "node %s: no other Service claims the addresses and ports of %s any more", p.o.NodeName, k)
+				p.events.Eventf(svc, nil, corev1.EventTypeNormal, ReasonAddressConflictResolved, ActionProgramService, "node %s: no other Service claims the addresses and ports of %s any more", p.o.NodeName, k)
 			}
 			continue
 		}
@@ -500,7 +480,7 @@ func (p *Proxy) reportConflicts(ks []ServiceKey) {
 				if c.Owner != k {
 					verdict = "not programmed for this Service"
 				}
-				p.events.Eventf(svc, corev1.EventTypeWarning, ReasonAddressConflict, "node %s: %s (%s)", p.o.NodeName, c, verdict)
+				p.events.Eventf(svc, nil, corev1.EventTypeWarning, ReasonAddressConflict, ActionProgramService, "node %s: %s (%s)", p.o.NodeName, c, verdict)
 			}
 		}
 	}
@@ -574,7 +554,7 @@ func (p *Proxy) report(svc *corev1.Service, probs []Problem) {
 		p.o.Log.Info("service NAT skips an unusable field", "kind", pr.Kind, "namespace", pr.Namespace, "name", pr.Name,
 			"field", pr.Field, "value", pr.Value, "reason", pr.Reason)
 		if p.events != nil {
-			p.events.Eventf(svc, corev1.EventTypeWarning, "InvalidServiceField", "node %s: %s", p.o.NodeName, pr.String())
+			p.events.Eventf(svc, nil, corev1.EventTypeWarning, "InvalidServiceField", ActionProgramService, "node %s: %s", p.o.NodeName, pr.String())
 		}
 	}
 }
@@ -640,22 +620,6 @@ func NodePortIPs(node *corev1.Node, local []netip.Addr, ranges []netip.Prefix) [
 		}
 	}
 	return out
-}
-
-// trimNode keeps what the service NAT reads of a Node: its name, pod CIDRs
-// and addresses (a thousand Nodes cost little, and a heartbeat that changes
-// nothing else compares equal).
-func trimNode(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
-	}
-	return &corev1.Node{
-		TypeMeta:   n.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
-		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
-		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
-	}, nil
 }
 
 func sameGlobals(a, b Input) bool {

@@ -18,9 +18,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/wgmesh/wgmesh/agent/kube"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/apiserver"
@@ -111,7 +114,7 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 			ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.128.0/24")},
 			HealthCheck:  NewHealthServer(listen, testr.New(t)), Log: testr.New(t), Registerer: reg})
 		done := make(chan error, 1)
-		go func() { done <- p.Run(pctx, cfg) }()
+		go func() { done <- runOnRuntime(pctx, t, cfg, "n1", p) }()
 		return pcancel, done
 	}
 	reg := prometheus.NewRegistry()
@@ -228,6 +231,19 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 			t.Errorf("a restart over the same ruleset wrote %v objects, want 0", got)
 		}
 	})
+}
+
+// runOnRuntime runs p as the agent does: on the agent's runtime
+// (agent/kube), until ctx ends.
+func runOnRuntime(ctx context.Context, t *testing.T, cfg *rest.Config, node string, p *Proxy) error {
+	rt, err := kube.New(cfg, kube.Options{NodeName: node, Log: testr.New(t), MetricsBindAddress: "0", ByObject: CacheOptions()})
+	if err != nil {
+		return err
+	}
+	if err := rt.Add(manager.RunnableFunc(func(ctx context.Context) error { return p.Run(ctx, rt) })); err != nil {
+		return err
+	}
+	return rt.Start(ctx)
 }
 
 func waitKernel(t *testing.T, k *nft.Kernel, what string, ok func(*nft.Digest) bool) {

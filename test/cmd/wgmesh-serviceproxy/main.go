@@ -1,8 +1,8 @@
 // Command wgmesh-serviceproxy runs only the agent's service NAT
-// (agent/servicenat), as its own process, so that the benchmark can hold it
-// side by side with kube-proxy: same API server, same objects, its own
-// network namespace, its own RSS. The agent runs the same code beside the
-// mesh.
+// (agent/servicenat) on the agent's runtime (agent/kube), as its own
+// process, so that the benchmark can hold it side by side with kube-proxy:
+// same API server, same objects, its own network namespace, its own RSS.
+// The agent runs the same code beside the mesh, on the same cache.
 package main
 
 import (
@@ -24,7 +24,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/wgmesh/wgmesh/agent/kube"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/podnet"
 )
@@ -64,6 +66,15 @@ func main() {
 		fail(err)
 	}
 	p := servicenat.New(servicenat.Options{NodeName: node, ClusterCIDRs: cc, ServiceCIDRs: sc, Log: log, Registerer: reg})
+	// The agent's runtime (one client stack, one informer cache), without
+	// its endpoints: this process serves its own below.
+	rt, err := kube.New(cfg, kube.Options{NodeName: node, Log: log, MetricsBindAddress: "0", ByObject: servicenat.CacheOptions()})
+	if err != nil {
+		fail(err)
+	}
+	if err := rt.Add(manager.RunnableFunc(func(ctx context.Context) error { return p.Run(ctx, rt) })); err != nil {
+		fail(err)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -78,7 +89,7 @@ func main() {
 		fmt.Fprintln(w, "ok")
 	})
 	serve(ctx, healthAddr, health)
-	if err := p.Run(ctx, cfg); err != nil {
+	if err := rt.Start(ctx); err != nil {
 		fail(err)
 	}
 }

@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wgmesh/wgmesh/agent/servicenat"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/apiserver"
+	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/skip"
+	"github.com/wgmesh/wgmesh/test/wait"
+)
+
+// watchCounter counts the watch requests that go through a rest config, by
+// resource.
+type watchCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (w *watchCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		if q := r.URL.Query(); q.Get("watch") == "true" || q.Get("watch") == "1" {
+			w.mu.Lock()
+			w.n[path.Base(r.URL.Path)]++
+			w.mu.Unlock()
+		}
+		return rt.RoundTrip(r)
+	})
+}
+
+func (w *watchCounter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for r, n := range w.n {
+		out = append(out, fmt.Sprintf("%s=%d", r, n))
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestOneWatchPerResource runs the agent with its service NAT against a real
+// API server and counts the watches the process opens: one per resource
+// (Nodes, MeshPeers, Services, EndpointSlices) however many of its parts
+// read it (the mesh reads its own Node and every Node's UID, the service NAT
+// every Node's addresses), and no more as Nodes, MeshPeers and Services
+// change. (Before one runtime: three Node watches.)
+func TestOneWatchPerResource(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	if reason := apiserver.SkipReason(); reason != "" {
+		skip.Unless(t, reason)
+	}
+	env, cfg, err := apiserver.StartWith(apiserver.Options{ServiceCIDR: "198.18.128.0/20"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	nodes := map[string]*corev1.Node{}
+	for i, name := range []string{"wgm-watch-1", "wgm-watch-2"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{
+			PodCIDR: fmt.Sprintf("198.19.%d.0/24", i+1), PodCIDRs: []string{fmt.Sprintf("198.19.%d.0/24", i+1)}}}
+		if err := c.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("198.18.0.%d", 11+i)}}
+		if err := c.Status().Update(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		nodes[name] = n
+		owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID, Controller: ptr.To(true)}}
+		if err := c.Create(ctx, &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: name, OwnerReferences: owner}, Spec: wgv1.MeshPeerSpec{NodeName: name,
+			PublicKey: wgv1.PublicKey(mustKey(t).String()), AllowedIPs: []wgv1.CIDR{wgv1.CIDR(n.Spec.PodCIDR)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkService := func(name string) {
+		t.Helper()
+		if err := c.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(int32(8080)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"198.19.2.5"}, NodeName: ptr.To("wgm-watch-2")}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkService("web")
+
+	// The service NAT programs a namespace of its own.
+	ns := netns.NewForTest(t, "wgm-watches")
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	natReg := prometheus.NewRegistry()
+	sp := servicenat.New(servicenat.Options{NodeName: "wgm-watch-1", NetNSFd: int(f.Fd()),
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")}, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.128.0/20")},
+		Log: testr.New(t).WithName("servicenat"), Registerer: natReg})
+
+	tun := &fakeTunnel{}
+	a, err := New(Options{NodeName: "wgm-watch-1", StateDir: t.TempDir(), MetricsBindAddress: "0", HealthProbeAddress: "0",
+		LinkName: "wgm-watch0", BridgeName: "wgm-watchbr0", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")},
+		StatusMinInterval: 100 * time.Millisecond, StatusMembershipDelay: 200 * time.Millisecond,
+		Tunnel: tun, ServiceProxy: sp, Registerer: prometheus.NewRegistry()}, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	watches := &watchCounter{n: map[string]int{}}
+	agentCfg := rest.CopyConfig(cfg)
+	agentCfg.Wrap(watches.wrap)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, agentCfg) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	services := func(want float64) func() error {
+		return func() error {
+			if err := sp.Synced(); err != nil {
+				return err
+			}
+			mfs, err := natReg.Gather()
+			if err != nil {
+				return err
+			}
+			for _, mf := range mfs {
+				if mf.GetName() == "wgmesh_services" {
+					if got := mf.GetMetric()[0].GetGauge().GetValue(); got != want {
+						return fmt.Errorf("wgmesh_services = %v, want %v", got, want)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no wgmesh_services yet")
+		}
+	}
+	// Both loops ran: the mesh reports Ready, the service NAT programmed
+	// web and default/kubernetes.
+	wait.For(t, 60*time.Second, "Ready True on the node's MeshPeer", func() error {
+		mp := &wgv1.MeshPeer{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "wgm-watch-1"}, mp); err != nil {
+			return err
+		}
+		if cond := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionReady); cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Ready = %+v", cond)
+		}
+		return nil
+	})
+	wait.For(t, 60*time.Second, "the service NAT's first sync", services(2))
+	check := func(when string) {
+		t.Helper()
+		want := "endpointslices=1 meshpeers=1 nodes=1 services=1"
+		if got := watches.String(); got != want {
+			t.Errorf("%s, the agent's watches: %s; want %s", when, got, want)
+		}
+	}
+	check("started")
+
+	// The cluster changes: another node's addresses (every part reads
+	// Nodes), a MeshPeer's spec, a new Service. Barriers: the mesh and the
+	// service NAT saw them.
+	n2 := nodes["wgm-watch-2"]
+	if err := c.Get(ctx, client.ObjectKeyFromObject(n2), n2); err != nil {
+		t.Fatal(err)
+	}
+	n2.Status.Addresses = append(n2.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "198.18.1.12"})
+	if err := c.Status().Update(ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	mp2 := &wgv1.MeshPeer{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "wgm-watch-2"}, mp2); err != nil {
+		t.Fatal(err)
+	}
+	mp2.Spec.Endpoint = "198.18.0.12:51820"
+	if err := c.Update(ctx, mp2); err != nil {
+		t.Fatal(err)
+	}
+	mkService("api")
+	wait.For(t, 30*time.Second, "the mesh's tunnel given wgm-watch-2's endpoint", func() error {
+		d, _ := tun.last()
+		for _, p := range d.Topology.Peers {
+			if p.Name == "wgm-watch-2" && p.Endpoint == "198.18.0.12:51820" {
+				return nil
+			}
+		}
+		return fmt.Errorf("topology %+v", d.Topology.Peers)
+	})
+	wait.For(t, 30*time.Second, "the service NAT's sync of the new Service", services(3))
+	check("after Node, MeshPeer and Service changes")
+}
