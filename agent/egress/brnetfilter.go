@@ -10,13 +10,15 @@ import (
 	"strings"
 
 	"github.com/wgmesh/wgmesh/agent/kmod"
+	"github.com/wgmesh/wgmesh/agent/sysctl"
 )
 
 // BridgeNFSysctls are the sysctls that make bridged IPv4/IPv6 traffic pass
 // netfilter (service NAT with a backend on the same bridge needs them).
 var BridgeNFSysctls = []string{"net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"}
 
-// BridgeNetfilter turns the br_netfilter sysctls on.
+// BridgeNetfilter turns the br_netfilter sysctls on (through agent/sysctl),
+// loading the module first when they are missing.
 type BridgeNetfilter struct {
 	// ProcSys is the sysctl root, /proc/sys by default.
 	ProcSys string
@@ -52,22 +54,17 @@ func (b BridgeNetfilter) Ensure() (BridgeNFStatus, error) {
 		}
 	}
 	var st BridgeNFStatus
-	for _, key := range BridgeNFSysctls {
-		path := filepath.Join(root, key)
-		cur, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return BridgeNFStatus{Reason: fmt.Sprintf("%s is missing after loading br_netfilter", path)}, nil
+	results, err := sysctl.Ensure(root, sysctl.BridgeNetfilter())
+	for _, r := range results {
+		if errors.Is(r.Err, fs.ErrNotExist) {
+			return BridgeNFStatus{Reason: fmt.Sprintf("%s is missing after loading br_netfilter", filepath.Join(root, strings.ReplaceAll(r.Key, ".", "/")))}, nil
 		}
-		if err != nil {
-			return st, fmt.Errorf("reading %s: %w", path, err)
+		if r.Changed {
+			st.Changed = append(st.Changed, r.Key)
 		}
-		if strings.TrimSpace(string(cur)) == "1" {
-			continue
-		}
-		if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-			return st, fmt.Errorf("setting %s to 1: %w", strings.ReplaceAll(key, "/", "."), err)
-		}
-		st.Changed = append(st.Changed, strings.ReplaceAll(key, "/", "."))
+	}
+	if err != nil {
+		return st, err
 	}
 	st.Enabled = true
 	return st, nil

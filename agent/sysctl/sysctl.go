@@ -1,5 +1,6 @@
 // Package sysctl sets the kernel parameters the data plane needs and reports
-// what it found and changed.
+// what it found and changed: the one writer of sysctls in the agent (the
+// tunnel's, agent/tunnel; br_netfilter's, agent/egress).
 package sysctl
 
 import (
@@ -66,6 +67,18 @@ func Required(o Options) []Setting {
 func ForLink(link string) []Setting {
 	return []Setting{
 		{Key: "net.ipv4.conf." + link + ".rp_filter", Value: "2", OnlyIf: []string{"1"}, Why: "strict reverse-path filtering on the tunnel"},
+	}
+}
+
+// BridgeNetfilter returns the br_netfilter settings: bridged IPv4 and IPv6
+// traffic passes netfilter, so that the service NAT sees traffic between
+// pods on the same bridge. They exist only while the br_netfilter module is
+// loaded (agent/egress loads it).
+func BridgeNetfilter() []Setting {
+	why := "bridged pod traffic passes netfilter (service NAT to a pod on the same node)"
+	return []Setting{
+		{Key: "net.bridge.bridge-nf-call-iptables", Value: "1", Why: why},
+		{Key: "net.bridge.bridge-nf-call-ip6tables", Value: "1", Why: why},
 	}
 }
 
