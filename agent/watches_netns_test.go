@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -31,30 +32,50 @@ import (
 	"github.com/wgmesh/wgmesh/test/wait"
 )
 
-// watchCounter counts the watch requests that go through a rest config, by
-// resource.
+// watchCounter counts the watches open at once through a rest config, by
+// resource: a watch is open from its request until its response body is
+// closed. (A watch the API server ends and the informer opens again is
+// still one watch: the most open at once is what counts.)
 type watchCounter struct {
-	mu sync.Mutex
-	n  map[string]int
+	mu        sync.Mutex
+	open, max map[string]int
 }
 
 func (w *watchCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
-		if q := r.URL.Query(); q.Get("watch") == "true" || q.Get("watch") == "1" {
-			w.mu.Lock()
-			w.n[path.Base(r.URL.Path)]++
-			w.mu.Unlock()
+		if q := r.URL.Query(); q.Get("watch") != "true" && q.Get("watch") != "1" {
+			return rt.RoundTrip(r)
 		}
-		return rt.RoundTrip(r)
+		res := path.Base(r.URL.Path)
+		w.mu.Lock()
+		w.open[res]++
+		w.max[res] = max(w.max[res], w.open[res])
+		w.mu.Unlock()
+		var once sync.Once
+		done := func() {
+			once.Do(func() {
+				w.mu.Lock()
+				w.open[res]--
+				w.mu.Unlock()
+			})
+		}
+		resp, err := rt.RoundTrip(r)
+		if err != nil || resp == nil || resp.Body == nil {
+			done()
+			return resp, err
+		}
+		resp.Body = &closeHook{ReadCloser: resp.Body, hook: done}
+		return resp, err
 	})
 }
 
+// String is the most watches open at once and those open now, by resource.
 func (w *watchCounter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string
-	for r, n := range w.n {
-		out = append(out, fmt.Sprintf("%s=%d", r, n))
+	for r, n := range w.max {
+		out = append(out, fmt.Sprintf("%s=%d(now %d)", r, n, w.open[r]))
 	}
 	slices.Sort(out)
 	return strings.Join(out, " ")
@@ -64,8 +85,18 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
+type closeHook struct {
+	io.ReadCloser
+	hook func()
+}
+
+func (c *closeHook) Close() error {
+	defer c.hook()
+	return c.ReadCloser.Close()
+}
+
 // TestOneWatchPerResource runs the agent with its service NAT against a real
-// API server and counts the watches the process opens: one per resource
+// API server and counts the watches the process holds open: one per resource
 // (Nodes, MeshPeers, Services, EndpointSlices) however many of its parts
 // read it (the mesh reads its own Node and every Node's UID, the service NAT
 // every Node's addresses), and no more as Nodes, MeshPeers and Services
@@ -142,7 +173,7 @@ func TestOneWatchPerResource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	watches := &watchCounter{n: map[string]int{}}
+	watches := &watchCounter{open: map[string]int{}, max: map[string]int{}}
 	agentCfg := rest.CopyConfig(cfg)
 	agentCfg.Wrap(watches.wrap)
 	done := make(chan error, 1)
@@ -189,7 +220,7 @@ func TestOneWatchPerResource(t *testing.T) {
 	wait.For(t, 60*time.Second, "the service NAT's first sync", services(2))
 	check := func(when string) {
 		t.Helper()
-		want := "endpointslices=1 meshpeers=1 nodes=1 services=1"
+		want := "endpointslices=1(now 1) meshpeers=1(now 1) nodes=1(now 1) services=1(now 1)"
 		if got := watches.String(); got != want {
 			t.Errorf("%s, the agent's watches: %s; want %s", when, got, want)
 		}
