@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,6 +32,11 @@ const (
 	// most every seriesRefresh (client-go's recorders: 6 and 30 minutes).
 	seriesWindow  = 6 * time.Minute
 	seriesRefresh = 30 * time.Minute
+	// unreachableHold: after a write failed for want of the API server
+	// (no answer, 5xx, 429), no write is tried for this long, so that an
+	// outage costs a caller one eventTimeout at most this often (client-go's
+	// recorders retry every 10 s, off the caller's goroutine).
+	unreachableHold = 10 * time.Second
 )
 
 // Events writes the agent process's Events (events.k8s.io/v1), every part's
@@ -41,7 +48,8 @@ const (
 // and reporter within seriesWindow of its last occurrence counts in the
 // first one's series, so a component that reports the same failure on every
 // reconcile does not fill the namespace. Writing is best effort: a failure
-// is logged.
+// is logged, and while the API server does not answer Events are dropped
+// (unreachableHold) rather than making each caller wait.
 type Events struct {
 	c        client.Writer
 	scheme   *runtime.Scheme
@@ -52,7 +60,8 @@ type Events struct {
 	mu     sync.Mutex
 	seen   map[eventKey]*eventSeries
 	pruned time.Time
-	stamps int64 // the last name stamp
+	stamps int64     // the last name stamp
+	down   time.Time // no write until then (unreachableHold)
 }
 
 type eventKey struct {
@@ -122,11 +131,15 @@ func (e *Events) write(part string, regarding, related runtime.Object, annotatio
 	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
 	defer cancel()
 	if s, patch := e.repeat(key, now); s != nil {
-		if patch != nil {
+		if patch != nil && e.reachable(now, log) {
 			if err := e.c.Patch(ctx, s, client.RawPatch(types.MergePatchType, patch)); err != nil {
+				e.failed(err, now)
 				log.Error(err, "recording a repeated Event")
 			}
 		}
+		return
+	}
+	if !e.reachable(now, log) {
 		return
 	}
 	instance := part + "-" + e.instance
@@ -152,11 +165,35 @@ func (e *Events) write(part string, regarding, related runtime.Object, annotatio
 		Related:             rel,
 	}
 	if err := e.c.Create(ctx, ev); err != nil {
+		e.failed(err, now)
 		log.Error(err, "recording an Event")
 		return
 	}
 	e.mu.Lock()
 	e.seen[key] = &eventSeries{ev: ev, count: 1, last: now, written: now, writtenCnt: 1}
+	e.mu.Unlock()
+}
+
+// reachable reports whether writes are tried (no failure for want of the
+// API server within unreachableHold).
+func (e *Events) reachable(now time.Time, log logr.Logger) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now.Before(e.down) {
+		log.V(1).Info("not recording an Event: the API server did not answer the last write", "retryAfter", e.down)
+		return false
+	}
+	return true
+}
+
+// failed holds writes off when err says the API server is not answering.
+func (e *Events) failed(err error, now time.Time) {
+	var st apierrors.APIStatus
+	if errors.As(err, &st) && st.Status().Code < 500 && st.Status().Code != 429 {
+		return // refused: this Event's fault, not the API server's
+	}
+	e.mu.Lock()
+	e.down = now.Add(unreachableHold)
 	e.mu.Unlock()
 }
 

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -9,9 +10,12 @@ import (
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 func listEvents(t *testing.T, c client.Client) []eventsv1.Event {
@@ -97,5 +101,49 @@ func TestEventRelated(t *testing.T) {
 	evs := listEvents(t, c)
 	if len(evs) != 1 || evs[0].Related == nil || evs[0].Related.Kind != "Node" || evs[0].Related.Name != "node-a" {
 		t.Fatalf("Events %+v", evs)
+	}
+}
+
+// TestEventsHeldWhileUnreachable: a write the API server does not answer
+// holds the next writes off for unreachableHold (each would make its caller
+// wait), then they are tried again; a write refused for the Event itself
+// holds nothing off.
+func TestEventsHeldWhileUnreachable(t *testing.T) {
+	s := Scheme()
+	var creates int
+	var fail error
+	c := fake.NewClientBuilder().WithScheme(s).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			creates++
+			if fail != nil {
+				return fail
+			}
+			return c.Create(ctx, obj, opts...)
+		}}).Build()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := NewEvents(c, s, "node-a", testr.New(t))
+	e.now = func() time.Time { return now }
+	rec := e.For("wgmesh-agent")
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}
+	event := func(note string) { rec.Eventf(node, nil, corev1.EventTypeWarning, "Why", "Act", "%s", note) }
+
+	fail = errors.New("dial tcp 198.18.0.1:6443: connect: connection refused")
+	event("one")
+	event("two")
+	if creates != 1 {
+		t.Fatalf("%d writes tried while the API server did not answer, want 1", creates)
+	}
+	now = now.Add(unreachableHold)
+	fail = nil
+	event("three")
+	if creates != 2 || len(listEvents(t, c)) != 1 {
+		t.Fatalf("after the hold: %d writes tried, %d Events; want the write tried and done", creates, len(listEvents(t, c)))
+	}
+	fail = apierrors.NewInvalid(schema.GroupKind{Group: "events.k8s.io", Kind: "Event"}, "x", nil)
+	event("four")
+	fail = nil
+	event("five")
+	if creates != 4 || len(listEvents(t, c)) != 2 {
+		t.Fatalf("after a refused Event: %d writes tried, %d Events; want the next one tried and done", creates, len(listEvents(t, c)))
 	}
 }
