@@ -187,8 +187,6 @@ func TestRBAC(t *testing.T) {
 		{group: "wgmesh.io", resource: "meshpeers", subresource: "status", verb: "patch"}, // server-side apply
 		{group: "events.k8s.io", resource: "events", verb: "create", namespace: "default"},
 		{group: "events.k8s.io", resource: "events", verb: "patch", namespace: "default"},
-		{resource: "events", verb: "create", namespace: "default"}, // the service NAT's recorder (core/v1)
-		{resource: "events", verb: "patch", namespace: "default"},
 		{resource: "services", verb: "list"}, {resource: "services", verb: "watch"},
 		{group: "discovery.k8s.io", resource: "endpointslices", verb: "list"},
 		{group: "discovery.k8s.io", resource: "endpointslices", verb: "watch"},
@@ -210,7 +208,10 @@ func TestRBAC(t *testing.T) {
 		{resource: "nodes", subresource: "status", verb: "patch"},
 		{group: "wgmesh.io", resource: "meshpeers", subresource: "status", verb: "update"},
 		{group: "events.k8s.io", resource: "events", verb: "delete", namespace: "default"},
-		{resource: "events", verb: "update", namespace: "default"}, // client-go's recorders create and patch only
+		// Events are events.k8s.io only (agent/kube's one writer), created and patched.
+		{resource: "events", verb: "create", namespace: "default"},
+		{resource: "events", verb: "patch", namespace: "default"},
+		{group: "events.k8s.io", resource: "events", verb: "update", namespace: "default"},
 		{resource: "secrets", verb: "get", namespace: ns},
 		{group: "apps", resource: "daemonsets", verb: "get", namespace: ns, name: "other"},
 		{group: "apps", resource: "daemonsets", verb: "get", namespace: "default", name: "wgmesh-agent"},
