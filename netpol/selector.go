@@ -82,7 +82,9 @@ func (s Selector) readable() string {
 	parts := make([]string, 0, len(reqs))
 	for _, r := range reqs {
 		k := r.Key()
-		if i := strings.LastIndexByte(k, '/'); i >= 0 {
+		if k == LabelNamespaceName {
+			k = "name"
+		} else if i := strings.LastIndexByte(k, '/'); i >= 0 {
 			k = k[i+1:]
 		}
 		vals := strings.Join(slices.Sorted(slices.Values(r.ValuesUnsorted())), "_")
