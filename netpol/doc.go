@@ -5,6 +5,13 @@
 // nftables renderer turns into set elements (Index). No informers, no
 // kernel: the agent, `kubectl wgmesh policy trace` and the tests share it.
 //
+// FromAPI (or NamespaceFromAPI, PodFromAPI, NodeFromAPI, PolicyFromAPI one
+// by one) builds a Cluster; Evaluate judges one connection against it and
+// says why. An Index holds the same objects, updated one event at a time,
+// and answers by address, by selector (SelectorKey, whose Name is a set
+// name) and by named port; Index.Snapshot is a Cluster again, so the agent
+// can explain what it programmed with the same Evaluate.
+//
 // # Semantics
 //
 // Upstream's, as the API documentation and the e2e Netpol suite define
