@@ -42,23 +42,10 @@ func ParseSelector(ls *metav1.LabelSelector) (Selector, error) {
 	return Selector{sel: sel, canon: strings.Join(slices.Compact(parts), ",")}, nil
 }
 
-// MustParseSelector is ParseSelector for selectors known to be valid
-// (tests, literals); it panics otherwise.
-func MustParseSelector(ls *metav1.LabelSelector) Selector {
-	s, err := ParseSelector(ls)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
-
 // Matches says whether the selector matches the label set.
 func (s Selector) Matches(l map[string]string) bool {
 	return s.sel != nil && s.sel.Matches(labels.Set(l))
 }
-
-// IsEverything says whether the selector is {}.
-func (s Selector) IsEverything() bool { return s.sel != nil && s.sel.Empty() }
 
 // String is the canonical text: "{}" for everything, "<nothing>" for the
 // zero Selector, otherwise the requirements sorted ("pod=a,tier in (x,y)").
