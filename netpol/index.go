@@ -15,9 +15,11 @@ import (
 // selector the policies use, the policies selecting a pod per direction,
 // and the addresses declaring each named port. Every change says what it
 // changed, so that the renderer writes only that. Set* adds or updates
-// (level-based: setting the same object twice changes nothing); Delete*
-// removes. Objects passed in must not be modified afterwards. An Index is
-// not safe for concurrent use.
+// (level-based: setting an equal pod or namespace again reports no change;
+// a policy set again is only listed in Changes.Policies); Delete* removes.
+// Nodes feed NodeByAddr and Snapshot only: no v1 policy selects them.
+// Objects passed in must not be modified afterwards. An Index is not safe
+// for concurrent use.
 //
 // Cost: a pod change tests the pod against the selectors of its namespace
 // and the namespaceSelector selectors matching its namespace, and the
