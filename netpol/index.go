@@ -2,12 +2,9 @@ package netpol
 
 import (
 	"cmp"
-	"crypto/sha256"
-	"encoding/base32"
 	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 )
 
 // Index is the cluster kept up to date object by object, answering what
@@ -493,8 +490,7 @@ func (ix *Index) acquire(ps *PeerSelector, ch *changes) *selState {
 	if other, taken := ix.names[key.Name]; taken && other != key.ID {
 		// Two selectors with one 40-bit hash: give this one a name that is
 		// all hash.
-		sum := sha256.Sum256([]byte(key.ID))
-		key.Name = strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:MaxNameLen]
+		key.Name = (PeersPrefix + idHash(key.ID))[:MaxNameLen]
 	}
 	s := &selState{key: key, ps: ps, refs: 1, members: map[*podState]struct{}{}}
 	ix.selectors[key.ID] = s

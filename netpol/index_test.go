@@ -173,8 +173,9 @@ func TestSelectorKeys(t *testing.T) {
 		key("a-very-long-namespace-name-indeed-and-more", exprSel("app.kubernetes.io/name", notIn, "x", "y"), nil),
 	} {
 		t.Logf("%s  %s", k.Name, k.ID)
-		if len(k.Name) > MaxNameLen || len(k.Name) < hashLen+2 || k.Name[hashLen] != '-' {
-			t.Errorf("name %q: want <%d hash characters>-<readable>, at most %d characters", k.Name, hashLen, MaxNameLen)
+		n := len(PeersPrefix)
+		if len(k.Name) > MaxNameLen || !strings.HasPrefix(k.Name, PeersPrefix) || len(k.Name) < n+hashLen+2 || k.Name[n+hashLen] != '-' {
+			t.Errorf("name %q: want %s<%d hash characters>-<readable>, at most %d characters", k.Name, PeersPrefix, hashLen, MaxNameLen)
 		}
 		if strings.IndexFunc(k.Name, func(r rune) bool {
 			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/_.-", r))

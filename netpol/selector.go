@@ -91,19 +91,22 @@ func (s Selector) readable() string {
 }
 
 // SelectorKey identifies a peer selector: ID is its canonical text (equal
-// IDs select equal pods), Name a short stable name for it, usable as an
-// nftables set name.
+// IDs select equal pods), Name a short stable name for the set of its
+// members: "peers-<hash of ID>-<readable>" (design §3.1).
 type SelectorKey struct {
 	ID   string
 	Name string
 }
 
-// MaxNameLen bounds SelectorKey.Name. The kernel allows 255 bytes for set
+// MaxNameLen bounds SelectorKey.Name. The kernel takes 255 bytes for set
 // and chain names (NFT_SET_MAXNAMELEN = NFT_CHAIN_MAXNAMELEN =
-// NFT_NAME_MAXLEN = 256 with the NUL, since Linux 4.14; 32 before); 31
-// keeps names readable in `nft list` and leaves a renderer room for a
-// prefix of its own.
+// NFT_NAME_MAXLEN = 256 with the NUL; older uapi headers had 32); 31 keeps
+// names within the old limit and readable in `nft list`.
 const MaxNameLen = 31
+
+// PeersPrefix starts every SelectorKey.Name: a letter first, as nft
+// identifiers want, and the kind of set.
+const PeersPrefix = "peers-"
 
 // hashLen is the length of the hash part of a name: 8 base32 characters,
 // 40 bits, like kube-proxy's and the service NAT's chain names.
@@ -123,20 +126,25 @@ func peerKey(ps *PeerSelector) SelectorKey {
 	return SelectorKey{ID: id, Name: shortName(id, readable)}
 }
 
-// shortName is "<hash of id>-<readable>", cut to MaxNameLen: the hash keeps
-// it unique, the rest tells a reader what it is.
+// shortName is PeersPrefix + "<hash of id>-<readable>", cut to
+// MaxNameLen: the hash keeps it unique, the rest tells a reader what it
+// is, in the characters nft identifiers allow.
 func shortName(id, readable string) string {
-	sum := sha256.Sum256([]byte(id))
-	h := strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:hashLen]
 	r := []byte(readable)
 	for i, c := range r {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '/' || c == '_' || c == '.' || c == '-') {
 			r[i] = '_'
 		}
 	}
-	name := h + "-" + string(r)
+	name := PeersPrefix + idHash(id)[:hashLen] + "-" + string(r)
 	if len(name) > MaxNameLen {
 		name = name[:MaxNameLen]
 	}
 	return name
+}
+
+// idHash is the lower-case base32 of the SHA-256 of id.
+func idHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))
 }
