@@ -361,12 +361,19 @@ func (rs *Ruleset) Merge(o *Ruleset) {
 	for n, c := range o.Chains {
 		rs.Chains[n] = c
 	}
+	// Empty maps and sets too: they exist.
 	for m, els := range o.Maps {
+		if rs.Maps[m] == nil {
+			rs.Maps[m] = map[MapKey]Verdict{}
+		}
 		for k, v := range els {
 			rs.AddElement(m, k, v)
 		}
 	}
 	for s, els := range o.Sets {
+		if rs.Sets[s] == nil {
+			rs.Sets[s] = map[netip.Addr]bool{}
+		}
 		for a := range els {
 			rs.AddSetElement(s, a)
 		}
