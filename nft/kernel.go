@@ -225,15 +225,25 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 			k.staleChains, k.staleSets = nil, nil
 		}
 	}()
-	// A stale chain or set written again is live again.
+	// A stale chain or set written again, or wanted again, is live again.
 	for _, n := range ch.writeChains {
 		if staleChains[n] {
 			delete(staleChains, n)
 			ch.newChains[n] = false
 		}
 	}
+	for n := range staleChains {
+		if _, ok := want.Chains[n]; ok {
+			delete(staleChains, n)
+		}
+	}
 	for _, n := range ch.addAffinity {
 		delete(staleSets, n)
+	}
+	for n := range staleSets {
+		if _, ok := want.Affinity[n]; ok {
+			delete(staleSets, n)
+		}
 	}
 	c, err := k.conn()
 	if err != nil {

@@ -144,3 +144,53 @@ func TestFakeRefusesWhatTheKernelRefuses(t *testing.T) {
 		t.Errorf("a refused write changed the table: %v", got)
 	}
 }
+
+// TestKernelStaleWantedAgain: a chain one write dropped (stale, deleted
+// with the next write) that a full sync wants again, unchanged, is live
+// again: the full sync writes its map element back and must not delete it.
+func TestKernelStaleWantedAgain(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	ns := netns.NewForTest(t, "wgm-nft-stale")
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	k := &nft.Kernel{Part: partA, NetNSFd: int(f.Fd())}
+	if err := k.EnsureSkeleton(nft.IPv4); err != nil {
+		t.Fatal(err)
+	}
+	full := desiredA()
+	if _, err := nft.Sync(k, nft.IPv4, full); err != nil {
+		t.Fatal(err)
+	}
+	// A partial write drops the service: its chain and map element.
+	before, after := nft.NewRuleset(), nft.NewRuleset()
+	before.Chains["a-svc"] = full.Chains["a-svc"]
+	for key, v := range full.Maps["a-map"] {
+		before.AddElement("a-map", key, v)
+	}
+	if _, err := k.Apply(nft.IPv4, nft.Diff(nft.DigestOf(before), after), after); err != nil {
+		t.Fatal(err)
+	}
+	if !k.HasStale() {
+		t.Fatal("the dropped chain is not stale")
+	}
+	// A full sync wants it back before the stale write.
+	if _, err := nft.Sync(k, nft.IPv4, full); err != nil {
+		t.Fatalf("full sync of a stale chain wanted again: %v", err)
+	}
+	if err := k.FlushStale(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.Read(nft.IPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := nft.Diff(got, full); !ch.Empty() {
+		t.Errorf("read back differs: %+v", ch)
+	}
+	if err := nft.DeleteTable(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+}
