@@ -51,11 +51,18 @@ func addrType(f Family) nftables.SetDatatype {
 	return nftables.TypeIP6Addr
 }
 
+// concatenated reports whether a map's key is a concatenation.
+func (k KeyKind) concatenated() bool { return k == KeyAddrProtoPort || k == KeyProtoPort }
+
 func keyType(f Family, k KeyKind) nftables.SetDatatype {
-	if k == KeyProtoPort {
+	switch k {
+	case KeyProtoPort:
 		return nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+	case KeyDaddr, KeySaddr:
+		return addrType(f)
+	default:
+		return nftables.MustConcatSetType(addrType(f), nftables.TypeInetProto, nftables.TypeInetService)
 	}
-	return nftables.MustConcatSetType(addrType(f), nftables.TypeInetProto, nftables.TypeInetService)
 }
 
 // encodeKey is a verdict map key as the kernel stores it: each field padded
@@ -65,39 +72,57 @@ func encodeKey(k MapKey) []byte {
 	if k.Addr.IsValid() {
 		b = append(b, k.Addr.Unmap().AsSlice()...)
 	}
-	b = append(b, k.Proto.Number(), 0, 0, 0)
-	b = binary.BigEndian.AppendUint16(b, k.Port)
+	if k.Proto == "" {
+		return b // KeyDaddr, KeySaddr
+	}
+	return appendProtoPort(b, k.Proto, k.Port)
+}
+
+func appendProtoPort(b []byte, p Protocol, port uint16) []byte {
+	b = append(b, p.Number(), 0, 0, 0)
+	b = binary.BigEndian.AppendUint16(b, port)
 	return append(b, 0, 0)
+}
+
+func addrLen(f Family) int {
+	if f == IPv6 {
+		return 16
+	}
+	return 4
+}
+
+// cutAddr decodes the address of family f at the start of b.
+func cutAddr(f Family, b []byte) (netip.Addr, []byte, bool) {
+	n := addrLen(f)
+	if len(b) < n {
+		return netip.Addr{}, b, false
+	}
+	a, _ := netip.AddrFromSlice(b[:n])
+	return a, b[n:], true
+}
+
+// cutProtoPort decodes a padded protocol and port at the start of b.
+func cutProtoPort(b []byte) (Protocol, uint16, bool) {
+	if len(b) < 8 {
+		return "", 0, false
+	}
+	p, ok := protocolOf(b[0])
+	return p, binary.BigEndian.Uint16(b[4:6]), ok
 }
 
 func decodeKey(f Family, kind KeyKind, b []byte) (MapKey, bool) {
 	var k MapKey
-	if kind == KeyAddrProtoPort {
-		n := 4
-		if f == IPv6 {
-			n = 16
-		}
-		if len(b) < n {
+	ok := true
+	if kind != KeyProtoPort {
+		if k.Addr, b, ok = cutAddr(f, b); !ok {
 			return k, false
 		}
-		k.Addr, _ = netip.AddrFromSlice(b[:n])
-		b = b[n:]
+		if kind == KeyDaddr || kind == KeySaddr {
+			return k, len(b) == 0
+		}
 	}
-	if len(b) < 8 {
-		return k, false
-	}
-	switch b[0] {
-	case 6:
-		k.Proto = TCP
-	case 17:
-		k.Proto = UDP
-	case 132:
-		k.Proto = SCTP
-	default:
-		return k, false
-	}
-	k.Port = binary.BigEndian.Uint16(b[4:6])
-	return k, true
+	k.Proto, k.Port, ok = cutProtoPort(b)
+	return k, ok
 }
 
 var addrOffsets = map[Family]struct{ src, dst, len uint32 }{
@@ -137,11 +162,10 @@ func matches(f Family, r Rule) []expr.Any {
 	var out []expr.Any
 	off := addrOffsets[f]
 	if r.CtStateNew {
-		out = append(out,
-			&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
-			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)})
+		out = append(out, ctStateMatch(expr.CtStateBitNEW)...)
+	}
+	if r.CtState != 0 {
+		out = append(out, ctStateMatch(uint32(r.CtState))...)
 	}
 	if r.MarkUnset {
 		out = append(out,
@@ -157,17 +181,26 @@ func matches(f Family, r Rule) []expr.Any {
 		out = append(out, prefixMatch(off.src, off.len, p, expr.CmpOpNeq)...)
 	}
 	if r.SaddrSet != "" {
-		out = append(out,
-			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.src, Len: off.len},
-			&expr.Lookup{SourceRegister: reg1, SetName: r.SaddrSet})
+		out = append(out, addrLookup(off.src, off.len, r.SaddrSet, false)...)
+	}
+	if r.NotSaddrSet != "" {
+		out = append(out, addrLookup(off.src, off.len, r.NotSaddrSet, true)...)
 	}
 	if r.Daddr.IsValid() {
 		out = append(out, prefixMatch(off.dst, off.len, r.Daddr, expr.CmpOpEq)...)
 	}
 	if r.DaddrSet != "" {
+		out = append(out, addrLookup(off.dst, off.len, r.DaddrSet, false)...)
+	}
+	if r.NotDaddrSet != "" {
+		out = append(out, addrLookup(off.dst, off.len, r.NotDaddrSet, true)...)
+	}
+	if r.SaddrDaddrSet != "" {
+		// saddr in register 1, daddr in the 32-bit registers after it.
 		out = append(out,
-			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len},
-			&expr.Lookup{SourceRegister: reg1, SetName: r.DaddrSet})
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.src, Len: off.len},
+			&expr.Payload{DestRegister: reg32_0 + off.len/4, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len},
+			&expr.Lookup{SourceRegister: reg1, SetName: r.SaddrDaddrSet})
 	}
 	if r.NumgenMod > 0 {
 		// In network byte order, so that < compares numbers.
@@ -196,12 +229,56 @@ func matches(f Family, r Rule) []expr.Any {
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{r.Proto.Number()}})
 	}
-	if r.DPort != 0 {
+	if r.DPort != 0 && r.DPortEnd != 0 {
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Range{Op: expr.CmpOpEq, Register: reg1,
+				FromData: binaryutil.BigEndian.PutUint16(r.DPort), ToData: binaryutil.BigEndian.PutUint16(r.DPortEnd)})
+	} else if r.DPort != 0 {
 		out = append(out,
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(r.DPort)})
 	}
+	if r.ICMPv6TypeEnd != 0 {
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Range{Op: expr.CmpOpEq, Register: reg1, FromData: []byte{r.ICMPv6Type}, ToData: []byte{r.ICMPv6TypeEnd}})
+	} else if r.ICMPv6Type != 0 {
+		out = append(out,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{r.ICMPv6Type}})
+	}
+	if r.DaddrProtoPortSet != "" {
+		out = append(out, addrProtoPort(off.dst, off.len)...)
+		out = append(out, &expr.Lookup{SourceRegister: reg1, SetName: r.DaddrProtoPortSet})
+	}
 	return out
+}
+
+// ctStateMatch matches a connection in any state of mask.
+func ctStateMatch(mask uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)}}
+}
+
+// addrLookup looks the address at offset up in set (or its absence).
+func addrLookup(offset, length uint32, set string, invert bool) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+		&expr.Lookup{SourceRegister: reg1, SetName: set, Invert: invert}}
+}
+
+// addrProtoPort loads the key address (at offset) . l4proto . dport from
+// register 1 on, each field padded to 4 bytes.
+func addrProtoPort(offset, length uint32) []expr.Any {
+	next := uint32(reg32_0 + length/4)
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: length},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next},
+		&expr.Payload{DestRegister: next + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}}
 }
 
 func statements(f Family, r Rule, out []expr.Any) []expr.Any {
@@ -223,13 +300,14 @@ func statements(f Family, r Rule, out []expr.Any) []expr.Any {
 			&expr.Dynset{SrcRegKey: reg1, SetName: r.Update, Operation: unix.NFT_DYNSET_OP_UPDATE})
 	}
 	if r.VMap != "" {
-		if r.VMapKey == KeyAddrProtoPort {
-			next := uint32(reg32_0 + off.len/4)
-			out = append(out,
-				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len},
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next},
-				&expr.Payload{DestRegister: next + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
-		} else {
+		switch r.VMapKey {
+		case KeyAddrProtoPort:
+			out = append(out, addrProtoPort(off.dst, off.len)...)
+		case KeyDaddr:
+			out = append(out, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len})
+		case KeySaddr:
+			out = append(out, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.src, Len: off.len})
+		default:
 			out = append(out,
 				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32_0},
 				&expr.Payload{DestRegister: reg32_0 + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})

@@ -3,13 +3,15 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
 // Fake is table wgmesh in memory, for unit tests: every writer's part
 // (For) reads and writes it as it would the kernel, references are checked
 // as the kernel checks them (a rule may not jump to a missing chain or
-// look up a missing map or set), and the whole table can be traced
+// look up a missing map or set, or a set of another kind; an element of an
+// interval set may not overlap another), and the whole table can be traced
 // (Tracer) or failed on purpose (FailWrites).
 type Fake struct {
 	mu     sync.Mutex
@@ -98,7 +100,18 @@ func (fp *fakePart) Read(f Family) (*Digest, error) {
 			owned.Affinity[n] = a
 		}
 	}
-	return DigestOf(owned), nil
+	for n, ts := range t.TypedSets {
+		if fp.p.ownsTypedSet(n) {
+			owned.TypedSets[n] = ts
+		}
+	}
+	d := DigestOf(owned)
+	for n := range owned.TypedSets {
+		if fp.p.staticSet(n) {
+			d.static[n] = true
+		}
+	}
+	return d, nil
 }
 
 func (fp *fakePart) Apply(f Family, ch *Changes, want *Ruleset) (int, error) {
@@ -110,9 +123,15 @@ func (fp *fakePart) Apply(f Family, ch *Changes, want *Ruleset) (int, error) {
 	if ch.Empty() {
 		return 0, nil
 	}
+	if err := checkChanges(fp.p, f, ch, want); err != nil {
+		return 0, fmt.Errorf("table %s %s: %w", f, Table, err)
+	}
 	// Work on a copy: a refused transaction leaves the table as it was.
 	t := NewRuleset()
 	t.Merge(fp.k.tables[f])
+	if err := applyTypedSets(fp.p, t, ch); err != nil {
+		return 0, fmt.Errorf("table %s %s: %w", f, Table, err)
+	}
 	for _, n := range ch.delAffinity {
 		delete(t.Affinity, n)
 	}
@@ -150,7 +169,7 @@ func (fp *fakePart) Apply(f Family, ch *Changes, want *Ruleset) (int, error) {
 	for _, n := range ch.delChains {
 		delete(t.Chains, n)
 	}
-	if err := checkReferences(t); err != nil {
+	if err := checkReferences(t, fp.k.mapKinds()); err != nil {
 		return 0, fmt.Errorf("table %s %s: %w", f, Table, err)
 	}
 	fp.k.tables[f] = t
@@ -159,9 +178,90 @@ func (fp *fakePart) Apply(f Family, ch *Changes, want *Ruleset) (int, error) {
 	return 1, nil
 }
 
+// applyTypedSets applies the typed set changes to t as the kernel does: a
+// dynamic set dropped from the ruleset is deleted, a static one emptied
+// of the elements the ruleset had; an element deleted must exist, an
+// interval may not overlap another (an identical one is no change).
+func applyTypedSets(p *Part, t *Ruleset, ch *Changes) error {
+	for _, n := range ch.delTyped {
+		if ch.recreated(n) || !p.staticSet(n) {
+			delete(t.TypedSets, n)
+		}
+	}
+	for _, n := range ch.addTyped {
+		if ts, ok := t.TypedSets[n]; ok && ts.Kind != ch.typedKinds[n] {
+			return fmt.Errorf("set %s exists as a set of %s, not %s", n, ts.Kind, ch.typedKinds[n])
+		}
+		t.DeclareSet(n, ch.typedKinds[n])
+	}
+	for _, n := range ch.flushTyped {
+		if ts, ok := t.TypedSets[n]; ok {
+			clear(ts.Elems)
+		}
+	}
+	for _, n := range sortedKeys(ch.delTypedElems) {
+		ts, ok := t.TypedSets[n]
+		if !ok && slices.Contains(ch.delTyped, n) {
+			continue // deleted with its elements
+		}
+		for _, e := range ch.delTypedElems[n] {
+			if !ts.Elems[e] {
+				return fmt.Errorf("set %s: deleting %s: no such element", n, e)
+			}
+			delete(ts.Elems, e)
+		}
+	}
+	for _, n := range sortedKeys(ch.addTypedElems) {
+		ts, ok := t.TypedSets[n]
+		if !ok || ts.Kind != ch.typedKinds[n] {
+			return fmt.Errorf("set %s: adding elements: no set of %s", n, ch.typedKinds[n])
+		}
+		for _, e := range ch.addTypedElems[n] {
+			if ts.Kind == SetInterval && !ts.Elems[e] {
+				for o := range ts.Elems {
+					if o.Addr.BitLen() == e.Addr.BitLen() && o.Addr.Compare(e.End) <= 0 && e.Addr.Compare(o.End) <= 0 {
+						return fmt.Errorf("set %s: range %s overlaps %s", n, e, o)
+					}
+				}
+			}
+			ts.Elems[e] = true
+		}
+	}
+	return nil
+}
+
+// mapKinds are the key kinds of every part's maps.
+func (k *Fake) mapKinds() map[string]KeyKind {
+	out := map[string]KeyKind{}
+	for _, p := range k.parts {
+		for m, kind := range p.Maps {
+			out[m] = kind
+		}
+	}
+	return out
+}
+
+// setKinds are the kinds of t's sets a lookup may name: address sets and
+// affinity sets hold addresses (affinity sets alone take updates).
+func setKinds(t *Ruleset) (kinds map[string]SetKind, affinity map[string]bool) {
+	kinds, affinity = map[string]SetKind{}, map[string]bool{}
+	for n := range t.Sets {
+		kinds[n] = SetAddr
+	}
+	for n := range t.Affinity {
+		kinds[n], affinity[n] = SetAddr, true
+	}
+	for n, ts := range t.TypedSets {
+		kinds[n] = ts.Kind
+	}
+	return kinds, affinity
+}
+
 // checkReferences refuses what the kernel refuses: a jump or goto to a
-// missing chain, a lookup in a missing map or set.
-func checkReferences(t *Ruleset) error {
+// missing chain, a lookup in a missing map or set or in one of another key
+// (maps names the maps' key kinds).
+func checkReferences(t *Ruleset, maps map[string]KeyKind) error {
+	kinds, affinity := setKinds(t)
 	for n, c := range t.Chains {
 		for _, r := range c {
 			if target := r.Verdict.Chain; target != "" {
@@ -173,16 +273,32 @@ func checkReferences(t *Ruleset) error {
 				if _, ok := t.Maps[r.VMap]; !ok {
 					return fmt.Errorf("chain %s: rule %q: no map %s", n, r, r.VMap)
 				}
-			}
-			if s := r.DaddrSet; s != "" {
-				if _, ok := t.Sets[s]; !ok {
-					return fmt.Errorf("chain %s: rule %q: no set %s", n, r, s)
+				if k, ok := maps[r.VMap]; ok && k != r.VMapKey {
+					return fmt.Errorf("chain %s: rule %q: map %s is keyed by %s, not %s", n, r, r.VMap, k, r.VMapKey)
 				}
 			}
-			for _, s := range []string{r.SaddrSet, r.Update} {
-				if _, ok := t.Affinity[s]; s != "" && !ok {
-					return fmt.Errorf("chain %s: rule %q: no set %s", n, r, s)
+			refs := []struct {
+				set   string
+				kinds []SetKind
+			}{
+				{r.SaddrSet, []SetKind{SetAddr, SetInterval}}, {r.NotSaddrSet, []SetKind{SetAddr, SetInterval}},
+				{r.DaddrSet, []SetKind{SetAddr, SetInterval}}, {r.NotDaddrSet, []SetKind{SetAddr, SetInterval}},
+				{r.SaddrDaddrSet, []SetKind{SetAddrAddr}}, {r.DaddrProtoPortSet, []SetKind{SetAddrProtoPort}},
+			}
+			for _, ref := range refs {
+				if ref.set == "" {
+					continue
 				}
+				k, ok := kinds[ref.set]
+				if !ok {
+					return fmt.Errorf("chain %s: rule %q: no set %s", n, r, ref.set)
+				}
+				if !slices.Contains(ref.kinds, k) {
+					return fmt.Errorf("chain %s: rule %q: set %s holds %s", n, r, ref.set, k)
+				}
+			}
+			if r.Update != "" && !affinity[r.Update] {
+				return fmt.Errorf("chain %s: rule %q: no affinity set %s", n, r, r.Update)
 			}
 		}
 	}
@@ -215,6 +331,11 @@ func (fp *fakePart) EnsureSkeleton(f Family) error {
 			t.Sets[s] = map[netip.Addr]bool{}
 		}
 	}
+	for s, kind := range fp.p.TypedSets {
+		if _, ok := t.TypedSets[s]; !ok {
+			t.DeclareSet(s, kind)
+		}
+	}
 	return nil
 }
 
@@ -244,6 +365,9 @@ func (fp *fakePart) Delete(f Family) error {
 	}
 	for _, s := range fp.p.Sets {
 		delete(t.Sets, s)
+	}
+	for s := range fp.p.TypedSets {
+		delete(t.TypedSets, s)
 	}
 	return nil
 }

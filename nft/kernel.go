@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/google/nftables"
@@ -55,7 +56,8 @@ type Kernel struct {
 	// BatchSize bounds the messages per netlink batch (DefaultBatchSize).
 	BatchSize int
 
-	// Chains and affinity sets that an earlier write left unreferenced.
+	// Chains and sets (affinity sets, dynamic typed sets) that an earlier
+	// write left unreferenced.
 	// They are deleted with the next write, never in the transaction that
 	// drops their last reference (as kube-proxy does): one change is one
 	// commit, and the kernel never sees a chain deleted while a rule being
@@ -122,8 +124,9 @@ func table(f Family) *nftables.Table {
 }
 
 func (k *Kernel) mapObj(f Family, name string) *nftables.Set {
-	return &nftables.Set{Table: table(f), Name: name, IsMap: true, Concatenation: true,
-		KeyType: keyType(f, k.Part.Maps[name]), DataType: nftables.TypeVerdict}
+	kind := k.Part.Maps[name]
+	return &nftables.Set{Table: table(f), Name: name, IsMap: true, Concatenation: kind.concatenated(),
+		KeyType: keyType(f, kind), DataType: nftables.TypeVerdict}
 }
 
 func setObj(f Family, name string) *nftables.Set {
@@ -185,11 +188,19 @@ func (b *batch) flush() error {
 }
 
 // EnsureSkeleton creates the table and the part's maps and sets when
-// missing. It is idempotent.
+// missing (static typed sets too, of their declared kind; one there with
+// another kind is left for the next write to recreate). It is idempotent.
 func (k *Kernel) EnsureSkeleton(f Family) error {
 	c, err := k.conn()
 	if err != nil {
 		return err
+	}
+	have := map[string]bool{}
+	if len(k.Part.TypedSets) > 0 {
+		existing, _ := c.GetSets(table(f)) // none when there is no table
+		for _, s := range existing {
+			have[s.Name] = true
+		}
 	}
 	c.AddTable(table(f))
 	for _, m := range sortedKeys(k.Part.Maps) {
@@ -202,6 +213,13 @@ func (k *Kernel) EnsureSkeleton(f Family) error {
 			return err
 		}
 	}
+	for _, n := range sortedKeys(k.Part.TypedSets) {
+		if !have[n] {
+			if err := c.AddSet(typedSetObj(f, n, k.Part.TypedSets[n]), nil); err != nil {
+				return err
+			}
+		}
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("table %s %s: creating maps and sets: %w", f, Table, err)
 	}
@@ -210,9 +228,9 @@ func (k *Kernel) EnsureSkeleton(f Family) error {
 
 // Apply writes ch, taking rules and verdicts from want, in small batches
 // ordered so that nothing is referenced before it exists or deleted while
-// referenced: affinity sets, then chains and their rules, then map and set
-// elements, then what an earlier write left unreferenced. It returns the
-// number of batches sent.
+// referenced: affinity sets, then typed sets and their elements, then
+// chains and their rules, then map and set elements, then what an earlier
+// write left unreferenced. It returns the number of batches sent.
 func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err error) {
 	staleChains, staleSets := k.stale(f)
 	if ch.Empty() && len(staleChains)+len(staleSets) == 0 {
@@ -225,6 +243,9 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 			k.staleChains, k.staleSets = nil, nil
 		}
 	}()
+	if err := checkChanges(k.Part, f, ch, want); err != nil {
+		return 0, fmt.Errorf("table %s %s: %w", f, Table, err)
+	}
 	// A stale chain or set written again, or wanted again, is live again.
 	for _, n := range ch.writeChains {
 		if staleChains[n] {
@@ -241,7 +262,9 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 		delete(staleSets, n)
 	}
 	for n := range staleSets {
-		if _, ok := want.Affinity[n]; ok {
+		_, aff := want.Affinity[n]
+		_, typed := want.TypedSets[n]
+		if aff || typed || slices.Contains(ch.addTyped, n) {
 			delete(staleSets, n)
 		}
 	}
@@ -255,7 +278,7 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 	}
 	w := &write{k: k, c: c, b: &batch{c: c, limit: limit}, f: f, t: table(f), ch: ch, want: want}
 	c.AddTable(w.t)
-	for _, phase := range []func() error{w.affinitySets, w.chains, w.elements, func() error { return w.deleteStale(staleChains, staleSets) }} {
+	for _, phase := range []func() error{w.affinitySets, w.typedSets, w.chains, w.elements, func() error { return w.deleteStale(staleChains, staleSets) }} {
 		if err := phase(); err != nil {
 			return w.b.sent, fmt.Errorf("table %s %s: %w", f, Table, err)
 		}
@@ -266,6 +289,11 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 	}
 	for _, n := range ch.delAffinity {
 		if !slices.Contains(ch.addAffinity, n) {
+			staleSets[n] = true
+		}
+	}
+	for _, n := range ch.delTyped {
+		if w.dropped(n) {
 			staleSets[n] = true
 		}
 	}
@@ -409,7 +437,7 @@ func (w *write) deleteStale(chains, sets map[string]bool) error {
 	for _, n := range sortedKeys(sets) {
 		w.c.DelSet(&nftables.Set{Table: w.t, Name: n})
 		if err := w.b.add(1); err != nil {
-			return wrap("deleting stale affinity sets", err)
+			return wrap("deleting stale sets", err)
 		}
 	}
 	clear(chains)
@@ -466,18 +494,19 @@ func usersOf(rs *Ruleset, set string) []string {
 	var out []string
 	for n, ch := range rs.Chains {
 		for _, r := range ch {
-			if r.Update == set || r.SaddrSet == set {
+			if r.usesSet(set) {
 				out = append(out, n)
 				break
 			}
 		}
 	}
+	sort.Strings(out)
 	return out
 }
 
 // Read returns the part's share of family f's table as the kernel has
 // it: one dump each of chains, rules and sets, plus the elements of the
-// part's maps and sets. A missing table reads as empty.
+// part's maps, address sets and typed sets. A missing table reads as empty.
 func (k *Kernel) Read(f Family) (*Digest, error) {
 	d := NewDigest()
 	c, err := k.conn()
@@ -548,6 +577,10 @@ func (k *Kernel) Read(f Family) (*Digest, error) {
 				if a, ok := netip.AddrFromSlice(e.Key); ok {
 					d.Sets[s.Name][a] = true
 				}
+			}
+		case k.Part.ownsTypedSet(s.Name):
+			if err := readTypedSet(c, k.Part, f, s, d); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -711,7 +744,7 @@ func (k *Kernel) Delete(f Family) error {
 	}
 	found := false
 	for _, s := range sets {
-		if k.Part.ownsMap(s.Name) || k.Part.ownsSet(s.Name) {
+		if k.Part.ownsMap(s.Name) || k.Part.ownsSet(s.Name) || k.Part.ownsTypedSet(s.Name) {
 			c.DelSet(&nftables.Set{Table: t, Name: s.Name})
 			found = true
 		}

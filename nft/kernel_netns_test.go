@@ -1,6 +1,7 @@
 package nft_test
 
 import (
+	"context"
 	"net/netip"
 	"os"
 	"testing"
@@ -191,6 +192,190 @@ func TestKernelStaleWantedAgain(t *testing.T) {
 		t.Errorf("read back differs: %+v", ch)
 	}
 	if err := nft.DeleteTable(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kernelIn is a Kernel of part p in namespace ns.
+func kernelIn(t *testing.T, ns *netns.NS, p *nft.Part) *nft.Kernel {
+	t.Helper()
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return &nft.Kernel{Part: p, NetNSFd: int(f.Fd())}
+}
+
+// syncKernel syncs want and reports whether it wrote; it fails the test
+// when the kernel, read back, differs from want (but for what waits, stale,
+// for the next write).
+func syncKernel(t *testing.T, k *nft.Kernel, f nft.Family, want *nft.Ruleset) bool {
+	t.Helper()
+	if err := k.EnsureSkeleton(f); err != nil {
+		t.Fatal(err)
+	}
+	wrote, err := nft.Sync(k, f, want)
+	if err != nil {
+		t.Fatalf("%s: %v", f, err)
+	}
+	if k.HasStale() {
+		return wrote
+	}
+	got, err := k.Read(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch := nft.Diff(got, want); !ch.Empty() {
+		t.Fatalf("%s: read back differs after a sync: %+v", f, ch)
+	}
+	return wrote
+}
+
+// setNames lists the names of the sets in family f's table wgmesh.
+func setNames(t *testing.T, k *nft.Kernel, f nft.Family) map[string]bool {
+	t.Helper()
+	conn, err := nftables.New(nftables.WithNetNSFd(k.NetNSFd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fam := nftables.TableFamilyIPv4
+	if f == nft.IPv6 {
+		fam = nftables.TableFamilyIPv6
+	}
+	sets, err := conn.GetSets(&nftables.Table{Name: nft.Table, Family: fam})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, s := range sets {
+		out[s.Name] = true
+	}
+	return out
+}
+
+// TestKernelTypedSets writes every new kind of object (verdict maps keyed
+// by one address, static and dynamic typed sets of each kind, ranges,
+// negated and concatenated lookups, ct states, port and ICMPv6 type
+// ranges), reads it back equal so that a second sync writes nothing,
+// changes it (a range split, a set of another kind, drift in an interval
+// set), drops a policy's dynamic sets one write after its rules, and
+// deletes the part.
+func TestKernelTypedSets(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	ns := netns.NewForTest(t, "wgm-nft-typed")
+	k := kernelIn(t, ns, policyPart)
+	for _, f := range nft.Families {
+		if !syncKernel(t, k, f, desiredPolicy(f)) {
+			t.Fatalf("%s: the first sync wrote nothing", f)
+		}
+		if syncKernel(t, k, f, desiredPolicy(f)) {
+			t.Errorf("%s: a second sync of the same content wrote again", f)
+		}
+	}
+	if out, err := ns.Exec(context.Background(), "nft", "list", "ruleset"); err == nil {
+		t.Logf("nft list ruleset:\n%s", out)
+	}
+
+	f := nft.IPv4
+	p := policyPlan[f]
+	// A range split by another except; a set of another kind (its user
+	// rewritten in the same write).
+	want := desiredPolicy(f)
+	want.TypedSets["cidrs-x"] = nft.TypedSet{Kind: nft.SetInterval, Elems: map[nft.SetElem]bool{}}
+	want.AddTypedElements("cidrs-x", nft.SetInterval, nft.Ranges([]netip.Prefix{p.block}, prefixes("10.1.0.0/16", "10.128.0.0/9"))...)
+	want.TypedSets["peers-b"] = nft.TypedSet{Kind: nft.SetInterval, Elems: map[nft.SetElem]bool{}}
+	want.AddTypedElements("peers-b", nft.SetInterval, nft.Ranges(prefixes("198.19.2.0/28"), nil)...)
+	if !syncKernel(t, k, f, want) || syncKernel(t, k, f, want) {
+		t.Error("changing the sets wrote nothing, or wrote twice")
+	}
+
+	// Drift: someone deletes one range's end element; the range then runs
+	// into the next start, which the read-back sees as malformed: the set
+	// is emptied and refilled.
+	conn, err := nftables.New(nftables.WithNetNSFd(k.NetNSFd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cidrs := &nftables.Set{Table: &nftables.Table{Name: nft.Table, Family: nftables.TableFamilyIPv4}, Name: "cidrs-x", KeyType: nftables.TypeIPAddr, Interval: true}
+	if err := conn.SetDeleteElements(cidrs, []nftables.SetElement{{Key: netip.MustParseAddr("10.1.0.0").AsSlice(), IntervalEnd: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !syncKernel(t, k, f, want) {
+		t.Error("drift in an interval set was not repaired")
+	}
+
+	// Drift: someone recreates the static set policy-self as an address
+	// set (emptying the chain that used it first); the next write
+	// recreates it with its kind and refills the chain.
+	tbl := &nftables.Table{Name: nft.Table, Family: nftables.TableFamilyIPv4}
+	conn.FlushChain(&nftables.Chain{Name: "policy-forward", Table: tbl})
+	conn.DelSet(&nftables.Set{Table: tbl, Name: "policy-self"})
+	if err := conn.AddSet(&nftables.Set{Table: tbl, Name: "policy-self", KeyType: nftables.TypeIPAddr}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !syncKernel(t, k, f, want) {
+		t.Error("a static set of another kind was not repaired")
+	}
+
+	// Policy x goes: its chains and sets leave the ruleset. The sets are
+	// emptied now and deleted with the next write, once no rule uses
+	// them; the static policy-self stays, empty.
+	gone := func(rs *nft.Ruleset) *nft.Ruleset {
+		delete(rs.Chains, "netpol-x-allow")
+		delete(rs.Chains, "policy-in-a")
+		for _, s := range []string{"peers-b", "cidrs-x", "named-port-serve", "policy-self"} {
+			delete(rs.TypedSets, s)
+		}
+		rs.Maps["policy-ingress-pods"] = map[nft.MapKey]nft.Verdict{}
+		return rs
+	}
+	syncKernel(t, k, f, gone(desiredPolicy(f)))
+	if !k.HasStale() {
+		t.Fatal("nothing stale after dropping a policy")
+	}
+	if names := setNames(t, k, f); !names["peers-b"] || !names["cidrs-x"] {
+		t.Errorf("sets deleted in the write that dropped their rules: %v", names)
+	}
+	// Wanted again before the stale write: live again.
+	syncKernel(t, k, f, desiredPolicy(f))
+	if err := k.FlushStale(); err != nil {
+		t.Fatal(err)
+	}
+	syncKernel(t, k, f, desiredPolicy(f))
+	syncKernel(t, k, f, gone(desiredPolicy(f)))
+	if err := k.FlushStale(); err != nil {
+		t.Fatal(err)
+	}
+	names := setNames(t, k, f)
+	for _, s := range []string{"peers-b", "cidrs-x", "named-port-serve"} {
+		if names[s] {
+			t.Errorf("dynamic set %s left after the stale write", s)
+		}
+	}
+	if !names["policy-self"] {
+		t.Error("static set policy-self deleted")
+	}
+	if syncKernel(t, k, f, gone(desiredPolicy(f))) {
+		t.Error("a second sync after the deletion wrote again")
+	}
+
+	// Delete takes every object of the part, static sets included.
+	for _, f := range nft.Families {
+		if err := k.Delete(f); err != nil {
+			t.Fatal(err)
+		}
+		if names := setNames(t, k, f); len(names) != 0 {
+			t.Errorf("%s: sets left after Delete: %v", f, names)
+		}
+	}
+	if err := nft.DeleteTable(k.NetNSFd); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -54,9 +55,10 @@ func OfFamily(ps []netip.Prefix, f Family) []netip.Prefix {
 type Protocol string
 
 const (
-	TCP  Protocol = "tcp"
-	UDP  Protocol = "udp"
-	SCTP Protocol = "sctp"
+	TCP    Protocol = "tcp"
+	UDP    Protocol = "udp"
+	SCTP   Protocol = "sctp"
+	ICMPv6 Protocol = "ipv6-icmp"
 )
 
 // Number is the IP protocol number (meta l4proto).
@@ -66,9 +68,27 @@ func (p Protocol) Number() uint8 {
 		return 6
 	case UDP:
 		return 17
+	case ICMPv6:
+		return 58
 	default:
 		return 132
 	}
+}
+
+// protocolOf is the protocol of an IP protocol number.
+func protocolOf(n uint8) (Protocol, bool) {
+	for _, p := range []Protocol{TCP, UDP, SCTP, ICMPv6} {
+		if p.Number() == n {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// protocolName is the protocol of n, "" for one the model does not know.
+func protocolName(n uint8) Protocol {
+	p, _ := protocolOf(n)
+	return p
 }
 
 // Hook is a netfilter hook of a base chain.
@@ -140,9 +160,29 @@ const (
 	KeyAddrProtoPort KeyKind = iota
 	// KeyProtoPort is l4proto . dport.
 	KeyProtoPort
+	// KeyDaddr is daddr alone.
+	KeyDaddr
+	// KeySaddr is saddr alone.
+	KeySaddr
 )
 
-// MapKey is a verdict map element's key (Addr is unset for KeyProtoPort).
+func (k KeyKind) String() string {
+	switch k {
+	case KeyAddrProtoPort:
+		return "daddr . l4proto . dport"
+	case KeyProtoPort:
+		return "l4proto . dport"
+	case KeyDaddr:
+		return "daddr"
+	case KeySaddr:
+		return "saddr"
+	default:
+		return fmt.Sprintf("KeyKind(%d)", int(k))
+	}
+}
+
+// MapKey is a verdict map element's key: Addr is unset for KeyProtoPort,
+// Proto and Port for KeyDaddr and KeySaddr.
 type MapKey struct {
 	Addr  netip.Addr
 	Proto Protocol
@@ -150,10 +190,38 @@ type MapKey struct {
 }
 
 func (k MapKey) String() string {
-	if k.Addr.IsValid() {
+	switch {
+	case k.Proto == "":
+		return k.Addr.String()
+	case k.Addr.IsValid():
 		return fmt.Sprintf("%s . %s . %d", k.Addr, k.Proto, k.Port)
+	default:
+		return fmt.Sprintf("%s . %d", k.Proto, k.Port)
 	}
-	return fmt.Sprintf("%s . %d", k.Proto, k.Port)
+}
+
+// CtState is a set of conntrack states (ct state), as a bitmask.
+type CtState uint32
+
+// The conntrack states (the kernel's NF_CT_STATE bits).
+const (
+	CtInvalid     CtState = 1 << 0
+	CtEstablished CtState = 1 << 1
+	CtRelated     CtState = 1 << 2
+	CtNew         CtState = 1 << 3
+)
+
+func (c CtState) String() string {
+	var s []string
+	for _, b := range []struct {
+		bit  CtState
+		name string
+	}{{CtInvalid, "invalid"}, {CtEstablished, "established"}, {CtRelated, "related"}, {CtNew, "new"}} {
+		if c&b.bit != 0 {
+			s = append(s, b.name)
+		}
+	}
+	return strings.Join(s, ",")
 }
 
 // Rule is one nftables rule of the model. Every field that is set must
@@ -161,15 +229,32 @@ func (k MapKey) String() string {
 type Rule struct {
 	// Matches.
 	CtStateNew bool
+	// CtState: the connection is in any of these states.
+	CtState CtState
 	// MarkUnset: the masquerade mark is not set.
 	MarkUnset  bool
 	Saddr      netip.Prefix   // ip saddr within
 	SaddrNotIn []netip.Prefix // ip saddr within none of these
-	SaddrSet   string         // ip saddr @set
-	Daddr      netip.Prefix   // ip daddr within
-	DaddrSet   string         // ip daddr @set
-	Proto      Protocol       // meta l4proto
-	DPort      uint16         // th dport
+	// Set lookups name an address set, an affinity set or a typed set of
+	// the kind the field says (an address lookup takes SetAddr or
+	// SetInterval).
+	SaddrSet    string       // ip saddr @set
+	NotSaddrSet string       // ip saddr != @set
+	Daddr       netip.Prefix // ip daddr within
+	DaddrSet    string       // ip daddr @set
+	NotDaddrSet string       // ip daddr != @set
+	// SaddrDaddrSet: ip saddr . ip daddr @set (SetAddrAddr).
+	SaddrDaddrSet string
+	Proto         Protocol // meta l4proto
+	DPort         uint16   // th dport
+	// DPortEnd makes DPort a range: th dport DPort-DPortEnd.
+	DPortEnd uint16
+	// ICMPv6Type (through ICMPv6TypeEnd when set): icmpv6 type, with
+	// Proto ICMPv6.
+	ICMPv6Type, ICMPv6TypeEnd uint8
+	// DaddrProtoPortSet: ip daddr . meta l4proto . th dport @set
+	// (SetAddrProtoPort).
+	DaddrProtoPortSet string
 	// FibSaddrLocal: the source is an address of this node.
 	FibSaddrLocal bool
 	// FibDaddrLocal: the destination is an address of this node.
@@ -215,6 +300,9 @@ func (r Rule) String() string {
 	if r.CtStateNew {
 		add("ct state new")
 	}
+	if r.CtState != 0 {
+		add("ct state %s", r.CtState)
+	}
 	if r.MarkUnset {
 		add("meta mark & 0x%x == 0", MasqMark)
 	}
@@ -231,11 +319,20 @@ func (r Rule) String() string {
 	if r.SaddrSet != "" {
 		add("saddr @%s", r.SaddrSet)
 	}
+	if r.NotSaddrSet != "" {
+		add("saddr != @%s", r.NotSaddrSet)
+	}
 	if r.Daddr.IsValid() {
 		add("%s daddr %s", pfxFamily(r.Daddr), pfxString(r.Daddr))
 	}
 	if r.DaddrSet != "" {
 		add("daddr @%s", r.DaddrSet)
+	}
+	if r.NotDaddrSet != "" {
+		add("daddr != @%s", r.NotDaddrSet)
+	}
+	if r.SaddrDaddrSet != "" {
+		add("saddr . daddr @%s", r.SaddrDaddrSet)
 	}
 	if r.NumgenMod > 0 {
 		add("numgen random mod %d < 1", r.NumgenMod)
@@ -255,8 +352,18 @@ func (r Rule) String() string {
 	if r.Proto != "" {
 		add("meta l4proto %s", r.Proto)
 	}
-	if r.DPort != 0 {
+	if r.DPort != 0 && r.DPortEnd != 0 {
+		add("th dport %d-%d", r.DPort, r.DPortEnd)
+	} else if r.DPort != 0 {
 		add("th dport %d", r.DPort)
+	}
+	if r.ICMPv6TypeEnd != 0 {
+		add("icmpv6 type %d-%d", r.ICMPv6Type, r.ICMPv6TypeEnd)
+	} else if r.ICMPv6Type != 0 {
+		add("icmpv6 type %d", r.ICMPv6Type)
+	}
+	if r.DaddrProtoPortSet != "" {
+		add("daddr . meta l4proto . th dport @%s", r.DaddrProtoPortSet)
 	}
 	if r.SetMark {
 		add("meta mark set meta mark | 0x%x", MasqMark)
@@ -268,9 +375,14 @@ func (r Rule) String() string {
 		add("update @%s { saddr }", r.Update)
 	}
 	if r.VMap != "" {
-		if r.VMapKey == KeyProtoPort {
+		switch r.VMapKey {
+		case KeyProtoPort:
 			add("meta l4proto . th dport vmap @%s", r.VMap)
-		} else {
+		case KeyDaddr:
+			add("daddr vmap @%s", r.VMap)
+		case KeySaddr:
+			add("saddr vmap @%s", r.VMap)
+		default:
 			add("daddr . meta l4proto . th dport vmap @%s", r.VMap)
 		}
 	}
@@ -294,6 +406,29 @@ func (r Rule) String() string {
 		add("%s", r.Verdict)
 	}
 	return strings.Join(b, " ")
+}
+
+// usesSet reports whether r looks up or updates set s.
+func (r Rule) usesSet(s string) bool {
+	return slices.Contains([]string{r.SaddrSet, r.NotSaddrSet, r.DaddrSet, r.NotDaddrSet, r.SaddrDaddrSet, r.DaddrProtoPortSet, r.Update}, s)
+}
+
+// check refuses a rule of family f that would compile to something else
+// than it says.
+func (r Rule) check(f Family) error {
+	switch {
+	case r.DPortEnd != 0 && (r.DPort == 0 || r.DPortEnd < r.DPort):
+		return fmt.Errorf("rule %q: port range %d-%d: want 0 < DPort <= DPortEnd", r, r.DPort, r.DPortEnd)
+	case (r.ICMPv6Type != 0 || r.ICMPv6TypeEnd != 0) && (r.Proto != ICMPv6 || f != IPv6):
+		return fmt.Errorf("rule %q: an icmpv6 type match needs Proto %s in family %s", r, ICMPv6, IPv6)
+	case r.ICMPv6TypeEnd != 0 && r.ICMPv6TypeEnd < r.ICMPv6Type:
+		return fmt.Errorf("rule %q: icmpv6 type range %d-%d is empty", r, r.ICMPv6Type, r.ICMPv6TypeEnd)
+	case r.VMap != "" && (r.VMapKey < KeyAddrProtoPort || r.VMapKey > KeySaddr):
+		return fmt.Errorf("rule %q: unknown map key kind %d (want one of KeyAddrProtoPort, KeyProtoPort, KeyDaddr, KeySaddr)", r, int(r.VMapKey))
+	case r.CtState&^(CtInvalid|CtEstablished|CtRelated|CtNew) != 0:
+		return fmt.Errorf("rule %q: unknown ct state bits 0x%x", r, uint32(r.CtState))
+	}
+	return nil
 }
 
 func pfxFamily(p netip.Prefix) Family { return FamilyOf(p.Addr()) }
@@ -329,15 +464,36 @@ type Ruleset struct {
 	Chains map[string]Chain
 	// Maps are the verdict maps: map name -> key -> verdict.
 	Maps map[string]map[MapKey]Verdict
-	// Sets are the address sets: set name -> addresses.
+	// Sets are the address sets a Part declares in Part.Sets: set name ->
+	// addresses.
 	Sets map[string]map[netip.Addr]bool
 	// Affinity are the session-affinity sets.
 	Affinity map[string]AffinitySet
+	// TypedSets are the typed sets (Part.TypedSets, Part.SetPrefixes): a
+	// set is here when it should exist, empty or not.
+	TypedSets map[string]TypedSet
 }
 
 // NewRuleset returns an empty Ruleset.
 func NewRuleset() *Ruleset {
-	return &Ruleset{Chains: map[string]Chain{}, Maps: map[string]map[MapKey]Verdict{}, Sets: map[string]map[netip.Addr]bool{}, Affinity: map[string]AffinitySet{}}
+	return &Ruleset{Chains: map[string]Chain{}, Maps: map[string]map[MapKey]Verdict{}, Sets: map[string]map[netip.Addr]bool{},
+		Affinity: map[string]AffinitySet{}, TypedSets: map[string]TypedSet{}}
+}
+
+// DeclareSet declares typed set s of kind k (so that it exists even
+// empty); a declaration of another kind replaces the set, elements and all.
+func (rs *Ruleset) DeclareSet(s string, k SetKind) {
+	if old, ok := rs.TypedSets[s]; !ok || old.Kind != k {
+		rs.TypedSets[s] = TypedSet{Kind: k, Elems: map[SetElem]bool{}}
+	}
+}
+
+// AddTypedElements adds elements to typed set s of kind k, declaring it.
+func (rs *Ruleset) AddTypedElements(s string, k SetKind, es ...SetElem) {
+	rs.DeclareSet(s, k)
+	for _, e := range es {
+		rs.TypedSets[s].Elems[e] = true
+	}
 }
 
 // AddElement adds a map element.
@@ -381,6 +537,12 @@ func (rs *Ruleset) Merge(o *Ruleset) {
 	for n, a := range o.Affinity {
 		rs.Affinity[n] = a
 	}
+	for n, ts := range o.TypedSets {
+		rs.DeclareSet(n, ts.Kind)
+		for e := range ts.Elems {
+			rs.TypedSets[n].Elems[e] = true
+		}
+	}
 }
 
 // String lists the ruleset in nft-like syntax, sorted (for tests and logs).
@@ -397,6 +559,19 @@ func (rs *Ruleset) String() string {
 	}
 	for _, n := range sortedKeys(rs.Affinity) {
 		fmt.Fprintf(&b, "set %s { timeout %s }\n", n, rs.Affinity[n].Timeout)
+	}
+	for _, n := range sortedKeys(rs.TypedSets) {
+		ts := rs.TypedSets[n]
+		es := ts.sorted()
+		s := make([]string, len(es))
+		for i, e := range es {
+			s[i] = e.String()
+		}
+		if len(s) == 0 {
+			fmt.Fprintf(&b, "set %s { %s }\n", n, ts.Kind)
+		} else {
+			fmt.Fprintf(&b, "set %s { %s: %s }\n", n, ts.Kind, strings.Join(s, ", "))
+		}
 	}
 	for _, n := range sortedKeys(rs.Maps) {
 		fmt.Fprintf(&b, "map %s {\n", n)

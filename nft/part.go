@@ -3,8 +3,8 @@ package nft
 import "strings"
 
 // Part is one writer's share of table wgmesh: the base chains it hooks,
-// the verdict maps and address sets it declares, and the names of the
-// regular chains and session-affinity sets it creates. Parts never share a
+// the verdict maps and sets it declares, and the names of the regular
+// chains, typed sets and session-affinity sets it creates. Parts never share a
 // name; a writer reads, diffs and writes only its own part, so the leak
 // guard, egress masquerade and the service NAT cannot overwrite each other.
 type Part struct {
@@ -12,8 +12,16 @@ type Part struct {
 	BaseChains []BaseChain
 	// Maps are the verdict maps and their key kinds.
 	Maps map[string]KeyKind
-	// Sets are the address sets.
+	// Sets are the address sets (elements in Ruleset.Sets).
 	Sets []string
+	// TypedSets are typed sets that always exist (elements in
+	// Ruleset.TypedSets): a write that drops one from the ruleset only
+	// empties it; Delete removes it.
+	TypedSets map[string]SetKind
+	// SetPrefixes name the dynamic typed sets: each exists while the
+	// ruleset declares it, created before the rules that use it and
+	// deleted with the write after the one that left it unused.
+	SetPrefixes []string
 	// Chains and ChainPrefixes name the regular chains.
 	Chains        []string
 	ChainPrefixes []string
@@ -68,12 +76,34 @@ func (p *Part) ownsAffinity(name string) bool {
 	return p.AffinityPrefix != "" && strings.HasPrefix(name, p.AffinityPrefix)
 }
 
+// ownsTypedSet tells the part's typed sets, static or dynamic.
+func (p *Part) ownsTypedSet(name string) bool {
+	if p.staticSet(name) {
+		return true
+	}
+	for _, pre := range p.SetPrefixes {
+		if strings.HasPrefix(name, pre) {
+			return true
+		}
+	}
+	return false
+}
+
+// staticSet tells the typed sets that are never deleted but by Delete.
+func (p *Part) staticSet(name string) bool {
+	_, ok := p.TypedSets[name]
+	return ok
+}
+
 // Skeleton is the part's base chains with their rules: the starting point
 // of a desired ruleset.
 func (p *Part) Skeleton() *Ruleset {
 	rs := NewRuleset()
 	for _, b := range p.BaseChains {
 		rs.Chains[b.Name] = b.Rules
+	}
+	for n, k := range p.TypedSets {
+		rs.DeclareSet(n, k)
 	}
 	return rs
 }

@@ -9,8 +9,8 @@ type Programmer interface {
 	// Apply writes ch, taking rules and verdicts from want; it returns the
 	// number of netlink batches sent.
 	Apply(f Family, ch *Changes, want *Ruleset) (int, error)
-	// EnsureSkeleton creates the table and the part's maps and sets when
-	// missing.
+	// EnsureSkeleton creates the table and the part's maps and sets
+	// (static typed sets included) when missing.
 	EnsureSkeleton(f Family) error
 	// Generation is the ruleset generation: it moves with every change
 	// to any table of the namespace.

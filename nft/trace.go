@@ -16,14 +16,29 @@ import (
 // endpoint, masqueraded or not), not rule text, and see the parts
 // together: the leak guard, egress masquerade and the service NAT.
 
-// Packet is what the tracer sends. Every traced packet opens a new
-// connection (ct state new holds).
+// Packet is what the tracer sends.
 type Packet struct {
 	Src, Dst netip.Addr
 	Proto    Protocol
 	DPort    uint16
+	// ICMPv6Type is the type of an ICMPv6 packet (Proto ICMPv6).
+	ICMPv6Type uint8
+	// CtState is the packet's connection state, one of CtNew (the zero
+	// value means new: the packet opens a connection), CtEstablished,
+	// CtRelated or CtInvalid. Only a new connection's packet passes nat
+	// chains: conntrack applies their mapping to the rest, and the tracer
+	// does not (trace an established packet with the addresses it has
+	// after NAT, e.g. a reply from the endpoint).
+	CtState CtState
 	// FromNode: the packet originates on this node (output path).
 	FromNode bool
+}
+
+func (p Packet) ctState() CtState {
+	if p.CtState == 0 {
+		return CtNew
+	}
+	return p.CtState
 }
 
 // Tracer traces packets through Rules, hooked by Bases.
@@ -161,7 +176,7 @@ func (t *Tracer) hook(h Hook, p Packet, in []pstate) []pstate {
 	for _, b := range chains {
 		var out []pstate
 		for _, s := range states {
-			if s.terminated || (b.NAT && s.natDone) {
+			if s.terminated || (b.NAT && (s.natDone || p.ctState() != CtNew)) {
 				out = append(out, s)
 				continue
 			}
@@ -204,9 +219,16 @@ func (t *Tracer) run(chain string, i int, p Packet, s pstate) []pstate {
 		var next []Verdict
 		switch {
 		case r.VMap != "":
-			k := MapKey{Proto: p.Proto, Port: s.dport}
-			if r.VMapKey == KeyAddrProtoPort {
-				k.Addr = s.dst
+			var k MapKey
+			switch r.VMapKey {
+			case KeyAddrProtoPort:
+				k = MapKey{Addr: s.dst, Proto: p.Proto, Port: s.dport}
+			case KeyProtoPort:
+				k = MapKey{Proto: p.Proto, Port: s.dport}
+			case KeyDaddr:
+				k = MapKey{Addr: s.dst}
+			case KeySaddr:
+				k = MapKey{Addr: s.src}
 			}
 			v, ok := t.Rules.Maps[r.VMap][k]
 			if !ok {
@@ -262,7 +284,22 @@ func (t *Tracer) runVerdict(chain string, i int, p Packet, s pstate, v Verdict) 
 	return out
 }
 
+// inSet reports whether set holds key: an address set, an affinity set
+// (what the tracer remembered) or a typed set.
+func (t *Tracer) inSet(set string, key SetElem) bool {
+	if ts, ok := t.Rules.TypedSets[set]; ok {
+		return ts.Contains(key)
+	}
+	return t.Rules.Sets[set][key.Addr] || t.Affinity[set][key.Addr]
+}
+
 func (t *Tracer) match(r Rule, p Packet, s pstate) bool {
+	if r.CtStateNew && p.ctState() != CtNew {
+		return false
+	}
+	if r.CtState != 0 && r.CtState&p.ctState() == 0 {
+		return false
+	}
 	if r.MarkUnset && s.mark {
 		return false
 	}
@@ -274,13 +311,22 @@ func (t *Tracer) match(r Rule, p Packet, s pstate) bool {
 			return false
 		}
 	}
-	if r.SaddrSet != "" && !t.Affinity[r.SaddrSet][s.src] {
+	if r.SaddrSet != "" && !t.inSet(r.SaddrSet, SetElem{Addr: s.src}) {
+		return false
+	}
+	if r.NotSaddrSet != "" && t.inSet(r.NotSaddrSet, SetElem{Addr: s.src}) {
 		return false
 	}
 	if r.Daddr.IsValid() && !r.Daddr.Contains(s.dst) {
 		return false
 	}
-	if r.DaddrSet != "" && !t.Rules.Sets[r.DaddrSet][s.dst] {
+	if r.DaddrSet != "" && !t.inSet(r.DaddrSet, SetElem{Addr: s.dst}) {
+		return false
+	}
+	if r.NotDaddrSet != "" && t.inSet(r.NotDaddrSet, SetElem{Addr: s.dst}) {
+		return false
+	}
+	if r.SaddrDaddrSet != "" && !t.inSet(r.SaddrDaddrSet, SetElem{Addr: s.src, Addr2: s.dst}) {
 		return false
 	}
 	if r.FibSaddrLocal && !t.Local[s.src] {
@@ -300,7 +346,19 @@ func (t *Tracer) match(r Rule, p Packet, s pstate) bool {
 	if r.Proto != "" && r.Proto != p.Proto {
 		return false
 	}
-	if r.DPort != 0 && r.DPort != s.dport {
+	if r.DPort != 0 && r.DPortEnd == 0 && r.DPort != s.dport {
+		return false
+	}
+	if r.DPortEnd != 0 && (s.dport < r.DPort || s.dport > r.DPortEnd) {
+		return false
+	}
+	if r.ICMPv6TypeEnd != 0 && (p.ICMPv6Type < r.ICMPv6Type || p.ICMPv6Type > r.ICMPv6TypeEnd) {
+		return false
+	}
+	if r.ICMPv6Type != 0 && r.ICMPv6TypeEnd == 0 && p.ICMPv6Type != r.ICMPv6Type {
+		return false
+	}
+	if r.DaddrProtoPortSet != "" && !t.inSet(r.DaddrProtoPortSet, SetElem{Addr: s.dst, Proto: p.Proto, Port: s.dport}) {
 		return false
 	}
 	return true
