@@ -18,15 +18,32 @@ type Fake struct {
 	tables map[Family]*Ruleset
 	gen    uint32
 	parts  []*Part
+	counts map[ruleRef][2]uint64
 	// FailWrites, when set, is returned by every Apply and EnsureSkeleton.
 	FailWrites error
 	// Writes counts the Apply calls that changed something.
 	Writes int
 }
 
+// ruleRef is rule i of a chain of family f.
+type ruleRef struct {
+	f     Family
+	chain string
+	i     int
+}
+
 // NewFake returns an empty table.
 func NewFake() *Fake {
-	return &Fake{tables: map[Family]*Ruleset{IPv4: NewRuleset(), IPv6: NewRuleset()}}
+	return &Fake{tables: map[Family]*Ruleset{IPv4: NewRuleset(), IPv6: NewRuleset()}, counts: map[ruleRef][2]uint64{}}
+}
+
+// Count adds packets and bytes to the counter of rule i of chain in
+// family f, as traffic would; rewriting the chain resets it.
+func (k *Fake) Count(f Family, chain string, i int, packets, bytes uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	c := k.counts[ruleRef{f, chain, i}]
+	k.counts[ruleRef{f, chain, i}] = [2]uint64{c[0] + packets, c[1] + bytes}
 }
 
 // For returns the Programmer of one part of the fake table.
@@ -175,6 +192,11 @@ func (fp *fakePart) Apply(f Family, ch *Changes, want *Ruleset) (int, error) {
 	fp.k.tables[f] = t
 	fp.k.gen++
 	fp.k.Writes++
+	for ref := range fp.k.counts {
+		if ref.f == f && (slices.Contains(ch.writeChains, ref.chain) || slices.Contains(ch.delChains, ref.chain)) {
+			delete(fp.k.counts, ref)
+		}
+	}
 	return 1, nil
 }
 
@@ -343,6 +365,23 @@ func (fp *fakePart) Generation() (uint32, error) {
 	fp.k.mu.Lock()
 	defer fp.k.mu.Unlock()
 	return fp.k.gen, nil
+}
+
+// Counters are the counts Fake.Count added since the chain was written.
+func (fp *fakePart) Counters(f Family, chain string) ([]RuleCounter, error) {
+	if !fp.p.OwnsChain(chain) {
+		return nil, fmt.Errorf("chain %s is not part %s's", chain, fp.p.Name)
+	}
+	fp.k.mu.Lock()
+	defer fp.k.mu.Unlock()
+	var out []RuleCounter
+	for i, r := range fp.k.tables[f].Chains[chain] {
+		if r.Counter {
+			c := fp.k.counts[ruleRef{f, chain, i}]
+			out = append(out, RuleCounter{Index: i, Fingerprint: Fingerprint(r.String()), Packets: c[0], Bytes: c[1]})
+		}
+	}
+	return out, nil
 }
 
 func (fp *fakePart) HasStale() bool    { return false }

@@ -172,3 +172,31 @@ func TestFakeRefusesOverlappingRanges(t *testing.T) {
 		t.Errorf("deleting a range that is not there: %v", err)
 	}
 }
+
+// TestFakeCounters: Counters lists the counting rules of a chain with
+// their fingerprints; rewriting the chain starts them at zero.
+func TestFakeCounters(t *testing.T) {
+	fake := nft.NewFake()
+	prog := fake.For(policyPart)
+	want := desiredPolicy(nft.IPv4)
+	mustSync(t, prog, nft.IPv4, want)
+	fake.Count(nft.IPv4, "policy-in-a", 2, 3, 180)
+	got, err := prog.Counters(nft.IPv4, "policy-in-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropFP := nft.Fingerprint(nft.Rule{Counter: true, Verdict: drop}.String())
+	invalidFP := nft.Fingerprint(want.Chains["policy-in-a"][0].String())
+	if len(got) != 2 || got[0] != (nft.RuleCounter{Index: 0, Fingerprint: invalidFP}) ||
+		got[1] != (nft.RuleCounter{Index: 2, Fingerprint: dropFP, Packets: 3, Bytes: 180}) {
+		t.Errorf("counters %+v", got)
+	}
+	want.Chains["policy-in-a"] = append(nft.Chain{{Proto: nft.UDP, Verdict: accept}}, want.Chains["policy-in-a"]...)
+	mustSync(t, prog, nft.IPv4, want)
+	if got, _ := prog.Counters(nft.IPv4, "policy-in-a"); len(got) != 2 || got[1].Packets != 0 || got[1].Index != 3 {
+		t.Errorf("counters after a rewrite %+v", got)
+	}
+	if _, err := prog.Counters(nft.IPv4, "someone-elses"); err == nil {
+		t.Error("counters of another part's chain")
+	}
+}

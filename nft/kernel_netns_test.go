@@ -2,14 +2,20 @@ package nft_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 
 	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/wait"
 )
 
 // Two parts of one table, as the agent's writers share it.
@@ -277,11 +283,26 @@ func TestKernelTypedSets(t *testing.T) {
 		t.Logf("nft list ruleset:\n%s", out)
 	}
 
+	// Counters: the counting rules of a chain, in order, by fingerprint.
+	want := desiredPolicy(nft.IPv6)
+	got, err := k.Counters(nft.IPv6, "policy-in-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := want.Chains["policy-in-a"]
+	if len(got) != 2 || got[0].Index != 0 || got[0].Fingerprint != nft.Fingerprint(in[0].String()) ||
+		got[1].Index != 3 || got[1].Fingerprint != nft.Fingerprint(in[3].String()) {
+		t.Errorf("counters of policy-in-a: %+v", got)
+	}
+	if got, err := k.Counters(nft.IPv6, "policy-in-gone"); err != nil || len(got) != 0 {
+		t.Errorf("counters of a missing chain: %v, %v; want none", got, err)
+	}
+
 	f := nft.IPv4
 	p := policyPlan[f]
 	// A range split by another except; a set of another kind (its user
 	// rewritten in the same write).
-	want := desiredPolicy(f)
+	want = desiredPolicy(f)
 	want.TypedSets["cidrs-x"] = nft.TypedSet{Kind: nft.SetInterval, Elems: map[nft.SetElem]bool{}}
 	want.AddTypedElements("cidrs-x", nft.SetInterval, nft.Ranges([]netip.Prefix{p.block}, prefixes("10.1.0.0/16", "10.128.0.0/9"))...)
 	want.TypedSets["peers-b"] = nft.TypedSet{Kind: nft.SetInterval, Elems: map[nft.SetElem]bool{}}
@@ -377,5 +398,270 @@ func TestKernelTypedSets(t *testing.T) {
 	}
 	if err := nft.DeleteTable(k.NetNSFd); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// policyLab is the policy ruleset on a router between a client holding
+// the remote addresses of policyPlan (peer, other, the ipBlock's) and a
+// server holding the local pods (a, b, c); the policy's forward chain
+// judges every packet between them.
+type policyLab struct {
+	router, client, server *netns.NS
+	k                      *nft.Kernel
+	// hosts are the namespaces holding each address.
+	hosts map[netip.Addr]*netns.NS
+}
+
+// policyPorts are where the server and the client answer, TCP and UDP.
+var policyPorts = []int{80, 443, 8050, 8100, 8101, 8443}
+
+func newPolicyLab(t *testing.T) *policyLab {
+	netns.SkipUnlessRoot(t)
+	l := &policyLab{router: netns.NewForTest(t, "wgm-nft-router"), client: netns.NewForTest(t, "wgm-nft-client"),
+		server: netns.NewForTest(t, "wgm-nft-server"), hosts: map[netip.Addr]*netns.NS{}}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(netns.Veth(l.router, "eth0", l.client, "eth0", 0))
+	must(netns.Veth(l.router, "eth1", l.server, "eth0", 0))
+	must(l.router.Sysctl("net.ipv4.ip_forward", "1"))
+	must(l.router.Sysctl("net.ipv6.conf.all.forwarding", "1"))
+	for _, f := range nft.Families {
+		p := policyPlan[f]
+		bits, def := 24, "default"
+		if f == nft.IPv6 {
+			bits, def = 64, "default6"
+		}
+		remote := netip.PrefixFrom(p.peer, bits).Masked()
+		gwRemote, gwLocal := remote.Addr().Next(), p.podCIDR.Addr().Next()
+		must(netns.AddAddr(l.router, "eth0", netip.PrefixFrom(gwRemote, bits).String()))
+		must(netns.AddAddr(l.router, "eth1", netip.PrefixFrom(gwLocal, bits).String()))
+		must(netns.AddRoute(l.router, p.block.String(), p.peer.String(), "eth0"))
+		for _, a := range []netip.Addr{p.peer, p.other} {
+			must(netns.AddAddr(l.client, "eth0", netip.PrefixFrom(a, bits).String()))
+			l.hosts[a] = l.client
+		}
+		for _, a := range []netip.Addr{p.inBlock, p.inExcept} {
+			must(netns.AddAddr(l.client, "eth0", nft.Host(a).String()))
+			l.hosts[a] = l.client
+		}
+		for _, a := range []netip.Addr{p.a, p.b, p.c} {
+			must(netns.AddAddr(l.server, "eth0", netip.PrefixFrom(a, bits).String()))
+			l.hosts[a] = l.server
+		}
+		must(netns.AddRoute(l.client, def, gwRemote.String(), "eth0"))
+		must(netns.AddRoute(l.server, def, gwLocal.String(), "eth0"))
+	}
+	for _, ns := range []*netns.NS{l.client, l.server} {
+		var addrs []netip.Addr
+		for a, h := range l.hosts {
+			if h == ns {
+				addrs = append(addrs, a)
+			}
+		}
+		answer(t, ns, addrs)
+	}
+	l.k = kernelIn(t, l.router, policyPart)
+	for _, f := range nft.Families {
+		syncKernel(t, l.k, f, desiredPolicy(f))
+	}
+	return l
+}
+
+// answer accepts TCP connections on policyPorts and echoes UDP datagrams
+// to addrs (a socket per address, so that a reply comes from the address
+// the datagram went to).
+func answer(t *testing.T, ns *netns.NS, addrs []netip.Addr) {
+	var closers []io.Closer
+	err := ns.Do(func() error {
+		for _, port := range policyPorts {
+			tl, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+			if err != nil {
+				return err
+			}
+			closers = append(closers, tl)
+			go func() {
+				for {
+					c, err := tl.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+			for _, a := range addrs {
+				ul, err := net.ListenPacket("udp", netip.AddrPortFrom(a, uint16(port)).String())
+				if err != nil {
+					return err
+				}
+				closers = append(closers, ul)
+				go func() {
+					buf := make([]byte, 1500)
+					for {
+						n, from, err := ul.ReadFrom(buf)
+						if err != nil {
+							return
+						}
+						_, _ = ul.WriteTo(buf[:n], from)
+					}
+				}()
+			}
+		}
+		return nil
+	})
+	t.Cleanup(func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// drops is the number of packets the policy's counted drops took.
+func (l *policyLab) drops(t *testing.T, f nft.Family) uint64 {
+	t.Helper()
+	var n uint64
+	for _, chain := range []string{"policy-forward", "policy-in-a", "policy-out-c"} {
+		cs, err := l.k.Counters(f, chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			n += c.Packets
+		}
+	}
+	return n
+}
+
+// send opens p's connection (or sends its ICMPv6 message) from the
+// namespace holding its source, and returns once it is through (accept)
+// or a counted drop took it (drop): either proves the router judged it, so
+// no outcome rests on a timeout.
+func (l *policyLab) send(t *testing.T, f nft.Family, p nft.Packet) string {
+	t.Helper()
+	before := l.drops(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	through := make(chan error, 1)
+	if p.Proto == nft.ICMPv6 {
+		go func() { through <- l.icmpv6(ctx, p) }()
+	} else {
+		go func() { through <- l.dial(ctx, p) }()
+	}
+	var outcome string
+	var failed error
+	err := wait.Poll(ctx, 20*time.Second, func() error {
+		select {
+		case failed = <-through:
+			outcome = "accept"
+			return nil
+		default:
+		}
+		if l.drops(t, f) > before {
+			outcome = "drop"
+			return nil
+		}
+		return errors.New("neither through nor dropped yet")
+	})
+	if err == nil {
+		err = failed
+	}
+	if err != nil {
+		t.Fatalf("%s %s -> %s: %v", p.Proto, p.Src, netip.AddrPortFrom(p.Dst, p.DPort), err)
+	}
+	return outcome
+}
+
+// dial opens a TCP connection, or has a UDP datagram echoed.
+func (l *policyLab) dial(ctx context.Context, p nft.Packet) error {
+	return l.hosts[p.Src].Do(func() error {
+		network := "tcp"
+		var local net.Addr = &net.TCPAddr{IP: p.Src.AsSlice()}
+		if p.Proto == nft.UDP {
+			network, local = "udp", &net.UDPAddr{IP: p.Src.AsSlice()}
+		}
+		d := net.Dialer{LocalAddr: local}
+		c, err := d.DialContext(ctx, network, netip.AddrPortFrom(p.Dst, p.DPort).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if p.Proto != nft.UDP {
+			return nil
+		}
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+		defer stop()
+		if _, err := c.Write([]byte("policy")); err != nil {
+			return err
+		}
+		_, err = c.Read(make([]byte, 16))
+		return err
+	})
+}
+
+// icmpv6 sends an ICMPv6 message of p's type and returns once the
+// destination's namespace received it.
+func (l *policyLab) icmpv6(ctx context.Context, p nft.Packet) error {
+	var rx net.PacketConn
+	if err := l.hosts[p.Dst].Do(func() (err error) {
+		rx, err = net.ListenPacket("ip6:ipv6-icmp", "::")
+		return err
+	}); err != nil {
+		return err
+	}
+	defer rx.Close()
+	stop := context.AfterFunc(ctx, func() { rx.SetDeadline(time.Now()) })
+	defer stop()
+	// Type, code, checksum (the kernel's), 4 bytes reserved and a target.
+	msg := append([]byte{p.ICMPv6Type, 0, 0, 0, 0, 0, 0, 0}, p.Dst.AsSlice()...)
+	if err := l.hosts[p.Src].Do(func() error {
+		tx, err := net.ListenPacket("ip6:ipv6-icmp", p.Src.String())
+		if err != nil {
+			return err
+		}
+		defer tx.Close()
+		_, err = tx.WriteTo(msg, &net.IPAddr{IP: p.Dst.AsSlice()})
+		return err
+	}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := rx.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		if a, ok := netip.AddrFromSlice(from.(*net.IPAddr).IP); ok && a == p.Src && n > 0 && buf[0] == p.ICMPv6Type {
+			return nil
+		}
+	}
+}
+
+// TestKernelPolicyTraffic sends the packets TestTracePolicy traces through
+// a router whose forward hook holds the policy ruleset: the kernel decides
+// as the tracer does, by vmaps keyed by one address, address, interval and
+// concatenated set lookups (negated too), port and ICMPv6 type ranges and
+// ct state; every drop is one the counters read back.
+func TestKernelPolicyTraffic(t *testing.T) {
+	l := newPolicyLab(t)
+	for _, f := range nft.Families {
+		for _, tc := range policyCases(f) {
+			if !tc.inKernel {
+				continue
+			}
+			if got := l.send(t, f, tc.p); got != tc.want {
+				t.Errorf("%s %s (%s -> %s %s %d): %s, want %s", f, tc.name, tc.p.Src, tc.p.Dst, tc.p.Proto, tc.p.DPort, got, tc.want)
+			}
+		}
+	}
+	for _, f := range nft.Families {
+		if err := l.k.Delete(f); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -21,6 +21,9 @@ type Programmer interface {
 	FlushStale() error
 	// Delete removes the part's objects of family f (not the table).
 	Delete(f Family) error
+	// Counters reads the counters of the rules of one of the part's
+	// chains (for metrics).
+	Counters(f Family, chain string) ([]RuleCounter, error)
 }
 
 var _ Programmer = (*Kernel)(nil)

@@ -81,11 +81,14 @@ func desiredPolicy(f nft.Family) *nft.Ruleset {
 	return rs
 }
 
-// traceCase is a packet and its fate.
+// traceCase is a packet and its fate; inKernel: TestKernelPolicyTraffic
+// sends it too (a new TCP or UDP connection, or an ICMPv6 message, between
+// its namespaces).
 type traceCase struct {
-	name string
-	p    nft.Packet
-	want string
+	name     string
+	p        nft.Packet
+	want     string
+	inKernel bool
 }
 
 // policyCases are the packets of the policy ruleset of family f.
@@ -99,29 +102,31 @@ func policyCases(f nft.Family) []traceCase {
 		return p
 	}
 	cases := []traceCase{
-		{"peer to port 80", pkt(p.peer, p.a, nft.TCP, 80), "accept"},
-		{"other pod to port 80", pkt(p.other, p.a, nft.TCP, 80), "drop"},
-		{"ipBlock to the port range", pkt(p.inBlock, p.a, nft.TCP, 8050), "accept"},
-		{"ipBlock to the range's last port", pkt(p.inBlock, p.a, nft.TCP, 8100), "accept"},
-		{"ipBlock past the port range", pkt(p.inBlock, p.a, nft.TCP, 8101), "drop"},
-		{"ipBlock except", pkt(p.inExcept, p.a, nft.TCP, 8050), "drop"},
-		{"peer to the named port", pkt(p.peer, p.a, nft.TCP, 8443), "accept"},
-		{"peer to the named port over udp", pkt(p.peer, p.a, nft.UDP, 8443), "drop"},
-		{"an address of the pod CIDR no pod has", pkt(p.other, p.noPod, nft.TCP, 80), "drop"},
-		{"to a pod no policy isolates", pkt(p.other, p.b, nft.UDP, 80), "accept"},
-		{"egress to the allowed block", pkt(p.c, p.other, nft.TCP, 443), "accept"},
-		{"egress to the excluded block", pkt(p.c, p.inBlock, nft.TCP, 443), "drop"},
-		{"ipBlock to an egress-isolated pod", pkt(p.inBlock, p.c, nft.TCP, 80), "accept"},
-		{"a reply from an egress-isolated pod", in(nft.CtEstablished, pkt(p.c, p.inBlock, nft.TCP, 80)), "accept"},
-		{"established", in(nft.CtEstablished, pkt(p.other, p.a, nft.TCP, 80)), "accept"},
-		{"related", in(nft.CtRelated, pkt(p.other, p.a, nft.UDP, 53)), "accept"},
-		{"invalid", in(nft.CtInvalid, pkt(p.peer, p.a, nft.TCP, 80)), "drop"},
-		{"a pod to itself", pkt(p.a, p.a, nft.TCP, 9), "accept"},
+		{"peer to port 80", pkt(p.peer, p.a, nft.TCP, 80), "accept", true},
+		{"other pod to port 80", pkt(p.other, p.a, nft.TCP, 80), "drop", true},
+		{"ipBlock to the port range", pkt(p.inBlock, p.a, nft.TCP, 8050), "accept", true},
+		{"ipBlock to the range's last port", pkt(p.inBlock, p.a, nft.TCP, 8100), "accept", true},
+		{"ipBlock past the port range", pkt(p.inBlock, p.a, nft.TCP, 8101), "drop", true},
+		{"ipBlock except", pkt(p.inExcept, p.a, nft.TCP, 8050), "drop", true},
+		{"peer to the named port", pkt(p.peer, p.a, nft.TCP, 8443), "accept", true},
+		{"peer to the named port over udp", pkt(p.peer, p.a, nft.UDP, 8443), "drop", true},
+		{"an address of the pod CIDR no pod has", pkt(p.other, p.noPod, nft.TCP, 80), "drop", true},
+		{"to a pod no policy isolates", pkt(p.other, p.b, nft.UDP, 80), "accept", true},
+		{"egress to the allowed block", pkt(p.c, p.other, nft.TCP, 443), "accept", true},
+		{"egress to the excluded block", pkt(p.c, p.inBlock, nft.TCP, 443), "drop", true},
+		// The kernel sees this connection's replies (c to the block) pass
+		// as established.
+		{"ipBlock to an egress-isolated pod", pkt(p.inBlock, p.c, nft.TCP, 80), "accept", true},
+		{"a reply from an egress-isolated pod", in(nft.CtEstablished, pkt(p.c, p.inBlock, nft.TCP, 80)), "accept", false},
+		{"established", in(nft.CtEstablished, pkt(p.other, p.a, nft.TCP, 80)), "accept", false},
+		{"related", in(nft.CtRelated, pkt(p.other, p.a, nft.UDP, 53)), "accept", false},
+		{"invalid", in(nft.CtInvalid, pkt(p.peer, p.a, nft.TCP, 80)), "drop", false},
+		{"a pod to itself", pkt(p.a, p.a, nft.TCP, 9), "accept", false},
 	}
 	if f == nft.IPv6 {
 		cases = append(cases,
-			traceCase{"neighbor solicitation", nft.Packet{Src: p.other, Dst: p.a, Proto: nft.ICMPv6, ICMPv6Type: 135}, "accept"},
-			traceCase{"echo request", nft.Packet{Src: p.other, Dst: p.a, Proto: nft.ICMPv6, ICMPv6Type: 128}, "drop"})
+			traceCase{"neighbor solicitation", nft.Packet{Src: p.other, Dst: p.a, Proto: nft.ICMPv6, ICMPv6Type: 135}, "accept", true},
+			traceCase{"echo request", nft.Packet{Src: p.other, Dst: p.a, Proto: nft.ICMPv6, ICMPv6Type: 128}, "drop", true})
 	}
 	return cases
 }
