@@ -1,10 +1,11 @@
 // Package runner runs one level-based function (the agent's reconcile, the
-// service NAT's sync) whenever something wakes it, on a period, and again
-// after a failure with back-off, one run at a time: wake-ups that arrive
-// while it runs (or rests) coalesce into one more run. Each user keeps its
-// own pacing: the agent rests as long as a reconcile took and retries a
-// failure while wake-ups still run; the service NAT holds every sync off
-// during a failure's back-off.
+// service NAT's sync, the network policy's) whenever something wakes it, on a
+// period, and again after a failure with back-off, one run at a time:
+// wake-ups that arrive while it runs (or rests) coalesce into one more run.
+// Each user keeps its own pacing: the agent rests as long as a reconcile
+// took and retries a failure while wake-ups still run; the service NAT holds
+// every sync off during a failure's back-off; the network policy runs at
+// most once per MinInterval (a bounded-frequency runner).
 package runner
 
 import (
@@ -39,6 +40,10 @@ type Options struct {
 	// Pace: after each run, rest as long as it took before the next, so
 	// that runs hold at most half a core however fast wake-ups come.
 	Pace bool
+	// MinInterval: at least this long from one run's start to the next's,
+	// so that a burst of wake-ups is one run per interval while a lone
+	// wake-up runs at once (a bounded-frequency runner).
+	MinInterval time.Duration
 	// HoldOnFailure: after a failure, no run until the back-off has passed,
 	// whatever wakes the runner meanwhile; then a retry. Without it the
 	// retry is due after the back-off, and a wake-up meanwhile runs at once.
@@ -103,7 +108,7 @@ func (r *Runner) Run(ctx context.Context, fn func(context.Context, Cause) error)
 		tick = t.C
 	}
 	backoff := r.o.MinBackoff
-	var notBefore time.Time
+	var notBefore, lastStart time.Time
 	for {
 		periodic := false
 		select {
@@ -113,13 +118,19 @@ func (r *Runner) Run(ctx context.Context, fn func(context.Context, Cause) error)
 		case <-tick:
 			periodic = true
 		}
-		// Paced: the wake-ups that arrive meanwhile join this run.
-		if !sleep(ctx, time.Until(notBefore)) {
+		// Paced, or bounded in frequency: the wake-ups that arrive
+		// meanwhile join this run.
+		wait := time.Until(notBefore)
+		if r.o.MinInterval > 0 && !lastStart.IsZero() {
+			wait = max(wait, time.Until(lastStart.Add(r.o.MinInterval)))
+		}
+		if !sleep(ctx, wait) {
 			return nil
 		}
 		r.drain()
 		cause := Cause{Reason: r.take(), Periodic: periodic}
 		start := time.Now()
+		lastStart = start
 		err := fn(ctx, cause)
 		if r.o.Pace {
 			notBefore = time.Now().Add(time.Since(start))

@@ -255,3 +255,37 @@ func TestFatal(t *testing.T) {
 		t.Fatalf("Run = %v, want the fatal failure", err)
 	}
 }
+
+// TestMinInterval (the network policy): a lone wake-up runs at once; a
+// burst of wake-ups within MinInterval of a run's start is one more run,
+// MinInterval after it.
+func TestMinInterval(t *testing.T) {
+	rs := newRuns()
+	const interval = 300 * time.Millisecond
+	r := New(Options{MinInterval: interval, Reasons: agentReasons})
+	start(t, r, rs.fn(func(int) error { return nil }))
+	woken := time.Now()
+	r.Wake("start")
+	rs.next(t)
+	if d := rs.times()[0].Sub(woken); d > interval/2 {
+		t.Errorf("the first run came %s after its wake-up, want at once", d)
+	}
+	for range 5 {
+		r.Wake("watch")
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := rs.next(t); c.Reason != "watch" {
+		t.Fatalf("run %+v", c)
+	}
+	at := rs.times()
+	if d := at[1].Sub(at[0]); d < interval {
+		t.Errorf("the burst's run started %s after the first, want at least %s", d, interval)
+	}
+	r.Wake("probe") // a barrier: its run comes after any other the burst caused
+	if c := rs.next(t); c.Reason != "probe" {
+		t.Fatalf("run %+v", c)
+	}
+	if n := len(rs.times()); n != 3 {
+		t.Errorf("%d runs, want 3: the five wake-ups of the burst were one run", n)
+	}
+}
