@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -29,8 +30,10 @@ type ManagerOptions struct {
 
 // Manager applies egress masquerade and br_netfilter for the node's podCIDRs.
 type Manager struct {
-	opts     ManagerOptions
-	brnf     BridgeNetfilter
+	opts ManagerOptions
+	brnf BridgeNetfilter
+	// lastBrNF is read by the network policy's goroutine too.
+	mu       sync.Mutex
 	lastBrNF *BridgeNFStatus
 }
 
@@ -76,14 +79,22 @@ func (m *Manager) Apply(_ context.Context, podCIDRs []netip.Prefix) error {
 		}
 	} else {
 		m.opts.Metrics.BridgeNFCallReady.Set(0)
-		if m.lastBrNF == nil || m.lastBrNF.Enabled || m.lastBrNF.Reason != st.Reason {
+		if last := m.BridgeNetfilterStatus(); last == nil || last.Enabled || last.Reason != st.Reason {
 			m.opts.Log.Info("br_netfilter unavailable", "reason", st.Reason)
 			m.opts.Events(corev1.EventTypeWarning, "BridgeNetfilterUnavailable", st.Reason)
 		}
 	}
+	m.mu.Lock()
 	m.lastBrNF = &st
+	m.mu.Unlock()
 	return nil
 }
 
 // BridgeNetfilterStatus is the last br_netfilter outcome (nil before Apply).
-func (m *Manager) BridgeNetfilterStatus() *BridgeNFStatus { return m.lastBrNF }
+// Other goroutines may call it (the network policy's readiness depends on
+// it: without br_netfilter, same-node pod traffic bypasses the policy).
+func (m *Manager) BridgeNetfilterStatus() *BridgeNFStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastBrNF
+}
