@@ -125,16 +125,7 @@ func TestReconcilePipeline(t *testing.T) {
 
 	nodes := map[string]*corev1.Node{}
 	for i, name := range []string{"wgm-pipe-1", "wgm-pipe-2"} {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{
-			PodCIDR: fmt.Sprintf("198.19.%d.0/24", i+1), PodCIDRs: []string{fmt.Sprintf("198.19.%d.0/24", i+1)}}}
-		if err := c.Create(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("198.18.0.%d", 11+i)}}
-		if err := c.Status().Update(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-		nodes[name] = n
+		nodes[name] = createTestNode(ctx, t, c, name, i)
 	}
 	peerKey, extKey := mustKey(t), mustKey(t)
 	owner := func(n *corev1.Node) []metav1.OwnerReference {
@@ -252,4 +243,20 @@ func TestReconcilePipeline(t *testing.T) {
 	if len(order) < n+2 || !slices.Contains(states["cni"].ExternalPeerRanges, netip.MustParsePrefix("198.18.200.4/32")) {
 		t.Errorf("the cni data plane was not applied after the guard failed: %v", order[n:])
 	}
+}
+
+// createTestNode creates Node name, the i-th of a test, with pod CIDR
+// 198.19.<i+1>.0/24 and InternalIP 198.18.0.<11+i>.
+func createTestNode(ctx context.Context, t *testing.T, c client.Client, name string, i int) *corev1.Node {
+	t.Helper()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{
+		PodCIDR: fmt.Sprintf("198.19.%d.0/24", i+1), PodCIDRs: []string{fmt.Sprintf("198.19.%d.0/24", i+1)}}}
+	if err := c.Create(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("198.18.0.%d", 11+i)}}
+	if err := c.Status().Update(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -120,15 +120,7 @@ func TestOneWatchPerResource(t *testing.T) {
 
 	nodes := map[string]*corev1.Node{}
 	for i, name := range []string{"wgm-watch-1", "wgm-watch-2"} {
-		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{
-			PodCIDR: fmt.Sprintf("198.19.%d.0/24", i+1), PodCIDRs: []string{fmt.Sprintf("198.19.%d.0/24", i+1)}}}
-		if err := c.Create(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: fmt.Sprintf("198.18.0.%d", 11+i)}}
-		if err := c.Status().Update(ctx, n); err != nil {
-			t.Fatal(err)
-		}
+		n := createTestNode(ctx, t, c, name, i)
 		nodes[name] = n
 		owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID, Controller: ptr.To(true)}}
 		if err := c.Create(ctx, &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: name, OwnerReferences: owner}, Spec: wgv1.MeshPeerSpec{NodeName: name,
