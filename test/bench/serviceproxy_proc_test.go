@@ -1,13 +1,11 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -15,10 +13,8 @@ import (
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/proc"
 )
-
-// clockTicks is USER_HZ, the unit of the CPU times in /proc/<pid>/stat.
-const clockTicks = 100
 
 // proxyProc is a service proxy process running in a node namespace.
 type proxyProc struct {
@@ -99,46 +95,14 @@ func (p *proxyProc) stop() {
 	}
 }
 
-// statusKiB reads a "kB" field (VmHWM, VmRSS) of /proc/<pid>/status.
-func statusKiB(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), field+":"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
 // peakRSSKiB is the process's own peak resident set (VmHWM).
-func (p *proxyProc) peakRSSKiB() (int64, error) { return statusKiB(p.pid(), "VmHWM") }
+func (p *proxyProc) peakRSSKiB() (int64, error) { return proc.StatusKiB(p.pid(), "VmHWM") }
 
 // cpu is the CPU time (user + system) the process used, including that of
 // children it has waited for (kube-proxy's `nft` runs).
 func (p *proxyProc) cpu() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 15 {
-		return 0, fmt.Errorf("short /proc/%d/stat", p.pid())
-	}
-	var ticks int64
-	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime (fields 14-17)
-		v, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		ticks += v
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	s, err := proc.Read(p.pid())
+	return s.CPU + s.ChildrenCPU, err
 }
 
 // idle tells whether the process used (almost) no CPU over d and runs no
@@ -153,8 +117,8 @@ func (p *proxyProc) idle(d time.Duration) bool {
 	if err != nil || after-before > d/30 {
 		return false
 	}
-	for _, c := range childPIDs(p.pid()) {
-		if netns.ProcessName(c) == p.childName {
+	for _, c := range proc.Children(p.pid()) {
+		if proc.Name(c) == p.childName {
 			return false
 		}
 	}
@@ -173,34 +137,15 @@ func (p *proxyProc) sampleChildren(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, c := range childPIDs(p.pid()) {
+		for _, c := range proc.Children(p.pid()) {
 			// Until it execs, a child started with vfork shares (and reports) the
 			// parent's memory: only count it once it runs as the helper.
-			if netns.ProcessName(c) != p.childName {
+			if proc.Name(c) != p.childName {
 				continue
 			}
-			if kib, err := statusKiB(c, "VmHWM"); err == nil && kib > p.childPeakKiB.Load() {
+			if kib, err := proc.StatusKiB(c, "VmHWM"); err == nil && kib > p.childPeakKiB.Load() {
 				p.childPeakKiB.Store(kib)
 			}
 		}
 	}
-}
-
-// childPIDs lists the processes whose parent is pid (children are listed
-// under the thread that started them, so every thread is read).
-func childPIDs(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
 }

@@ -2,10 +2,10 @@ package cluster
 
 import (
 	"fmt"
-	"os"
 	"sort"
-	"strconv"
 	"strings"
+
+	"github.com/wgmesh/wgmesh/test/proc"
 )
 
 // Memory is the resident memory of the cluster's processes, in bytes.
@@ -19,21 +19,13 @@ type Memory struct {
 	NodeProcesses map[string]map[string]int64
 }
 
+// rss is pid's resident memory (VmRSS) in bytes, 0 when it cannot be read.
 func rss(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kib, err := proc.StatusKiB(pid, "VmRSS")
 	if err != nil {
 		return 0
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+	return kib * 1024
 }
 
 // Memory measures the resident memory of the control plane and of each node now.
@@ -56,20 +48,12 @@ func (c *Cluster) Memory() Memory {
 		per := map[string]int64{}
 		for _, pid := range pids {
 			r := rss(pid)
-			per[procName(pid)] += r
+			per[proc.Name(pid)] += r
 			m.Nodes[n.Name] += r
 		}
 		m.NodeProcesses[n.Name] = per
 	}
 	return m
-}
-
-func procName(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // String formats the measurement in MiB.

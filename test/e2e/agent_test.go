@@ -34,6 +34,7 @@ import (
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/podnet"
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/proc"
 	"github.com/wgmesh/wgmesh/test/wait"
 )
 
@@ -901,12 +902,8 @@ func joinAndLeave(ctx context.Context, t *testing.T, c *cluster.Cluster, nodes [
 }
 
 func logRSS(t *testing.T, what string, n *cluster.Node) {
-	pid := n.AgentPID()
-	status := readFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(status, "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			t.Logf("agent RSS on %s with %s: %s", n.Name, what, strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")))
-		}
+	if kib, err := proc.StatusKiB(n.AgentPID(), "VmRSS"); err == nil {
+		t.Logf("agent RSS on %s with %s: %d kB", n.Name, what, kib)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/proc"
 )
 
 // operatorPeerController is the operator's controller that writes node
@@ -27,7 +28,7 @@ type Snapshot struct {
 	// OperatorWrites is the operator's write requests (client-go's
 	// rest_client_requests_total); Operator its process.
 	OperatorWrites float64
-	Operator       Proc
+	Operator       proc.Stat
 	Agents         []AgentSnapshot  // Real's, in order
 	Own            map[string]int64 // Sim's own writes (OwnWrites)
 
@@ -45,8 +46,8 @@ type AgentSnapshot struct {
 	StatusWrites float64            // wgmesh_status_writes_total
 	Writes       float64            // every write request (client-go's rest_client_requests_total)
 	Status       wgv1.MeshPeerStatus
-	Agent        Proc
-	WireGuard    Proc // its userspace WireGuard
+	Agent        proc.Stat
+	WireGuard    proc.Stat // its userspace WireGuard
 }
 
 // Delta is what happened between two snapshots (Snapshot.Since). Slices
@@ -109,10 +110,10 @@ func (s *Sim) snap(ctx context.Context) (Snapshot, error) {
 		if err != nil {
 			return sn, err
 		}
-		if a.Agent, err = readProc(n.AgentPID()); err != nil {
+		if a.Agent, err = proc.Read(n.AgentPID()); err != nil {
 			return sn, fmt.Errorf("agent on %s: %w", n.Name, err)
 		}
-		if a.WireGuard, err = readProc(wireGuardPID(n)); err != nil {
+		if a.WireGuard, err = proc.Read(wireGuardPID(n)); err != nil {
 			return sn, fmt.Errorf("userspace WireGuard on %s: %w", n.Name, err)
 		}
 		sn.Agents = append(sn.Agents, a)
@@ -136,7 +137,7 @@ func (s *Sim) snapOperator(sn *Snapshot) error {
 	active, _ := sumProm(ss, "controller_runtime_active_workers", ours)
 	queued, _ := sumProm(ss, "workqueue_depth", func(l map[string]string) bool { return l["name"] == operatorPeerController })
 	sn.opBusy = active + queued
-	if sn.Operator, err = readProc(s.op.Process.Pid); err != nil {
+	if sn.Operator, err = proc.Read(s.op.Process.Pid); err != nil {
 		return fmt.Errorf("the operator: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/test/proc"
 )
 
 func agentAt(reconciles, watch, meshPeerWoke, meshPeerIgnored, status float64, cpu time.Duration) AgentSnapshot {
@@ -17,18 +18,18 @@ func agentAt(reconciles, watch, meshPeerWoke, meshPeerIgnored, status float64, c
 		WatchEvents:  map[string]float64{"MeshPeer/reconcile": meshPeerWoke, "MeshPeer/ignored": meshPeerIgnored, "Node/ignored": 100},
 		StatusWrites: status,
 		Writes:       status + 1,
-		Agent:        Proc{CPU: cpu},
-		WireGuard:    Proc{CPU: 2 * cpu},
+		Agent:        proc.Stat{CPU: cpu},
+		WireGuard:    proc.Stat{CPU: 2 * cpu},
 	}
 }
 
 func TestSince(t *testing.T) {
 	t0 := time.Now()
-	a := Snapshot{At: t0, APIAll: 100, OperatorWrites: 10, Operator: Proc{CPU: time.Second},
+	a := Snapshot{At: t0, APIAll: 100, OperatorWrites: 10, Operator: proc.Stat{CPU: time.Second},
 		API:    map[string]float64{"PATCH nodes": 5, "GET nodes": 50, "POST meshpeers": 1},
 		Agents: []AgentSnapshot{agentAt(10, 2, 1, 5, 1, time.Second), agentAt(20, 4, 1, 5, 1, time.Second)},
 		Own:    map[string]int64{"POST nodes": 3}}
-	b := Snapshot{At: t0.Add(12 * time.Second), APIAll: 130, OperatorWrites: 14, Operator: Proc{CPU: 3 * time.Second},
+	b := Snapshot{At: t0.Add(12 * time.Second), APIAll: 130, OperatorWrites: 14, Operator: proc.Stat{CPU: 3 * time.Second},
 		API:    map[string]float64{"PATCH nodes": 8, "GET nodes": 70, "POST meshpeers": 1, "PATCH meshpeers/status": 2},
 		Agents: []AgentSnapshot{agentAt(13, 3, 2, 17, 2, 2*time.Second), agentAt(22, 4, 1, 17, 1, time.Second)},
 		Own:    map[string]int64{"POST nodes": 4, "PATCH nodes": 2}}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wgmesh/wgmesh/test/proc"
 )
 
 // Leftover is an object with the prefix that no live process owns.
@@ -25,7 +27,7 @@ type Leftover struct {
 
 func (l Leftover) String() string {
 	if l.Kind == "process" {
-		return fmt.Sprintf("process %d (%s) in %s", l.PID, ProcessName(l.PID), l.Name)
+		return fmt.Sprintf("process %d (%s) in %s", l.PID, proc.Name(l.PID), l.Name)
 	}
 	return l.Kind + " " + l.Name
 }

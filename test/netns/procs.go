@@ -80,15 +80,6 @@ func processStart(pid int) (string, error) {
 	return f[19], nil
 }
 
-// ProcessName returns the command name of pid, for messages.
-func ProcessName(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // killAll sends SIGKILL to every pid and waits up to 10s until none runs any more.
 func killAll(pids []int) {
 	for _, p := range pids {

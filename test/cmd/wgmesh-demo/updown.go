@@ -16,6 +16,7 @@ import (
 
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/netns"
+	"github.com/wgmesh/wgmesh/test/proc"
 	"github.com/wgmesh/wgmesh/test/wait"
 )
 
@@ -103,7 +104,7 @@ func runningPID() int {
 	if pid <= 0 || !netns.ProcessAlive(pid) {
 		return 0
 	}
-	if comm := netns.ProcessName(pid); !strings.HasPrefix(comm, "wgmesh-demo") {
+	if comm := proc.Name(pid); !strings.HasPrefix(comm, "wgmesh-demo") {
 		return 0
 	}
 	return pid

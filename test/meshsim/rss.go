@@ -1,77 +1,18 @@
 package meshsim
 
-// CPU time and resident memory of the real processes, from /proc.
+// The real agents' (and their userspace WireGuard's) resident memory, sampled
+// through test/proc.
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/wgmesh/wgmesh/test/cluster"
+	"github.com/wgmesh/wgmesh/test/proc"
 )
-
-// clockTicks is USER_HZ, the unit of the CPU times in /proc/<pid>/stat.
-const clockTicks = 100
-
-// Proc is a process's CPU time and resident memory at one moment.
-type Proc struct {
-	CPU time.Duration // user + system
-	// In KiB: VmRSS = RssAnon (heap, stacks) + RssFile (the binary's pages)
-	// + RssShmem; VmHWM is the peak of VmRSS.
-	RSS, HWM, RSSAnon, RSSFile int64
-}
-
-// readProc reads pid's Proc.
-func readProc(pid int) (Proc, error) {
-	if pid <= 0 {
-		return Proc{}, errors.New("no process")
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return Proc{}, err
-	}
-	rp := strings.LastIndexByte(string(b), ')')
-	if rp < 0 || rp+2 > len(b) {
-		return Proc{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(b)[rp+2:])
-	if len(f) < 13 {
-		return Proc{}, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return Proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	p := Proc{CPU: time.Duration(ut+st) * time.Second / clockTicks}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return Proc{}, err
-	}
-	for _, kv := range []struct {
-		field string
-		v     *int64
-	}{{"VmRSS", &p.RSS}, {"VmHWM", &p.HWM}, {"RssAnon", &p.RSSAnon}, {"RssFile", &p.RSSFile}} {
-		*kv.v, _ = statusKiB(string(status), kv.field)
-	}
-	return p, nil
-}
-
-// statusKiB reads a "kB" field (VmRSS, VmHWM, ...) of a /proc/<pid>/status text.
-func statusKiB(status, field string) (int64, error) {
-	sc := bufio.NewScanner(strings.NewReader(status))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s", field)
-}
 
 // wireGuardPID is the node's userspace WireGuard process (the agent's
 // `wgmesh-agent userspace-wireguard` child), or 0.
@@ -105,10 +46,10 @@ func (s *Sim) SampleRSS() *RSSSampler {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		for i, n := range s.real {
-			if p, err := readProc(n.AgentPID()); err == nil && p.RSS > r.agent[i] {
+			if p, err := proc.Read(n.AgentPID()); err == nil && p.RSS > r.agent[i] {
 				r.agent[i], r.anon[i], r.file[i] = p.RSS, p.RSSAnon, p.RSSFile
 			}
-			if p, err := readProc(wireGuardPID(n)); err == nil {
+			if p, err := proc.Read(wireGuardPID(n)); err == nil {
 				r.wg[i] = max(r.wg[i], p.RSS)
 			}
 		}
