@@ -1,6 +1,9 @@
 // Package policy enforces Kubernetes NetworkPolicy in the kernel: it renders
 // the pure model of package netpol into the network policy's Part of
-// nftables table wgmesh (package nft), for the pods of one node.
+// nftables table wgmesh (package nft), for the pods of one node (render.go),
+// and its Controller keeps the kernel equal to that rendering as Pods,
+// Namespaces and NetworkPolicies change (controller.go; handlers.go, the
+// informers' side; report.go, metrics and Events).
 //
 // Where: two base chains on hook forward, after every DNAT (so traffic to a
 // Service is judged on the endpoint it reaches) and after the service NAT's

@@ -28,6 +28,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/leakguard"
+	"github.com/wgmesh/wgmesh/agent/policy"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	"github.com/wgmesh/wgmesh/operator"
@@ -51,6 +52,7 @@ var metricsConstructors = map[string]func(prometheus.Registerer) error{
 	"agent/probe":       func(r prometheus.Registerer) error { probe.NewMetrics(r); return nil },
 	"agent/keyrotation": func(r prometheus.Registerer) error { keyrotation.NewMetrics(r); return nil },
 	"agent/leakguard":   func(r prometheus.Registerer) error { leakguard.NewMetrics(r); return nil },
+	"agent/policy":      func(r prometheus.Registerer) error { policy.NewMetrics(r); return nil },
 	"operator":          func(r prometheus.Registerer) error { _, err := operator.NewMetrics(r); return err },
 }
 

@@ -1,0 +1,168 @@
+package policy
+
+import (
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/wgmesh/wgmesh/netpol"
+)
+
+// Event handlers: each brings the index up to date and wakes the sync when
+// the change matters to this node.
+
+func (c *Controller) onPod(obj any) {
+	p, ok := unwrap[*corev1.Pod](obj)
+	if !ok {
+		return
+	}
+	m := netpol.PodFromAPI(p)
+	c.mu.Lock()
+	ch := c.ix.SetPod(m)
+	key := m.Key()
+	if m.Node == c.o.NodeName {
+		c.local[key] = true
+	}
+	relevant := c.relevant(ch)
+	c.mu.Unlock()
+	if relevant {
+		c.changed()
+	}
+}
+
+func (c *Controller) onPodDelete(obj any) {
+	p, ok := unwrap[*corev1.Pod](obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	ch := c.ix.DeletePod(p.Namespace, p.Name)
+	relevant := c.relevant(ch)
+	delete(c.local, p.Namespace+"/"+p.Name)
+	c.mu.Unlock()
+	if relevant {
+		c.changed()
+	}
+}
+
+func (c *Controller) onNamespace(obj any) {
+	if ns, ok := unwrap[*corev1.Namespace](obj); ok {
+		c.mu.Lock()
+		relevant := c.relevant(c.ix.SetNamespace(netpol.NamespaceFromAPI(ns)))
+		c.mu.Unlock()
+		if relevant {
+			c.changed()
+		}
+	}
+}
+
+func (c *Controller) onNamespaceDelete(obj any) {
+	if ns, ok := unwrap[*corev1.Namespace](obj); ok {
+		c.mu.Lock()
+		relevant := c.relevant(c.ix.DeleteNamespace(ns.Name))
+		c.mu.Unlock()
+		if relevant {
+			c.changed()
+		}
+	}
+}
+
+func (c *Controller) onPolicy(obj any) {
+	np, ok := unwrap[*networkingv1.NetworkPolicy](obj)
+	if !ok {
+		return
+	}
+	p := netpol.PolicyFromAPI(np)
+	c.mu.Lock()
+	c.ix.SetPolicy(p)
+	key := p.Key()
+	if uid := c.policies[key]; uid != np.UID {
+		delete(c.reported, key) // a new policy under the old name
+	}
+	c.policies[key] = np.UID
+	if len(p.Errors) > 0 {
+		ip := invalidPolicy{namespace: np.Namespace, name: np.Name, uid: np.UID}
+		for _, err := range p.Errors {
+			ip.problems = append(ip.problems, err.Error())
+		}
+		c.invalid = append(c.invalid, ip)
+	}
+	c.mu.Unlock()
+	c.changed()
+}
+
+// onPolicyUpdate ignores updates that leave the spec as it was (the
+// generation moves with every spec change).
+func (c *Controller) onPolicyUpdate(old, obj any) {
+	o, ok1 := old.(*networkingv1.NetworkPolicy)
+	n, ok2 := obj.(*networkingv1.NetworkPolicy)
+	if ok1 && ok2 && o.UID == n.UID && o.Generation != 0 && o.Generation == n.Generation {
+		return
+	}
+	c.onPolicy(obj)
+}
+
+func (c *Controller) onPolicyDelete(obj any) {
+	np, ok := unwrap[*networkingv1.NetworkPolicy](obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.ix.DeletePolicy(np.Namespace, np.Name)
+	key := np.Namespace + "/" + np.Name
+	delete(c.policies, key)
+	delete(c.reported, key)
+	c.mu.Unlock()
+	c.changed()
+}
+
+// Nodes are in the index for Snapshot (the own-node exception of
+// Evaluate); no rule depends on them.
+func (c *Controller) onNode(obj any) {
+	if n, ok := unwrap[*corev1.Node](obj); ok {
+		c.mu.Lock()
+		c.ix.SetNode(netpol.NodeFromAPI(n))
+		c.mu.Unlock()
+	}
+}
+
+func (c *Controller) onNodeDelete(obj any) {
+	if n, ok := unwrap[*corev1.Node](obj); ok {
+		c.mu.Lock()
+		c.ix.DeleteNode(n.Name)
+		c.mu.Unlock()
+	}
+}
+
+// relevant says whether an index change can change this node's rendering:
+// a selector's members or a named port's tuples (sets), a policy, or the
+// policies of one of this node's pods. Called with mu held, before a
+// deleted pod leaves local.
+func (c *Controller) relevant(ch netpol.Changes) bool {
+	if len(ch.Selectors)+len(ch.NamedPorts)+len(ch.Policies) > 0 {
+		return true
+	}
+	return slices.ContainsFunc(ch.Subjects, func(k string) bool { return c.local[k] })
+}
+
+// changed records that the index changed and wakes the sync.
+func (c *Controller) changed() {
+	c.mu.Lock()
+	c.dirty = true
+	if c.since.IsZero() {
+		c.since = time.Now()
+	}
+	c.mu.Unlock()
+	c.run.Wake("change")
+}
+
+func unwrap[T any](obj any) (T, bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	v, ok := obj.(T)
+	return v, ok
+}
