@@ -242,6 +242,14 @@ func (a *Agent) Run(ctx context.Context, cfg *rest.Config) error {
 			return err
 		}
 	}
+	if np := a.o.NetworkPolicy; np != nil {
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { return np.Run(ctx, mgr) })); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("network-policy", func(*http.Request) error { return np.Synced() }); err != nil {
+			return err
+		}
+	}
 	runErr := mgr.Start(ctx)
 	clean, why := exitCleanup(context.Background(), a.o, a.apiReader)
 	if !clean {
@@ -303,7 +311,7 @@ var triggerReasons = []string{"watch", "netlink", "probe", runner.ReasonRetry, "
 // --cleanup-on-exit: the service NAT, then every NodeDataplane in the reverse
 // of the order they were applied (the CNI conflist and the plugins the agent
 // installed, egress, and last the leak guard, whose cleanup deletes nftables
-// table wgmesh with every part in it), the routes, the bridge and the
+// table wgmesh with every part in it, the network policy's too), the routes, the bridge and the
 // WireGuard link, and this node's annotations (the operator then deletes
 // the node's MeshPeer). The private key stays in the state directory.
 func (a *Agent) cleanup() error {

@@ -101,6 +101,9 @@ type Options struct {
 	// ServiceProxy is the service NAT (agent/servicenat); nil when
 	// --service-proxy=false leaves Services to kube-proxy.
 	ServiceProxy ServiceProxy
+	// NetworkPolicy enforces NetworkPolicy on the node (agent/policy); nil
+	// when --network-policy=false.
+	NetworkPolicy NetworkPolicy
 	// KeyRotation: --key-rotation-period and the rotation's metrics
 	// (StateDir, NodeName and Log are filled in from the above).
 	KeyRotation keyrotation.Options
@@ -134,6 +137,18 @@ type ServiceProxy interface {
 	// may take as an external address (each reconcile; a change re-checks
 	// the Services that have one).
 	SetReserved(servicenat.Reserved)
+}
+
+// NetworkPolicy runs beside the mesh loop with its own loop and handlers
+// (Pods change far more often than the mesh), on the agent's runtime: its
+// informers (Pods, trimmed by agent/kube; Namespaces; NetworkPolicies;
+// Nodes) come from the agent's one cache.
+type NetworkPolicy interface {
+	// Run programs the network policy until ctx ends.
+	Run(ctx context.Context, rt *kube.Runtime) error
+	// Synced is nil once the policy is in the kernel and enforced for every
+	// pod of the node.
+	Synced() error
 }
 
 func (o *Options) defaults() {

@@ -32,8 +32,9 @@ type dataplaneFlags struct {
 // leak guard, egress masquerade and br_netfilter, then the CNI plugins and
 // conflist, which are written only once the guard is in place (see
 // agent/leakguard; the conflist's first plugin, wgmesh-guard, holds pods
-// back after a reboot until it is).
-func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.NodeDataplane {
+// back after a reboot until it is). The egress manager is returned too: it
+// knows whether br_netfilter is on, which the network policy needs.
+func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) ([]agent.NodeDataplane, *egress.Manager) {
 	cniEvents, egressEvents := &nodeEvents{}, &nodeEvents{}
 	g := leakguard.New(leakguard.Options{ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, BridgeIf: o.BridgeName},
 		&nft.Kernel{Part: leakguard.Part}, log.WithName("leakguard"), leakguard.NewMetrics(metrics.Registry))
@@ -49,7 +50,7 @@ func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) []agent.
 			PortMapBackend: f.portMapBackend, GuardReady: g.Ready,
 			Log: log.WithName("cni"), Metrics: cniinstall.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
-	}
+	}, eg
 }
 
 // nodeEvents forwards a component's Events to the recorder of the reconcile
@@ -88,7 +89,7 @@ func (d cniDataplane) Cleanup(ctx context.Context) error { return d.m.Cleanup(ct
 
 // guardDataplane is the leak guard, and the owner of table wgmesh: its
 // cleanup, the last of the node's (they run in reverse), deletes the table
-// with every part in it.
+// with every part in it (the service NAT's and the network policy's too).
 type guardDataplane struct{ g *leakguard.Guard }
 
 func (guardDataplane) Name() string { return "leakguard" }

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/wgmesh/wgmesh/agent"
+	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/keyrotation"
 	"github.com/wgmesh/wgmesh/agent/mtu"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
@@ -42,6 +43,7 @@ func main() {
 type agentConfig struct {
 	o   agent.Options
 	sp  serviceProxyFlags
+	np  networkPolicyFlags
 	dp  dataplaneFlags
 	zap zap.Options
 }
@@ -63,10 +65,12 @@ func run(args []string, getenv func(string) string) int {
 	// Node-local data plane components reconciled after the mesh: the CNI
 	// configuration (agent/cniinstall, from --cni-*) and egress masquerade
 	// (agent/egress) plug in here as agent.NodeDataplane implementations.
-	o.Dataplanes = nodeDataplanes(c.dp, o, log)
+	var eg *egress.Manager
+	o.Dataplanes, eg = nodeDataplanes(c.dp, o, log)
 	if o.ServiceProxy, err = serviceProxy(c.sp, o, log); err != nil {
 		return fail(err)
 	}
+	o.NetworkPolicy = networkPolicy(c.np, o, eg, log)
 	a, err := agent.New(o, log)
 	if err != nil {
 		return fail(err)
@@ -98,6 +102,7 @@ func parseFlags(args []string, getenv func(string) string) (agentConfig, error) 
 	fs := flag.NewFlagSet("wgmesh-agent", flag.ContinueOnError)
 	fs.SetOutput(usageOutput)
 	c.sp.bind(fs)
+	c.np.bind(fs)
 	fs.StringVar(&c.o.NodeName, "node-name", getenv("NODE_NAME"), "This node's name (default $NODE_NAME).")
 	fs.StringVar(&mode, "wireguard-mode", "auto", "auto, kernel or userspace WireGuard.")
 	fs.IntVar(&c.o.ListenPort, "listen-port", 51820, "WireGuard UDP port.")
