@@ -156,6 +156,9 @@ func TestAgentPolicyAttacks(t *testing.T) {
 		{"an Event about a Service outside the Service's namespace", func(d dryRun) error {
 			return a.Create(ctx, newEvent("default", corev1.ObjectReference{APIVersion: "v1", Kind: "Service", Namespace: "wgmesh-vap-team", Name: "web"}, nil), d.create()...)
 		}, "about Service wgmesh-vap-team/web"},
+		{"an Event about a NetworkPolicy outside its namespace", func(d dryRun) error {
+			return a.Create(ctx, newEvent("default", corev1.ObjectReference{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy", Namespace: "wgmesh-vap-team", Name: "deny"}, nil), d.create()...)
+		}, "about NetworkPolicy wgmesh-vap-team/deny"},
 	}
 
 	// The policy takes effect once the API server has loaded it.
@@ -222,6 +225,9 @@ func TestAgentPolicyAttacks(t *testing.T) {
 		}},
 		{"the service NAT's Event about a Service", func() error {
 			return a.Create(ctx, newEvent("wgmesh-vap-team", corev1.ObjectReference{APIVersion: "v1", Kind: "Service", Namespace: "wgmesh-vap-team", Name: "web"}, nil))
+		}},
+		{"the network policy's Event about a NetworkPolicy", func() error {
+			return a.Create(ctx, newEvent("wgmesh-vap-team", corev1.ObjectReference{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy", Namespace: "wgmesh-vap-team", Name: "deny"}, nil))
 		}},
 		{"an Event in the release namespace", func() error {
 			return a.Create(ctx, newEvent(ns, corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: ns, Name: "wgmesh-agent-x"}, nil))

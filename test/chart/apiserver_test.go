@@ -218,9 +218,48 @@ func TestRBAC(t *testing.T) {
 		{group: "apps", resource: "daemonsets", verb: "list", namespace: ns},
 		{group: "apps", resource: "daemonsets", verb: "delete", namespace: ns, name: "wgmesh-agent"},
 		{resource: "pods", verb: "get", namespace: ns},
+		// The network policy's reads, only with agent.networkPolicy.
+		{resource: "pods", verb: "list"}, {resource: "pods", verb: "watch"},
+		{resource: "namespaces", verb: "list"}, {resource: "namespaces", verb: "watch"},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "list"},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "watch"},
 	} {
 		if allowed(t, agentSA, a) {
 			t.Errorf("agent may %s; only the operator or nobody should", a)
+		}
+	}
+
+	// With agent.networkPolicy the agent also reads every Pod, Namespace and
+	// NetworkPolicy, and writes none of them.
+	const npNS = "wgmesh-rbac-np"
+	install(t, "wgmesh-np", npNS, scenario{name: "network-policy", values: "agent:\n  networkPolicy: true\n"})
+	npAgentSA := "system:serviceaccount:" + npNS + ":wgmesh-np-agent"
+	for _, a := range []access{
+		{resource: "pods", verb: "list"}, {resource: "pods", verb: "watch"},
+		{resource: "namespaces", verb: "list"}, {resource: "namespaces", verb: "watch"},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "list"},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "watch"},
+		{resource: "nodes", verb: "watch"}, {resource: "services", verb: "watch"},
+	} {
+		if !allowed(t, npAgentSA, a) {
+			t.Errorf("agent with agent.networkPolicy may not %s", a)
+		}
+	}
+	for _, a := range []access{
+		{resource: "pods", verb: "get", namespace: npNS},
+		{resource: "pods", verb: "update", namespace: npNS},
+		{resource: "pods", verb: "delete", namespace: npNS},
+		{resource: "pods", subresource: "status", verb: "patch", namespace: npNS},
+		{resource: "namespaces", verb: "get"},
+		{resource: "namespaces", verb: "patch"},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "get", namespace: npNS},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "create", namespace: npNS},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "update", namespace: npNS},
+		{group: "networking.k8s.io", resource: "networkpolicies", verb: "delete", namespace: npNS},
+		{resource: "secrets", verb: "list"},
+	} {
+		if allowed(t, npAgentSA, a) {
+			t.Errorf("agent with agent.networkPolicy may %s", a)
 		}
 	}
 

@@ -140,6 +140,7 @@ var valueOfFlag = map[string]map[string]string{
 		"service-proxy":               "agent.serviceProxy",
 		"nodeport-addresses":          "agent.nodePortAddresses",
 		"service-sync-period":         "agent.serviceSyncPeriod",
+		"network-policy":              "agent.networkPolicy",
 		"probe-interval":              "agent.probeInterval",
 		"probe-timeout":               "agent.probeTimeout",
 		"status-min-interval":         "agent.statusMinInterval",

@@ -63,6 +63,7 @@ agent:
   endpointAddressType: ExternalIP
   serviceCIDRs: "198.18.128.0/20,2001:db8:200::/112"
   cleanupOnExit: true
+  networkPolicy: true
   extraArgs: ["--zap-log-level=debug"]
 `},
 }
