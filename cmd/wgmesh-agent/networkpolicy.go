@@ -22,16 +22,15 @@ func (f *networkPolicyFlags) bind(fs *flag.FlagSet) {
 
 // networkPolicy returns the network policy, or nil when it is off; when
 // off, rules an earlier run left behind are removed, so that no pod stays
-// isolated by a policy nothing keeps up to date. Its readiness follows
-// br_netfilter, whose state egress keeps.
+// isolated by a policy nothing keeps up to date, and its metrics are not
+// exported. Its readiness follows br_netfilter, whose state egress keeps.
 func networkPolicy(f networkPolicyFlags, o agent.Options, eg *egress.Manager, log logr.Logger) agent.NetworkPolicy {
-	c := policy.New(policy.Options{NodeName: o.NodeName, BridgeNetfilter: eg.BridgeNetfilterStatus,
-		Log: log.WithName("policy"), Registerer: metrics.Registry})
+	log = log.WithName("policy")
 	if !f.enabled {
-		if err := c.Delete(); err != nil {
+		if err := policy.New(policy.Options{NodeName: o.NodeName, Log: log}).Delete(); err != nil {
 			log.Error(err, "removing network policy rules of an earlier run")
 		}
 		return nil
 	}
-	return c
+	return policy.New(policy.Options{NodeName: o.NodeName, BridgeNetfilter: eg.BridgeNetfilterStatus, Log: log, Registerer: metrics.Registry})
 }
