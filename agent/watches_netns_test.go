@@ -18,14 +18,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/wgmesh/wgmesh/agent/policy"
 	"github.com/wgmesh/wgmesh/agent/servicenat"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/apiserver"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/skip"
@@ -95,12 +98,14 @@ func (c *closeHook) Close() error {
 	return c.ReadCloser.Close()
 }
 
-// TestOneWatchPerResource runs the agent with its service NAT against a real
-// API server and counts the watches the process holds open: one per resource
-// (Nodes, MeshPeers, Services, EndpointSlices) however many of its parts
-// read it (the mesh reads its own Node and every Node's UID, the service NAT
-// every Node's addresses), and no more as Nodes, MeshPeers and Services
-// change. (Before one runtime: three Node watches.)
+// TestOneWatchPerResource runs the agent with its service NAT and network
+// policy against a real API server and counts the watches the process holds
+// open: one per resource (Nodes, MeshPeers, Services, EndpointSlices, Pods,
+// Namespaces, NetworkPolicies) however many of its parts read it (the mesh
+// reads its own Node and every Node's UID, the service NAT every Node's
+// addresses, the network policy every Node), and no more as Nodes,
+// MeshPeers, Services and NetworkPolicies change. (Before one runtime: three
+// Node watches.)
 func TestOneWatchPerResource(t *testing.T) {
 	netns.SkipUnlessRoot(t)
 	if reason := apiserver.SkipReason(); reason != "" {
@@ -157,11 +162,15 @@ func TestOneWatchPerResource(t *testing.T) {
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")}, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.128.0/20")},
 		Log: testr.New(t).WithName("servicenat"), Registerer: natReg})
 
+	// The network policy writes a fake table.
+	npReg := prometheus.NewRegistry()
+	np := policy.New(policy.Options{NodeName: "wgm-watch-1", NFT: nft.NewFake().For(policy.Part), Log: testr.New(t).WithName("policy"), Registerer: npReg})
+
 	tun := &fakeTunnel{}
 	a, err := New(Options{NodeName: "wgm-watch-1", StateDir: t.TempDir(), MetricsBindAddress: "0", HealthProbeAddress: "0",
 		LinkName: "wgm-watch0", BridgeName: "wgm-watchbr0", ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")},
 		StatusMinInterval: 100 * time.Millisecond, StatusMembershipDelay: 200 * time.Millisecond,
-		Tunnel: tun, ServiceProxy: sp, Registerer: prometheus.NewRegistry()}, testr.New(t))
+		Tunnel: tun, ServiceProxy: sp, NetworkPolicy: np, Registerer: prometheus.NewRegistry()}, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +219,27 @@ func TestOneWatchPerResource(t *testing.T) {
 		return nil
 	})
 	wait.For(t, 60*time.Second, "the service NAT's first sync", services(2))
+	wait.For(t, 60*time.Second, "the network policy's first sync", np.Synced)
+	policies := func(want float64) func() error {
+		return func() error {
+			mfs, err := npReg.Gather()
+			if err != nil {
+				return err
+			}
+			for _, mf := range mfs {
+				if mf.GetName() == "wgmesh_policy_policies" {
+					if got := mf.GetMetric()[0].GetGauge().GetValue(); got != want {
+						return fmt.Errorf("wgmesh_policy_policies = %v, want %v", got, want)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("no wgmesh_policy_policies yet")
+		}
+	}
 	check := func(when string) {
 		t.Helper()
-		want := "endpointslices=1(now 1) meshpeers=1(now 1) nodes=1(now 1) services=1(now 1)"
+		want := "endpointslices=1(now 1) meshpeers=1(now 1) namespaces=1(now 1) networkpolicies=1(now 1) nodes=1(now 1) pods=1(now 1) services=1(now 1)"
 		if got := watches.String(); got != want {
 			t.Errorf("%s, the agent's watches: %s; want %s", when, got, want)
 		}
@@ -239,6 +266,9 @@ func TestOneWatchPerResource(t *testing.T) {
 		t.Fatal(err)
 	}
 	mkService("api")
+	if err := c.Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny"}}); err != nil {
+		t.Fatal(err)
+	}
 	wait.For(t, 30*time.Second, "the mesh's tunnel given wgm-watch-2's endpoint", func() error {
 		d, _ := tun.last()
 		for _, p := range d.Topology.Peers {
@@ -249,5 +279,6 @@ func TestOneWatchPerResource(t *testing.T) {
 		return fmt.Errorf("topology %+v", d.Topology.Peers)
 	})
 	wait.For(t, 30*time.Second, "the service NAT's sync of the new Service", services(3))
-	check("after Node, MeshPeer and Service changes")
+	wait.For(t, 30*time.Second, "the network policy's sync of the new NetworkPolicy", policies(1))
+	check("after Node, MeshPeer, Service and NetworkPolicy changes")
 }
