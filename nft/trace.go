@@ -85,7 +85,7 @@ type Outcome struct {
 }
 
 func (o Outcome) String() string {
-	s := string(o.Verdict)
+	s := o.Verdict.String()
 	if o.Endpoint.IsValid() {
 		s += " -> " + o.Endpoint.String()
 	}
@@ -182,7 +182,7 @@ func (t *Tracer) hook(h Hook, p Packet, in []pstate) []pstate {
 			}
 			for _, r := range t.run(b.Name, 0, p, s) {
 				if r.terminated && r.verdict == VerdictAccept {
-					r.terminated, r.verdict = false, ""
+					r.terminated, r.verdict = false, VerdictNone
 				}
 				out = append(out, r)
 			}

@@ -253,7 +253,7 @@ func renderPort(rs *nft.Ruleset, in portInput) {
 		for i, e := range es {
 			r := nft.Rule{Verdict: nft.Goto(epChain[e.AddrPort()])}
 			if left := len(es) - i; left > 1 {
-				r.NumgenMod = left
+				r.NumgenMod = int32(left)
 			}
 			c = append(c, r)
 		}
