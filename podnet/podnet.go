@@ -61,6 +61,21 @@ func Gateway(podCIDR netip.Prefix) (netip.Prefix, bool) {
 	return netip.PrefixFrom(gw, podCIDR.Bits()), true
 }
 
+// TunnelAddress is the address the agent puts on the WireGuard link for a
+// pod CIDR: its network address, alone (/32 or /128). host-local never hands
+// it to a pod (it starts after the gateway). With it, a masquerade into the
+// tunnel (kube-proxy's, on clusters that keep it) takes a source inside the
+// node's pod CIDR, which every peer's AllowedIPs accept, instead of the
+// underlay address the kernel would otherwise pick from another link. flannel
+// gives its tunnel device the same address. False for a single-address CIDR.
+func TunnelAddress(podCIDR netip.Prefix) (netip.Prefix, bool) {
+	podCIDR = podCIDR.Masked()
+	if podCIDR.IsSingleIP() {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(podCIDR.Addr(), podCIDR.Addr().BitLen()), true
+}
+
 // ParseCIDRs parses a list of canonical CIDRs, any number per family (a
 // flag such as --nodeport-addresses); what names the input in errors.
 // Empty entries are skipped.

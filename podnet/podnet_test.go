@@ -35,6 +35,19 @@ func TestGateway(t *testing.T) {
 	}
 }
 
+func TestTunnelAddress(t *testing.T) {
+	for in, want := range map[string]string{"198.19.1.0/24": "198.19.1.0/32", "198.19.1.77/24": "198.19.1.0/32", "2001:db8:19:1::/64": "2001:db8:19:1::/128", "198.19.1.5/32": ""} {
+		a, ok := TunnelAddress(netip.MustParsePrefix(in))
+		if got := map[bool]string{true: a.String(), false: ""}[ok]; got != want {
+			t.Errorf("TunnelAddress(%s) = %q, want %q", in, got, want)
+		}
+		// Never a pod's address: not the gateway, and host-local starts after it.
+		if gw, _ := Gateway(netip.MustParsePrefix(in)); ok && a.Addr() == gw.Addr() {
+			t.Errorf("TunnelAddress(%s) is the gateway", in)
+		}
+	}
+}
+
 func TestParseCIDRsNamesTheInput(t *testing.T) {
 	ps, err := ParseCIDRs("--nodeport-addresses", []string{"198.18.0.0/24", "", " 2001:db8::/64", "198.18.1.0/24"})
 	if err != nil || fmtPrefixes(ps) != "[198.18.0.0/24 2001:db8::/64 198.18.1.0/24]" {

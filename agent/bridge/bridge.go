@@ -12,7 +12,8 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/wgmesh/wgmesh/agent/linkaddr"
 )
 
 // Netlink is the part of *netlink.Handle this package uses; tests inject
@@ -92,57 +93,12 @@ func Ensure(h Netlink, o Options) error {
 			return fmt.Errorf("setting MTU %d on bridge %s: %w", o.MTU, o.Name, err)
 		}
 	}
-	if err := syncAddrs(h, link, o.Gateways); err != nil {
+	if err := linkaddr.Sync(h, link, o.Gateways); err != nil {
 		return fmt.Errorf("bridge %s: %w", o.Name, err)
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := h.LinkSetUp(link); err != nil {
 			return fmt.Errorf("setting bridge %s up: %w", o.Name, err)
-		}
-	}
-	return nil
-}
-
-func syncAddrs(h Netlink, link netlink.Link, want []netip.Prefix) error {
-	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("listing addresses: %w", err)
-	}
-	have := map[netip.Prefix]netlink.Addr{}
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || ip.Unmap().IsLinkLocalUnicast() {
-			continue
-		}
-		ones, _ := a.Mask.Size()
-		have[netip.PrefixFrom(ip.Unmap(), ones)] = a
-	}
-	wanted := map[netip.Prefix]bool{}
-	for _, w := range want {
-		wanted[w] = true
-		if _, ok := have[w]; ok {
-			continue
-		}
-		bits := 32
-		if w.Addr().Is6() {
-			bits = 128
-		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(w.Addr().AsSlice()), Mask: net.CIDRMask(w.Bits(), bits)}}
-		if w.Addr().Is6() {
-			// No duplicate address detection: a tentative address cannot
-			// be a route's source, and the bridge owns this address.
-			a.Flags = unix.IFA_F_NODAD
-		}
-		if err := h.AddrAdd(link, a); err != nil {
-			return fmt.Errorf("adding gateway address %s: %w", w, err)
-		}
-	}
-	for p, a := range have {
-		if wanted[p] {
-			continue
-		}
-		if err := h.AddrDel(link, &a); err != nil {
-			return fmt.Errorf("removing stale address %s: %w", p, err)
 		}
 	}
 	return nil

@@ -224,17 +224,28 @@ func TestKernelApplyInNamespace(t *testing.T) {
 			t.Fatalf("%s: %v mtu %d, want 1320", name, err, l.Attrs().MTU)
 		}
 	}
-	br, _ := n.h.LinkByName(n.bridge)
-	addrs, _ := n.h.AddrList(br, netlink.FAMILY_ALL)
-	var got []string
-	for _, ad := range addrs {
-		if !ad.IP.IsLinkLocalUnicast() {
-			got = append(got, ad.IPNet.String())
-		}
-	}
-	slices.Sort(got)
-	if !slices.Equal(got, []string{"198.19.1.1/24", "2001:db8:100:1::1/64"}) {
+	if got := n.globalAddrs(t, n.bridge); !slices.Equal(got, []string{"198.19.1.1/24", "2001:db8:100:1::1/64"}) {
 		t.Fatalf("bridge addresses = %q", got)
+	}
+	// The WireGuard link has each pod CIDR's network address, alone: a
+	// masquerade into the tunnel (kube-proxy's) takes a pod-range source.
+	wantTunnel := []string{"198.19.1.0/32", "2001:db8:100:1::/128"}
+	if got := n.globalAddrs(t, link); !slices.Equal(got, wantTunnel) {
+		t.Fatalf("%s addresses = %q, want %q", link, got, wantTunnel)
+	}
+	// Drift: a stray address is removed, a deleted one comes back.
+	if err := netns.AddAddr(n.ns, link, "203.0.113.7/32"); err != nil {
+		t.Fatal(err)
+	}
+	wl, _ := n.h.LinkByName(link)
+	if err := n.h.AddrDel(wl, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("198.19.1.0"), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.kernel.Apply(ctx, Desired{PrivateKey: n.key, Topology: topo}); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.globalAddrs(t, link); !slices.Equal(got, wantTunnel) {
+		t.Fatalf("%s addresses after drift = %q, want %q", link, got, wantTunnel)
 	}
 	index := n.linkIndex(t)
 	pid, ok := wireguardPID(link)
@@ -373,4 +384,25 @@ func alive(pid int) bool {
 	// A zombie counts as gone.
 	f := strings.Fields(string(data))
 	return len(f) > 2 && f[2] != "Z"
+}
+
+// globalAddrs are link's addresses that are not link-local, sorted.
+func (n *testNode) globalAddrs(t *testing.T, link string) []string {
+	t.Helper()
+	l, err := n.h.LinkByName(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := n.h.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ad := range addrs {
+		if !ad.IP.IsLinkLocalUnicast() {
+			got = append(got, ad.IPNet.String())
+		}
+	}
+	slices.Sort(got)
+	return got
 }

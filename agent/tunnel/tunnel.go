@@ -20,11 +20,13 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgmesh/wgmesh/agent/bridge"
+	"github.com/wgmesh/wgmesh/agent/linkaddr"
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/mtu"
 	"github.com/wgmesh/wgmesh/agent/routes"
 	"github.com/wgmesh/wgmesh/agent/sysctl"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // Options configure the node's kernel side of the mesh.
@@ -141,6 +143,9 @@ func (k *Reconciler) Apply(ctx context.Context, d Desired) (Applied, error) {
 	if err := k.setMTU(a.MTU); err != nil {
 		errs = append(errs, err)
 	}
+	if err := k.setAddrs(TunnelAddrs(d.Topology.Gateways)); err != nil {
+		errs = append(errs, err)
+	}
 
 	res, err := k.wg.Apply(wireguard.Config{PrivateKey: d.PrivateKey, ListenPort: k.o.ListenPort, Peers: peers})
 	a.Peers = res
@@ -223,6 +228,32 @@ func (k *Reconciler) setMTU(m int) error {
 	}
 	if err := k.h.LinkSetMTU(link, m); err != nil {
 		return fmt.Errorf("setting MTU %d on %s: %w", m, k.o.LinkName, err)
+	}
+	return nil
+}
+
+// TunnelAddrs are the WireGuard link's addresses: podnet.TunnelAddress of
+// each pod CIDR (the gateways carry the pod CIDRs' lengths).
+func TunnelAddrs(gateways []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, g := range gateways {
+		if a, ok := podnet.TunnelAddress(g); ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// setAddrs makes the WireGuard link's global addresses exactly want.
+// Without an address, a masquerade into the link (kube-proxy's) takes the
+// underlay address, which no peer's AllowedIPs accept.
+func (k *Reconciler) setAddrs(want []netip.Prefix) error {
+	link, err := k.h.LinkByName(k.o.LinkName)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", k.o.LinkName, err)
+	}
+	if err := linkaddr.Sync(k.h, link, want); err != nil {
+		return fmt.Errorf("link %s: %w", k.o.LinkName, err)
 	}
 	return nil
 }
