@@ -95,8 +95,9 @@ REAL_NODE_ENV = KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_
 conformance: deps-conformance demo-stop control-plane build helm node-parts image e2e-test ## Run the upstream network conformance specs on real nodes without kube-proxy; needs root
 	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance $(CONFORMANCE_ARGS)
 
-conformance-reference: deps-conformance demo-stop control-plane build helm node-parts image e2e-test kube-proxy ## The same specs with upstream kube-proxy (nftables) instead of wgmesh's service NAT
-	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance --kube-proxy="$$(hack/kube-proxy.sh --path)" $(CONFORMANCE_ARGS)
+KUBE_PROXY_MODE ?= nftables
+conformance-reference: deps-conformance demo-stop control-plane build helm node-parts image e2e-test kube-proxy ## The same specs beside upstream kube-proxy (KUBE_PROXY_MODE=nftables or iptables), wgmesh's service NAT off
+	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance --kube-proxy="$$(hack/kube-proxy.sh --path)" --kube-proxy-mode=$(KUBE_PROXY_MODE) $(CONFORMANCE_ARGS)
 
 # Go native fuzz targets: every parser of outside input and the topology.
 FUZZ_PACKAGES := ./api/v1alpha1 ./operator ./agent/mesh ./podnet ./agent/servicenat

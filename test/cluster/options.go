@@ -53,6 +53,9 @@ type Options struct {
 	// KubeProxy, when set, is the kube-proxy binary every real node runs (nftables mode),
 	// and wgmesh's own service NAT is off: the reference the conformance run compares with.
 	KubeProxy string
+	// KubeProxyMode is kube-proxy's --proxy-mode: "nftables" (default) or "iptables"
+	// (the host's iptables, as kubeadm clusters run it).
+	KubeProxyMode string
 	// ControlPlaneOnly starts the network, the control plane and the operator but no
 	// nodes, and writes <WorkDir>/remote.json (RemoteFile), with which a cluster in a VM
 	// whose NIC is on this underlay uses them (hack/vm.sh --cluster; see remote.go).
@@ -109,6 +112,16 @@ func (o *Options) defaults() error {
 	}
 	if o.Helm == "" {
 		o.Helm = os.Getenv("WGMESH_HELM")
+	}
+	switch o.KubeProxyMode {
+	case "":
+		o.KubeProxyMode = "nftables"
+	case "nftables", "iptables":
+	default:
+		return fmt.Errorf("options: KubeProxyMode=%q: want nftables or iptables", o.KubeProxyMode)
+	}
+	if o.KubeProxyMode != "nftables" && o.KubeProxy == "" {
+		return fmt.Errorf("options: KubeProxyMode=%q without KubeProxy (the kube-proxy binary)", o.KubeProxyMode)
 	}
 	if err := o.remoteDefaults(); err != nil {
 		return err

@@ -229,8 +229,8 @@ nodeStatusReportFrequency: 10s
 	return nil
 }
 
-// startKubeProxy runs upstream kube-proxy in nftables mode on the node (the reference
-// mode: Options.KubeProxy), as system:kube-proxy (bootstrap RBAC's node-proxier).
+// startKubeProxy runs upstream kube-proxy on the node (Options.KubeProxy, in
+// Options.KubeProxyMode), as system:kube-proxy (bootstrap RBAC's node-proxier).
 func (n *Node) startKubeProxy(ctx context.Context) error {
 	c := n.c
 	cf, kf, err := c.cp.pki.issue("kube-proxy-"+n.Name, "system:kube-proxy", nil, nil, nil, false)
@@ -246,7 +246,7 @@ func (n *Node) startKubeProxy(ctx context.Context) error {
 		cidrs += "," + PodCIDR6
 	}
 	cmd := n.Command(context.WithoutCancel(ctx), c.opts.KubeProxy,
-		"--kubeconfig="+kc, "--proxy-mode=nftables", "--hostname-override="+n.Name,
+		"--kubeconfig="+kc, "--proxy-mode="+c.opts.KubeProxyMode, "--hostname-override="+n.Name,
 		"--cluster-cidr="+cidrs, "--conntrack-max-per-core=0",
 		"--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256", "--v=1")
 	p, err := c.startProcess("kube-proxy "+n.Name, cmd, filepath.Join(n.Dir, "kube-proxy.log"))

@@ -3,10 +3,12 @@
 // real-node cluster (test/cluster, Options.RealNodes) with wgmesh installed by helm and no
 // kube-proxy, prints passed/failed/skipped per spec and keeps the JUnit report.
 //
-//	wgmesh-conformance [--kube-proxy=PATH] [--focus=RE] [--skip=RE] [--report-dir=DIR]
+//	wgmesh-conformance [--kube-proxy=PATH [--kube-proxy-mode=nftables|iptables]] [--focus=RE] [--skip=RE] [--report-dir=DIR]
 //
-// With --kube-proxy every node runs upstream kube-proxy in nftables mode and wgmesh's
-// service NAT is off: the reference run. `make conformance` is the entry point.
+// With --kube-proxy every node runs upstream kube-proxy (nftables mode unless told) and
+// wgmesh's service NAT is off: the reference run, and the proof that wgmesh works on
+// clusters that keep kube-proxy. `make conformance` and `make conformance-reference` are
+// the entry points.
 package main
 
 import (
@@ -41,7 +43,8 @@ const (
 )
 
 func main() {
-	kubeProxy := flag.String("kube-proxy", "", "run upstream kube-proxy (this binary, nftables mode) on every node and turn wgmesh's service NAT off: the reference run")
+	kubeProxy := flag.String("kube-proxy", "", "run upstream kube-proxy (this binary) on every node and turn wgmesh's service NAT off: the reference run")
+	kubeProxyMode := flag.String("kube-proxy-mode", "nftables", "kube-proxy's --proxy-mode with --kube-proxy: nftables or iptables")
 	focus := flag.String("focus", DefaultFocus, "ginkgo focus: the specs to run")
 	skipRE := flag.String("skip", DefaultSkip, "ginkgo skip")
 	e2e := flag.String("e2e-test", os.Getenv("WGMESH_E2E_TEST"), "the e2e.test binary (hack/e2e-test.sh)")
@@ -49,13 +52,13 @@ func main() {
 	nodes := flag.Int("nodes", 3, "nodes (none behind NAT: the API server must reach every kubelet for exec and logs)")
 	timeout := flag.Duration("timeout", 2*time.Hour, "the whole run's limit")
 	flag.Parse()
-	if err := run(*kubeProxy, *focus, *skipRE, *e2e, *reportDir, *nodes, *timeout); err != nil {
+	if err := run(*kubeProxy, *kubeProxyMode, *focus, *skipRE, *e2e, *reportDir, *nodes, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "conformance:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kubeProxy, focus, skipRE, e2e, reportDir string, nodes int, timeout time.Duration) error {
+func run(kubeProxy, kubeProxyMode, focus, skipRE, e2e, reportDir string, nodes int, timeout time.Duration) error {
 	ctrllog.SetLogger(logr.Discard())
 	if e2e == "" {
 		return fmt.Errorf("--e2e-test (or WGMESH_E2E_TEST) is empty: build it with hack/e2e-test.sh")
@@ -73,11 +76,11 @@ func run(kubeProxy, focus, skipRE, e2e, reportDir string, nodes int, timeout tim
 	defer cancel()
 	mode := "wgmesh's service NAT, no kube-proxy"
 	if kubeProxy != "" {
-		mode = "REFERENCE: upstream kube-proxy (nftables mode), wgmesh's service NAT off"
+		mode = "REFERENCE: upstream kube-proxy (" + kubeProxyMode + " mode), wgmesh's service NAT off"
 	}
 	fmt.Printf("==> conformance: %d real nodes, %s\n", nodes, mode)
 	began := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: nodes, RealNodes: true, KubeProxy: kubeProxy, Log: prefixed{}})
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: nodes, RealNodes: true, KubeProxy: kubeProxy, KubeProxyMode: kubeProxyMode, Log: prefixed{}})
 	if err != nil {
 		return err
 	}
