@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -110,6 +111,8 @@ type Controller struct {
 	// UIDs by key.
 	local    map[string]bool
 	policies map[string]types.UID
+	// podCIDRs are this node's (its Node's spec.podCIDRs).
+	podCIDRs []netip.Prefix
 	// invalid are the problems of policies set since the last sync;
 	// reported the problems already reported, by policy key (with its UID).
 	invalid  []invalidPolicy
@@ -264,7 +267,7 @@ func (c *Controller) sync(periodic bool) error {
 	if dirty || want == nil {
 		want = map[nft.Family]*nft.Ruleset{}
 		for _, f := range nft.Families {
-			want[f] = Render(c.ix, c.o.NodeName, f)
+			want[f] = Render(c.ix, Node{Name: c.o.NodeName, PodCIDRs: c.podCIDRs}, f)
 		}
 		c.setGauges()
 	}

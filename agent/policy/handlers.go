@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/wgmesh/wgmesh/netpol"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // Event handlers: each brings the index up to date and wakes the sync when
@@ -120,12 +121,24 @@ func (c *Controller) onPolicyDelete(obj any) {
 }
 
 // Nodes are in the index for Snapshot (the own-node exception of
-// Evaluate); no rule depends on them.
+// Evaluate); no rule depends on them but this node's pod CIDRs, whose
+// addresses not judged yet are dropped.
 func (c *Controller) onNode(obj any) {
-	if n, ok := unwrap[*corev1.Node](obj); ok {
-		c.mu.Lock()
-		c.ix.SetNode(netpol.NodeFromAPI(n))
-		c.mu.Unlock()
+	n, ok := unwrap[*corev1.Node](obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.ix.SetNode(netpol.NodeFromAPI(n))
+	changed := false
+	if n.Name == c.o.NodeName {
+		cidrs := podnet.NodeCIDRs(n)
+		changed = !slices.Equal(cidrs, c.podCIDRs)
+		c.podCIDRs = cidrs
+	}
+	c.mu.Unlock()
+	if changed {
+		c.changed()
 	}
 }
 

@@ -13,9 +13,19 @@
 //	chain policy-egress-forward  { type filter hook forward priority filter - 3; policy accept;
 //	    ct state established,related accept
 //	    saddr . daddr @policy-self accept             # a pod reaching itself (hairpin)
+//	    saddr <pod CIDR> saddr != @policy-programmed counter drop  # not judged yet
 //	    saddr vmap @policy-egress-pods }              # local pod -> its combination chain
 //	chain policy-ingress-forward { type filter hook forward priority filter - 2; policy accept;
-//	    ... daddr vmap @policy-ingress-pods }
+//	    ... daddr <pod CIDR> daddr != @policy-programmed counter drop
+//	    daddr vmap @policy-ingress-pods }
+//
+// Fail closed: an address of this node's pod CIDRs that the agent has not
+// judged (policy-programmed holds every local pod address rendered, isolated
+// or not) sends and receives nothing through forward, so a new pod is never
+// judged without its own policies, and an address a new pod reuses starts
+// denied again. The CNI hook (server.go) programs a pod before its ADD
+// returns; the Pod watch does it otherwise. The node's own traffic to its
+// pods (output, input) and replies are not affected.
 //
 // Egress is judged on the source pod's node, ingress on the destination
 // pod's node: same-node pod traffic passes the ip forward hook through
@@ -52,6 +62,8 @@ const (
 	MapEgress    = "policy-egress-pods"
 	MapIngress   = "policy-ingress-pods"
 	SetSelf      = "policy-self"
+	// SetProgrammed holds every local pod address the agent has judged.
+	SetProgrammed = "policy-programmed"
 
 	prefixCombinationIn  = "policy-in-"
 	prefixCombinationOut = "policy-out-"
@@ -76,7 +88,7 @@ var Part = &nft.Part{
 		{Name: ChainIngress, Hook: nft.HookForward, Priority: PriorityIngress},
 	},
 	Maps:          map[string]nft.KeyKind{MapEgress: nft.KeySaddr, MapIngress: nft.KeyDaddr},
-	TypedSets:     map[string]nft.SetKind{SetSelf: nft.SetAddrAddr},
+	TypedSets:     map[string]nft.SetKind{SetSelf: nft.SetAddrAddr, SetProgrammed: nft.SetAddr},
 	ChainPrefixes: []string{prefixCombinationIn, prefixCombinationOut, prefixPolicy},
 	SetPrefixes:   []string{prefixPeers, prefixCIDRs, prefixNamedPort},
 }
@@ -85,9 +97,10 @@ var accept = nft.Verdict{Kind: nft.VerdictAccept}
 
 // baseRules are a base chain's rules: replies and related packets pass,
 // so do a pod's packets to itself, IPv6 neighbour discovery between pods on
-// the bridge (it passes ip6 forward through br_netfilter), then the local
-// pods' combination chains.
-func baseRules(f nft.Family, vmap string, key nft.KeyKind) nft.Chain {
+// the bridge (it passes ip6 forward through br_netfilter), then addresses
+// of the node's pod CIDRs not judged yet are dropped, then the local pods'
+// combination chains.
+func baseRules(f nft.Family, podCIDRs []netip.Prefix, vmap string, key nft.KeyKind) nft.Chain {
 	c := nft.Chain{
 		{CtState: nft.CtEstablished | nft.CtRelated, Verdict: accept},
 		{SaddrDaddrSet: SetSelf, Verdict: accept},
@@ -96,23 +109,45 @@ func baseRules(f nft.Family, vmap string, key nft.KeyKind) nft.Chain {
 		// Router solicitation (133) to redirect (137).
 		c = append(c, nft.Rule{Proto: nft.ICMPv6, ICMPv6Type: 133, ICMPv6TypeEnd: 137, Verdict: accept})
 	}
+	for _, p := range podCIDRs {
+		if nft.FamilyOf(p.Addr()) != f {
+			continue
+		}
+		r := nft.Rule{Counter: true, Verdict: nft.Verdict{Kind: nft.VerdictDrop}}
+		if key == nft.KeySaddr {
+			r.Saddr, r.NotSaddrSet = p.Masked(), SetProgrammed
+		} else {
+			r.Daddr, r.NotDaddrSet = p.Masked(), SetProgrammed
+		}
+		c = append(c, r)
+	}
 	return append(c, nft.Rule{VMap: vmap, VMapKey: key})
+}
+
+// Node is what Render needs to know of the node it renders for.
+type Node struct {
+	Name string
+	// PodCIDRs are the node's pod CIDRs (spec.podCIDRs): their addresses
+	// not in policy-programmed are dropped. None: nothing fails closed
+	// (the node has no pods yet).
+	PodCIDRs []netip.Prefix
 }
 
 // Render is family f's network policy part for the pods of node: the
 // combination chains of its isolated pods, the chains of the policies
-// selecting them, and the sets those reference.
-func Render(ix *netpol.Index, node string, f nft.Family) *nft.Ruleset {
+// selecting them, the sets those reference, and every local pod address in
+// policy-programmed.
+func Render(ix *netpol.Index, node Node, f nft.Family) *nft.Ruleset {
 	rs := Part.Skeleton()
-	rs.Chains[ChainEgress] = baseRules(f, MapEgress, nft.KeySaddr)
-	rs.Chains[ChainIngress] = baseRules(f, MapIngress, nft.KeyDaddr)
+	rs.Chains[ChainEgress] = baseRules(f, node.PodCIDRs, MapEgress, nft.KeySaddr)
+	rs.Chains[ChainIngress] = baseRules(f, node.PodCIDRs, MapIngress, nft.KeyDaddr)
 	for m := range Part.Maps {
 		rs.Maps[m] = map[nft.MapKey]nft.Verdict{}
 	}
 	r := &renderer{ix: ix, f: f, rs: rs, policies: map[string]bool{}}
 	snap := ix.Snapshot()
 	for _, p := range snap.Pods {
-		if p.Node != node || !p.Selectable() {
+		if p.Node != node.Name || !p.Selectable() {
 			continue
 		}
 		for _, a := range p.IPs {
@@ -120,6 +155,7 @@ func Render(ix *netpol.Index, node string, f nft.Family) *nft.Ruleset {
 				continue
 			}
 			rs.AddTypedElements(SetSelf, nft.SetAddrAddr, nft.SetElem{Addr: a, Addr2: a})
+			rs.AddTypedElements(SetProgrammed, nft.SetAddr, nft.SetElem{Addr: a})
 			for _, d := range []netpol.Direction{netpol.Ingress, netpol.Egress} {
 				if chain := r.combination(p, d); chain != "" {
 					m := MapIngress
