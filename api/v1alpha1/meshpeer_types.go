@@ -54,6 +54,63 @@ type MeshPeerSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=65535
 	PersistentKeepalive *int32 `json:"persistentKeepalive,omitempty"`
+
+	// Location is the private network the peer shares with others (a cloud
+	// network, an office): peers of one location reach each other at their
+	// private candidates. For a node peer the operator takes it from the
+	// Node's wgmesh.io/location label (or, with --location-from-region, its
+	// topology.kubernetes.io/region label). Empty: the peer takes no part in
+	// path choice and is reached at spec.endpoint, as before locations.
+	// +optional
+	Location Location `json:"location,omitempty"`
+
+	// Candidates are every endpoint the peer may be reached at, each with
+	// its kind, IPv4 first. For a node peer the operator writes them: its
+	// agent's wgmesh.io/candidates (the Node's own addresses only), its
+	// wgmesh.io/force-endpoint (public) and the addresses other nodes see
+	// its handshakes come from (observed, from their
+	// status.learnedEndpoints). Each node chooses per peer which one it
+	// uses (see the README, "Multi-cloud and offices"); spec.endpoint stays
+	// the endpoint of peers without a location or candidates.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Candidates []Candidate `json:"candidates,omitempty"`
+}
+
+// Location names a private network: a label value (at most 63 letters,
+// digits and -_. , beginning and ending with a letter or digit).
+//
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",messageExpression="'location ' + self + ' is not a location name: 1-63 letters, digits and -_. beginning and ending with a letter or digit (a label value)'"
+type Location string
+
+// CandidateKind says how a candidate endpoint is reached.
+//
+// +kubebuilder:validation:Enum=private;public;observed
+type CandidateKind string
+
+// Candidate kinds.
+const (
+	// CandidatePrivate is reachable only from the peer's location (a
+	// node's InternalIP).
+	CandidatePrivate CandidateKind = "private"
+	// CandidatePublic is reachable from anywhere (a node's ExternalIP,
+	// wgmesh.io/force-endpoint).
+	CandidatePublic CandidateKind = "public"
+	// CandidateObserved is the address and port other nodes see the peer's
+	// handshakes come from: its NAT's mapping, usable for hole punching.
+	CandidateObserved CandidateKind = "observed"
+)
+
+// Candidate is one endpoint a peer may be reached at.
+//
+// +kubebuilder:validation:XValidation:rule="self.kind == 'public' || self.endpoint.matches('^(\\\\[[0-9A-Fa-f:.]+\\\\]|[0-9.]+):[0-9]+$')",messageExpression="'candidates endpoint ' + self.endpoint + ' of kind ' + self.kind + ' is not ' + 'host:port with an IPv4 address or an [IPv6] address and a port in 1-65535' + ' (only a public candidate may be a DNS name)'"
+type Candidate struct {
+	// Kind is private, public or observed.
+	Kind CandidateKind `json:"kind"`
+	// Endpoint is host:port; only a public candidate may name a DNS host.
+	Endpoint Endpoint `json:"endpoint"`
 }
 
 // MeshPeerStatus is written by the agent of the peer's node (Ready,
@@ -129,6 +186,14 @@ type LearnedEndpoint struct {
 	// +kubebuilder:validation:MaxLength=45
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",messageExpression="'learnedEndpoints address ' + self + ' is not an IPv4 or IPv6 address'"
 	Address string `json:"address"`
+
+	// Port is the UDP port the peer's packets come from (its NAT's
+	// mapping). The operator publishes address and port as the peer's
+	// observed candidate. Unset in reports of older agents.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
 }
 
 // MeshPeer is one WireGuard peer of the mesh: a node (one per Node, written by
@@ -145,6 +210,7 @@ type LearnedEndpoint struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Public-Key",type=string,JSONPath=`.spec.publicKey`,priority=1
 // +kubebuilder:printcolumn:name="Unreachable",type=string,JSONPath=`.status.unreachablePeers`,priority=1
+// +kubebuilder:printcolumn:name="Location",type=string,JSONPath=`.spec.location`,priority=1
 type MeshPeer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -181,17 +181,18 @@ func TestMeshPeerPrinterColumns(t *testing.T) {
 		cols = append(cols, strings.ToUpper(c.Name))
 		wide[strings.ToUpper(c.Name)] = c.Priority > 0
 	}
-	for _, want := range []string{"NODE", "ENDPOINT", "ALLOWED-IPS", "CONNECTED", "READY", "AGE", "PUBLIC-KEY", "UNREACHABLE"} {
+	for _, want := range []string{"NODE", "ENDPOINT", "ALLOWED-IPS", "CONNECTED", "READY", "AGE", "PUBLIC-KEY", "UNREACHABLE", "LOCATION"} {
 		if _, ok := wide[want]; !ok {
 			t.Errorf("printer column %s missing (have %v)", want, cols)
 		}
 	}
-	if !wide["PUBLIC-KEY"] || !wide["UNREACHABLE"] || wide["NODE"] {
-		t.Errorf("PUBLIC-KEY and UNREACHABLE should show only with -o wide, the rest always: %v", wide)
+	if !wide["PUBLIC-KEY"] || !wide["UNREACHABLE"] || !wide["LOCATION"] || wide["NODE"] {
+		t.Errorf("PUBLIC-KEY, UNREACHABLE and LOCATION should show only with -o wide, the rest always: %v", wide)
 	}
 
 	// And what a user sees, through the real kubectl.
-	mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-print"}, Spec: wgv1.MeshPeerSpec{NodeName: "wgm-node-1", PublicKey: goodKey, Endpoint: "198.18.0.11:51820", AllowedIPs: []wgv1.CIDR{"198.19.1.0/24"}}}
+	mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-print"}, Spec: wgv1.MeshPeerSpec{NodeName: "wgm-node-1", PublicKey: goodKey, Endpoint: "198.18.0.11:51820", AllowedIPs: []wgv1.CIDR{"198.19.1.0/24"},
+		Location: "eu-west-1", Candidates: []wgv1.Candidate{{Kind: wgv1.CandidatePrivate, Endpoint: "198.18.10.11:51820"}, {Kind: wgv1.CandidatePublic, Endpoint: "198.18.0.11:51820"}}}}
 	if err := testClient.Create(context.Background(), mp); err != nil {
 		t.Fatal(err)
 	}
@@ -204,10 +205,10 @@ func TestMeshPeerPrinterColumns(t *testing.T) {
 	out, _ := io.ReadAll(stdout)
 	t.Logf("kubectl get mp -o wide:\n%s", out)
 	header := strings.Fields(strings.SplitN(string(out), "\n", 2)[0])
-	if strings.Join(header, " ") != "NAME NODE ENDPOINT ALLOWED-IPS CONNECTED READY AGE PUBLIC-KEY UNREACHABLE" {
+	if strings.Join(header, " ") != "NAME NODE ENDPOINT ALLOWED-IPS CONNECTED READY AGE PUBLIC-KEY UNREACHABLE LOCATION" {
 		t.Errorf("kubectl header = %v", header)
 	}
-	for _, want := range []string{"wgm-node-1", "198.18.0.11:51820", "198.19.1.0/24", goodKey} {
+	for _, want := range []string{"wgm-node-1", "198.18.0.11:51820", "198.19.1.0/24", goodKey, "eu-west-1"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("kubectl output lacks %s", want)
 		}

@@ -21,6 +21,8 @@ const (
 	WantEndpointIP     = "host:port with an IPv4 address or an [IPv6] address and a port in 1-65535"
 	WantCIDR           = "a CIDR in canonical form (such as 10.244.1.0/24 or 2001:db8:1::/64)"
 	WantKeepalive      = "a number of seconds in 0-65535"
+	WantLocation       = "a location name: 1-63 letters, digits and -_. beginning and ending with a letter or digit (a label value)"
+	WantCandidateKind  = "private, public or observed"
 	maxDNSNameLength   = 253
 	maxDNSLabelLength  = 63
 	maxPortNumber      = 65535
@@ -138,6 +140,40 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is not written in canonical form: want %s", s, p)
 	}
 	return p, nil
+}
+
+// ParseLocation checks a location name (spec.location, the
+// wgmesh.io/location label): a label value that is not empty.
+func ParseLocation(s string) error {
+	if s == "" || len(s) > maxDNSLabelLength || !isAlnum(s[0]) || !isAlnum(s[len(s)-1]) {
+		return fmt.Errorf("%q is not %s", s, WantLocation)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			return fmt.Errorf("%q is not %s", s, WantLocation)
+		}
+	}
+	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// ParseCandidate checks one spec.candidates entry: a known kind and an
+// endpoint, which only a public candidate may give as a DNS name (a private
+// or observed one is an address a node has or was seen at).
+func ParseCandidate(c Candidate) (HostPort, error) {
+	switch c.Kind {
+	case CandidatePrivate, CandidatePublic, CandidateObserved:
+	default:
+		return HostPort{}, fmt.Errorf("candidate kind %q is not %s", c.Kind, WantCandidateKind)
+	}
+	hp, err := ParseEndpoint(string(c.Endpoint), c.Kind == CandidatePublic)
+	if err != nil {
+		return HostPort{}, fmt.Errorf("%s candidate: %w", c.Kind, err)
+	}
+	return hp, nil
 }
 
 // ParseKeepalive parses a persistent keepalive in seconds (0-65535).

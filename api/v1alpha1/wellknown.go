@@ -22,6 +22,22 @@ const (
 	AnnotationKeyRotated = "wgmesh.io/key-rotated"
 )
 
+// Locations and candidate endpoints (README, "Multi-cloud and offices").
+const (
+	// LabelLocation on a Node names the private network it shares with
+	// other nodes (a user's or a provisioner's label).
+	LabelLocation = "wgmesh.io/location"
+	// LabelRegion is the well-known region label; with the operator's
+	// --location-from-region a region is a location unless the Node has
+	// wgmesh.io/location or the region is in --regions-not-one-network.
+	LabelRegion = "topology.kubernetes.io/region"
+	// AnnotationCandidates is written by the agent on its own Node: the
+	// endpoints it may be reached at, as kind=host:port separated by
+	// commas, kind private or public (ParseCandidatesAnnotation). Every
+	// host is one of the Node's own addresses.
+	AnnotationCandidates = "wgmesh.io/candidates"
+)
+
 // RotateKeyTokenPattern is what a wgmesh.io/rotate-key token may look like:
 // 1 to 63 letters, digits and ._:+- (a timestamp, a ticket number).
 const RotateKeyTokenPattern = `^[A-Za-z0-9._:+-]{1,63}$`
