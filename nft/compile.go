@@ -202,7 +202,7 @@ func matches(f Family, r Rule) []expr.Any {
 			&expr.Payload{DestRegister: reg32_0 + off.len/4, Base: expr.PayloadBaseNetworkHeader, Offset: off.dst, Len: off.len},
 			&expr.Lookup{SourceRegister: reg1, SetName: r.SaddrDaddrSet})
 	}
-	if r.NumgenMod > 0 {
+	if r.NumgenMod > 0 && r.DNATMap() == "" {
 		// In network byte order, so that < compares numbers.
 		out = append(out,
 			&expr.Numgen{Register: reg1, Modulus: uint32(r.NumgenMod), Type: unix.NFT_NG_RANDOM},
@@ -299,7 +299,7 @@ func statements(f Family, r Rule, out []expr.Any) []expr.Any {
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off.src, Len: off.len},
 			&expr.Dynset{SrcRegKey: reg1, SetName: r.Update, Operation: unix.NFT_DYNSET_OP_UPDATE})
 	}
-	if r.VMap != "" {
+	if r.VMap != "" && r.DNATMap() == "" {
 		switch r.VMapKey {
 		case KeyAddrProtoPort:
 			out = append(out, addrProtoPort(off.dst, off.len)...)
@@ -331,6 +331,9 @@ func statements(f Family, r Rule, out []expr.Any) []expr.Any {
 			&expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(r.DNAT.Port())},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto(f), RegAddrMin: reg1, RegProtoMin: reg2, Specified: true})
 	}
+	if r.DNATMap() != "" {
+		out = append(out, dnatMap(f, r)...)
+	}
 	switch r.Verdict.Kind {
 	case VerdictNone:
 	case VerdictReject:
@@ -339,6 +342,20 @@ func statements(f Family, r Rule, out []expr.Any) []expr.Any {
 		out = append(out, verdictExpr(r.Verdict))
 	}
 	return out
+}
+
+// dnatMap is "dnat to daddr . l4proto . dport . numgen random mod N map
+// @m", as nft compiles it: the key in register 1 on (the slot in host
+// order, as numgen writes it), the map's address . port back into
+// register 1, the port in the 32-bit register after the address.
+func dnatMap(f Family, r Rule) []expr.Any {
+	off := addrOffsets[f]
+	port := uint32(reg32_0 + off.len/4)
+	out := addrProtoPort(off.dst, off.len)
+	return append(out,
+		&expr.Numgen{Register: port + 2, Modulus: uint32(r.NumgenMod), Type: unix.NFT_NG_RANDOM},
+		&expr.Lookup{SourceRegister: reg1, IsDestRegSet: true, DestRegister: reg1, SetName: r.VMap},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto(f), RegAddrMin: reg1, RegAddrMax: reg1, RegProtoMin: port, RegProtoMax: port, Specified: true})
 }
 
 // rejectExpr answers TCP with a reset and everything else with ICMP port

@@ -238,7 +238,20 @@ func applyTypedSets(p *Part, t *Ruleset, ch *Changes) error {
 		if !ok || ts.Kind != ch.typedKinds[n] {
 			return fmt.Errorf("set %s: adding elements: no set of %s", n, ch.typedKinds[n])
 		}
+		var keys map[NATKey]SetElem
+		if ts.Kind == SetNATMap {
+			keys = map[NATKey]SetElem{}
+			for o := range ts.Elems {
+				keys[o.NATKey()] = o
+			}
+		}
 		for _, e := range ch.addTypedElems[n] {
+			if o, ok := keys[e.NATKey()]; ok && o != e {
+				return fmt.Errorf("map %s: adding %s: the key maps to %s", n, e, o.NATTo())
+			}
+			if keys != nil {
+				keys[e.NATKey()] = e
+			}
 			if ts.Kind == SetInterval && !ts.Elems[e] {
 				for o := range ts.Elems {
 					if o.Addr.BitLen() == e.Addr.BitLen() && o.Addr.Compare(e.End) <= 0 && e.Addr.Compare(o.End) <= 0 {
@@ -291,7 +304,7 @@ func checkReferences(t *Ruleset, maps map[string]KeyKind) error {
 					return fmt.Errorf("chain %s: rule %q: no chain %s", n, r, target)
 				}
 			}
-			if r.VMap != "" {
+			if r.VMap != "" && r.DNATMap() == "" {
 				if _, ok := t.Maps[r.VMap]; !ok {
 					return fmt.Errorf("chain %s: rule %q: no map %s", n, r, r.VMap)
 				}
@@ -306,6 +319,7 @@ func checkReferences(t *Ruleset, maps map[string]KeyKind) error {
 				{r.SaddrSet, []SetKind{SetAddr, SetInterval}}, {r.NotSaddrSet, []SetKind{SetAddr, SetInterval}},
 				{r.DaddrSet, []SetKind{SetAddr, SetInterval}}, {r.NotDaddrSet, []SetKind{SetAddr, SetInterval}},
 				{r.SaddrDaddrSet, []SetKind{SetAddrAddr}}, {r.DaddrProtoPortSet, []SetKind{SetAddrProtoPort}},
+				{r.DNATMap(), []SetKind{SetNATMap}},
 			}
 			for _, ref := range refs {
 				if ref.set == "" {

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -21,6 +22,10 @@ func typedSetObj(f Family, name string, k SetKind) *nftables.Set {
 	case SetAddrAddr:
 		s.Concatenation = true
 		s.KeyType = nftables.MustConcatSetType(addrType(f), addrType(f))
+	case SetNATMap:
+		s.IsMap, s.Concatenation = true, true
+		s.KeyType = nftables.MustConcatSetType(addrType(f), nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark)
+		s.DataType = nftables.MustConcatSetType(addrType(f), nftables.TypeInetService)
 	}
 	return s
 }
@@ -28,13 +33,14 @@ func typedSetObj(f Family, name string, k SetKind) *nftables.Set {
 // setKindOf is the kind of a set the kernel has (setKindUnknown for one
 // typedSetObj would not create).
 func setKindOf(f Family, s *nftables.Set) SetKind {
-	if s.IsMap || s.HasTimeout {
+	if s.HasTimeout {
 		return setKindUnknown
 	}
-	for _, k := range []SetKind{SetAddr, SetInterval, SetAddrProtoPort, SetAddrAddr} {
+	for _, k := range []SetKind{SetAddr, SetInterval, SetAddrProtoPort, SetAddrAddr, SetNATMap} {
 		w := typedSetObj(f, "", k)
 		if s.KeyType.Name == w.KeyType.Name && s.KeyType.Bytes == w.KeyType.Bytes &&
-			s.Interval == w.Interval && s.Concatenation == w.Concatenation {
+			s.Interval == w.Interval && s.Concatenation == w.Concatenation && s.IsMap == w.IsMap &&
+			(!s.IsMap || s.DataType.Name == w.DataType.Name && s.DataType.Bytes == w.DataType.Bytes) {
 			return k
 		}
 	}
@@ -60,6 +66,11 @@ func kernelElems(k SetKind, es []SetElem) []nftables.SetElement {
 			key = appendProtoPort(key, e.Proto, e.Port)
 		case SetAddrAddr:
 			key = append(key, e.Addr2.AsSlice()...)
+		case SetNATMap:
+			key = binary.NativeEndian.AppendUint32(appendProtoPort(key, e.Proto, e.Port), uint32(e.Slot))
+			val := binary.BigEndian.AppendUint16(e.Addr2.AsSlice(), e.ToPort)
+			out = append(out, nftables.SetElement{Key: key, Val: append(val, 0, 0)})
+			continue
 		}
 		out = append(out, nftables.SetElement{Key: key})
 	}
@@ -91,6 +102,18 @@ func decodeElems(f Family, k SetKind, els []nftables.SetElement) (map[SetElem]bo
 		case SetAddrAddr:
 			e.Addr2, rest, good = cutAddr(f, rest)
 			good = good && len(rest) == 0
+		case SetNATMap:
+			e.Proto, e.Port, good = cutProtoPort(rest)
+			good = good && len(rest) == 12
+			if good {
+				e.Slot = uint16(binary.NativeEndian.Uint32(rest[8:]))
+				var val []byte
+				e.Addr2, val, good = cutAddr(f, el.Val)
+				good = good && len(val) == 4 && binary.NativeEndian.Uint32(rest[8:]) <= 0xffff
+				if good {
+					e.ToPort = binary.BigEndian.Uint16(val)
+				}
+			}
 		default:
 			good = good && len(rest) == 0
 		}

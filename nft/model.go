@@ -175,6 +175,10 @@ const (
 	KeyDaddr
 	// KeySaddr is saddr alone.
 	KeySaddr
+	// KeyAddrProtoPortSlot is daddr . l4proto . dport . numgen random mod
+	// NumgenMod, the key of a rule's DNAT map (see Rule.VMap); no verdict
+	// map has it.
+	KeyAddrProtoPortSlot
 )
 
 func (k KeyKind) String() string {
@@ -187,6 +191,8 @@ func (k KeyKind) String() string {
 		return "daddr"
 	case KeySaddr:
 		return "saddr"
+	case KeyAddrProtoPortSlot:
+		return "daddr . l4proto . dport . slot"
 	default:
 		return fmt.Sprintf("KeyKind(%d)", int(k))
 	}
@@ -272,6 +278,11 @@ type Rule struct {
 	// Statements.
 	Update string // update @set { ip saddr }
 	// Lookups that end the rule with the map's verdict (keyed by VMapKey).
+	// With VMapKey KeyAddrProtoPortSlot, VMap is a SetNATMap and the rule
+	// is "dnat to daddr . l4proto . dport . numgen random mod NumgenMod map
+	// @VMap": the destination and a slot drawn at random pick the endpoint
+	// (NumgenMod is then the modulus, not a match); a key the map lacks
+	// ends the rule and the next one runs.
 	VMap    string // <key> vmap @VMap
 	SNAT    netip.Addr
 	DNAT    netip.AddrPort
@@ -359,7 +370,7 @@ func (r Rule) String() string {
 	if r.SaddrDaddrSet != "" {
 		add("saddr . daddr @%s", r.SaddrDaddrSet)
 	}
-	if r.NumgenMod > 0 {
+	if r.NumgenMod > 0 && r.DNATMap() == "" {
 		add("numgen random mod %d < 1", r.NumgenMod)
 	}
 	if r.FibSaddrLocal {
@@ -401,6 +412,7 @@ func (r Rule) String() string {
 	}
 	if r.VMap != "" {
 		switch r.VMapKey {
+		case KeyAddrProtoPortSlot:
 		case KeyProtoPort:
 			add("meta l4proto . th dport vmap @%s", r.VMap)
 		case KeyDaddr:
@@ -427,6 +439,9 @@ func (r Rule) String() string {
 	if r.DNAT.IsValid() {
 		add("dnat to %s", r.DNAT)
 	}
+	if m := r.DNATMap(); m != "" {
+		add("dnat to daddr . meta l4proto . th dport . numgen random mod %d map @%s", r.NumgenMod, m)
+	}
 	if r.Verdict.Kind != VerdictNone {
 		add("%s", r.Verdict)
 	}
@@ -435,7 +450,15 @@ func (r Rule) String() string {
 
 // usesSet reports whether r looks up or updates set s.
 func (r Rule) usesSet(s string) bool {
-	return slices.Contains([]string{r.SaddrSet, r.NotSaddrSet, r.DaddrSet, r.NotDaddrSet, r.SaddrDaddrSet, r.DaddrProtoPortSet, r.Update}, s)
+	return slices.Contains([]string{r.SaddrSet, r.NotSaddrSet, r.DaddrSet, r.NotDaddrSet, r.SaddrDaddrSet, r.DaddrProtoPortSet, r.Update, r.DNATMap()}, s)
+}
+
+// DNATMap is the SetNATMap the rule takes its DNAT destination from, if any.
+func (r Rule) DNATMap() string {
+	if r.VMapKey == KeyAddrProtoPortSlot {
+		return r.VMap
+	}
+	return ""
 }
 
 // check refuses a rule of family f that would compile to something else
@@ -448,10 +471,12 @@ func (r Rule) check(f Family) error {
 		return fmt.Errorf("rule %q: an icmpv6 type match needs Proto %s in family %s", r, ICMPv6, IPv6)
 	case r.ICMPv6TypeEnd != 0 && r.ICMPv6TypeEnd < r.ICMPv6Type:
 		return fmt.Errorf("rule %q: icmpv6 type range %d-%d is empty", r, r.ICMPv6Type, r.ICMPv6TypeEnd)
-	case r.VMap != "" && (r.VMapKey < KeyAddrProtoPort || r.VMapKey > KeySaddr):
-		return fmt.Errorf("rule %q: unknown map key kind %d (want one of KeyAddrProtoPort, KeyProtoPort, KeyDaddr, KeySaddr)", r, int(r.VMapKey))
+	case r.VMap != "" && (r.VMapKey < KeyAddrProtoPort || r.VMapKey > KeyAddrProtoPortSlot):
+		return fmt.Errorf("rule %q: unknown map key kind %d (want one of KeyAddrProtoPort, KeyProtoPort, KeyDaddr, KeySaddr, KeyAddrProtoPortSlot)", r, int(r.VMapKey))
 	case r.CtState&^(CtInvalid|CtEstablished|CtRelated|CtNew) != 0:
 		return fmt.Errorf("rule %q: unknown ct state bits 0x%x", r, uint32(r.CtState))
+	case r.DNATMap() != "" && (r.NumgenMod <= 0 || r.NumgenMod > 1<<16 || r.DNAT.IsValid() || r.Verdict.Kind != VerdictNone || r.Masquerade || r.SNAT.IsValid()):
+		return fmt.Errorf("rule %q: a DNAT map rule needs 0 < NumgenMod <= 65536 and no other verdict or NAT", r)
 	}
 	return nil
 }

@@ -46,6 +46,8 @@ func TestRuleString(t *testing.T) {
 			"saddr @peers meta l4proto tcp daddr . meta l4proto . th dport @serve accept"},
 		{nft.Rule{VMap: "in", VMapKey: nft.KeyDaddr}, "daddr vmap @in"},
 		{nft.Rule{VMap: "out", VMapKey: nft.KeySaddr}, "saddr vmap @out"},
+		{nft.Rule{VMap: "endpoints-mod-3", VMapKey: nft.KeyAddrProtoPortSlot, NumgenMod: 3},
+			"dnat to daddr . meta l4proto . th dport . numgen random mod 3 map @endpoints-mod-3"},
 	} {
 		if got := tc.r.String(); got != tc.want {
 			t.Errorf("got  %s\nwant %s", got, tc.want)

@@ -22,6 +22,14 @@ const (
 	SetAddrProtoPort
 	// SetAddrAddr holds address pairs (ipv4_addr . ipv4_addr).
 	SetAddrAddr
+	// SetNATMap is a data map from address . protocol . port . slot to
+	// the address . port a rule's DNATMap translates to (ipv4_addr .
+	// inet_proto . inet_service . mark : ipv4_addr . inet_service; the slot
+	// is numgen's host-order 32-bit number, which nft prints as a mark).
+	// Its elements are SetElems with Addr, Proto, Port and Slot as the key
+	// and Addr2 and ToPort as the value. Adding, changing or deleting one is
+	// element-only: the kernel does not validate the table for it.
+	SetNATMap
 
 	// setKindUnknown is a kernel set of no kind the model knows (read
 	// back; it is recreated).
@@ -38,6 +46,8 @@ func (k SetKind) String() string {
 		return "addr . proto . port"
 	case SetAddrAddr:
 		return "addr . addr"
+	case SetNATMap:
+		return "addr . proto . port . slot : addr . port"
 	default:
 		return "unknown"
 	}
@@ -45,17 +55,42 @@ func (k SetKind) String() string {
 
 // SetElem is an element of a typed set. The kind says which fields are set:
 // SetAddr: Addr; SetInterval: Addr through End (inclusive); SetAddrProtoPort:
-// Addr, Proto and Port; SetAddrAddr: Addr and Addr2.
+// Addr, Proto and Port; SetAddrAddr: Addr and Addr2; SetNATMap: Addr, Proto,
+// Port and Slot map to Addr2 and ToPort.
 type SetElem struct {
 	Addr  netip.Addr
 	End   netip.Addr
 	Addr2 netip.Addr
 	Proto Protocol
 	Port  uint16
+	// Slot and ToPort: SetNATMap only.
+	Slot, ToPort uint16
 }
+
+// NATKey is the key of a SetNATMap element.
+type NATKey struct {
+	Addr  netip.Addr
+	Proto Protocol
+	Port  uint16
+	Slot  uint16
+}
+
+// NATElem is the SetNATMap element mapping k to to.
+func NATElem(k NATKey, to netip.AddrPort) SetElem {
+	return SetElem{Addr: k.Addr, Proto: k.Proto, Port: k.Port, Slot: k.Slot, Addr2: to.Addr(), ToPort: to.Port()}
+}
+
+// NATKey and NATTo are a SetNATMap element's key and value.
+func (e SetElem) NATKey() NATKey {
+	return NATKey{Addr: e.Addr, Proto: e.Proto, Port: e.Port, Slot: e.Slot}
+}
+func (e SetElem) NATTo() netip.AddrPort { return netip.AddrPortFrom(e.Addr2, e.ToPort) }
+func (e SetElem) isNAT() bool           { return e.Addr2.IsValid() && e.Proto != "" }
 
 func (e SetElem) String() string {
 	switch {
+	case e.isNAT():
+		return fmt.Sprintf("%s . %s . %d . %d : %s", e.Addr, e.Proto, e.Port, e.Slot, e.NATTo())
 	case e.End.IsValid():
 		return e.Addr.String() + "-" + e.End.String()
 	case e.Addr2.IsValid():
@@ -93,7 +128,12 @@ func (e SetElem) check(k SetKind, f Family) error {
 		ok = ok && !e.End.IsValid() && !e.Addr2.IsValid() && protocolName(e.Proto.Number()) == e.Proto
 	case SetAddrAddr:
 		ok = ok && !e.End.IsValid() && sameFamily(e.Addr2) && e.Proto == "" && e.Port == 0
+	case SetNATMap:
+		ok = ok && !e.End.IsValid() && sameFamily(e.Addr2) && protocolName(e.Proto.Number()) == e.Proto
 	default:
+		ok = false
+	}
+	if k != SetNATMap && (e.Slot != 0 || e.ToPort != 0) {
 		ok = false
 	}
 	if !ok {
@@ -104,7 +144,7 @@ func (e SetElem) check(k SetKind, f Family) error {
 
 func compareElems(a, b SetElem) int {
 	return cmp.Or(a.Addr.Compare(b.Addr), a.End.Compare(b.End), a.Addr2.Compare(b.Addr2),
-		strings.Compare(string(a.Proto), string(b.Proto)), cmp.Compare(a.Port, b.Port))
+		strings.Compare(string(a.Proto), string(b.Proto)), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Slot, b.Slot), cmp.Compare(a.ToPort, b.ToPort))
 }
 
 func sortElems(es []SetElem) { slices.SortFunc(es, compareElems) }

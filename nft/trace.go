@@ -52,6 +52,8 @@ type Tracer struct {
 	OIF func(netip.Addr) string
 	// Affinity holds the clients the affinity sets remember (update @set).
 	Affinity map[string]map[netip.Addr]bool
+	// nat indexes the SetNATMaps by key (built on first use).
+	nat map[string]map[NATKey]netip.AddrPort
 }
 
 // NewTracer returns a tracer over rs with the base chains of parts.
@@ -218,6 +220,27 @@ func (t *Tracer) run(chain string, i int, p Packet, s pstate) []pstate {
 		}
 		var next []Verdict
 		switch {
+		case r.DNATMap() != "":
+			// Every slot of the random draw that the map holds.
+			var out []pstate
+			for slot := 0; slot < int(r.NumgenMod); slot++ {
+				to, ok := t.natLookup(r.VMap, NATKey{Addr: s.dst, Proto: p.Proto, Port: s.dport, Slot: uint16(slot)})
+				if !ok {
+					continue
+				}
+				s2 := s
+				s2.dnat, s2.dst, s2.dport = to, to.Addr(), to.Port()
+				s2.natDone, s2.terminated, s2.verdict = true, true, VerdictAccept
+				out = append(out, s2)
+			}
+			if len(out) == 0 {
+				continue // no such key: the rule ends, the next one runs
+			}
+			if len(out) < int(r.NumgenMod) {
+				// A draw that finds no element ends the rule too.
+				out = append(out, t.run(chain, i+1, p, s)...)
+			}
+			return out
 		case r.VMap != "":
 			var k MapKey
 			switch r.VMapKey {
@@ -282,6 +305,23 @@ func (t *Tracer) runVerdict(chain string, i int, p Packet, s pstate, v Verdict) 
 		out = append(out, s2)
 	}
 	return out
+}
+
+// natLookup looks key up in SetNATMap m.
+func (t *Tracer) natLookup(m string, key NATKey) (netip.AddrPort, bool) {
+	if t.nat == nil {
+		t.nat = map[string]map[NATKey]netip.AddrPort{}
+	}
+	idx, ok := t.nat[m]
+	if !ok {
+		idx = map[NATKey]netip.AddrPort{}
+		for e := range t.Rules.TypedSets[m].Elems {
+			idx[e.NATKey()] = e.NATTo()
+		}
+		t.nat[m] = idx
+	}
+	to, ok := idx[key]
+	return to, ok
 }
 
 // inSet reports whether set holds key: an address set, an affinity set
