@@ -100,7 +100,7 @@ conformance-reference: deps-conformance demo-stop control-plane build helm node-
 	$(REAL_NODE_ENV) $(GO) run ./test/cmd/wgmesh-conformance --kube-proxy="$$(hack/kube-proxy.sh --path)" --kube-proxy-mode=$(KUBE_PROXY_MODE) $(CONFORMANCE_ARGS)
 
 # Go native fuzz targets: every parser of outside input and the topology.
-FUZZ_PACKAGES := ./api/v1alpha1 ./operator ./agent/mesh ./podnet ./agent/servicenat
+FUZZ_PACKAGES := ./api/v1alpha1 ./operator ./agent/mesh ./podnet ./agent/servicenat ./agent/paths
 FUZZTIME ?= 2m
 FUZZTIME_TEST ?= 3s
 fuzz: ## Fuzz every parser and the topology, FUZZTIME each (default 2m)
