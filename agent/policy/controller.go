@@ -73,8 +73,11 @@ type Options struct {
 	// are written but pods of this node reach each other around them, and
 	// the controller says so (not ready). nil: assumed on (tests).
 	BridgeNetfilter func() *egress.BridgeNFStatus
-	Log             logr.Logger
-	Registerer      prometheus.Registerer
+	// Socket is the unix socket the CNI plugin asks on (server.go;
+	// --network-policy-socket); empty: none.
+	Socket     string
+	Log        logr.Logger
+	Registerer prometheus.Registerer
 }
 
 // Controller enforces NetworkPolicy on one node: it keeps a netpol.Index
@@ -113,6 +116,12 @@ type Controller struct {
 	policies map[string]types.UID
 	// podCIDRs are this node's (its Node's spec.podCIDRs).
 	podCIDRs []netip.Prefix
+	// cni are the local pods' CNI records (server.go), owner the pod
+	// (key) a CNI ADD last gave each address; judged counts the CNI
+	// requests that changed the index.
+	cni    map[string]cniRecord
+	owner  map[netip.Addr]string
+	judged uint64
 	// invalid are the problems of policies set since the last sync;
 	// reported the problems already reported, by policy key (with its UID).
 	invalid  []invalidPolicy
@@ -125,13 +134,21 @@ type Controller struct {
 	counts    map[counterKey]uint64
 	events    recorder.EventRecorder
 	nodes     corelisters.NodeLister
+	pods      corelisters.PodLister
+	apiReader client.Reader
+	// started is closed once the caches have synced.
+	started   chan struct{}
 	brnfShown string // the br_netfilter problem last reported
 	recheck   bool   // a wake-up to check br_netfilter again is pending
 
 	stateMu sync.Mutex
-	synced  bool
-	lastErr error
-	brnfErr error
+	// doneJudged: the CNI requests whose pods are in the kernel; syncedCh
+	// is closed (and replaced) when it moves.
+	doneJudged uint64
+	syncedCh   chan struct{}
+	synced     bool
+	lastErr    error
+	brnfErr    error
 }
 
 type invalidPolicy struct {
@@ -163,7 +180,8 @@ func New(o Options) *Controller {
 				o.Log.Error(err, "network policy sync failed; retrying", "after", after)
 			}}),
 		ix: netpol.NewIndex(), local: map[string]bool{}, policies: map[string]types.UID{}, reported: map[string]map[string]bool{},
-		counts: map[counterKey]uint64{},
+		counts: map[counterKey]uint64{}, cni: map[string]cniRecord{}, owner: map[netip.Addr]string{},
+		started: make(chan struct{}), syncedCh: make(chan struct{}),
 	}
 }
 
@@ -197,6 +215,7 @@ func (c *Controller) Delete() error {
 // runtime's Event writer. The rules stay in place when it returns.
 func (c *Controller) Run(ctx context.Context, rt *kube.Runtime) error {
 	c.events = rt.Events.For(EventSource)
+	c.apiReader = rt.GetAPIReader()
 	var synced []cache.InformerSynced
 	for _, w := range []struct {
 		obj     client.Object
@@ -211,8 +230,11 @@ func (c *Controller) Run(ctx context.Context, rt *kube.Runtime) error {
 		if err != nil {
 			return fmt.Errorf("network policy: %w", err)
 		}
-		if _, ok := w.obj.(*corev1.Node); ok {
+		switch w.obj.(type) {
+		case *corev1.Node:
 			c.nodes = corelisters.NewNodeLister(inf.GetIndexer())
+		case *corev1.Pod:
+			c.pods = corelisters.NewPodLister(inf.GetIndexer())
 		}
 		reg, err := inf.AddEventHandler(w.handler)
 		if err != nil {
@@ -221,15 +243,31 @@ func (c *Controller) Run(ctx context.Context, rt *kube.Runtime) error {
 		defer func() { _ = inf.RemoveEventHandler(reg) }()
 		synced = append(synced, reg.HasSynced)
 	}
+	// The CNI plugin may ask from now on; requests wait for the caches. A
+	// socket that cannot be made leaves new pods denied until the Pod
+	// watch programs them: logged, not fatal.
+	if c.o.Socket != "" {
+		if l, err := c.listen(c.o.Socket); err != nil {
+			c.o.Log.Error(err, "the CNI plugin's requests are not served: new pods stay denied until the Pod watch programs them")
+		} else {
+			go c.serve(ctx, l)
+		}
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
 	}
+	close(c.started)
 	c.o.Log.Info("network policy started", "node", c.o.NodeName, "syncPeriod", c.o.SyncPeriod, "minInterval", c.o.MinInterval)
 	// The caches' first lists are the start, not changes to time.
 	c.mu.Lock()
 	c.since = time.Time{}
 	c.mu.Unlock()
 	c.markAll()
+	return c.loop(ctx)
+}
+
+// loop syncs on every wake-up and period until ctx ends.
+func (c *Controller) loop(ctx context.Context) error {
 	return c.run.Run(ctx, func(_ context.Context, cause runner.Cause) error {
 		err := c.sync(cause.Periodic)
 		c.stateMu.Lock()
@@ -259,6 +297,7 @@ func (c *Controller) markAll() {
 func (c *Controller) sync(periodic bool) error {
 	c.checkBridgeNetfilter()
 	c.mu.Lock()
+	judged := c.judged
 	dirty, all, since := c.dirty, c.all, c.since
 	c.dirty, c.all, c.since = false, false, time.Time{}
 	invalid := c.invalid
@@ -363,7 +402,20 @@ func (c *Controller) sync(periodic bool) error {
 	c.stateMu.Lock()
 	c.synced = true
 	c.stateMu.Unlock()
+	c.programmed(judged)
 	return nil
+}
+
+// programmed records that the pods of the first judged CNI requests are in
+// the kernel, waking their waiters.
+func (c *Controller) programmed(judged uint64) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	if judged > c.doneJudged {
+		c.doneJudged = judged
+		close(c.syncedCh)
+		c.syncedCh = make(chan struct{})
+	}
 }
 
 // recordGeneration remembers the ruleset generation after our own write,

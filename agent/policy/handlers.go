@@ -22,11 +22,18 @@ func (c *Controller) onPod(obj any) {
 	}
 	m := netpol.PodFromAPI(p)
 	c.mu.Lock()
-	ch := c.ix.SetPod(m)
 	key := m.Key()
 	if m.Node == c.o.NodeName {
+		if r, ok := c.cni[key]; ok && r.uid != m.UID && time.Since(r.at) < cniRecordTTL {
+			// The pod a CNI ADD just put in replaced this one (an older
+			// pod of the name, whose deletion the watch has not brought).
+			c.mu.Unlock()
+			return
+		}
 		c.local[key] = true
+		m.IPs = c.podIPs(m)
 	}
+	ch := c.ix.SetPod(m)
 	relevant := c.relevant(ch)
 	c.mu.Unlock()
 	if relevant {
@@ -39,10 +46,17 @@ func (c *Controller) onPodDelete(obj any) {
 	if !ok {
 		return
 	}
+	key := p.Namespace + "/" + p.Name
 	c.mu.Lock()
+	if r, ok := c.cni[key]; ok && r.uid != p.UID {
+		// An older pod of the name: a CNI ADD already put the new one in.
+		c.mu.Unlock()
+		return
+	}
+	c.forget(key)
 	ch := c.ix.DeletePod(p.Namespace, p.Name)
 	relevant := c.relevant(ch)
-	delete(c.local, p.Namespace+"/"+p.Name)
+	delete(c.local, key)
 	c.mu.Unlock()
 	if relevant {
 		c.changed()

@@ -13,7 +13,18 @@ type Metrics struct {
 	IsolatedPods        *prometheus.GaugeVec
 	DeniedPackets       *prometheus.CounterVec
 	Ready               prometheus.Gauge
+	// CNIRequests and CNIRequestDuration: the CNI hook's requests
+	// (server.go), by result.
+	CNIRequests        *prometheus.CounterVec
+	CNIRequestDuration prometheus.Histogram
 }
+
+// Results of a CNI hook request (the result label).
+const (
+	ResultProgrammed = "programmed" // the pod's policy is in the kernel
+	ResultRefused    = "refused"    // a bad request: names, addresses, a pod not on this node
+	ResultFailed     = "failed"     // not programmed in time (the API server, a write)
+)
 
 // NewMetrics creates the metrics and registers them with reg (nil: unregistered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -52,9 +63,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wgmesh_policy_ready",
 			Help: "1 when the network policy is in the kernel as desired and br_netfilter is on; 0 otherwise (the last sync failed, or same-node pod traffic bypasses the policy).",
 		}),
+		CNIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgmesh_policy_cni_requests_total",
+			Help: "Requests of the CNI plugin (wgmesh-guard's policy role, at a pod's ADD) to judge a new pod, by result: programmed, refused (a bad request), failed (not programmed in time; the pod stays denied until it is).",
+		}, []string{"result"}),
+		CNIRequestDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "wgmesh_policy_cni_request_duration_seconds",
+			Help:    "Time from the CNI plugin's request to the agent's answer (the pod's policy in the kernel, or the failure).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+	}
+	for _, r := range []string{ResultProgrammed, ResultRefused, ResultFailed} {
+		m.CNIRequests.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.SyncDuration, m.ProgrammingDuration, m.Writes, m.SyncErrors, m.Policies, m.IsolatedPods, m.DeniedPackets, m.Ready)
+		reg.MustRegister(m.SyncDuration, m.ProgrammingDuration, m.Writes, m.SyncErrors, m.Policies, m.IsolatedPods, m.DeniedPackets, m.Ready,
+			m.CNIRequests, m.CNIRequestDuration)
 	}
 	return m
 }

@@ -22,8 +22,8 @@ func TestMetricNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) != 8 {
-		t.Errorf("%d families gathered, want all 8", len(mfs))
+	if len(mfs) != 10 {
+		t.Errorf("%d families gathered, want all 10", len(mfs))
 	}
 	metricnames.Check(t, reg, "")
 }

@@ -9,6 +9,7 @@ package guard
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 
 	"github.com/google/nftables"
 )
@@ -22,9 +23,10 @@ const (
 	OutputChain  = "guard-output"
 )
 
-// Conf is one of the plugin's entries in the conflist. The plugin has two
-// roles: the gate (first in the list, Families set) and, with AntiSpoof,
-// anti-spoofing on the pod bridge (right after bridge; cni/antispoof).
+// Conf is one of the plugin's entries in the conflist. The plugin has three
+// roles: the gate (first in the list, Families set), with AntiSpoof,
+// anti-spoofing on the pod bridge (right after bridge; cni/antispoof), and
+// with PolicySocket, the network policy's hook (after that; policy.go).
 type Conf struct {
 	CNIVersion string `json:"cniVersion,omitempty"`
 	Type       string `json:"type"`
@@ -37,6 +39,11 @@ type Conf struct {
 	// Bridge is the pod bridge (AntiSpoof): the interface in prevResult
 	// that is not the pod's host-side veth.
 	Bridge string `json:"bridge,omitempty"`
+	// PolicySocket (the policy role, after bridge; only with the agent's
+	// --network-policy): ask the agent there to judge the pod before ADD
+	// returns (policy.go). Families are then those whose fail-closed
+	// rules must be in the kernel when the agent does not answer.
+	PolicySocket string `json:"policySocket,omitempty"`
 }
 
 // ParseConf reads the plugin's configuration from the runtime.
@@ -49,6 +56,9 @@ func ParseConf(stdin []byte) (Conf, error) {
 		if f != "ipv4" && f != "ipv6" {
 			return c, fmt.Errorf("%s: families entry %q: want ipv4 or ipv6", PluginType, f)
 		}
+	}
+	if c.PolicySocket != "" && (c.AntiSpoof || !filepath.IsAbs(c.PolicySocket)) {
+		return c, fmt.Errorf("%s: policySocket %q: want an absolute path, in an entry of its own", PluginType, c.PolicySocket)
 	}
 	if c.AntiSpoof && c.Bridge == "" {
 		return c, fmt.Errorf("%s: antiSpoof needs bridge, the name of the pod bridge (for example wgmesh-br0)", PluginType)
