@@ -16,8 +16,12 @@ type NodeAnnotations struct {
 	Endpoint            string
 	ForceEndpoint       string
 	PersistentKeepalive *int32
+	// Candidates are the private and public endpoints the agent announced
+	// (wgmesh.io/candidates), each the Node's own address (ParseNode).
+	Candidates []wgv1.Candidate
 	// Invalid lists the annotations that were present but unusable, in the
-	// order PublicKey, Endpoint, ForceEndpoint, PersistentKeepalive.
+	// order PublicKey, Endpoint, ForceEndpoint, PersistentKeepalive,
+	// Candidates.
 	Invalid []AnnotationError
 
 	// ownEndpoint checks that an endpoint is the Node's own
@@ -47,6 +51,14 @@ func (e AnnotationError) Error() string {
 func ParseNode(n *corev1.Node) NodeAnnotations {
 	out := ParseNodeAnnotations(n.Annotations)
 	out.ownEndpoint = func(ep string) error { return wgv1.CheckOwnEndpoint(n, ep) }
+	if v, ok := n.Annotations[wgv1.AnnotationCandidates]; ok && out.Candidates != nil {
+		// Parsable; each host must be the Node's own too.
+		if _, err := wgv1.CheckOwnCandidates(n, v); err != nil {
+			out.Candidates = nil
+			out.Invalid = append(out.Invalid, AnnotationError{Annotation: wgv1.AnnotationCandidates, Value: v,
+				Want: WantOwnCandidates(n)})
+		}
+	}
 	if !out.foreignEndpoint() {
 		return out
 	}
@@ -59,6 +71,11 @@ func ParseNode(n *corev1.Node) NodeAnnotations {
 	}
 	out.Invalid = append(out.Invalid[:i], append([]AnnotationError{bad}, out.Invalid[i:]...)...)
 	return out
+}
+
+// WantOwnCandidates says what wgmesh.io/candidates accepts on Node n.
+func WantOwnCandidates(n *corev1.Node) string {
+	return wgv1.WantCandidates + ", each " + wgv1.WantOwnEndpoint(n.Name, wgv1.NodeAddrs(n))
 }
 
 // foreignEndpoint reports whether the endpoint the agent announced would be
@@ -99,6 +116,13 @@ func ParseNodeAnnotations(annotations map[string]string) NodeAnnotations {
 			out.PersistentKeepalive = &k
 		} else {
 			out.Invalid = append(out.Invalid, AnnotationError{Annotation: wgv1.AnnotationPersistentKeepalive, Value: v, Want: wgv1.WantKeepalive})
+		}
+	}
+	if v, present := annotations[wgv1.AnnotationCandidates]; present {
+		if cs, err := wgv1.ParseCandidatesAnnotation(v); err == nil {
+			out.Candidates = append([]wgv1.Candidate{}, cs...) // non-nil: present and parsed
+		} else {
+			out.Invalid = append(out.Invalid, AnnotationError{Annotation: wgv1.AnnotationCandidates, Value: v, Want: wgv1.WantCandidates})
 		}
 	}
 	return out

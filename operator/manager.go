@@ -38,6 +38,8 @@ type ManagerOptions struct {
 	SkipNameValidation bool
 	Logger             logr.Logger
 	Now                func() time.Time
+	// Locations say where a node's location comes from.
+	Locations LocationOptions
 }
 
 // NewScheme is the scheme the operator works with: core types and MeshPeer.
@@ -84,7 +86,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (ctrl.Manager, error) {
 	if reg == nil {
 		reg = metrics.Registry
 	}
-	if err := Setup(mgr, Options{Pools: o.Pools, Registerer: reg, Now: o.Now, APIServer: wgv1.URLHostAddrs(cfg.Host)}); err != nil {
+	if err := Setup(mgr, Options{Pools: o.Pools, Registerer: reg, Now: o.Now, APIServer: wgv1.URLHostAddrs(cfg.Host), Locations: o.Locations}); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

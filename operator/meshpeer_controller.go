@@ -65,6 +65,8 @@ type MeshPeerReconciler struct {
 	// ClusterCIDRs are --cluster-cidrs: pod CIDRs outside them are never
 	// published.
 	ClusterCIDRs []netip.Prefix
+	// Locations say where a node's location comes from.
+	Locations LocationOptions
 }
 
 // SetupWithManager registers the controller (leader-elected).
@@ -76,8 +78,46 @@ func (r *MeshPeerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A node whose pod CIDRs were withheld (they overlapped another
 		// node's) gets them once that other node changes or goes.
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.overlappingNodes), builder.WithPredicates(podCIDRsChanged())).
+		// A node's observed candidates come from the others' reports
+		// (status.learnedEndpoints): a changed report reconciles the nodes
+		// it names, before and after.
+		Watches(&wgv1.MeshPeer{}, handler.EnqueueRequestsFromMapFunc(observedNodes), builder.WithPredicates(learnedEndpointsChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		Complete(r)
+}
+
+// learnedEndpointsChanged lets through MeshPeer events that change the
+// learned endpoints nodes report.
+func learnedEndpointsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*wgv1.MeshPeer)
+			n, ok2 := e.ObjectNew.(*wgv1.MeshPeer)
+			return !ok1 || !ok2 || !slices.Equal(o.Status.LearnedEndpoints, n.Status.LearnedEndpoints)
+		},
+		CreateFunc: func(e event.CreateEvent) bool {
+			mp, ok := e.Object.(*wgv1.MeshPeer)
+			return !ok || len(mp.Status.LearnedEndpoints) > 0
+		},
+		DeleteFunc: func(e event.DeleteEvent) bool {
+			mp, ok := e.Object.(*wgv1.MeshPeer)
+			return !ok || len(mp.Status.LearnedEndpoints) > 0
+		},
+	}
+}
+
+// observedNodes maps a MeshPeer to the nodes its learned endpoints name
+// (for an update, controller-runtime maps the old and the new object).
+func observedNodes(_ context.Context, obj client.Object) []reconcile.Request {
+	mp, ok := obj.(*wgv1.MeshPeer)
+	if !ok {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, n := range observedPeersOf(mp) {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: n}})
+	}
+	return out
 }
 
 // nodePeerInputsChanged lets through node updates that change what its
@@ -91,7 +131,9 @@ func nodePeerInputsChanged() predicate.Predicate {
 			n, ok2 := e.ObjectNew.(*corev1.Node)
 			return !ok1 || !ok2 || o.UID != n.UID || !slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) ||
 				o.Spec.PodCIDR != n.Spec.PodCIDR || !maps.Equal(o.Annotations, n.Annotations) ||
-				nodeNotReadyMessage(o) != nodeNotReadyMessage(n) || !slices.Equal(wgv1.NodeAddrs(o), wgv1.NodeAddrs(n))
+				nodeNotReadyMessage(o) != nodeNotReadyMessage(n) || !slices.Equal(wgv1.NodeAddrs(o), wgv1.NodeAddrs(n)) ||
+				NodeLocation(o, LocationOptions{FromRegion: true}) != NodeLocation(n, LocationOptions{FromRegion: true}) ||
+				o.Labels[wgv1.LabelLocation] != n.Labels[wgv1.LabelLocation]
 		},
 	}
 }
@@ -152,6 +194,13 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) (time.D
 	}
 	spec, ok := DesiredPeerSpec(node.Name, podnet.NodeCIDRStrings(&node), ann, current)
 	invalidMsg := invalidAnnotationsMessage(ann)
+	if ok {
+		observed, err := r.observed(ctx, node.Name, ann.Candidates)
+		if err != nil {
+			return 0, err
+		}
+		SetPaths(&spec, PathInputs{Location: NodeLocation(&node, r.Locations), Observed: observed}, ann, current)
+	}
 	if ok && len(spec.AllowedIPs) > 0 {
 		withheld, err := r.podCIDRConflict(ctx, node.Name)
 		if err != nil {
@@ -296,6 +345,24 @@ func (r *MeshPeerReconciler) podCIDRConflict(ctx context.Context, name string) (
 	return PodCIDRConflictOf(name, nodes.Items, peers.Items, r.ClusterCIDRs), nil
 }
 
+// observed are the observed candidates of node name (ObservedCandidates),
+// from the cache without copies.
+func (r *MeshPeerReconciler) observed(ctx context.Context, name string, own []wgv1.Candidate) ([]wgv1.Candidate, error) {
+	var peers wgv1.MeshPeerList
+	if err := r.Client.List(ctx, &peers, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("list MeshPeers: %w", err)
+	}
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	uids := make(map[string]types.UID, len(nodes.Items))
+	for i := range nodes.Items {
+		uids[nodes.Items[i].Name] = nodes.Items[i].UID
+	}
+	return ObservedCandidates(name, peers.Items, func(n string) (types.UID, bool) { u, ok := uids[n]; return u, ok }, own), nil
+}
+
 // overlappingNodes maps a Node whose pod CIDRs changed (or that went away)
 // to the other Nodes whose pod CIDRs overlap its own.
 func (r *MeshPeerReconciler) overlappingNodes(ctx context.Context, obj client.Object) []reconcile.Request {
@@ -352,7 +419,15 @@ func describeSpec(s wgv1.MeshPeerSpec) string {
 	for i, c := range s.AllowedIPs {
 		ips[i] = string(c)
 	}
-	return fmt.Sprintf("publicKey %s, endpoint %s, allowedIPs [%s], persistentKeepalive %s", s.PublicKey, ep, strings.Join(ips, ","), ka)
+	out := fmt.Sprintf("publicKey %s, endpoint %s, allowedIPs [%s], persistentKeepalive %s", s.PublicKey, ep, strings.Join(ips, ","), ka)
+	if s.Location != "" || len(s.Candidates) > 0 {
+		loc := string(s.Location)
+		if loc == "" {
+			loc = "none"
+		}
+		out += fmt.Sprintf(", location %s, candidates %s", loc, joinCandidates(s.Candidates))
+	}
+	return out
 }
 
 // ownedByNodeNamed reports whether the MeshPeer's controller is a Node with

@@ -22,6 +22,8 @@ type Options struct {
 	// APIServer are the API server's addresses: no external MeshPeer may
 	// route them into the tunnel.
 	APIServer []netip.Addr
+	// Locations say where a node's location comes from.
+	Locations LocationOptions
 }
 
 // Setup adds the operator's controllers to a manager. They run only on the
@@ -46,7 +48,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("set up %s controller: %w", nodeCIDRControllerName, err)
 	}
 	peers := &MeshPeerReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: rec, Metrics: m, Now: opts.Now,
-		ClusterCIDRs: poolPrefixes(opts.Pools)}
+		ClusterCIDRs: poolPrefixes(opts.Pools), Locations: opts.Locations}
 	if err := peers.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up %s controller: %w", meshPeerControllerName, err)
 	}

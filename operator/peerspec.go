@@ -54,6 +54,52 @@ func DesiredPeerSpec(nodeName string, podCIDRs []string, ann NodeAnnotations, cu
 	return spec, true
 }
 
+// PathInputs are what a node MeshPeer's location and candidates come from
+// besides the Node's annotations.
+type PathInputs struct {
+	// Location is NodeLocation's answer.
+	Location string
+	// Observed are ObservedCandidates' answer.
+	Observed []wgv1.Candidate
+}
+
+// SetPaths fills a node MeshPeer spec's location and candidates: the
+// private and public endpoints its agent announced (the last good ones while
+// the annotation is invalid), its wgmesh.io/force-endpoint as a public
+// candidate, and the observed ones; sorted (wgv1.SortCandidates), without
+// repeats, at most the CRD's 16.
+func SetPaths(spec *wgv1.MeshPeerSpec, in PathInputs, ann NodeAnnotations, current *wgv1.MeshPeerSpec) {
+	spec.Location = wgv1.Location(in.Location)
+	own := ann.Candidates
+	if own == nil && current != nil && slices.ContainsFunc(ann.Invalid, func(e AnnotationError) bool { return e.Annotation == wgv1.AnnotationCandidates }) {
+		for _, c := range current.Candidates {
+			if c.Kind != wgv1.CandidateObserved && (c.Kind != wgv1.CandidatePublic || string(c.Endpoint) != ann.ForceEndpoint) {
+				own = append(own, c)
+			}
+		}
+	}
+	var cs []wgv1.Candidate
+	add := func(c wgv1.Candidate) {
+		if _, err := wgv1.ParseCandidate(c); err == nil && !slices.Contains(cs, c) {
+			cs = append(cs, c)
+		}
+	}
+	for _, c := range own {
+		add(c)
+	}
+	if ann.ForceEndpoint != "" {
+		add(wgv1.Candidate{Kind: wgv1.CandidatePublic, Endpoint: wgv1.Endpoint(ann.ForceEndpoint)})
+	}
+	for _, c := range in.Observed {
+		add(c)
+	}
+	wgv1.SortCandidates(cs)
+	spec.Candidates = cs[:min(len(cs), maxCandidates)]
+}
+
+// maxCandidates is the CRD's maxItems of spec.candidates.
+const maxCandidates = 16
+
 // ownsEndpoint reports whether ep may stay in the node's MeshPeer as its
 // last good endpoint: empty, or the Node's own address (always, when the
 // annotations were parsed without the Node).
@@ -80,7 +126,8 @@ func CanonicalCIDRs(in []string) []wgv1.CIDR {
 
 // SpecEqual reports whether two MeshPeer specs say the same thing.
 func SpecEqual(a, b wgv1.MeshPeerSpec) bool {
-	if a.NodeName != b.NodeName || a.PublicKey != b.PublicKey || a.Endpoint != b.Endpoint {
+	if a.NodeName != b.NodeName || a.PublicKey != b.PublicKey || a.Endpoint != b.Endpoint || a.Location != b.Location ||
+		!slices.Equal(a.Candidates, b.Candidates) {
 		return false
 	}
 	if (a.PersistentKeepalive == nil) != (b.PersistentKeepalive == nil) ||

@@ -68,6 +68,7 @@ type testOperatorOptions struct {
 	clusterCIDRs string
 	leaderElect  bool
 	name         string
+	locations    LocationOptions
 }
 
 // startOperator runs the operator's manager against the test API server
@@ -90,6 +91,7 @@ func startOperator(t *testing.T, o testOperatorOptions) *operatorInstance {
 		RenewDeadline:           2 * time.Second,
 		RetryPeriod:             250 * time.Millisecond,
 		SkipNameValidation:      true,
+		Locations:               o.locations,
 		Logger:                  testr.NewWithOptions(t, testr.Options{Verbosity: testLogVerbosity, LogTimestamp: true}).WithName(o.name),
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/operator"
 	"github.com/wgmesh/wgmesh/operator/cidr"
 )
@@ -51,6 +53,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&mo.LeaderElectionNamespace, "leader-election-namespace", "kube-system", "Namespace of the leader election Lease.")
 	fs.StringVar(&mo.MetricsBindAddress, "metrics-bind-address", ":9474", "Address of the Prometheus metrics endpoint (0 turns it off).")
 	fs.StringVar(&mo.HealthProbeBindAddress, "health-probe-bind-address", ":9475", "Address of /healthz and /readyz (0 turns them off).")
+	fs.BoolVar(&mo.Locations.FromRegion, "location-from-region", false, "A node without the wgmesh.io/location label is in the location named by its topology.kubernetes.io/region label (nodes of one location reach each other at private addresses).")
+	var notOneNetwork string
+	fs.StringVar(&notOneNetwork, "regions-not-one-network", "", "Regions, comma separated, whose nodes do not share one private network (several VPCs in a region): with --location-from-region their nodes have a location only by the wgmesh.io/location label.")
 	zo.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -68,6 +73,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	pools, err := c.Parse()
 	if err != nil {
 		return fail(err)
+	}
+	if notOneNetwork != "" {
+		for _, r := range strings.Split(notOneNetwork, ",") {
+			if err := wgv1.ParseLocation(r); err != nil {
+				return fail(fmt.Errorf("--regions-not-one-network=%q: region %w", notOneNetwork, err))
+			}
+			mo.Locations.RegionsNotOneNetwork = append(mo.Locations.RegionsNotOneNetwork, r)
+		}
 	}
 	mo.Pools = pools
 
@@ -91,7 +104,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	logger.Info("starting", "pools", pools, "leaderElect", mo.LeaderElect,
+	logger.Info("starting", "pools", pools, "leaderElect", mo.LeaderElect, "locationFromRegion", mo.Locations.FromRegion,
+		"regionsNotOneNetwork", mo.Locations.RegionsNotOneNetwork,
 		"metricsBindAddress", mo.MetricsBindAddress, "healthProbeBindAddress", mo.HealthProbeBindAddress)
 	if err := mgr.Start(ctx); err != nil {
 		logger.Error(err, "operator stopped")
