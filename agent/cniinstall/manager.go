@@ -34,6 +34,10 @@ type Options struct {
 	PortMapBackend string
 	// IPAMDataDir is host-local's dataDir; empty = the plugin's default /var/lib/cni/networks.
 	IPAMDataDir string
+	// PolicySocket is where the network policy answers the CNI plugin
+	// (--network-policy-socket, only with --network-policy); empty: the
+	// conflist has no policy entry.
+	PolicySocket string
 	// LookPath finds the nft binary for backend detection; defaults to exec.LookPath.
 	LookPath func(string) (string, error)
 	Log      logr.Logger
@@ -119,6 +123,7 @@ func (m *Manager) Apply(_ context.Context, st State) error {
 		MTU:            st.MTU,
 		PortMapBackend: m.portMapBackend(),
 		DataDir:        m.opts.IPAMDataDir,
+		PolicySocket:   m.opts.PolicySocket,
 	})
 	if err != nil {
 		m.opts.Metrics.Errors.WithLabelValues("render").Inc()

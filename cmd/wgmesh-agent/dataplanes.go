@@ -34,7 +34,7 @@ type dataplaneFlags struct {
 // agent/leakguard; the conflist's first plugin, wgmesh-guard, holds pods
 // back after a reboot until it is). The egress manager is returned too: it
 // knows whether br_netfilter is on, which the network policy needs.
-func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) ([]agent.NodeDataplane, *egress.Manager) {
+func nodeDataplanes(f dataplaneFlags, np networkPolicyFlags, o agent.Options, log logr.Logger) ([]agent.NodeDataplane, *egress.Manager) {
 	cniEvents, egressEvents := &nodeEvents{}, &nodeEvents{}
 	g := leakguard.New(leakguard.Options{ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, TunnelIf: o.LinkName, BridgeIf: o.BridgeName},
 		&nft.Kernel{Part: leakguard.Part}, log.WithName("leakguard"), leakguard.NewMetrics(metrics.Registry))
@@ -47,7 +47,7 @@ func nodeDataplanes(f dataplaneFlags, o agent.Options, log logr.Logger) ([]agent
 		egressDataplane{events: egressEvents, m: eg},
 		cniDataplane{events: cniEvents, m: cniinstall.New(cniinstall.Options{
 			ConfDir: f.cniConfDir, BinDir: f.cniBinDir, BinSource: f.cniBinSource, PluginRecord: filepath.Join(o.StateDir, cniPluginRecord),
-			PortMapBackend: f.portMapBackend, GuardReady: g.Ready,
+			PortMapBackend: f.portMapBackend, GuardReady: g.Ready, PolicySocket: np.cniSocket(),
 			Log: log.WithName("cni"), Metrics: cniinstall.NewMetrics(metrics.Registry), Events: cniEvents.emit,
 		})},
 	}, eg

@@ -66,7 +66,7 @@ func run(args []string, getenv func(string) string) int {
 	// configuration (agent/cniinstall, from --cni-*) and egress masquerade
 	// (agent/egress) plug in here as agent.NodeDataplane implementations.
 	var eg *egress.Manager
-	o.Dataplanes, eg = nodeDataplanes(c.dp, o, log)
+	o.Dataplanes, eg = nodeDataplanes(c.dp, c.np, o, log)
 	if o.ServiceProxy, err = serviceProxy(c.sp, o, log); err != nil {
 		return fail(err)
 	}

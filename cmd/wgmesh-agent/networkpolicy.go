@@ -9,15 +9,27 @@ import (
 	"github.com/wgmesh/wgmesh/agent"
 	"github.com/wgmesh/wgmesh/agent/egress"
 	"github.com/wgmesh/wgmesh/agent/policy"
+	"github.com/wgmesh/wgmesh/cni/guard"
 )
 
 // networkPolicyFlags are the network policy's flags.
 type networkPolicyFlags struct {
 	enabled bool
+	socket  string
 }
 
 func (f *networkPolicyFlags) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&f.enabled, "network-policy", false, "Enforce Kubernetes NetworkPolicy (networking.k8s.io/v1) on this node in nftables table wgmesh; needs br_netfilter for traffic between pods of one node. Off by default for now: a new pod is not yet held back until its policy is programmed (its first packets may pass in the moment before), and the upstream Netpol conformance suite does not run yet; false removes policy rules an earlier run left.")
+	fs.BoolVar(&f.enabled, "network-policy", false, "Enforce Kubernetes NetworkPolicy (networking.k8s.io/v1) on this node in nftables table wgmesh; needs br_netfilter for traffic between pods of one node. A pod's addresses pass nothing through the node until the agent has judged it: the CNI plugin asks the agent to before ADD returns (--network-policy-socket), else the Pod watch does. Off by default for now: the upstream Netpol conformance suite does not run yet; false removes policy rules an earlier run left.")
+	fs.StringVar(&f.socket, "network-policy-socket", guard.DefaultPolicySocket, "With --network-policy, the unix socket (mode 0600, root only) on which the agent judges each new pod for the CNI plugin (wgmesh-guard's policy entry in the conflist) before its ADD returns; empty: no CNI hook (new pods wait, denied, for the Pod watch).")
+}
+
+// cniSocket is the socket the conflist's policy entry names; empty
+// without the network policy.
+func (f networkPolicyFlags) cniSocket() string {
+	if !f.enabled {
+		return ""
+	}
+	return f.socket
 }
 
 // networkPolicy returns the network policy, or nil when it is off; when
@@ -32,5 +44,5 @@ func networkPolicy(f networkPolicyFlags, o agent.Options, eg *egress.Manager, lo
 		}
 		return nil
 	}
-	return policy.New(policy.Options{NodeName: o.NodeName, BridgeNetfilter: eg.BridgeNetfilterStatus, Log: log, Registerer: metrics.Registry})
+	return policy.New(policy.Options{NodeName: o.NodeName, BridgeNetfilter: eg.BridgeNetfilterStatus, Socket: f.socket, Log: log, Registerer: metrics.Registry})
 }

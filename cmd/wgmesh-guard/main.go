@@ -1,8 +1,10 @@
-// Command wgmesh-guard is wgmesh's own CNI plugin, with two entries in the
-// conflist. First, the gate: ADD and CHECK fail until the agent's leak guard
-// is in nftables (cni/guard). After bridge, with "antiSpoof": the pod may
-// send only as itself (cni/antispoof). DEL always succeeds so that teardown
-// is never blocked.
+// Command wgmesh-guard is wgmesh's own CNI plugin, with up to three entries
+// in the conflist. First, the gate: ADD and CHECK fail until the agent's
+// leak guard is in nftables (cni/guard). After bridge, with "antiSpoof": the
+// pod may send only as itself (cni/antispoof). After that, with
+// "policySocket" (--network-policy): the agent judges the pod before ADD
+// returns (policy.go). DEL always succeeds so that teardown is never
+// blocked.
 package main
 
 import (
@@ -26,6 +28,9 @@ func add(args *skel.CmdArgs) error {
 	if c.AntiSpoof {
 		return antiSpoofAdd(args, c)
 	}
+	if c.PolicySocket != "" {
+		return policyAdd(args, c)
+	}
 	if err := guard.Installed(c.Families); err != nil {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
@@ -40,6 +45,9 @@ func check(args *skel.CmdArgs) error {
 	}
 	if c.AntiSpoof {
 		return antiSpoofCheck(args, c)
+	}
+	if c.PolicySocket != "" {
+		return nil // the kernel's default and the Pod watch keep the pod judged
 	}
 	return guard.Installed(c.Families)
 }

@@ -31,6 +31,10 @@ type Options struct {
 	PortMapBackend string
 	// DataDir for host-local; empty means the plugin's default (/var/lib/cni/networks).
 	DataDir string
+	// PolicySocket (with the agent's --network-policy) adds wgmesh-guard's
+	// policy entry after anti-spoofing: the agent, listening there, judges
+	// each new pod before ADD returns. Empty: no entry.
+	PolicySocket string
 }
 
 // PortMapBackendFor picks portmap's backend from whether the host has the nft binary.
@@ -128,14 +132,20 @@ func Render(opts Options) ([]byte, error) {
 			// Right after bridge, before ADD returns: the pod sends
 			// only from its own MAC and addresses (cni/antispoof).
 			guard.Conf{Type: guard.PluginType, AntiSpoof: true, Bridge: bridge},
-			portMapConf{
-				Type:         "portmap",
-				Capabilities: map[string]bool{"portMappings": true},
-				SNAT:         true,
-				Backend:      opts.PortMapBackend,
-			},
 		},
 	}
+	if opts.PolicySocket != "" {
+		// The network policy: the agent programs the pod's policy before
+		// ADD returns (cni/guard's policy role).
+		list.Plugins = append(list.Plugins, guard.Conf{Type: guard.PluginType, PolicySocket: opts.PolicySocket, Families: gate.Families})
+	}
+	list.Plugins = append(list.Plugins,
+		portMapConf{
+			Type:         "portmap",
+			Capabilities: map[string]bool{"portMappings": true},
+			SNAT:         true,
+			Backend:      opts.PortMapBackend,
+		})
 	out, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encoding conflist: %w", err)

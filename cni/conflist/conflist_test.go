@@ -241,3 +241,34 @@ func TestValidateErrors(t *testing.T) {
 		t.Fatalf("valid options refused: %v", err)
 	}
 }
+
+// TestRenderPolicyEntry: with PolicySocket the policy entry follows
+// anti-spoofing (it needs bridge's prevResult, and portmap last), with the
+// socket and the families whose fail-closed rules it checks; without it
+// there is no such entry.
+func TestRenderPolicyEntry(t *testing.T) {
+	opts := Options{PodCIDRs: []string{"198.19.1.0/24", "2001:db8:100:1::/64"}, MTU: 1420, PortMapBackend: PortMapNFTables}
+	list := mustLoad(t, opts)
+	for _, p := range list.Plugins {
+		if c, err := guard.ParseConf(p.Bytes); err == nil && c.PolicySocket != "" {
+			t.Errorf("without PolicySocket: entry %s", p.Bytes)
+		}
+	}
+	opts.PolicySocket = "/var/run/wgmesh/policy.sock"
+	list = mustLoad(t, opts)
+	var types []string
+	for _, p := range list.Plugins {
+		types = append(types, p.Network.Type)
+	}
+	if got := strings.Join(types, ","); got != "wgmesh-guard,bridge,wgmesh-guard,wgmesh-guard,portmap" {
+		t.Fatalf("plugins %s", got)
+	}
+	c, err := guard.ParseConf(list.Plugins[3].Bytes)
+	if err != nil || c.PolicySocket != opts.PolicySocket || c.AntiSpoof || strings.Join(c.Families, ",") != "ipv4,ipv6" {
+		t.Errorf("fourth entry %s: want the policy role on %s for ipv4,ipv6: %+v %v", list.Plugins[3].Bytes, opts.PolicySocket, c, err)
+	}
+	opts.PolicySocket = "policy.sock"
+	if _, err := Render(opts); err == nil || !strings.Contains(err.Error(), "policySocket") {
+		t.Errorf("a relative socket: %v, want an error naming policySocket", err)
+	}
+}

@@ -70,6 +70,9 @@ func Validate(opts Options) ([]netip.Prefix, error) {
 	default:
 		return nil, fmt.Errorf("portMapBackend %q is not supported: want %q or %q", opts.PortMapBackend, PortMapNFTables, PortMapIPTables)
 	}
+	if opts.PolicySocket != "" && !filepath.IsAbs(opts.PolicySocket) {
+		return nil, fmt.Errorf("policySocket %q is not an absolute path", opts.PolicySocket)
+	}
 	if opts.DataDir != "" && !filepath.IsAbs(opts.DataDir) {
 		return nil, fmt.Errorf("dataDir %q is not an absolute path", opts.DataDir)
 	}

@@ -141,6 +141,7 @@ var valueOfFlag = map[string]map[string]string{
 		"nodeport-addresses":          "agent.nodePortAddresses",
 		"service-sync-period":         "agent.serviceSyncPeriod",
 		"network-policy":              "agent.networkPolicy",
+		"network-policy-socket":       "agent.networkPolicySocket",
 		"probe-interval":              "agent.probeInterval",
 		"probe-timeout":               "agent.probeTimeout",
 		"status-min-interval":         "agent.statusMinInterval",
