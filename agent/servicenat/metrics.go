@@ -13,6 +13,7 @@ type Metrics struct {
 	Problems                   prometheus.Gauge
 	ConntrackDeleted           prometheus.Counter
 	KubeProxyDetected          prometheus.Gauge
+	StandingAside              prometheus.Gauge
 	AddressConflicts           prometheus.Gauge
 	ReservedAddresses          prometheus.Gauge
 }
@@ -44,6 +45,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wgmesh_service_conntrack_deleted_total", Help: "Stale UDP conntrack entries removed after endpoint or Service changes."}),
 		KubeProxyDetected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wgmesh_service_kube_proxy_detected", Help: "1 when kube-proxy's rules are present on this node while wgmesh's service NAT is on."}),
+		StandingAside: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wgmesh_service_nat_standing_aside", Help: "1 while the service NAT stands aside because kube-proxy programs this node's Services (--service-proxy=auto)."}),
 		AddressConflicts: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wgmesh_service_address_conflicts", Help: "Services with an address and port another Service claims too (each side counts; one side is not programmed)."}),
 		ReservedAddresses: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -51,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.SyncDuration, m.NetworkProgrammingDuration, m.Services, m.Endpoints, m.SyncErrors, m.Writes,
-			m.Problems, m.ConntrackDeleted, m.KubeProxyDetected, m.AddressConflicts, m.ReservedAddresses)
+			m.Problems, m.ConntrackDeleted, m.KubeProxyDetected, m.StandingAside, m.AddressConflicts, m.ReservedAddresses)
 	}
 	return m
 }

@@ -121,13 +121,7 @@ func (p *Proxy) detectKubeProxy() {
 	p.kpWarned = true
 	msg := fmt.Sprintf("kube-proxy's rules are on node %s (%v) while wgmesh's service NAT is on: remove kube-proxy, or install wgmesh with agent.serviceProxy=false", p.o.NodeName, found)
 	p.o.Log.Info("kube-proxy detected", "node", p.o.NodeName, "found", found)
-	if p.events != nil {
-		ref := &corev1.ObjectReference{Kind: "Node", Name: p.o.NodeName, UID: "", APIVersion: "v1"}
-		if n, err := p.nodeLister.Get(p.o.NodeName); err == nil {
-			ref.UID = n.UID
-		}
-		p.events.Eventf(ref, nil, corev1.EventTypeWarning, ReasonKubeProxyDetected, "DetectKubeProxy", "%s", msg)
-	}
+	p.nodeEvent(corev1.EventTypeWarning, ReasonKubeProxyDetected, "%s", msg)
 	p.setConflictCondition(metav1.ConditionTrue, ReasonKubeProxyDetected, msg)
 }
 

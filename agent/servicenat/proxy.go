@@ -68,8 +68,14 @@ type Options struct {
 	// HealthCheck serves HealthCheckNodePorts; nil: a HealthServer on
 	// all addresses.
 	HealthCheck *HealthServer
-	Log         logr.Logger
-	Registerer  prometheus.Registerer
+	// StandAside (--service-proxy=auto): program nothing while kube-proxy
+	// programs this node (aside.go).
+	StandAside bool
+	// KubeProxyHealthz is where kube-proxy's /healthz is looked for
+	// (KubeProxyHealthzAddr); empty: its rules only.
+	KubeProxyHealthz string
+	Log              logr.Logger
+	Registerer       prometheus.Registerer
 }
 
 // Proxy is the node's service NAT: it watches Services and EndpointSlices
@@ -107,6 +113,7 @@ type Proxy struct {
 	periods       int
 	kpWarned      bool
 	kpChecked     bool
+	aside         bool // standing aside for kube-proxy (aside.go)
 	// apiReader reads the node's MeshPeer from the API server; status
 	// writes its KubeProxyConflict condition (the runtime's).
 	apiReader client.Reader
@@ -279,6 +286,9 @@ func (p *Proxy) loop(ctx context.Context) error {
 // error, on a node change and when the periodic check finds the kernel
 // moved; otherwise only the dirty Services.
 func (p *Proxy) sync(periodic bool) error {
+	if p.standAside(periodic) {
+		return nil
+	}
 	p.mu.Lock()
 	dirty, triggers, all := p.dirty, p.trigger, p.all
 	p.dirty, p.trigger, p.all = map[ServiceKey]bool{}, map[ServiceKey]time.Time{}, false
@@ -310,7 +320,7 @@ func (p *Proxy) sync(periodic bool) error {
 			all = true
 		}
 	}
-	if all {
+	if all && !p.o.StandAside {
 		p.detectKubeProxy()
 	}
 	if !all && len(dirty) == 0 {

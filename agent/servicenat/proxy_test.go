@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,6 +234,123 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 			t.Errorf("a restart over the same ruleset wrote %v objects, want 0", got)
 		}
 	})
+}
+
+// TestProxyStandsAsideForKubeProxy: with --service-proxy=auto the proxy
+// removes its rules and programs nothing while kube-proxy's rules, or its
+// health endpoint, are on the node, and comes back when they are gone; each
+// step is told by an Event on the Node and wgmesh_service_nat_standing_aside,
+// and the agent stays ready.
+func TestProxyStandsAsideForKubeProxy(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	if reason := apiserver.SkipReason(); reason != "" {
+		skip.Unless(t, reason)
+	}
+	env, cfg, err := apiserver.StartWith(apiserver.Options{ServiceCIDR: "198.18.128.0/20"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: corev1.NodeSpec{PodCIDR: "198.19.1.0/24", PodCIDRs: []string{"198.19.1.0/24"}}}
+	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{ClusterIP: "198.18.128.10", Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// kube-proxy's health endpoint, answering as kube-proxy does while up.
+	var healthzUp atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !healthzUp.Load() || r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"lastUpdated": "2026-12-07 21:00:00 +0000 UTC", "currentTime": "2026-12-07 21:00:01 +0000 UTC"}`)
+	}))
+	defer srv.Close()
+
+	ns := netns.NewForTest(t, "wgmsn-aside")
+	k := kernelIn(t, ns)
+	listen := func(network, addr string) (l net.Listener, err error) {
+		err = ns.Do(func() error { l, err = net.Listen(network, addr); return err })
+		return l, err
+	}
+	reg := prometheus.NewRegistry()
+	p := New(Options{NodeName: "n1", NetNSFd: k.NetNSFd, SyncPeriod: time.Second,
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.128.0/24")},
+		StandAside:   true, KubeProxyHealthz: strings.TrimPrefix(srv.URL, "http://"),
+		HealthCheck:  NewHealthServer(listen, testr.New(t)), Log: testr.New(t), Registerer: reg})
+	pctx, pcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runOnRuntime(pctx, t, cfg, "n1", p) }()
+	defer func() { pcancel(); <-done }()
+
+	key := nft.MapKey{Addr: netip.MustParseAddr("198.18.128.10"), Proto: nft.TCP, Port: 80}
+	// No endpoints: the Service is programmed as a rejection.
+	programmed := func(d *nft.Digest) bool { _, ok := d.Maps[MapNoEndpointServices][key]; return ok }
+	waitKernel(t, k, "the Service programmed (no kube-proxy yet)", programmed)
+	nodeEvent := func(reason string) {
+		t.Helper()
+		wait.For(t, 30*time.Second, "a "+reason+" Event on the Node", func() error {
+			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=n1,reason=" + reason})
+			if err != nil {
+				return err
+			}
+			if len(evs.Items) == 0 {
+				return fmt.Errorf("none yet")
+			}
+			return nil
+		})
+	}
+	aside := func(want float64) {
+		t.Helper()
+		wait.For(t, 30*time.Second, fmt.Sprintf("wgmesh_service_nat_standing_aside %v", want), func() error {
+			if got := metricSum(t, reg, "wgmesh_service_nat_standing_aside"); got != want {
+				return fmt.Errorf("%v", got)
+			}
+			return nil
+		})
+	}
+	for _, c := range []struct {
+		name          string
+		appear, leave func()
+	}{
+		{"kube-proxy's nftables table",
+			func() { nftExec(ctx, t, ns, "add", "table", "ip", "kube-proxy") },
+			func() { nftExec(ctx, t, ns, "delete", "table", "ip", "kube-proxy") }},
+		{"kube-proxy's health endpoint", func() { healthzUp.Store(true) }, func() { healthzUp.Store(false) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.appear()
+			waitKernel(t, k, "the service NAT's rules gone", func(d *nft.Digest) bool { return !programmed(d) && len(d.Chains[ChainServices]) == 0 })
+			aside(1)
+			nodeEvent(ReasonStandingAside)
+			if err := p.Synced(); err != nil {
+				t.Errorf("standing aside, the proxy is not ready: %v", err)
+			}
+			c.leave()
+			waitKernel(t, k, "the Service programmed again", programmed)
+			aside(0)
+			nodeEvent(ReasonResumed)
+		})
+	}
+}
+
+func nftExec(ctx context.Context, t *testing.T, ns *netns.NS, args ...string) {
+	t.Helper()
+	if out, err := ns.Exec(ctx, append([]string{"nft"}, args...)...); err != nil {
+		t.Fatalf("nft %v: %v: %s", args, err, out)
+	}
 }
 
 // runOnRuntime runs p as the agent does: on the agent's runtime

@@ -30,21 +30,30 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 	o := c.o
 	got := fmt.Sprint(o.NodeName, " ", o.WireGuardMode, " ", o.ListenPort, " ", o.MTU, " ", o.EndpointAddressType, " ", o.ClusterCIDRs, " ", o.ServiceCIDRs,
-		" ", o.LinkName, " ", o.BridgeName, " ", c.sp.enabled, " ", c.sp.syncPeriod, " ", c.dp.cniConfDir, " ", o.DaemonSet.Name == "", " ", o.PerPeerMetrics, " ", c.np.enabled)
+		" ", o.LinkName, " ", o.BridgeName, " ", c.sp.mode, " ", c.sp.syncPeriod, " ", c.dp.cniConfDir, " ", o.DaemonSet.Name == "", " ", o.PerPeerMetrics, " ", c.np.enabled)
 	// Per-peer metrics off: series per peer grow with nodes² across a cluster.
 	// Network policy off until new pods are held back until programmed.
-	want := fmt.Sprint("n1 ", wireguard.ModeAuto, " 51820 0 ", corev1.NodeInternalIP, " [10.244.0.0/16] [10.96.0.0/12] wgmesh0 wgmesh-br0 true 30s /etc/cni/net.d true {false 250} false")
+	// The service NAT stands aside where kube-proxy programs the node.
+	want := fmt.Sprint("n1 ", wireguard.ModeAuto, " 51820 0 ", corev1.NodeInternalIP, " [10.244.0.0/16] [10.96.0.0/12] wgmesh0 wgmesh-br0 auto 30s /etc/cni/net.d true {false 250} false")
 	if got != want {
 		t.Errorf("defaults:\n got %s\nwant %s", got, want)
 	}
 	c, err = parseFlags([]string{"--daemonset-name=wgmesh-agent", "--cluster-cidrs=198.19.0.0/16,2001:db8:19::/56", "--nodeport-addresses=198.18.0.0/24",
-		"--service-sync-period=5s", "--wireguard-mode=userspace", "--per-peer-metrics", "--per-peer-metrics-limit=20", "--network-policy"}, env("POD_NAMESPACE", "kube-system"))
+		"--service-sync-period=5s", "--wireguard-mode=userspace", "--per-peer-metrics", "--per-peer-metrics-limit=20", "--network-policy", "--service-proxy"}, env("POD_NAMESPACE", "kube-system"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.o.DaemonSet.String() != "kube-system/wgmesh-agent" || len(c.o.ClusterCIDRs) != 2 || fmt.Sprint(c.sp.npa) != "[198.18.0.0/24]" ||
-		c.sp.syncPeriod != 5*time.Second || c.o.WireGuardMode != wireguard.ModeUserspace || c.o.PerPeerMetrics != (agent.PerPeerMetrics{Enabled: true, Limit: 20}) || !c.np.enabled {
-		t.Errorf("parsed %+v %v %v %+v %v", c.o.DaemonSet, c.o.ClusterCIDRs, c.sp.npa, c.o.PerPeerMetrics, c.np.enabled)
+		c.sp.syncPeriod != 5*time.Second || c.o.WireGuardMode != wireguard.ModeUserspace || c.o.PerPeerMetrics != (agent.PerPeerMetrics{Enabled: true, Limit: 20}) || !c.np.enabled || c.sp.mode != proxyOn {
+		t.Errorf("parsed %+v %v %v %+v %v %s", c.o.DaemonSet, c.o.ClusterCIDRs, c.sp.npa, c.o.PerPeerMetrics, c.np.enabled, c.sp.mode)
+	}
+	for arg, want := range map[string]proxyMode{"--service-proxy=false": proxyOff, "--service-proxy=auto": proxyAuto, "--service-proxy=true": proxyOn} {
+		if c, err := parseFlags([]string{arg}, env("POD_NAMESPACE", "kube-system")); err != nil || c.sp.mode != want {
+			t.Errorf("%s: mode %q, %v", arg, c.sp.mode, err)
+		}
+	}
+	if _, err := parseFlags([]string{"--service-proxy=maybe"}, env("POD_NAMESPACE", "kube-system")); err == nil || !strings.Contains(err.Error(), `"maybe": want true, false or auto`) {
+		t.Errorf("--service-proxy=maybe: %v, want an error naming the value", err)
 	}
 }
 

@@ -15,9 +15,35 @@ import (
 	"github.com/wgmesh/wgmesh/podnet"
 )
 
+// proxyMode is --service-proxy: true, false or auto. A bare --service-proxy
+// means true.
+type proxyMode string
+
+const (
+	proxyOn   proxyMode = "true"
+	proxyOff  proxyMode = "false"
+	proxyAuto proxyMode = "auto"
+)
+
+func (m *proxyMode) String() string   { return string(*m) }
+func (m *proxyMode) IsBoolFlag() bool { return true }
+func (m *proxyMode) Set(v string) error {
+	switch strings.ToLower(v) {
+	case "true", "1":
+		*m = proxyOn
+	case "false", "0":
+		*m = proxyOff
+	case "auto":
+		*m = proxyAuto
+	default:
+		return fmt.Errorf("%q: want true, false or auto", v)
+	}
+	return nil
+}
+
 // serviceProxyFlags are the service NAT's flags.
 type serviceProxyFlags struct {
-	enabled           bool
+	mode              proxyMode
 	nodePortAddresses string
 	syncPeriod        time.Duration
 	// npa is --nodeport-addresses parsed (check).
@@ -37,7 +63,8 @@ func (f *serviceProxyFlags) check() error {
 }
 
 func (f *serviceProxyFlags) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&f.enabled, "service-proxy", true, "Program the service NAT (ClusterIP, NodePort, external and load-balancer IPs) in nftables table wgmesh; false leaves Services to kube-proxy.")
+	f.mode = proxyAuto
+	fs.Var(&f.mode, "service-proxy", "Program the service NAT (ClusterIP, NodePort, external and load-balancer IPs) in nftables table wgmesh: true; false leaves Services to kube-proxy; auto (default) programs them unless kube-proxy does on this node (its nftables table or iptables chains, or its health endpoint on "+servicenat.KubeProxyHealthzAddr+"), and stands aside while it does.")
 	fs.StringVar(&f.nodePortAddresses, "nodeport-addresses", "", "CIDRs whose local addresses serve NodePorts, comma separated; empty: the Node's InternalIP addresses.")
 	fs.DurationVar(&f.syncPeriod, "service-sync-period", servicenat.DefaultSyncPeriod, "How often the service NAT compares the kernel with the desired rules and repairs drift.")
 }
@@ -49,8 +76,9 @@ func serviceProxy(f serviceProxyFlags, o agent.Options, log logr.Logger) (agent.
 	p := servicenat.New(servicenat.Options{
 		NodeName: o.NodeName, ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: f.npa,
 		TunnelIf: o.LinkName, SyncPeriod: f.syncPeriod, Log: log.WithName("servicenat"), Registerer: metrics.Registry,
+		StandAside: f.mode == proxyAuto, KubeProxyHealthz: servicenat.KubeProxyHealthzAddr,
 	})
-	if !f.enabled {
+	if f.mode == proxyOff {
 		if err := p.Delete(); err != nil {
 			log.Error(err, "removing service NAT rules of an earlier run")
 		}
