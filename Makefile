@@ -44,7 +44,7 @@ promtool: ## Build (or reuse from the cache) promtool and wgmesh-promql for the 
 	@hack/promtool.sh >/dev/null
 
 # Only the benchmarks use it (BenchmarkServiceProxy finds it through WGMESH_KUBE_PROXY).
-kube-proxy: control-plane ## Build (or reuse from the cache) the real kube-proxy, the service NAT benchmark's reference
+kube-proxy: control-plane ## Build (or reuse from the cache) the real kube-proxy: the service NAT benchmark's reference, and what clusters that keep it run
 	@hack/kube-proxy.sh >/dev/null
 
 # Real nodes (make conformance): kubelet, containerd, CoreDNS, the images the e2e suite
@@ -70,9 +70,9 @@ lint: ## vet, gofmt, and fail when generated files are stale
 # binary fails instead of skipping (test/skip), so make test cannot pass by
 # skipping. The fuzz targets run briefly after the tests (their seed corpora
 # run with the tests), then the kernel WireGuard tests in VMs (test-kernel).
-test: deps-test demo-stop control-plane build cni-plugins helm promtool node-parts image ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
+test: deps-test demo-stop control-plane build cni-plugins helm promtool node-parts image kube-proxy ## Run every test (unit, API, network namespaces, real nodes, brief fuzzing); needs root
 	KUBEBUILDER_ASSETS="$$(hack/control-plane.sh --dir)" WGMESH_BIN_DIR="$(BIN)" WGMESH_HELM="$$(hack/helm.sh --path)" WGMESH_PROMTOOL_DIR="$$(hack/promtool.sh --dir)" \
-	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_NO_SKIP=1 \
+	  WGMESH_NODE_PARTS="$$(hack/node-parts.sh --dir)" WGMESH_IMAGE="$$(hack/image.sh --path)" WGMESH_KUBE_PROXY="$$(hack/kube-proxy.sh --path)" WGMESH_NO_SKIP=1 \
 	  $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) -C hack/image test -count=1 ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real kube-proxy at the control plane's version (k8s.io/kubernetes in
 # hack/tools/go.mod), from the Go module proxy, and caches it by version outside
-# the repository. Only the benchmarks use it (`make bench`: kube-proxy in
-# nftables mode side by side with wgmesh's service NAT); `make test` does not.
+# the repository. The benchmarks (`make bench`: kube-proxy in nftables mode side by
+# side with wgmesh's service NAT), `make conformance-reference` and `make test`'s
+# real-node test beside kube-proxy (test/e2e TestBesideKubeProxy) use it.
 #
 #   hack/kube-proxy.sh            build it when missing, print the binary's path
 #   hack/kube-proxy.sh --path     print the binary's path only (no build)

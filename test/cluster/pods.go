@@ -36,6 +36,9 @@ type PodOptions struct {
 	Labels    map[string]string // default {"app": Name}
 	Ports     []int32           // TCP+UDP container ports (default 8080)
 	HostPort  int32             // optional hostPort for the first port
+	// HostNetwork: the pod shares its node's network namespace (real nodes only), so
+	// its address is the node's.
+	HostNetwork bool
 }
 
 func metaName(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }
@@ -71,6 +74,10 @@ func (c *Cluster) CreatePodWith(ctx context.Context, o PodOptions) (*corev1.Pod,
 			Containers: []corev1.Container{{Name: "workload", Image: WorkloadImage, Ports: ports}},
 		},
 	}
+	if o.HostNetwork && !c.opts.RealNodes {
+		return nil, fmt.Errorf("create pod %s/%s: HostNetwork needs real nodes", o.Namespace, o.Name)
+	}
+	pod.Spec.HostNetwork = o.HostNetwork
 	if c.opts.RealNodes {
 		// The real scheduler places it (on that node); agnhost netexec answers the same
 		// requests as the built-in workload, over HTTP and UDP on the first port.
