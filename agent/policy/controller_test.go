@@ -118,12 +118,16 @@ func (b *brnfState) set(st *egress.BridgeNFStatus) {
 	b.mu.Unlock()
 }
 
-func startNode(ctx context.Context, t *testing.T, cfg *rest.Config, name string) *testNode {
+func startNode(ctx context.Context, t *testing.T, cfg *rest.Config, name string, opts ...func(*Options)) *testNode {
 	t.Helper()
 	n := &testNode{name: name, fake: nft.NewFake(), reg: prometheus.NewRegistry(), brnf: &brnfState{st: &egress.BridgeNFStatus{Enabled: true}}}
 	n.rec = &recording{Programmer: n.fake.For(Part)}
-	n.ctl = New(Options{NodeName: name, NFT: n.rec, SyncPeriod: 200 * time.Millisecond, BridgeNetfilter: n.brnf.get,
-		Log: testr.New(t).WithName(name), Registerer: n.reg})
+	o := Options{NodeName: name, NFT: n.rec, SyncPeriod: 200 * time.Millisecond, BridgeNetfilter: n.brnf.get,
+		Log: testr.New(t).WithName(name), Registerer: n.reg}
+	for _, f := range opts {
+		f(&o)
+	}
+	n.ctl = New(o)
 	rt, err := kube.New(cfg, kube.Options{NodeName: name, Log: testr.New(t).WithName(name), MetricsBindAddress: "0"})
 	if err != nil {
 		t.Fatal(err)
