@@ -20,8 +20,9 @@ import (
 )
 
 // PrivateDirs are the directories each node has for itself (its own mount namespace).
+// /var/run/wgmesh holds the network policy's socket, which the node's CNI plugin asks.
 var PrivateDirs = []string{
-	"/var/run/wireguard", "/var/lib/wgmesh", "/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni", "/run/netns",
+	"/var/run/wireguard", "/var/run/wgmesh", "/var/lib/wgmesh", "/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni", "/run/netns",
 }
 
 // Node is one simulated machine: network namespace <Name> plus its own mount namespace,

@@ -3,7 +3,8 @@ package e2e
 // NetworkPolicy end to end (issue 21): the agents' network policy
 // (--network-policy) on the local cluster, modelled on the upstream
 // "[sig-network] Netpol" specs that matter most: default deny ingress,
-// an allow rule by podSelector, through a Service, and deletion.
+// an allow rule by podSelector, through a Service, deletion, and new pods
+// judged from their first packet.
 
 import (
 	"context"
@@ -34,7 +35,10 @@ const policyTimeout = 30 * time.Second
 // br_netfilter), by pod address and by ClusterIP; an allow rule by
 // podSelector lets one client through, also through the Service; the
 // server's own node still reaches it; deleting the policies restores
-// traffic. The agents report ready, the isolated pod and the drops.
+// traffic; a new pod under a deny-all policy is dropped both ways from its
+// first connection while an unselected new pod's first connections pass
+// (the CNI hook). The agents report ready, the isolated pod, the drops and
+// the CNI requests.
 func TestNetworkPolicy(t *testing.T) {
 	needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -220,5 +224,88 @@ func TestNetworkPolicy(t *testing.T) {
 		t.Logf("another node's pod reaches web again by a connection begun %s after the deletion", reached.Sub(deleted).Round(time.Millisecond))
 		expect(t, "local", true)
 		expect(t, "friend", true)
+	})
+
+	// No window: a new pod is judged before its CNI ADD returns (the
+	// agent's CNI hook), and its addresses pass nothing through the node
+	// until then. Each new pod's first connection, begun as soon as its
+	// status has an address, is judged by its own policies: one attempt
+	// each, no retries.
+	t.Run("new pods from their first packet", func(t *testing.T) {
+		denyNew := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: cli, Name: "deny-new"},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "new-denied"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}}}
+		if err := c.Client.Create(ctx, denyNew); err != nil {
+			t.Fatal(err)
+		}
+		// The policy must be in every agent's index before the pods exist
+		// (a policy's own arrival is eventually consistent; the pod's is
+		// what this checks).
+		for _, n := range c.Nodes {
+			if err := wait.Poll(ctx, policyTimeout, func() error {
+				if v := metricValue(agentMetrics(ctx, t, n), "wgmesh_policy_policies"); v != 1 {
+					return fmt.Errorf("wgmesh_policy_policies = %v", v)
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("agent of %s: %v", n.Name, err)
+			}
+		}
+		news := []podSpec{
+			{cli, "new-denied", n1, map[string]string{"app": "new-denied"}},   // web's node: bridged
+			{cli, "new-denied-2", n2, map[string]string{"app": "new-denied"}}, // across the mesh
+			{cli, "new-allowed", n2, map[string]string{"app": "new-allowed"}},
+			{cli, "new-allowed-2", n1, map[string]string{"app": "new-allowed"}},
+		}
+		for _, p := range news {
+			if _, err := c.CreatePodWith(ctx, cluster.PodOptions{Namespace: p.ns, Name: p.name, Node: p.node, Labels: p.labels, Ports: []int32{podPort}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		once := func(from *corev1.Pod, host string) error {
+			_, err := c.PodDial(ctx, from, "tcp", host, podPort, "hostname")
+			return err
+		}
+		for _, p := range news {
+			pod, err := c.WaitPodReady(ctx, p.ns, p.name, readyTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pods[p.name] = pod
+			denied := p.labels["app"] == "new-denied"
+			// Its first connection out, then the first one in.
+			out, in := once(pod, webIP), once(pods["web"], pod.Status.PodIP)
+			for _, conn := range []struct {
+				what string
+				err  error
+			}{{p.name + " -> web", out}, {"web -> " + p.name, in}} {
+				switch {
+				case denied && conn.err == nil:
+					t.Errorf("%s: the first connection was answered; want it dropped (deny-new selects %s)", conn.what, p.name)
+				case denied && !strings.Contains(conn.err.Error(), "timeout"):
+					t.Errorf("%s: %v, want dropped (a dial timeout)", conn.what, conn.err)
+				case !denied && conn.err != nil:
+					t.Errorf("%s: the first connection failed: %v; want it through at once (no policy selects %s)", conn.what, conn.err, p.name)
+				}
+			}
+			// Its node still reaches it (kubelet probes).
+			if _, err := p.node.Dial(ctx, "tcp", fmt.Sprintf("%s:%d", pod.Status.PodIP, podPort), "hostname"); err != nil {
+				t.Errorf("%s's node does not reach it: %v", p.name, err)
+			}
+		}
+		for _, n := range c.Nodes {
+			out := agentMetrics(ctx, t, n)
+			if v := metricValue(out, `wgmesh_policy_cni_requests_total{result="programmed"}`); v < 2 {
+				t.Errorf("node %s: wgmesh_policy_cni_requests_total{result=\"programmed\"} = %v, want at least its 2 new pods", n.Name, v)
+			}
+			for _, r := range []string{"refused", "failed"} {
+				if v := metricValue(out, fmt.Sprintf(`wgmesh_policy_cni_requests_total{result=%q}`, r)); v != 0 {
+					t.Errorf("node %s: wgmesh_policy_cni_requests_total{result=%q} = %v, want 0", n.Name, r, v)
+				}
+			}
+		}
+		if err := c.Client.Delete(ctx, denyNew); err != nil {
+			t.Fatal(err)
+		}
 	})
 }
