@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgmesh/wgmesh/agent/mesh"
+	"github.com/wgmesh/wgmesh/agent/paths"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/sysctl"
 )
@@ -31,6 +33,7 @@ type PerPeerMetrics struct {
 // Metrics are the agent's Prometheus metrics (prefix wgmesh_).
 type Metrics struct {
 	Peers             prometheus.Gauge
+	PeerPaths         *prometheus.GaugeVec
 	PeersConnected    prometheus.Gauge
 	ReconcileDuration prometheus.Histogram
 	ReconcileErrors   *prometheus.CounterVec
@@ -52,6 +55,8 @@ func NewMetrics(reg prometheus.Registerer, perPeer PerPeerMetrics) *Metrics {
 	m := &Metrics{
 		Peers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peers",
 			Help: "WireGuard peers configured on this node."}),
+		PeerPaths: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wgmesh_peer_paths",
+			Help: "Peers by how this node reaches them (agent/paths): endpoint (spec.endpoint: no location), private, public, punched, relay-needed."}, []string{"path"}),
 		PeersConnected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peers_connected",
 			Help: "Node peers reachable now: the last probe through the tunnel was answered (with --probe-interval=0: a handshake in the last 3 minutes)."}),
 		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wgmesh_reconcile_duration_seconds",
@@ -83,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer, perPeer PerPeerMetrics) *Metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.Peers, m.PeersConnected, m.ReconcileDuration, m.ReconcileErrors, m.MTU, m.Sysctl, m.PeerProblems, m.Reconciles, m.StatusWrites, m.WatchEvents, m.peers)
+		reg.MustRegister(m.Peers, m.PeerPaths, m.PeersConnected, m.ReconcileDuration, m.ReconcileErrors, m.MTU, m.Sysctl, m.PeerProblems, m.Reconciles, m.StatusWrites, m.WatchEvents, m.peers)
 	}
 	return m
 }
@@ -109,6 +114,18 @@ type peerView struct {
 	// Probes are the probe states of the node peers, by MeshPeer name (nil:
 	// probes are off).
 	Probes map[string]probe.State
+}
+
+// setPaths counts the topology's peers by path kind; every kind is
+// exported, 0 included.
+func (m *Metrics) setPaths(peers []mesh.Peer) {
+	n := map[paths.Kind]int{}
+	for _, p := range peers {
+		n[p.Path]++
+	}
+	for _, k := range paths.Kinds {
+		m.PeerPaths.WithLabelValues(string(k)).Set(float64(n[k]))
+	}
 }
 
 // setPeers records a reconcile's view of the peers for the next scrapes.

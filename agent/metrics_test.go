@@ -10,6 +10,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgmesh/wgmesh/agent/mesh"
+	"github.com/wgmesh/wgmesh/agent/paths"
 	"github.com/wgmesh/wgmesh/agent/probe"
 	"github.com/wgmesh/wgmesh/agent/sysctl"
 	"github.com/wgmesh/wgmesh/test/metricnames"
@@ -248,12 +250,16 @@ func TestMetricNames(t *testing.T) {
 	m.setPeers(meshView(3, time.Now()))
 	m.setSysctls([]sysctl.Result{{Key: "net.ipv4.ip_forward", Current: "1"}})
 	m.ReconcileErrors.WithLabelValues("kernel")
+	m.setPaths([]mesh.Peer{{Name: "a", Path: paths.KindPrivate}, {Name: "b", Path: paths.KindPrivate}, {Name: "c", Path: paths.KindRelayNeeded}})
 	pm.RTT.Observe(0.001)
 	fams := gathered(t, reg)
-	for _, name := range append(slices.Clone(perPeerFamilies), "wgmesh_sysctl", "wgmesh_reconcile_errors_total", "wgmesh_peer_probe_rtt_seconds") {
+	for _, name := range append(slices.Clone(perPeerFamilies), "wgmesh_sysctl", "wgmesh_reconcile_errors_total", "wgmesh_peer_probe_rtt_seconds", "wgmesh_peer_paths") {
 		if fams[name] == nil {
 			t.Errorf("%s not gathered: the names check would miss it", name)
 		}
 	}
 	metricnames.Check(t, reg, "")
+	if mf := fams["wgmesh_peer_paths"]; mf == nil || len(mf.GetMetric()) != len(paths.Kinds) {
+		t.Errorf("wgmesh_peer_paths: %v, want one series per path kind (%d)", mf, len(paths.Kinds))
+	}
 }

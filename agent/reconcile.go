@@ -187,6 +187,7 @@ func (a *Agent) reportAll(ctx context.Context, obs observation, p plan, res resu
 	a.metrics.setSysctls(applied.Sysctls)
 	a.metrics.MTU.Set(float64(applied.MTU))
 	a.metrics.Peers.Set(float64(len(peers)))
+	a.metrics.setPaths(topo.Peers)
 	a.metrics.PeerProblems.Set(float64(len(problems)))
 
 	expected, targets := expectedPeers(topo, obs.peers)
@@ -359,13 +360,14 @@ func (a *Agent) announce(ctx context.Context, node *corev1.Node) error {
 		ep = ""
 	}
 	pub := a.rotation.Announce() // the next key's while a rotation waits for it
-	wrote, err := endpoint.Publish(ctx, a.client, node, endpoint.Announcement{PublicKey: pub.String(), Endpoint: ep})
+	cands := wgv1.FormatCandidatesAnnotation(endpoint.Candidates(node, a.o.ListenPort))
+	wrote, err := endpoint.Publish(ctx, a.client, node, endpoint.Announcement{PublicKey: pub.String(), Endpoint: ep, Candidates: cands})
 	if err != nil {
 		return err
 	}
 	if wrote {
 		a.log.Info("announced key and endpoint on Node", "node", node.Name, "endpoint", ep, "source", src,
-			"publicKey", pub.String())
+			"publicKey", pub.String(), "candidates", cands)
 	}
 	return nil
 }

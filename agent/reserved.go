@@ -17,6 +17,7 @@ import (
 type learnedEndpoint struct {
 	Peer string
 	Addr netip.Addr
+	Port uint16
 }
 
 // learnedEndpoints reads the device's peers, named by their MeshPeers.
@@ -37,7 +38,7 @@ func learnedEndpoints(dev []wgtypes.Peer, peers []wgv1.MeshPeer) []learnedEndpoi
 			if name == "" {
 				name = p.PublicKey.String()
 			}
-			out = append(out, learnedEndpoint{Peer: name, Addr: a.Unmap()})
+			out = append(out, learnedEndpoint{Peer: name, Addr: a.Unmap(), Port: uint16(p.Endpoint.Port)})
 		}
 	}
 	slices.SortFunc(out, func(a, b learnedEndpoint) int { return a.Addr.Compare(b.Addr) })

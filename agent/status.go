@@ -62,9 +62,10 @@ const maxUnreachableNames = 32
 const maxLearnedEndpoints = 32
 
 // reportedLearned are the learned endpoints this node reports in its
-// MeshPeer status: those of node peers whose address is not their spec
-// endpoint's (a node behind NAT is reached at its router's address), by
-// peer, at most maxLearnedEndpoints. The operator keeps external peers off an
+// MeshPeer status, address and port: those of node peers whose endpoint is
+// not the one this node chose for them (a node behind NAT is reached at its
+// router's address and port), by peer, at most maxLearnedEndpoints. The
+// operator publishes them as the peer's observed candidates. The operator keeps external peers off an
 // address that enough nodes report; external peers' are not reported (a
 // laptop that roams would be a status write per node per move).
 func reportedLearned(learned []learnedEndpoint, peers []mesh.Peer) []wgv1.LearnedEndpoint {
@@ -80,10 +81,14 @@ func reportedLearned(learned []learnedEndpoint, peers []mesh.Peer) []wgv1.Learne
 		if !node {
 			continue
 		}
-		if hp, err := wgv1.ParseEndpoint(ep, false); err == nil && hp.Addr.Unmap() == l.Addr {
+		if hp, err := wgv1.ParseEndpoint(ep, false); err == nil && hp.Addr.Unmap() == l.Addr && hp.Port == l.Port {
 			continue
 		}
-		out = append(out, wgv1.LearnedEndpoint{Peer: l.Peer, Address: l.Addr.String()})
+		le := wgv1.LearnedEndpoint{Peer: l.Peer, Address: l.Addr.String()}
+		if l.Port != 0 {
+			le.Port = int32(l.Port)
+		}
+		out = append(out, le)
 	}
 	slices.SortFunc(out, func(a, b wgv1.LearnedEndpoint) int { return strings.Compare(a.Peer, b.Peer) })
 	if len(out) > maxLearnedEndpoints {

@@ -226,15 +226,17 @@ func TestMeshPeerChanged(t *testing.T) {
 // significant write.
 func TestReportedLearned(t *testing.T) {
 	learned := []learnedEndpoint{
-		{Peer: "nat-1", Addr: netip.MustParseAddr("198.18.100.1")},   // behind NAT: reported
-		{Peer: "n2", Addr: netip.MustParseAddr("198.18.0.12")},       // its spec endpoint: not
-		{Peer: "laptop", Addr: netip.MustParseAddr("198.18.50.7")},   // external: not
-		{Peer: "dns-node", Addr: netip.MustParseAddr("198.18.0.13")}, // spec is a DNS name: reported
+		{Peer: "nat-1", Addr: netip.MustParseAddr("198.18.100.1"), Port: 40001},   // behind NAT: reported, with its port
+		{Peer: "n2", Addr: netip.MustParseAddr("198.18.0.12"), Port: 51820},       // its chosen endpoint: not
+		{Peer: "n3", Addr: netip.MustParseAddr("198.18.0.14"), Port: 40003},       // its address, another port (NAT): reported
+		{Peer: "laptop", Addr: netip.MustParseAddr("198.18.50.7"), Port: 1},       // external: not
+		{Peer: "dns-node", Addr: netip.MustParseAddr("198.18.0.13"), Port: 51820}, // spec is a DNS name: reported
 	}
 	peers := []mesh.Peer{{Name: "nat-1", NodeName: "nat-1", Endpoint: "198.18.1.11:51820"}, {Name: "n2", NodeName: "n2", Endpoint: "198.18.0.12:51820"},
-		{Name: "laptop"}, {Name: "dns-node", NodeName: "dns-node", Endpoint: "n3.example.org:51820"}}
+		{Name: "n3", NodeName: "n3", Endpoint: "198.18.0.14:51820"}, {Name: "laptop"}, {Name: "dns-node", NodeName: "dns-node", Endpoint: "n3.example.org:51820"}}
 	got := reportedLearned(learned, peers)
-	want := []wgv1.LearnedEndpoint{{Peer: "dns-node", Address: "198.18.0.13"}, {Peer: "nat-1", Address: "198.18.100.1"}}
+	want := []wgv1.LearnedEndpoint{{Peer: "dns-node", Address: "198.18.0.13", Port: 51820}, {Peer: "n3", Address: "198.18.0.14", Port: 40003},
+		{Peer: "nat-1", Address: "198.18.100.1", Port: 40001}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("reportedLearned = %+v, want %+v", got, want)
 	}

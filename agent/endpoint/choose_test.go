@@ -154,3 +154,20 @@ func TestChooseDumpsRoutesOnlyWhenNeeded(t *testing.T) {
 		t.Fatalf("Choose = %q (%s), %v; default-route lookups = %d, want 1", got, src, err, called)
 	}
 }
+
+// TestCandidates: InternalIPs are private candidates, ExternalIPs public,
+// at the listen port, IPv4 first; other address types and unusable
+// addresses are not announced.
+func TestCandidates(t *testing.T) {
+	n := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeExternalIP, Address: "2001:db8:100::5"}, {Type: corev1.NodeInternalIP, Address: "198.18.10.5"},
+		{Type: corev1.NodeHostName, Address: "198.18.10.6"}, {Type: corev1.NodeExternalIP, Address: "198.18.100.5"},
+		{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeInternalIP, Address: "198.18.10.5"}}}}
+	got := wgv1.FormatCandidatesAnnotation(Candidates(n, 51820))
+	if want := "private=198.18.10.5:51820,public=198.18.100.5:51820,public=[2001:db8:100::5]:51820"; got != want {
+		t.Errorf("Candidates = %s, want %s", got, want)
+	}
+	if _, err := wgv1.CheckOwnCandidates(n, got); err != nil {
+		t.Errorf("the announced candidates are not the Node's own: %v", err)
+	}
+}

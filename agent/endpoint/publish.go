@@ -16,20 +16,28 @@ import (
 type Announcement struct {
 	PublicKey string
 	Endpoint  string
+	// Candidates is the wgmesh.io/candidates value
+	// (wgv1.FormatCandidatesAnnotation of Candidates).
+	Candidates string
 }
 
-// Publish writes the public-key and endpoint annotations on node when they
-// differ from what the Node already has (an empty Endpoint removes its
-// annotation). It returns whether it wrote. Only the two annotations are
-// touched (JSON merge patch), never other fields.
+// Publish writes the public-key, endpoint and candidates annotations on
+// node when they differ from what the Node already has (an empty Endpoint
+// or Candidates removes its annotation). It returns whether it wrote. Only
+// these annotations are touched (JSON merge patch), never other fields.
 func Publish(ctx context.Context, c client.Client, node *corev1.Node, a Announcement) (bool, error) {
 	ep, hasEP := node.Annotations[wgv1.AnnotationEndpoint]
-	if node.Annotations[wgv1.AnnotationPublicKey] == a.PublicKey && ep == a.Endpoint && hasEP == (a.Endpoint != "") {
+	cs, hasCS := node.Annotations[wgv1.AnnotationCandidates]
+	if node.Annotations[wgv1.AnnotationPublicKey] == a.PublicKey && ep == a.Endpoint && hasEP == (a.Endpoint != "") &&
+		cs == a.Candidates && hasCS == (a.Candidates != "") {
 		return false, nil
 	}
-	ann := map[string]*string{wgv1.AnnotationPublicKey: &a.PublicKey, wgv1.AnnotationEndpoint: nil}
+	ann := map[string]*string{wgv1.AnnotationPublicKey: &a.PublicKey, wgv1.AnnotationEndpoint: nil, wgv1.AnnotationCandidates: nil}
 	if a.Endpoint != "" {
 		ann[wgv1.AnnotationEndpoint] = &a.Endpoint
+	}
+	if a.Candidates != "" {
+		ann[wgv1.AnnotationCandidates] = &a.Candidates
 	}
 	return true, PatchAnnotations(ctx, c, node.Name, ann)
 }
@@ -39,6 +47,7 @@ func Withdraw(ctx context.Context, c client.Client, nodeName string) error {
 	return PatchAnnotations(ctx, c, nodeName, map[string]*string{
 		wgv1.AnnotationPublicKey:  nil,
 		wgv1.AnnotationEndpoint:   nil,
+		wgv1.AnnotationCandidates: nil,
 		wgv1.AnnotationKeyRotated: nil,
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/wgmesh/wgmesh/agent/paths"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 	"github.com/wgmesh/wgmesh/podnet"
 )
@@ -44,9 +45,10 @@ type Input struct {
 	Protected []netip.Addr
 }
 
-// Peer is one desired WireGuard peer. Endpoint is host:port as written in the
-// MeshPeer (possibly a DNS name); resolving it is a side effect left to the
-// caller.
+// Peer is one desired WireGuard peer. Endpoint is host:port (possibly a DNS
+// name): the one the path choice took from the MeshPeer (paths.Choose:
+// spec.endpoint without locations, else one of spec.candidates, or none);
+// resolving it is a side effect left to the caller.
 type Peer struct {
 	Name       string // MeshPeer name
 	NodeName   string // empty for external peers
@@ -54,6 +56,10 @@ type Peer struct {
 	Endpoint   string
 	AllowedIPs []netip.Prefix
 	Keepalive  int32 // seconds, 0 = off
+	// Path is how this node reaches the peer; PathReason says why a relay
+	// is needed.
+	Path       paths.Kind
+	PathReason string
 }
 
 // Route sends Dst through the WireGuard link with Src as preferred source.
@@ -162,9 +168,13 @@ func candidates(in Input) ([]candidate, []Problem) {
 	// used towards every peer that has none of its own: the NATed side must
 	// send first and keep its mapping open.
 	var ownKeepalive int32
+	var self paths.Peer
 	for i := range in.Peers {
-		if mp := &in.Peers[i]; mp.Name == in.NodeName && wgv1.IsNodePeer(mp, in.NodeUIDs) && mp.Spec.PersistentKeepalive != nil {
-			ownKeepalive = *mp.Spec.PersistentKeepalive
+		if mp := &in.Peers[i]; mp.Name == in.NodeName && wgv1.IsNodePeer(mp, in.NodeUIDs) {
+			self = paths.FromSpec(mp.Spec)
+			if mp.Spec.PersistentKeepalive != nil {
+				ownKeepalive = *mp.Spec.PersistentKeepalive
+			}
 		}
 	}
 	var cands []candidate
@@ -193,6 +203,11 @@ func candidates(in Input) ([]candidate, []Problem) {
 		if p.Keepalive == 0 {
 			p.Keepalive = ownKeepalive
 		}
+		path := paths.Choose(self, paths.FromSpec(mp.Spec))
+		p.Endpoint, p.Path, p.PathReason = path.Endpoint, path.Kind, path.Reason
+		if path.Keepalive {
+			p.Keepalive = max(p.Keepalive, paths.PunchKeepalive)
+		}
 		if p.PublicKey == in.PublicKey {
 			// Our own key under another name: never a peer of ourselves.
 			continue
@@ -215,6 +230,11 @@ func refuse(in Input, cands []candidate, bad map[string]Problem) {
 	for _, c := range cands {
 		if a, err := netip.ParseAddrPort(c.peer.Endpoint); err == nil {
 			protected = append(protected, a.Addr().Unmap())
+		}
+		for _, cand := range c.mp.Spec.Candidates {
+			if a, err := netip.ParseAddrPort(string(cand.Endpoint)); err == nil {
+				protected = append(protected, a.Addr().Unmap())
+			}
 		}
 	}
 	for _, c := range cands {

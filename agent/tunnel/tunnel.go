@@ -23,6 +23,7 @@ import (
 	"github.com/wgmesh/wgmesh/agent/linkaddr"
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/mtu"
+	"github.com/wgmesh/wgmesh/agent/paths"
 	"github.com/wgmesh/wgmesh/agent/routes"
 	"github.com/wgmesh/wgmesh/agent/sysctl"
 	"github.com/wgmesh/wgmesh/agent/wireguard"
@@ -266,7 +267,8 @@ func (k *Reconciler) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([
 	var targets []netip.Addr
 	keep := map[string]bool{}
 	for _, p := range ps {
-		wp := wireguard.Peer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, Keepalive: time.Duration(p.Keepalive) * time.Second}
+		wp := wireguard.Peer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, Keepalive: time.Duration(p.Keepalive) * time.Second,
+			Pinned: p.Path != "" && p.Path != paths.KindEndpoint}
 		if p.Endpoint != "" {
 			keep[p.Endpoint] = true
 			addr, err := k.o.Resolver.Resolve(ctx, p.Endpoint)

@@ -58,7 +58,7 @@ func DiffAt(desired []Peer, current []wgtypes.Peer, now time.Time) []wgtypes.Pee
 			pc.PersistentKeepaliveInterval = &ka
 			changed = true
 		}
-		if d.Endpoint != nil && !udpEqual(d.Endpoint, c.Endpoint) && !Connected(*c, now) {
+		if d.Endpoint != nil && !udpEqual(d.Endpoint, c.Endpoint) && (d.Pinned || !Connected(*c, now)) {
 			pc.Endpoint = d.Endpoint
 			changed = true
 		}

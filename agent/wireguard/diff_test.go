@@ -165,6 +165,12 @@ func TestDiff(t *testing.T) {
 			want:    nil,
 		},
 		{
+			name:    "pinned by the path choice, live session elsewhere: set it (a location moved the pair to its private path)",
+			desired: []Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.10.2:51820"), Pinned: true}},
+			current: []wgtypes.Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.100.2:51820"), LastHandshakeTime: fresh}},
+			want:    []string{"key2 update endpoint=198.18.10.2:51820"},
+		},
+		{
 			name:    "configured endpoint differs, no recent handshake: set it",
 			desired: []Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.0.12:51820")}},
 			current: []wgtypes.Peer{{PublicKey: tkey(2), Endpoint: udp("198.18.0.99:51820"), LastHandshakeTime: stale}},

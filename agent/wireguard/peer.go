@@ -19,6 +19,11 @@ type Peer struct {
 	Endpoint   *net.UDPAddr
 	AllowedIPs []netip.Prefix
 	Keepalive  time.Duration
+	// Pinned: the path choice picked Endpoint (agent/paths), so it is set
+	// even while the peer is connected at another address (a location
+	// label moves a pair from the public path to the private one). Without
+	// it an endpoint WireGuard roamed to is kept while connected.
+	Pinned bool
 }
 
 // ConnectedWithin is how recent a handshake must be for a peer to count as

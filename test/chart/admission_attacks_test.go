@@ -135,6 +135,16 @@ func TestAgentPolicyAttacks(t *testing.T) {
 		{"announce its Hostname-type address (not InternalIP/ExternalIP)", func(d dryRun) error {
 			return a.Patch(ctx, nodeA, annotationsPatch(t, map[string]any{wgv1.AnnotationEndpoint: "198.18.0.99:51820"}), d.patch()...)
 		}, "not 198.18.0.99:51820"},
+		{"publish candidates for node B (on node B's Node)", func(d dryRun) error {
+			return a.Patch(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "pa-node-b"}},
+				annotationsPatch(t, map[string]any{wgv1.AnnotationCandidates: "public=198.18.200.5:51820"}), d.patch()...)
+		}, refused + "write only its own Node pa-node-a, not Node pa-node-b"},
+		{"publish node B's address among its own candidates (pulls B's traffic)", func(d dryRun) error {
+			return a.Patch(ctx, nodeA, annotationsPatch(t, map[string]any{wgv1.AnnotationCandidates: "private=198.18.0.11:51820,public=198.18.0.12:51820"}), d.patch()...)
+		}, refused + "announce in wgmesh.io/candidates only kind=host:port entries (at most 8, kind private or public) with one of Node pa-node-a's own addresses (status.addresses InternalIP or ExternalIP: 198.18.0.11, 2001:db8::11) or its wgmesh.io/force-endpoint, not private=198.18.0.11:51820,public=198.18.0.12:51820"},
+		{"claim an observed endpoint for itself (only other nodes observe)", func(d dryRun) error {
+			return a.Patch(ctx, nodeA, annotationsPatch(t, map[string]any{wgv1.AnnotationCandidates: "observed=198.18.0.11:40000"}), d.patch()...)
+		}, "not observed=198.18.0.11:40000"},
 		{"clear the operator's NodeNotReady on its own MeshPeer", func(d dryRun) error {
 			return a.Status().Patch(ctx, &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "pa-node-a"}}, mergePatch(t, map[string]any{"status": map[string]any{
 				"conditions": []map[string]any{{"type": wgv1.ConditionNodeNotReady, "status": "False", "reason": "Forged", "message": "", "lastTransitionTime": metav1.Now()}}}}),
@@ -202,6 +212,11 @@ func TestAgentPolicyAttacks(t *testing.T) {
 			_, err := endpoint.Publish(ctx, a, own(), endpoint.Announcement{PublicKey: keyA, Endpoint: "[2001:db8:0::11]:51820"})
 			return err
 		}},
+		{"its candidates: its own addresses", func() error {
+			_, err := endpoint.Publish(ctx, a, own(), endpoint.Announcement{PublicKey: keyA, Endpoint: "198.18.0.11:51820",
+				Candidates: "private=198.18.0.11:51820,public=[2001:db8::11]:51820"})
+			return err
+		}},
 		{"its key alone (an endpoint it may not announce withdrawn)", func() error {
 			_, err := endpoint.Publish(ctx, a, own(), endpoint.Announcement{PublicKey: keyA})
 			return err
@@ -215,7 +230,7 @@ func TestAgentPolicyAttacks(t *testing.T) {
 		}},
 		{"its status with learned endpoints, the operator's condition untouched", func() error {
 			return agent.ApplyStatus(ctx, a, "pa-node-a", wgv1.MeshPeerStatus{Connected: "1/1", ConnectedPeers: 1, TotalPeers: 1,
-				LearnedEndpoints: []wgv1.LearnedEndpoint{{Peer: "pa-node-b", Address: "198.18.100.1"}},
+				LearnedEndpoints: []wgv1.LearnedEndpoint{{Peer: "pa-node-b", Address: "198.18.100.1", Port: 40001}},
 				Conditions:       []metav1.Condition{{Type: wgv1.ConditionReady, Status: metav1.ConditionTrue, Reason: "LinkConfigured", Message: "ok", LastTransitionTime: metav1.Now()}}})
 		}},
 		{"an Event about its Node", func() error { return a.Create(ctx, newEvent("default", ownNode, nil)) }},
