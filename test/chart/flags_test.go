@@ -117,6 +117,8 @@ var valueOfFlag = map[string]map[string]string{
 		"leader-election-namespace": "operator.leaderElectionNamespace",
 		"metrics-bind-address":      "operator.metricsBindAddress",
 		"health-probe-bind-address": "operator.healthProbeBindAddress",
+		"location-from-region":      "operator.locationFromRegion",
+		"regions-not-one-network":   "operator.regionsNotOneNetwork",
 	},
 	"wgmesh-agent": {
 		"wireguard-mode":              "agent.wireguardMode",
