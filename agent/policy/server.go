@@ -112,13 +112,15 @@ func (c *Controller) handle(ctx context.Context, conn *net.UnixConn) {
 	ctx, cancel := context.WithTimeout(ctx, judgeTimeout)
 	defer cancel()
 	_ = conn.SetDeadline(start.Add(judgeTimeout + time.Second))
+	// Read first (at most MaxPolicyRequest), so that a refused peer hears
+	// why rather than a reset.
 	var req guard.PolicyRequest
-	err := peerIsRoot(conn)
-	if err == nil {
-		err = json.NewDecoder(bufio.NewReader(io.LimitReader(conn, guard.MaxPolicyRequest))).Decode(&req)
-		if err != nil {
-			err = errRefused{fmt.Errorf("bad request: %w", err)}
-		}
+	err := json.NewDecoder(bufio.NewReader(io.LimitReader(conn, guard.MaxPolicyRequest))).Decode(&req)
+	if err != nil {
+		err = errRefused{fmt.Errorf("bad request: %w", err)}
+	}
+	if perr := peerIsRoot(conn); perr != nil {
+		err = perr
 	}
 	if err == nil {
 		err = c.Judge(ctx, req)
