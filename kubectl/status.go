@@ -24,7 +24,9 @@ connected peers, readiness and any problem condition (KeyConflict,
 AllowedIPsConflict, InvalidAnnotation), the nodes that have no MeshPeer yet
 and why (no public key announced, no pod CIDR), then reachability: which node
 pairs cannot reach each other through the tunnel (a matrix up to 16 nodes),
-and the nodes not Ready.`,
+and the nodes not Ready; with locations, how node pairs reach each other
+(private, public, punched, relay-needed: the agents' own choice), naming the
+pairs punched or needing a relay.`,
 		Run: runStatus,
 	})
 }
@@ -51,7 +53,10 @@ func runStatus(env *Env, args []string) error {
 	if err := writeStatus(env.Out, summarize(nodes.Items, peers.Items, env.Now())); err != nil {
 		return err
 	}
-	return writeReachability(env.Out, reachability(peers.Items))
+	if err := writeReachability(env.Out, reachability(peers.Items)); err != nil {
+		return err
+	}
+	return writePaths(env.Out, pairPaths(peers.Items))
 }
 
 // peerRow is one line of `kubectl wgmesh status`.
