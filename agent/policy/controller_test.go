@@ -532,9 +532,19 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 		}
 		n1.fake.Count(nft.IPv4, chain, len(rs.Chains[chain])-1, 7, 700)
 		n1.fake.Count(nft.IPv4, chain, 0, 100, 100) // ct state invalid: not a denial by policy
+		// And by the fail-closed rule: addresses not judged yet.
+		failClosed := slices.IndexFunc(rs.Chains[ChainIngress], func(r nft.Rule) bool { return r.NotDaddrSet == SetProgrammed })
+		if failClosed < 0 {
+			t.Fatalf("no fail-closed rule in n1's %s:\n%s", ChainIngress, rs)
+		}
+		n1.fake.Count(nft.IPv4, ChainIngress, failClosed, 3, 300)
+		n1.fake.Count(nft.IPv4, ChainIngress, 0, 50, 500) // replies: not counted
 		wait.For(t, 10*time.Second, "the drops counted", func() error {
 			if got := metricValue(t, n1.reg, "wgmesh_policy_denied_packets_total", map[string]string{"direction": "ingress"}); got != 7 {
 				return fmt.Errorf("wgmesh_policy_denied_packets_total{direction=ingress} = %v, want 7", got)
+			}
+			if got := metricValue(t, n1.reg, "wgmesh_policy_unjudged_packets_total", map[string]string{"direction": "ingress"}); got != 3 {
+				return fmt.Errorf("wgmesh_policy_unjudged_packets_total{direction=ingress} = %v, want 3", got)
 			}
 			return nil
 		})

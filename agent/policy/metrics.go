@@ -12,6 +12,7 @@ type Metrics struct {
 	Policies            prometheus.Gauge
 	IsolatedPods        *prometheus.GaugeVec
 	DeniedPackets       *prometheus.CounterVec
+	UnjudgedPackets     *prometheus.CounterVec
 	Ready               prometheus.Gauge
 	// CNIRequests and CNIRequestDuration: the CNI hook's requests
 	// (server.go), by result.
@@ -59,6 +60,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wgmesh_policy_denied_packets_total",
 			Help: "Connections to (ingress) or from (egress) this node's isolated pods that no NetworkPolicy rule allows: the packets the combination chains' final drops counted, read every sync period.",
 		}, []string{"direction"}),
+		UnjudgedPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgmesh_policy_unjudged_packets_total",
+			Help: "Packets from (egress) or to (ingress) addresses of this node's pod CIDRs that the agent had not judged yet (a new pod before its policy was programmed, an address no pod holds): the fail-closed drops, read every sync period.",
+		}, []string{"direction"}),
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "wgmesh_policy_ready",
 			Help: "1 when the network policy is in the kernel as desired and br_netfilter is on; 0 otherwise (the last sync failed, or same-node pod traffic bypasses the policy).",
@@ -77,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.CNIRequests.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.SyncDuration, m.ProgrammingDuration, m.Writes, m.SyncErrors, m.Policies, m.IsolatedPods, m.DeniedPackets, m.Ready,
+		reg.MustRegister(m.SyncDuration, m.ProgrammingDuration, m.Writes, m.SyncErrors, m.Policies, m.IsolatedPods, m.DeniedPackets, m.UnjudgedPackets, m.Ready,
 			m.CNIRequests, m.CNIRequestDuration)
 	}
 	return m

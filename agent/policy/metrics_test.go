@@ -18,12 +18,13 @@ func TestMetricNames(t *testing.T) {
 	m.SyncErrors.WithLabelValues("kernel").Inc()
 	m.IsolatedPods.WithLabelValues("ingress").Set(2)
 	m.DeniedPackets.WithLabelValues("egress").Add(5)
+	m.UnjudgedPackets.WithLabelValues("ingress").Add(1)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) != 10 {
-		t.Errorf("%d families gathered, want all 10", len(mfs))
+	if len(mfs) != 11 {
+		t.Errorf("%d families gathered, want all 11", len(mfs))
 	}
 	metricnames.Check(t, reg, "")
 }

@@ -32,8 +32,10 @@ func (c *Controller) setGauges() {
 }
 
 // readCounters adds what the combination chains' final drops counted since
-// the last read to wgmesh_policy_denied_packets_total. A chain written
-// again starts at zero: a count below the last one is all new.
+// the last read to wgmesh_policy_denied_packets_total, and what the base
+// chains' fail-closed drops counted to wgmesh_policy_unjudged_packets_total.
+// A chain written again starts at zero: a count below the last one is all
+// new.
 func (c *Controller) readCounters() {
 	seen := map[counterKey]bool{}
 	for _, f := range nft.Families {
@@ -43,11 +45,22 @@ func (c *Controller) readCounters() {
 		}
 		for name, chain := range rs.Chains {
 			dir := ""
+			counted := func(i int) bool { return i == len(chain)-1 }
+			metric := c.metrics.DeniedPackets
 			switch {
 			case strings.HasPrefix(name, prefixCombinationIn):
 				dir = netpol.Ingress.String()
 			case strings.HasPrefix(name, prefixCombinationOut):
 				dir = netpol.Egress.String()
+			case name == ChainIngress || name == ChainEgress:
+				dir = netpol.Ingress.String()
+				if name == ChainEgress {
+					dir = netpol.Egress.String()
+				}
+				counted = func(i int) bool {
+					return i < len(chain) && (chain[i].NotSaddrSet == SetProgrammed || chain[i].NotDaddrSet == SetProgrammed)
+				}
+				metric = c.metrics.UnjudgedPackets
 			default:
 				continue
 			}
@@ -59,17 +72,17 @@ func (c *Controller) readCounters() {
 			}
 			var packets uint64
 			for _, rc := range cs {
-				if rc.Index == len(chain)-1 {
-					packets = rc.Packets
+				if counted(rc.Index) {
+					packets += rc.Packets
 				}
 			}
 			key := counterKey{f, name}
 			seen[key] = true
 			prev := c.counts[key]
 			if packets >= prev {
-				c.metrics.DeniedPackets.WithLabelValues(dir).Add(float64(packets - prev))
+				metric.WithLabelValues(dir).Add(float64(packets - prev))
 			} else {
-				c.metrics.DeniedPackets.WithLabelValues(dir).Add(float64(packets))
+				metric.WithLabelValues(dir).Add(float64(packets))
 			}
 			c.counts[key] = packets
 		}
