@@ -79,6 +79,24 @@ func TestStatusAndAnnotationsAgainstAPIServer(t *testing.T) {
 	if _, err := endpoint.Publish(ctx, c, node, ann); err != nil {
 		t.Fatal(err)
 	}
+	// Candidates: written with the rest, then withdrawn alone.
+	withCands := ann
+	withCands.Candidates = "private=198.18.0.11:51820"
+	if wrote, err := endpoint.Publish(ctx, c, node, withCands); err != nil || !wrote {
+		t.Fatalf("publish candidates: %v %v", wrote, err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil || node.Annotations[wgv1.AnnotationCandidates] != withCands.Candidates {
+		t.Fatalf("annotations after publishing candidates = %v (%v)", node.Annotations, err)
+	}
+	if wrote, err := endpoint.Publish(ctx, c, node, ann); err != nil || !wrote {
+		t.Fatalf("withdraw candidates: %v %v", wrote, err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
+		t.Fatal(err)
+	}
+	if _, has := node.Annotations[wgv1.AnnotationCandidates]; has || node.Annotations[wgv1.AnnotationEndpoint] != ann.Endpoint {
+		t.Fatalf("annotations after withdrawing candidates = %v", node.Annotations)
+	}
 
 	mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-node-1"}, Spec: wgv1.MeshPeerSpec{NodeName: "wgm-node-1", PublicKey: wgv1.PublicKey(ann.PublicKey)}}
 	if err := c.Create(ctx, mp); err != nil {

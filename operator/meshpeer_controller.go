@@ -195,11 +195,17 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) (time.D
 	spec, ok := DesiredPeerSpec(node.Name, podnet.NodeCIDRStrings(&node), ann, current)
 	invalidMsg := invalidAnnotationsMessage(ann)
 	if ok {
-		observed, err := r.observed(ctx, node.Name, ann.Candidates)
-		if err != nil {
-			return 0, err
+		in := PathInputs{Location: NodeLocation(&node, r.Locations)}
+		if in.Location != "" {
+			// Only a node with a location takes part in path choice: a
+			// cluster without labels sees no spec change when a NAT
+			// mapping moves.
+			var err error
+			if in.Observed, err = r.observed(ctx, node.Name, ann.Candidates); err != nil {
+				return 0, err
+			}
 		}
-		SetPaths(&spec, PathInputs{Location: NodeLocation(&node, r.Locations), Observed: observed}, ann, current)
+		SetPaths(&spec, in, ann, current)
 	}
 	if ok && len(spec.AllowedIPs) > 0 {
 		withheld, err := r.podCIDRConflict(ctx, node.Name)
