@@ -125,11 +125,10 @@ func resultAddrs(res *types100.Result) []netip.Addr {
 // TestCNIPolicyHook: with the policy entry, real ADDs (bridge,
 // host-local, wgmesh-guard built from this tree) ask the agent on its
 // socket to judge the pod, with the pod's namespace, name, UID and the
-// addresses bridge gave it, before ADD returns. An agent that refuses fails
-// ADD with its message. An agent that does not answer fails ADD while the
-// kernel has no fail-closed rules (after a reboot, before the agent's first
-// sync), and lets it succeed once they are there (the pod stays denied
-// until the agent programs it).
+// addresses bridge gave it, before ADD returns. An agent that does not
+// answer, or refuses, fails ADD while the kernel has no fail-closed rules
+// (after a reboot, before the agent's first sync), and lets it succeed
+// once they are there (the pod stays denied until the agent programs it).
 func TestCNIPolicyHook(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, "wgm-np-node")
@@ -166,23 +165,30 @@ func TestCNIPolicyHook(t *testing.T) {
 		t.Errorf("the agent was asked %d times, last %+v; want once for x/p1 uid u1 container c1 with the result's addresses %v", n, req, resultAddrs(res))
 	}
 
-	// The agent refuses: ADD fails with its message.
+	// The agent refuses, and the kernel has no fail-closed rules: ADD
+	// fails, naming both.
 	agent.mu.Lock()
-	agent.answer = guard.PolicyResponse{Refused: true, Error: "wgmesh agent on node n1: pod x/p2 not programmed: the pod is bound to node \"n2\""}
+	agent.answer = guard.PolicyResponse{Refused: true, Error: "wgmesh agent on node n1: pod x/p2 not programmed: the pod is bound to node n2"}
 	agent.mu.Unlock()
 	pod2 := netns.NewForTest(t, "wgm-np-pod2")
 	t.Cleanup(func() { _ = r.del(ctx, pod2, "c2") })
-	if _, err := r.addPodArgs(ctx, pod2, "c2", "x", "p2", "u2"); err == nil || !strings.Contains(err.Error(), `bound to node \"n2\"`) && !strings.Contains(err.Error(), `bound to node "n2"`) {
-		t.Errorf("ADD refused by the agent: %v, want its message", err)
+	if _, err := r.addPodArgs(ctx, pod2, "c2", "x", "p2", "u2"); err == nil || !strings.Contains(err.Error(), "bound to node n2") || !strings.Contains(err.Error(), "not in the kernel") {
+		t.Errorf("ADD refused by the agent, no fail-closed rules: %v, want a failure naming both", err)
 	}
 
-	// The agent gone, the fail-closed rules in: ADD succeeds, the pod's
-	// addresses are not programmed.
-	os.Remove(socket)
+	// With the fail-closed rules, neither a refusal nor an absent agent
+	// fails ADD: the pod's addresses stay out of policy-programmed (denied)
+	// until the agent programs it from the Pod watch.
 	installPolicy(t, r.node)
 	pod3 := netns.NewForTest(t, "wgm-np-pod3")
 	t.Cleanup(func() { _ = r.del(ctx, pod3, "c3") })
-	res, err = r.addPodArgs(ctx, pod3, "c3", "x", "p3", "u3")
+	if _, err := r.addPodArgs(ctx, pod3, "c3", "x", "p3", "u3"); err != nil {
+		t.Errorf("ADD refused by the agent, the fail-closed rules in: %v, want success", err)
+	}
+	os.Remove(socket)
+	pod4 := netns.NewForTest(t, "wgm-np-pod4")
+	t.Cleanup(func() { _ = r.del(ctx, pod4, "c4") })
+	res, err = r.addPodArgs(ctx, pod4, "c4", "x", "p4", "u4")
 	if err != nil {
 		t.Fatalf("ADD with no agent but the fail-closed rules: %v, want success", err)
 	}
@@ -203,6 +209,6 @@ func TestCNIPolicyHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(elems) != 0 {
-		t.Errorf("policy-programmed holds %d addresses, want none: pod 3 (%v) is denied until the agent programs it", len(elems), resultAddrs(res))
+		t.Errorf("policy-programmed holds %d addresses, want none: pods 3 and 4 (%v) are denied until the agent programs them", len(elems), resultAddrs(res))
 	}
 }

@@ -253,11 +253,22 @@ func (c *Controller) checkIPs(in []netip.Addr) ([]netip.Addr, error) {
 	return out, nil
 }
 
+// mirrorAnnotation is on a static pod's mirror Pod: the kubelet's UID of
+// the static pod, which the runtime passes as K8S_POD_UID (the mirror Pod
+// has a UID of its own).
+const mirrorAnnotation = "kubernetes.io/config.mirror"
+
+// isPod says whether p is the pod the runtime named by uid ("" any).
+func isPod(p *corev1.Pod, uid string) bool {
+	return uid == "" || p.UID == types.UID(uid) || p.Annotations[mirrorAnnotation] == uid
+}
+
 // getPod is the pod from the cache, or from the API server when the cache
-// does not have it yet (or has an older pod of that name).
+// does not have it yet, has an older pod of that name, or has a mirror Pod
+// (the cache keeps no annotations).
 func (c *Controller) getPod(ctx context.Context, req guard.PolicyRequest) (*corev1.Pod, error) {
 	if c.pods != nil {
-		if p, err := c.pods.Pods(req.Namespace).Get(req.Name); err == nil && (req.UID == "" || p.UID == types.UID(req.UID)) {
+		if p, err := c.pods.Pods(req.Namespace).Get(req.Name); err == nil && isPod(p, req.UID) {
 			return p, nil
 		}
 	}
@@ -270,7 +281,7 @@ func (c *Controller) getPod(ctx context.Context, req guard.PolicyRequest) (*core
 		return nil, fmt.Errorf("reading pod %s/%s from the API server: %w", req.Namespace, req.Name, err)
 	}
 	for i := range list.Items {
-		if p := &list.Items[i]; p.Name == req.Name && (req.UID == "" || p.UID == types.UID(req.UID)) {
+		if p := &list.Items[i]; p.Name == req.Name && isPod(p, req.UID) {
 			return p, nil
 		}
 	}

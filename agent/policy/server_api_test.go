@@ -23,9 +23,9 @@ import (
 // TestCNIRequestAgainstAPIServer: node n1's controller on a real API
 // server, serving its socket. A pod bound to n1 with no address in its
 // status yet is denied both ways; the plugin's request programs it before
-// the answer (its allowed client gets in, others not); a request with a
-// UID the API server does not have, or for a pod of another node, is
-// refused; the kubelet's later status changes nothing; the pod deleted,
+// the answer (its allowed client gets in, others not); a static pod is
+// found by its mirror Pod's annotation; a request with a UID the API
+// server does not have, or for a pod of another node, is refused; the kubelet's later status changes nothing; the pod deleted,
 // its address is denied again.
 func TestCNIRequestAgainstAPIServer(t *testing.T) {
 	_, cfg := apiserver.StartForTest(t)
@@ -82,6 +82,20 @@ func TestCNIRequestAgainstAPIServer(t *testing.T) {
 		}
 	}
 
+	// A static pod: the runtime passes the kubelet's UID, which the mirror
+	// Pod carries in an annotation (its own UID is another).
+	if _, err := a.cs.CoreV1().Pods("x").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "static-n1",
+		Labels: map[string]string{"app": "server"}, Annotations: map[string]string{mirrorAnnotation: "0b5e8c3a2f1d4e6a9c7b"}},
+		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "agnhost"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ask("static-n1", "0b5e8c3a2f1d4e6a9c7b", "198.19.1.20"); err != nil {
+		t.Errorf("the CNI request for a static pod: %v", err)
+	}
+	if got := trace("198.19.2.10", "198.19.1.20"); got != "accept" {
+		t.Errorf("client -> the static pod: %s, want accept", got)
+	}
+
 	// Refusals: a UID the API server does not have (read from it: the
 	// cache's pod has another), a pod bound elsewhere.
 	if _, err := a.cs.CoreV1().Pods("x").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: "elsewhere"},
@@ -115,8 +129,8 @@ func TestCNIRequestAgainstAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	if got := metricValue(t, n1.reg, "wgmesh_policy_cni_requests_total", map[string]string{"result": ResultProgrammed}); got != 1 {
-		t.Errorf("wgmesh_policy_cni_requests_total{result=programmed} %v, want 1", got)
+	if got := metricValue(t, n1.reg, "wgmesh_policy_cni_requests_total", map[string]string{"result": ResultProgrammed}); got != 2 {
+		t.Errorf("wgmesh_policy_cni_requests_total{result=programmed} %v, want 2", got)
 	}
 	if got := metricValue(t, n1.reg, "wgmesh_policy_cni_requests_total", map[string]string{"result": ResultRefused}); got != 2 {
 		t.Errorf("wgmesh_policy_cni_requests_total{result=refused} %v, want 2", got)

@@ -20,10 +20,12 @@ import (
 // The policy role (cni/guard, policy.go): the entry after bridge asks the
 // agent to judge the new pod before ADD returns, so that what its
 // NetworkPolicies allow passes from its first packet. When the agent does
-// not answer in time, ADD still succeeds if the kernel's default denies
-// the pod until the agent programs it; it fails when that default is not
-// there either (after a reboot, before the agent's first sync), and when
-// the agent refuses the request.
+// not program it (no answer in time, or a refusal), ADD still succeeds if
+// the kernel's default denies the pod until the agent programs it from the
+// Pod watch: the pod is never judged without its policies, and a request
+// the agent cannot serve (an edge case of its checks) costs the pod its
+// first moments, not its start. ADD fails only when that default is not
+// there either (after a reboot, before the agent's first sync).
 
 // policyTimeout bounds the wait for the agent (a variable for tests).
 var policyTimeout = guard.DefaultPolicyTimeout
@@ -61,9 +63,6 @@ func policyAdd(args *skel.CmdArgs, c guard.Conf) error {
 		ctx, cancel := context.WithTimeout(context.Background(), policyTimeout)
 		err = guard.AskPolicy(ctx, c.PolicySocket, req)
 		cancel()
-	}
-	if err != nil && !errors.Is(err, guard.ErrPolicyUnavailable) {
-		return policyError(args, err) // refused
 	}
 	if err != nil {
 		if kerr := guard.PolicyInstalled(c.Families); kerr != nil {
