@@ -164,21 +164,26 @@ func TestTableSettlesContestedKeys(t *testing.T) {
 		Ports: []Port{{Name: "p", Protocol: nft.TCP, Port: 80, Endpoints: []Endpoint{ep("198.19.1.5", 80, true)}}}}
 	b := a
 	b.ServiceKey, b.ClusterIPs = ServiceKey{"ns", "b"}, mustAddrs("198.18.128.21")
+	b.Ports = []Port{{Name: "p", Protocol: nft.TCP, Port: 80, Endpoints: []Endpoint{ep("198.19.1.6", 80, true)}}}
 	key := nft.MapKey{Addr: netip.MustParseAddr("198.18.0.200"), Proto: nft.TCP, Port: 80}
-	for _, order := range [][]Service{{a, b}, {b, a}} {
-		tb := NewTable(in)
-		for _, s := range order {
-			tb.Update(s)
-		}
-		if v := tb.Full(nft.IPv4).Maps[MapServiceIPs][key]; !strings.Contains(v.Chain, "ns/a/") {
-			t.Errorf("order %s first: %s goes to %s, want Service ns/a's chain", order[0].Name, key, v)
-		}
-		if len(tb.Conflicts(ServiceKey{"ns", "b"})) == 0 {
-			t.Error("the losing Service has no conflict to report")
-		}
-		tb.Delete(ServiceKey{"ns", "a"})
-		if v := tb.Full(nft.IPv4).Maps[MapServiceIPs][key]; !strings.Contains(v.Chain, "ns/b/") {
-			t.Errorf("after ns/a is gone %s goes to %s, want ns/b's chain", key, v)
+	// The fast path (elements) and chains (session affinity) alike.
+	sticky := func(s Service) Service { s.AffinityTimeout = time.Hour; return s }
+	for _, pair := range [][2]Service{{a, b}, {sticky(a), sticky(b)}, {a, sticky(b)}, {sticky(a), b}} {
+		for _, order := range [][]Service{{pair[0], pair[1]}, {pair[1], pair[0]}} {
+			tb := NewTable(in)
+			for _, s := range order {
+				tb.Update(s)
+			}
+			if got := reaches(tb.Full(nft.IPv4), key); got != "accept -> 198.19.1.5:80 masq(198.19.1.1)" {
+				t.Errorf("order %s (fast %v) first: %s reaches %s, want Service ns/a's endpoint", order[0].Name, Fast(order[0]), key, got)
+			}
+			if len(tb.Conflicts(ServiceKey{"ns", "b"})) == 0 {
+				t.Error("the losing Service has no conflict to report")
+			}
+			tb.Delete(ServiceKey{"ns", "a"})
+			if got := reaches(tb.Full(nft.IPv4), key); got != "accept -> 198.19.1.6:80 masq(198.19.1.1)" {
+				t.Errorf("after ns/a is gone %s reaches %s, want ns/b's endpoint", key, got)
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -90,8 +91,13 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 	if testing.Short() {
 		steps = 30
 	}
+	elementOnly := 0
 	for step := 0; step < steps; step++ {
 		// One to three Services change at once: added, changed or deleted.
+		prev := map[ServiceKey]Service{}
+		for _, s := range live {
+			prev[s.ServiceKey] = s
+		}
 		for c := 0; c < 1+r.Intn(3); c++ {
 			i := r.Intn(n)
 			if _, ok := live[i]; ok && r.Intn(4) == 0 {
@@ -102,6 +108,19 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 			live[i] = randomService(r, i)
 			table.Update(live[i])
 		}
+		// Every Service whose fragment changes (a contest's other side
+		// too) was and is fast.
+		fast := true
+		for _, k := range table.Changed() {
+			if s, ok := prev[k]; ok && !Fast(s) {
+				fast = false
+			}
+			for _, s := range live {
+				if s.ServiceKey == k && !Fast(s) {
+					fast = false
+				}
+			}
+		}
 		in.Services = in.Services[:0]
 		for i := 0; i < n; i++ {
 			if s, ok := live[i]; ok {
@@ -110,6 +129,13 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 		}
 		for _, f := range nft.Families {
 			before, after := table.Changes(f)
+			// Fast Services only: elements, and chain services alone
+			// when an endpoint count first occurs or last goes.
+			if _, ok := after.Chains[ChainServices]; fast && len(after.Chains) == 0 {
+				elementOnly++
+			} else if fast && (!ok || len(after.Chains) > 1) {
+				t.Errorf("step %d (seed %d) %s: fast Services changed, yet chains are written: %v", step, seed, f, sortedChains(after))
+			}
 			if _, err := k.Apply(f, nft.Diff(nft.DigestOf(before), after), after); err != nil {
 				t.Logf("changes: %+v", nft.Diff(nft.DigestOf(before), after))
 				t.Fatalf("step %d (seed %d) %s: %v", step, seed, f, err)
@@ -130,6 +156,19 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 		}
 		table.Commit()
 	}
+	t.Logf("%d of %d family writes were element-only", elementOnly, 2*steps)
+	if elementOnly == 0 {
+		t.Error("no write was element-only")
+	}
+}
+
+func sortedChains(rs *nft.Ruleset) []string {
+	var out []string
+	for n := range rs.Chains {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // normalize drops empty maps and sets so that "absent" and "empty" compare equal.
@@ -150,6 +189,11 @@ func normalize(d *nft.Digest) *nft.Digest {
 	}
 	for k, v := range d.Affinity {
 		out.Affinity[k] = v
+	}
+	for k, v := range d.TypedSets {
+		if len(v.Elems) > 0 {
+			out.TypedSets[k] = v
+		}
 	}
 	return out
 }

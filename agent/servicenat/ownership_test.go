@@ -139,12 +139,12 @@ func TestClusterIPBelongsToItsService(t *testing.T) {
 			tb.Update(s)
 		}
 		full := tb.Full(nft.IPv4)
-		if v := full.Maps[MapServiceIPs][cip]; !strings.Contains(v.Chain, "ns/web/") {
-			t.Errorf("order %s first: ClusterIP %s goes to %s, want ns/web's chain", order[0].ServiceKey, cip, v)
+		if got := reaches(full, cip); got != "accept -> 198.19.1.5:8080; accept -> 198.19.2.5:8080" {
+			t.Errorf("order %s first: ClusterIP %s reaches %s, want ns/web's endpoints", order[0].ServiceKey, cip, got)
 		}
 		// Control: two external claims, the first in name order (aaa) wins.
-		if v := full.Maps[MapServiceIPs][ext]; !strings.Contains(v.Chain, "aaa/evil/") {
-			t.Errorf("order %s first: externalIP %s goes to %s, want aaa/evil's chain", order[0].ServiceKey, ext, v)
+		if got := reaches(full, ext); !strings.Contains(got, "198.19.2.66:80") {
+			t.Errorf("order %s first: externalIP %s reaches %s, want aaa/evil's endpoint", order[0].ServiceKey, ext, got)
 		}
 		for _, k := range []ServiceKey{web.ServiceKey, evil.ServiceKey} {
 			var byCIP *Conflict
@@ -158,8 +158,8 @@ func TestClusterIPBelongsToItsService(t *testing.T) {
 			}
 		}
 		tb.Delete(web.ServiceKey)
-		if v := tb.Full(nft.IPv4).Maps[MapServiceIPs][cip]; !strings.Contains(v.Chain, "aaa/evil/") {
-			t.Errorf("after ns/web is gone %s goes to %s, want aaa/evil's chain (the address is free)", cip, v)
+		if got := reaches(tb.Full(nft.IPv4), cip); !strings.Contains(got, "198.19.2.66:80") {
+			t.Errorf("after ns/web is gone %s reaches %s, want aaa/evil's endpoint (the address is free)", cip, got)
 		}
 		if cs := tb.Conflicts(evil.ServiceKey); len(cs) != 0 {
 			t.Errorf("the contest did not end with ns/web: %v", cs)

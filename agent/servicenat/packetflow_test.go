@@ -1,10 +1,13 @@
 package servicenat
 
 import (
-	"github.com/wgmesh/wgmesh/nft"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/wgmesh/wgmesh/nft"
 )
 
 // flowInput is the cluster of the packet-flow cases. This node is
@@ -67,6 +70,13 @@ func newTracer(in Input, f nft.Family) *nft.Tracer {
 		}
 		return "eth0"
 	}, Part)
+}
+
+// reaches traces a new connection from a pod on this node to key through
+// rs and lists where it may go.
+func reaches(rs *nft.Ruleset, key nft.MapKey) string {
+	tr := nft.NewTracer(rs, map[netip.Addr]bool{}, func(netip.Addr) string { return "wgmesh0" }, Part)
+	return nft.Outcomes(tr.Trace(nft.Packet{Src: netip.MustParseAddr("198.19.1.20"), Dst: key.Addr, Proto: key.Proto, DPort: key.Port}))
 }
 
 func TestPacketFlows(t *testing.T) {
@@ -182,5 +192,136 @@ func TestRenderIsDeterministicAndFamilySeparated(t *testing.T) {
 				t.Errorf("ip6 map %s holds IPv4 key %s", m, k)
 			}
 		}
+	}
+	for s, ts := range v6.TypedSets {
+		for e := range ts.Elems {
+			if e.Addr.Is4() || e.Addr2.Is4() {
+				t.Errorf("ip6 set %s holds IPv4 element %s", s, e)
+			}
+		}
+	}
+}
+
+// TestPacketFlowsFastPath: the element-only layout behaves as the chains
+// did, for the cases that are its own: an endpoint count shared by two
+// Services, an endpoint serving a fast and a chained Service (hairpin for
+// both), externalIPs and NodePorts without endpoints, and IPv6.
+func TestPacketFlowsFastPath(t *testing.T) {
+	in := flowInput()
+	in.Services = []Service{
+		{ServiceKey: ServiceKey{"ns", "three"}, ClusterIPs: mustAddrs("198.18.128.30", "2001:db8:18::30"), ExternalIPs: mustAddrs("198.18.0.202"),
+			Ports: []Port{{Name: "p", Protocol: nft.TCP, Port: 80, NodePort: 30030, Endpoints: []Endpoint{
+				ep("198.19.1.31", 80, true), ep("198.19.2.32", 80, false), ep("198.19.2.33", 80, false),
+				ep("2001:db8:19:1::31", 80, true)}}}},
+		{ServiceKey: ServiceKey{"ns", "also-three"}, ClusterIPs: mustAddrs("198.18.128.31"),
+			Ports: []Port{{Name: "p", Protocol: nft.UDP, Port: 53, Endpoints: []Endpoint{
+				ep("198.19.1.31", 5353, true), ep("198.19.2.34", 5353, false), ep("198.19.2.35", 5353, false)}}}},
+		{ServiceKey: ServiceKey{"ns", "sticky"}, ClusterIPs: mustAddrs("198.18.128.32"), AffinityTimeout: time.Minute,
+			Ports: []Port{{Name: "p", Protocol: nft.TCP, Port: 80, Endpoints: []Endpoint{ep("198.19.1.31", 80, true)}}}},
+		{ServiceKey: ServiceKey{"ns", "none"}, ClusterIPs: mustAddrs("198.18.128.33"), ExternalIPs: mustAddrs("198.18.0.203"),
+			Ports: []Port{{Name: "p", Protocol: nft.TCP, Port: 80, NodePort: 30033}}},
+	}
+	const (
+		pod, outside, node = "198.19.1.20", "198.18.0.50", "198.18.0.11"
+		nodeSNAT           = "198.19.1.1"
+		three              = "accept -> 198.19.1.31:80; accept -> 198.19.2.32:80; accept -> 198.19.2.33:80"
+		threeMasq          = "accept -> 198.19.1.31:80 masq; accept -> 198.19.2.32:80 masq(" + nodeSNAT + "); accept -> 198.19.2.33:80 masq(" + nodeSNAT + ")"
+	)
+	for _, tc := range []struct {
+		name, src, dst string
+		proto          nft.Protocol
+		port           uint16
+		fromNode       bool
+		want           string
+	}{
+		{"pod to ClusterIP: each of three endpoints, source kept", pod, "198.18.128.30", nft.TCP, 80, false, three},
+		{"another Service of three endpoints, another protocol", pod, "198.18.128.31", nft.UDP, 53, false,
+			"accept -> 198.19.1.31:5353; accept -> 198.19.2.34:5353; accept -> 198.19.2.35:5353"},
+		{"off-cluster client to ClusterIP: masqueraded", outside, "198.18.128.30", nft.TCP, 80, false, threeMasq},
+		{"node to ClusterIP: masqueraded", node, "198.18.128.30", nft.TCP, 80, true, threeMasq},
+		{"externalIP from outside: masqueraded", outside, "198.18.0.202", nft.TCP, 80, false, threeMasq},
+		{"externalIP from a pod: masqueraded too", pod, "198.18.0.202", nft.TCP, 80, false, threeMasq},
+		{"NodePort from outside: masqueraded", outside, node, nft.TCP, 30030, false, threeMasq},
+		{"NodePort from the node: masqueraded", node, node, nft.TCP, 30030, true, threeMasq},
+		{"hairpin through the fast Service", "198.19.1.31", "198.18.128.30", nft.TCP, 80, false,
+			"accept -> 198.19.1.31:80 masq; accept -> 198.19.2.32:80; accept -> 198.19.2.33:80"},
+		{"hairpin through the chained Service sharing the endpoint", "198.19.1.31", "198.18.128.32", nft.TCP, 80, false, "accept -> 198.19.1.31:80 masq"},
+		{"another protocol on a fast ClusterIP: rejected", pod, "198.18.128.30", nft.UDP, 80, false, "reject"},
+		{"no endpoints, ClusterIP: rejected", pod, "198.18.128.33", nft.TCP, 80, false, "reject"},
+		{"no endpoints, externalIP from outside: rejected", outside, "198.18.0.203", nft.TCP, 80, false, "reject"},
+		{"no endpoints, NodePort from outside: rejected", outside, node, nft.TCP, 30033, false, "reject"},
+		{"no endpoints, NodePort from the node: rejected", node, node, nft.TCP, 30033, true, "reject"},
+		{"IPv6 ClusterIP: the IPv6 endpoint", "2001:db8:19:1::20", "2001:db8:18::30", nft.TCP, 80, false, "accept -> [2001:db8:19:1::31]:80"},
+		{"IPv6 hairpin", "2001:db8:19:1::31", "2001:db8:18::30", nft.TCP, 80, false, "accept -> [2001:db8:19:1::31]:80 masq"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, dst := netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)
+			tr := newTracer(in, nft.FamilyOf(dst))
+			got := nft.Outcomes(tr.Trace(nft.Packet{Src: src, Dst: dst, Proto: tc.proto, DPort: tc.port, FromNode: tc.fromNode}))
+			if got != tc.want {
+				t.Errorf("%s -> %s %s/%d\n got: %s\nwant: %s", tc.src, tc.dst, tc.proto, tc.port, got, tc.want)
+			}
+		})
+	}
+	// Only the chained Service has chains of its own.
+	for name := range Render(in, nft.IPv4).Chains {
+		if _, static := RenderStatic(in, nft.IPv4).Chains[name]; !static && !strings.Contains(name, "ns/sticky/") {
+			t.Errorf("chain %s: a fast Service rendered a chain", name)
+		}
+	}
+}
+
+// TestFastPathSpreadIsExact: a port with N endpoints is looked up by the
+// rule "numgen random mod N" in map endpoints-mod-N, whose N slots for
+// each destination hold each endpoint exactly once: every endpoint gets
+// exactly 1/N of new connections (no rounding, for any N), and two
+// Services with the same N share one rule.
+func TestFastPathSpreadIsExact(t *testing.T) {
+	in := flowInput()
+	in.Services = nil
+	for n := 1; n <= 40; n++ {
+		s := Service{ServiceKey: ServiceKey{"ns", fmt.Sprintf("n%d", n)}, ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, 129, byte(n)})},
+			Ports: []Port{{Name: "p", Protocol: nft.TCP, Port: 80, Endpoints: nil}}}
+		for i := 0; i < n; i++ {
+			s.Ports[0].Endpoints = append(s.Ports[0].Endpoints, ep(fmt.Sprintf("198.19.%d.%d", 2+i/200, 1+i%200), 80, false))
+		}
+		in.Services = append(in.Services, s, Service{ServiceKey: ServiceKey{"ns2", s.Name}, ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, 130, byte(n)})}, Ports: s.Ports})
+	}
+	rs := Render(in, nft.IPv4)
+	rules := map[int]int{}
+	for _, r := range rs.Chains[ChainServices] {
+		if m := r.DNATMap(); m != "" {
+			if modOf(m) != int(r.NumgenMod) {
+				t.Errorf("rule %q: the modulus is not its map's endpoint count", r)
+			}
+			rules[int(r.NumgenMod)]++
+		}
+	}
+	for _, s := range in.Services {
+		n := len(s.Ports[0].Endpoints)
+		if rules[n] != 1 {
+			t.Fatalf("%d rules for %d endpoints, want 1", rules[n], n)
+		}
+		slots := map[uint16]string{}
+		for e := range rs.TypedSets[endpointsMap(n)].Elems {
+			if e.Addr == s.ClusterIPs[0] {
+				slots[e.Slot] = e.NATTo().String()
+			}
+		}
+		got := map[string]int{}
+		for slot := uint16(0); slot < uint16(n); slot++ {
+			got[slots[slot]]++
+		}
+		for _, e := range s.Ports[0].Endpoints {
+			if got[e.AddrPort().String()] != 1 {
+				t.Errorf("%s with %d endpoints: %s holds %d of %d slots, want exactly 1", s.ServiceKey, n, e.AddrPort(), got[e.AddrPort().String()], n)
+			}
+		}
+		if len(slots) != n {
+			t.Errorf("%s: %d slots, want %d", s.ServiceKey, len(slots), n)
+		}
+	}
+	if len(rules) != 40 {
+		t.Errorf("%d DNAT rules, want one per endpoint count (40)", len(rules))
 	}
 }

@@ -123,17 +123,17 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	stop, done := start(reg)
 	goodKey := nft.MapKey{Addr: netip.MustParseAddr("198.18.128.10"), Proto: nft.TCP, Port: 80}
-	waitKernel(t, k, "the good Service's element", func(d *nft.Digest) bool { _, ok := d.Maps[MapServiceIPs][goodKey]; return ok })
+	good := func(d *nft.Digest) bool { return dnatTo(d, goodKey) == "198.19.2.5:8080" }
+	waitKernel(t, k, "the good Service's element", good)
 
 	t.Run("bad Service skipped and reported", func(t *testing.T) {
 		d, err := k.Read(nft.IPv4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for key := range d.Maps[MapServiceIPs] {
-			if key.Addr == netip.MustParseAddr("198.18.129.10") {
-				t.Errorf("Service outside --service-cidrs programmed: %s", key)
-			}
+		outside := nft.MapKey{Addr: netip.MustParseAddr("198.18.129.10"), Proto: nft.TCP, Port: 80}
+		if to := dnatTo(d, outside); to != "" {
+			t.Errorf("Service outside --service-cidrs programmed: %s to %s", outside, to)
 		}
 		wait.For(t, 30*time.Second, "an InvalidServiceField Event on default/outside", func() error {
 			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=outside"})
@@ -170,15 +170,15 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("drift repaired", func(t *testing.T) {
-		if out, err := ns.Exec(ctx, "nft", "delete", "element", "ip", nft.Table, MapServiceIPs, "{ 198.18.128.10 . tcp . 80 }"); err != nil {
+		if out, err := ns.Exec(ctx, "nft", "delete", "element", "ip", nft.Table, PrefixEndpointsMod+"1", "{ 198.18.128.10 . tcp . 80 . 0 }"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
 		if out, err := ns.Exec(ctx, "nft", "flush", "chain", "ip", nft.Table, ChainServices); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
+		// Two verdict maps, two masquerade marks, one DNAT rule (mod 1).
 		waitKernel(t, k, "the element and the services chain back", func(d *nft.Digest) bool {
-			_, ok := d.Maps[MapServiceIPs][goodKey]
-			return ok && len(d.Chains[ChainServices]) == 2
+			return good(d) && len(d.Chains[ChainServices]) == 5
 		})
 	})
 
@@ -289,7 +289,7 @@ func TestProxyStandsAsideForKubeProxy(t *testing.T) {
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")},
 		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.128.0/24")},
 		StandAside:   true, KubeProxyHealthz: strings.TrimPrefix(srv.URL, "http://"),
-		HealthCheck:  NewHealthServer(listen, testr.New(t)), Log: testr.New(t), Registerer: reg})
+		HealthCheck: NewHealthServer(listen, testr.New(t)), Log: testr.New(t), Registerer: reg})
 	pctx, pcancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- runOnRuntime(pctx, t, cfg, "n1", p) }()
@@ -297,7 +297,9 @@ func TestProxyStandsAsideForKubeProxy(t *testing.T) {
 
 	key := nft.MapKey{Addr: netip.MustParseAddr("198.18.128.10"), Proto: nft.TCP, Port: 80}
 	// No endpoints: the Service is programmed as a rejection.
-	programmed := func(d *nft.Digest) bool { _, ok := d.Maps[MapNoEndpointServices][key]; return ok }
+	programmed := func(d *nft.Digest) bool {
+		return d.TypedSets[SetNoEndpointPorts].Elems[nft.SetElem{Addr: key.Addr, Proto: key.Proto, Port: key.Port}]
+	}
 	waitKernel(t, k, "the Service programmed (no kube-proxy yet)", programmed)
 	nodeEvent := func(reason string) {
 		t.Helper()
@@ -364,6 +366,24 @@ func runOnRuntime(ctx context.Context, t *testing.T, cfg *rest.Config, node stri
 		return err
 	}
 	return rt.Start(ctx)
+}
+
+// dnatTo lists the endpoints the kernel's DNAT maps send key to, by slot.
+func dnatTo(d *nft.Digest, key nft.MapKey) string {
+	var out []string
+	for n, ts := range d.TypedSets {
+		if modOf(n) == 0 {
+			continue
+		}
+		for slot := 0; slot < modOf(n); slot++ {
+			for e := range ts.Elems {
+				if e.NATKey() == (nft.NATKey{Addr: key.Addr, Proto: key.Proto, Port: key.Port, Slot: uint16(slot)}) {
+					out = append(out, e.NATTo().String())
+				}
+			}
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 func waitKernel(t *testing.T, k *nft.Kernel, what string, ok func(*nft.Digest) bool) {

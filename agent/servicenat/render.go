@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,30 @@ const (
 
 	SetClusterIPs  = "cluster-ips"
 	SetNodePortIPs = "nodeport-ips"
+
+	// The element-only fast path (Services without session affinity,
+	// traffic policies Local or load-balancer source ranges): a Service
+	// is only elements of these sets and maps, so that adding, changing or
+	// removing one writes no rule and no verdict (either makes the kernel
+	// validate the whole table at commit).
+	//
+	// SetClusterIPPorts: ClusterIP . protocol . port; clients outside the
+	// pod ranges are masqueraded. SetExternalIPPorts: externalIP, load-
+	// balancer IP or NodePort address . protocol . port; always
+	// masqueraded. SetNoEndpointPorts: address . protocol . port of a fast
+	// Service without endpoints: refused. SetHairpin: endpoint . endpoint
+	// (a pod reaching itself through its Service is masqueraded).
+	SetClusterIPPorts  = "cluster-ip-ports"
+	SetExternalIPPorts = "external-ip-ports"
+	SetNoEndpointPorts = "no-endpoint-ports"
+	SetHairpin         = "hairpin-endpoints"
+	// PrefixEndpointsMod names the DNAT maps, one per endpoint count N:
+	// endpoints-mod-N maps address . protocol . port . slot (0 to N-1) to
+	// an endpoint, and chain services has the rule "dnat to daddr .
+	// l4proto . dport . numgen random mod N map @endpoints-mod-N" while a
+	// Service port has N endpoints: the spread is exact, and a rule is
+	// written only when a new N first occurs.
+	PrefixEndpointsMod = "endpoints-mod-"
 )
 
 // Base chain priorities. The filter chains that reject run just before the
@@ -71,6 +96,13 @@ var Part = &nft.Part{
 		MapFirewallIPs:         nft.KeyAddrProtoPort,
 	},
 	Sets: []string{SetClusterIPs, SetNodePortIPs},
+	TypedSets: map[string]nft.SetKind{
+		SetClusterIPPorts:  nft.SetAddrProtoPort,
+		SetExternalIPPorts: nft.SetAddrProtoPort,
+		SetNoEndpointPorts: nft.SetAddrProtoPort,
+		SetHairpin:         nft.SetAddrAddr,
+	},
+	SetPrefixes: []string{PrefixEndpointsMod},
 	Chains: []string{ChainServices, ChainMasquerading, ChainMarkForMasquerade, ChainServiceEndpointsCheck,
 		ChainNodePortEndpointsCheck, ChainClusterIPsCheck, ChainFirewallCheck, ChainReject},
 	ChainPrefixes:  []string{prefixService, prefixExternal, prefixLocal, prefixFirewall, prefixEndpoint},
@@ -91,11 +123,9 @@ func Render(in Input, f nft.Family) *nft.Ruleset {
 // one Service.
 func RenderStatic(in Input, f nft.Family) *nft.Ruleset {
 	rs := Part.Skeleton()
-	rs.Chains[ChainServices] = nft.Chain{
-		{VMap: MapServiceIPs, VMapKey: nft.KeyAddrProtoPort},
-		{DaddrSet: SetNodePortIPs, VMap: MapServiceNodePorts, VMapKey: nft.KeyProtoPort},
-	}
+	rs.Chains[ChainServices] = servicesChain(in, f, nil)
 	masq := nft.Chain{
+		{SaddrDaddrSet: SetHairpin, SetMark: true},
 		{MarkUnset: true, Verdict: nft.Verdict{Kind: nft.VerdictReturn}},
 		{ClearMark: true},
 	}
@@ -106,7 +136,10 @@ func RenderStatic(in Input, f nft.Family) *nft.Ruleset {
 	}
 	rs.Chains[ChainMasquerading] = append(masq, nft.Rule{Masquerade: true, FullyRandom: true})
 	rs.Chains[ChainMarkForMasquerade] = nft.Chain{{SetMark: true}}
-	rs.Chains[ChainServiceEndpointsCheck] = nft.Chain{{VMap: MapNoEndpointServices, VMapKey: nft.KeyAddrProtoPort}}
+	rs.Chains[ChainServiceEndpointsCheck] = nft.Chain{
+		{DaddrProtoPortSet: SetNoEndpointPorts, Verdict: nft.Goto(ChainReject)},
+		{VMap: MapNoEndpointServices, VMapKey: nft.KeyAddrProtoPort},
+	}
 	rs.Chains[ChainNodePortEndpointsCheck] = nft.Chain{{DaddrSet: SetNodePortIPs, VMap: MapNoEndpointNodePorts, VMapKey: nft.KeyProtoPort}}
 	check := nft.Chain{{DaddrSet: SetClusterIPs, Verdict: nft.Goto(ChainReject)}}
 	for _, p := range prefixesOf(in.ServiceCIDRs, f) {
@@ -127,6 +160,43 @@ func RenderStatic(in Input, f nft.Family) *nft.Ruleset {
 		}
 	}
 	return rs
+}
+
+// servicesChain is chain services: the verdict maps of the Services with
+// chains, then the fast path's masquerade marks and one DNAT rule per
+// endpoint count in mods (ascending).
+func servicesChain(in Input, f nft.Family, mods []int) nft.Chain {
+	c := nft.Chain{
+		{VMap: MapServiceIPs, VMapKey: nft.KeyAddrProtoPort},
+		{DaddrSet: SetNodePortIPs, VMap: MapServiceNodePorts, VMapKey: nft.KeyProtoPort},
+	}
+	if cidrs := prefixesOf(in.ClusterCIDRs, f); len(cidrs) > 0 {
+		c = append(c, nft.Rule{SaddrNotIn: cidrs, DaddrProtoPortSet: SetClusterIPPorts, Verdict: nft.Jump(ChainMarkForMasquerade)})
+	}
+	c = append(c, nft.Rule{DaddrProtoPortSet: SetExternalIPPorts, Verdict: nft.Jump(ChainMarkForMasquerade)})
+	for _, n := range mods {
+		c = append(c, nft.Rule{VMap: endpointsMap(n), VMapKey: nft.KeyAddrProtoPortSlot, NumgenMod: int32(n)})
+	}
+	return c
+}
+
+// endpointsMap names the DNAT map of the Service ports with n endpoints.
+func endpointsMap(n int) string { return PrefixEndpointsMod + strconv.Itoa(n) }
+
+// modOf is the endpoint count of a DNAT map's name (0: not one).
+func modOf(name string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(name, PrefixEndpointsMod))
+	if err != nil || !strings.HasPrefix(name, PrefixEndpointsMod) || n <= 0 {
+		return 0
+	}
+	return n
+}
+
+// Fast reports whether s takes the element-only fast path: nothing of it
+// needs a chain (session affinity, traffic policies Local and load-balancer
+// source ranges do).
+func Fast(s Service) bool {
+	return s.AffinityTimeout == 0 && !s.InternalLocal && !s.ExternalLocal && (len(s.SourceRanges) == 0 || len(s.LoadBalancerIPs) == 0)
 }
 
 // Chain name prefixes of the per-Service chains.
@@ -201,12 +271,59 @@ func RenderService(in Input, f nft.Family, s Service) *nft.Ruleset {
 		rs.AddSetElement(SetClusterIPs, cip)
 	}
 	for _, p := range s.Ports {
+		if Fast(s) {
+			renderFastPort(rs, in, f, p, cips, externals, Categorize(endpointsOf(p.Endpoints, f)).Cluster)
+			continue
+		}
 		renderPort(rs, portInput{
 			id: portID(s.ServiceKey, p), svc: s, port: p, cips: cips, externals: externals, lbs: lbs,
 			clusterCIDRs: clusterCIDRs, sets: Categorize(endpointsOf(p.Endpoints, f)),
 		})
 	}
 	return rs
+}
+
+// renderFastPort renders one port of a fast Service: elements only. Its
+// destinations are the ClusterIPs, the external addresses and the NodePort
+// on every NodePort address of the family.
+func renderFastPort(rs *nft.Ruleset, in Input, f nft.Family, p Port, cips, externals []netip.Addr, eps []Endpoint) {
+	type dest struct {
+		addr     netip.Addr
+		port     uint16
+		external bool
+	}
+	var dests []dest
+	for _, a := range cips {
+		dests = append(dests, dest{a, p.Port, false})
+	}
+	for _, a := range externals {
+		dests = append(dests, dest{a, p.Port, true})
+	}
+	if p.NodePort != 0 {
+		for _, a := range addrsOf(in.NodePortIPs, f) {
+			dests = append(dests, dest{a, p.NodePort, true})
+		}
+	}
+	m := endpointsMap(len(eps))
+	for _, d := range dests {
+		key := nft.SetElem{Addr: d.addr, Proto: p.Protocol, Port: d.port}
+		if len(eps) == 0 {
+			rs.AddTypedElements(SetNoEndpointPorts, nft.SetAddrProtoPort, key)
+			continue
+		}
+		for i, e := range eps {
+			rs.AddTypedElements(m, nft.SetNATMap, nft.NATElem(nft.NATKey{Addr: d.addr, Proto: p.Protocol, Port: d.port, Slot: uint16(i)}, e.AddrPort()))
+		}
+		switch {
+		case d.external:
+			rs.AddTypedElements(SetExternalIPPorts, nft.SetAddrProtoPort, key)
+		case len(in.ClusterCIDRs) > 0:
+			rs.AddTypedElements(SetClusterIPPorts, nft.SetAddrProtoPort, key)
+		}
+	}
+	for _, e := range eps {
+		rs.AddTypedElements(SetHairpin, nft.SetAddrAddr, nft.SetElem{Addr: e.Addr, Addr2: e.Addr})
+	}
 }
 
 type portInput struct {

@@ -29,6 +29,19 @@ type Table struct {
 	// pending are the Services whose effective fragment changed since the
 	// last Commit, with the fragment they had then.
 	pending map[ServiceKey][2]*nft.Ruleset
+	// What Services share in the fast path, counted over the effective
+	// fragments: hairpin elements (an endpoint may serve several
+	// Services), and per family the fragments using each DNAT map
+	// (endpoints-mod-N); committed are the maps that existed at the last
+	// Commit. A partial write keeps what another Service still uses.
+	hairpin   map[sharedElem]int
+	mods      [2]map[int]int
+	committed [2]map[int]bool
+}
+
+type sharedElem struct {
+	fam int
+	e   nft.SetElem
 }
 
 type claimKey struct {
@@ -42,7 +55,8 @@ type claimKey struct {
 func NewTable(in Input) *Table {
 	in.Services = nil
 	return &Table{in: in, raw: map[ServiceKey][2]*nft.Ruleset{}, eff: map[ServiceKey][2]*nft.Ruleset{}, cips: map[ServiceKey][]netip.Addr{},
-		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey][2]*nft.Ruleset{}}
+		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey][2]*nft.Ruleset{},
+		hairpin: map[sharedElem]int{}, mods: [2]map[int]int{{}, {}}, committed: [2]map[int]bool{{}, {}}}
 }
 
 // Input is the node-wide input the table renders with.
@@ -91,12 +105,46 @@ func (t *Table) set(k ServiceKey, raw [2]*nft.Ruleset) {
 		if _, ok := t.pending[a]; !ok {
 			t.pending[a] = t.eff[a]
 		}
+		t.count(t.eff[a], -1)
 		if r, ok := t.raw[a]; ok {
 			t.eff[a] = t.effective(a, r)
 		} else {
 			delete(t.eff, a)
 		}
+		t.count(t.eff[a], 1)
 	}
+}
+
+// count adds d times what the fragments fr share with other Services.
+func (t *Table) count(fr [2]*nft.Ruleset, d int) {
+	for i, rs := range fr {
+		if rs == nil {
+			continue
+		}
+		for e := range rs.TypedSets[SetHairpin].Elems {
+			k := sharedElem{i, e}
+			if t.hairpin[k] += d; t.hairpin[k] == 0 {
+				delete(t.hairpin, k)
+			}
+		}
+		for name := range rs.TypedSets {
+			if n := modOf(name); n > 0 {
+				if t.mods[i][n] += d; t.mods[i][n] == 0 {
+					delete(t.mods[i], n)
+				}
+			}
+		}
+	}
+}
+
+// modList are the endpoint counts with a DNAT map in family index i, ascending.
+func (t *Table) modList(i int) []int {
+	out := make([]int, 0, len(t.mods[i]))
+	for n := range t.mods[i] {
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return out
 }
 
 func claimsOf(fr [2]*nft.Ruleset) []claimKey {
@@ -110,8 +158,35 @@ func claimsOf(fr [2]*nft.Ruleset) []claimKey {
 				out = append(out, claimKey{i, m, k})
 			}
 		}
+		seen := map[claimKey]bool{}
+		for n, ts := range rs.TypedSets {
+			for e := range ts.Elems {
+				if ck, ok := fastClaim(i, n, e); ok && !seen[ck] {
+					seen[ck] = true
+					out = append(out, ck)
+				}
+			}
+		}
 	}
 	return out
+}
+
+// fastClaim is the claim a fast-path element makes, in the terms of the
+// verdict maps it stands in for: a DNAT map's key claims the address and
+// port as service-ips does, a refused one as no-endpoint-services does.
+// Hairpin elements claim nothing, and the masquerade sets follow their
+// DNAT map's key.
+func fastClaim(fam int, set string, e nft.SetElem) (claimKey, bool) {
+	k := nft.MapKey{Addr: e.Addr, Proto: e.Proto, Port: e.Port}
+	switch {
+	case modOf(set) > 0:
+		return claimKey{fam, MapServiceIPs, k}, true
+	case set == SetNoEndpointPorts:
+		return claimKey{fam, MapNoEndpointServices, k}, true
+	case set == SetClusterIPPorts, set == SetExternalIPPorts:
+		return claimKey{fam, MapServiceIPs, k}, true
+	}
+	return claimKey{}, false
 }
 
 func less(a, b ServiceKey) bool {
@@ -166,6 +241,16 @@ func (t *Table) effective(k ServiceKey, raw [2]*nft.Ruleset) [2]*nft.Ruleset {
 				if t.owner(claimKey{i, m, key}) != k {
 					delete(els, key)
 				}
+			}
+		}
+		for n, ts := range cp.TypedSets {
+			for e := range ts.Elems {
+				if ck, ok := fastClaim(i, n, e); ok && t.owner(ck) != k {
+					delete(ts.Elems, e)
+				}
+			}
+			if len(ts.Elems) == 0 && modOf(n) > 0 {
+				delete(cp.TypedSets, n) // a map the Service no longer uses
 			}
 		}
 		out[i] = cp
@@ -228,18 +313,87 @@ func (t *Table) Conflicts(k ServiceKey) []Conflict {
 
 // Changes returns, for family f, the old and new fragments of the Services
 // changed since the last Commit (the input of diff for a partial sync).
+//
+// What Services share is settled against the whole table: a hairpin
+// element is in before when a Service had it and in after when one has it
+// now; a DNAT map is declared on either side when it existed then or
+// exists now; and when the endpoint counts in use changed, chain services
+// (its DNAT rules) is in both. The static typed sets are declared on both
+// sides, so that a fragment that drops one only loses its elements.
 func (t *Table) Changes(f nft.Family) (before, after *nft.Ruleset) {
 	i := familyIndex(f)
 	before, after = nft.NewRuleset(), nft.NewRuleset()
+	hairpinBefore, hairpinAfter := map[nft.SetElem]int{}, map[nft.SetElem]int{}
 	for k, old := range t.pending {
 		if old[i] != nil {
 			before.Merge(old[i])
+			for e := range old[i].TypedSets[SetHairpin].Elems {
+				hairpinBefore[e]++
+			}
 		}
 		if cur := t.eff[k][i]; cur != nil {
 			after.Merge(cur)
+			for e := range cur.TypedSets[SetHairpin].Elems {
+				hairpinAfter[e]++
+			}
 		}
 	}
+	for n, kind := range Part.TypedSets {
+		before.DeclareSet(n, kind)
+		after.DeclareSet(n, kind)
+	}
+	for e := range hairpinBefore {
+		hairpinAfter[e] += 0
+	}
+	for e, changedNow := range hairpinAfter {
+		now := t.hairpin[sharedElem{i, e}]
+		was := now - changedNow + hairpinBefore[e]
+		setElem(before, SetHairpin, e, was > 0)
+		setElem(after, SetHairpin, e, now > 0)
+	}
+	for _, rs := range []*nft.Ruleset{before, after} {
+		for n := range rs.TypedSets {
+			if m := modOf(n); m > 0 {
+				if t.committed[i][m] {
+					before.DeclareSet(n, nft.SetNATMap)
+				}
+				if t.mods[i][m] > 0 {
+					after.DeclareSet(n, nft.SetNATMap)
+				}
+			}
+		}
+	}
+	if now := t.modList(i); !sameMods(now, t.committed[i]) {
+		var was []int
+		for n := range t.committed[i] {
+			was = append(was, n)
+		}
+		sort.Ints(was)
+		before.Chains[ChainServices] = servicesChain(t.in, f, was)
+		after.Chains[ChainServices] = servicesChain(t.in, f, now)
+	}
 	return before, after
+}
+
+// setElem puts e in typed set s of rs, or takes it out.
+func setElem(rs *nft.Ruleset, s string, e nft.SetElem, in bool) {
+	if in {
+		rs.TypedSets[s].Elems[e] = true
+	} else {
+		delete(rs.TypedSets[s].Elems, e)
+	}
+}
+
+func sameMods(a []int, b map[int]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, n := range a {
+		if !b[n] {
+			return false
+		}
+	}
+	return true
 }
 
 // Changed lists the Services changed since the last Commit.
@@ -253,7 +407,15 @@ func (t *Table) Changed() []ServiceKey {
 }
 
 // Commit marks the changes as written.
-func (t *Table) Commit() { t.pending = map[ServiceKey][2]*nft.Ruleset{} }
+func (t *Table) Commit() {
+	t.pending = map[ServiceKey][2]*nft.Ruleset{}
+	for i := range t.committed {
+		t.committed[i] = map[int]bool{}
+		for n := range t.mods[i] {
+			t.committed[i][n] = true
+		}
+	}
+}
 
 // Full is family f's whole desired table.
 func (t *Table) Full(f nft.Family) *nft.Ruleset {
@@ -264,6 +426,7 @@ func (t *Table) Full(f nft.Family) *nft.Ruleset {
 			rs.Merge(fr[i])
 		}
 	}
+	rs.Chains[ChainServices] = servicesChain(t.in, f, t.modList(i))
 	return rs
 }
 
