@@ -24,7 +24,7 @@ func (c *Controller) onPod(obj any) {
 	c.mu.Lock()
 	key := m.Key()
 	if m.Node == c.o.NodeName {
-		if r, ok := c.cni[key]; ok && r.uid != m.UID && time.Since(r.at) < cniRecordTTL {
+		if r, ok := c.cni[key]; ok && r.byUID && r.uid != m.UID && time.Since(r.at) < cniRecordTTL {
 			// The pod a CNI ADD just put in replaced this one (an older
 			// pod of the name, whose deletion the watch has not brought).
 			c.mu.Unlock()
@@ -48,7 +48,7 @@ func (c *Controller) onPodDelete(obj any) {
 	}
 	key := p.Namespace + "/" + p.Name
 	c.mu.Lock()
-	if r, ok := c.cni[key]; ok && r.uid != p.UID {
+	if r, ok := c.cni[key]; ok && r.byUID && r.uid != p.UID {
 		// An older pod of the name: a CNI ADD already put the new one in.
 		c.mu.Unlock()
 		return

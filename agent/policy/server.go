@@ -62,6 +62,9 @@ type cniRecord struct {
 	uid types.UID
 	ips []netip.Addr
 	at  time.Time
+	// byUID: the runtime named the pod's UID, so events about another pod
+	// of the name are an older one's.
+	byUID bool
 }
 
 // errRefused marks a request the agent will not serve as asked.
@@ -205,6 +208,11 @@ func (c *Controller) Judge(ctx context.Context, req guard.PolicyRequest) error {
 	c.mu.Lock()
 	key := m.Key()
 	c.claim(key, m.UID, ips)
+	if req.UID != "" {
+		r := c.cni[key]
+		r.byUID = true
+		c.cni[key] = r
+	}
 	c.ix.SetPod(m)
 	c.local[key] = true
 	// Dirty with the count, so that a sync that sees the count renders.

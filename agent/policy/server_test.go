@@ -251,3 +251,31 @@ func TestPluginKnowsTheKernelNames(t *testing.T) {
 			ChainEgress, ChainIngress, SetProgrammed)
 	}
 }
+
+// TestCNIPodOfTheSameName: a pod recreated under the same name (a
+// StatefulSet's) is programmed by its ADD; the older pod's late update and
+// its deletion, which the watch brings after, change nothing.
+func TestCNIPodOfTheSameName(t *testing.T) {
+	r := newSocketRig(t)
+	r.c.onPod(watched("client", "u-client", "n2", map[string]string{"app": "client"}, "198.19.2.10"))
+	r.c.onPod(watched("other", "u-other", "n2", nil, "198.19.2.11"))
+	old := watched("web-0", "u-old", "n1", map[string]string{"app": "client"}, "198.19.1.10")
+	r.c.onPod(old)
+	// The new pod in the cache (the API server has it), then its ADD.
+	r.pod(t, "web-0", "u-new", "n1", map[string]string{"app": "server"})
+	if err := r.ask("web-0", "u-new", "198.19.1.11"); err != nil {
+		t.Fatal(err)
+	}
+	r.c.onPod(old)
+	r.c.onPodDelete(old)
+	r.barrier(t)
+	for _, c := range []struct{ src, dst, want string }{
+		{"198.19.2.10", "198.19.1.11", "accept"}, // the server's policy
+		{"198.19.2.11", "198.19.1.11", "drop"},
+		{"198.19.2.10", "198.19.1.10", "drop"}, // the old pod's address: not judged
+	} {
+		if got := r.trace(c.src, c.dst); got != c.want {
+			t.Errorf("%s -> %s: %s, want %s\n%s", c.src, c.dst, got, c.want, r.fake.Ruleset(nft.IPv4))
+		}
+	}
+}
