@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -230,12 +231,26 @@ func (w *write) typedSets() error {
 			return wrap("deleting elements of set "+n, err)
 		}
 	}
-	for _, n := range sortedKeys(w.ch.addTypedElems) {
+	// DNAT maps first: a destination is routed before anything that
+	// announces it (a masquerade mark, a set a probe reads) is in place.
+	adds := sortedKeys(w.ch.addTypedElems)
+	slices.SortStableFunc(adds, func(a, b string) int {
+		return cmp.Compare(addOrder(w.ch.typedKinds[a]), addOrder(w.ch.typedKinds[b]))
+	})
+	for _, n := range adds {
 		if err := typedElements(w.c, w.b, w.f, n, w.ch.typedKinds[n], w.ch.addTypedElems[n], false); err != nil {
 			return wrap("adding elements to set "+n, err)
 		}
 	}
 	return nil
+}
+
+// addOrder sorts DNAT maps before the other typed sets.
+func addOrder(k SetKind) int {
+	if k == SetNATMap {
+		return 0
+	}
+	return 1
 }
 
 // dropped reports a dynamic typed set this write deletes (not recreates).

@@ -47,10 +47,16 @@ const (
 
 // proxySpec says how to run one service proxy and where it keeps its rules.
 type proxySpec struct {
-	name        string // column title
-	short       string // namespace and node name part
-	bin         string
-	table       string // its IPv4 nftables table, with map service-ips
+	name  string // column title
+	short string // namespace and node name part
+	bin   string
+	table string // its IPv4 nftables table
+	// keySet is the set or map of table that holds a programmed Service's
+	// daddr . l4proto . dport: kube-proxy's verdict map service-ips;
+	// wgmesh's cluster-ip-ports, written with (never before) the
+	// Service's DNAT map elements (its element-only fast path has no
+	// service-ips element).
+	keySet      string
 	syncMetric  string // its sync duration histogram
 	metricsAddr string // in its node namespace
 	args        func(kubeconfig, node string) []string
@@ -58,7 +64,7 @@ type proxySpec struct {
 
 func kubeProxySpec(bin string) proxySpec {
 	return proxySpec{
-		name: "kube-proxy", short: "kube-proxy", bin: bin, table: "kube-proxy",
+		name: "kube-proxy", short: "kube-proxy", bin: bin, table: "kube-proxy", keySet: "service-ips",
 		syncMetric: "kubeproxy_sync_proxy_rules_duration_seconds", metricsAddr: "127.0.0.1:10249",
 		args: func(kubeconfig, node string) []string {
 			return []string{
@@ -78,7 +84,7 @@ func kubeProxySpec(bin string) proxySpec {
 
 func wgmeshSpec(bin string) proxySpec {
 	return proxySpec{
-		name: "wgmesh", short: "wgmesh", bin: bin, table: "wgmesh",
+		name: "wgmesh", short: "wgmesh", bin: bin, table: "wgmesh", keySet: "cluster-ip-ports",
 		syncMetric: "wgmesh_service_sync_duration_seconds", metricsAddr: "127.0.0.1:10249",
 		args: func(kubeconfig, node string) []string {
 			return []string{
@@ -301,7 +307,7 @@ func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResu
 	defer pn.close()
 	node := "bench-" + spec.short
 	must(b, env.ensureNode(ctx, node))
-	probe, err := newNFTProbe(pn.node, spec.table)
+	probe, err := newNFTProbe(pn.node, spec.table, spec.keySet)
 	must(b, err)
 	defer probe.Close()
 
@@ -450,7 +456,7 @@ func waitFullSync(p *proxyProc, probe *nftProbe, n int, syncTimeout time.Duratio
 			if !lastSeen {
 				what = fmt.Sprintf("not even the last Service's (%s)", bulkName(n-1))
 			}
-			return 0, fmt.Errorf("%s: %s in %s %s after %s; log %s", p.name, what, probe.table, serviceIPsMap, syncTimeout, p.logPath)
+			return 0, fmt.Errorf("%s: %s in %s %s after %s; log %s", p.name, what, probe.table, probe.set, syncTimeout, p.logPath)
 		}
 		if !lastSeen {
 			ok, err := probe.has(last)
@@ -472,7 +478,7 @@ func waitFullSync(p *proxyProc, probe *nftProbe, n int, syncTimeout time.Duratio
 	}
 }
 
-// waitElement polls service-ips for key every pollInterval.
+// waitElement polls the key set for key every pollInterval.
 func waitElement(b *testing.B, p *proxyProc, probe *nftProbe, key []byte, timeout time.Duration) time.Time {
 	b.Helper()
 	t, err := pollElement(p, probe, key, timeout)
@@ -499,7 +505,7 @@ func pollElement(p *proxyProc, probe *nftProbe, key []byte, timeout time.Duratio
 		case p.exited():
 			failed = errors.New(p.exitedWith())
 		default:
-			return fmt.Errorf("%s: element %x not in %s %s", p.name, key, probe.table, serviceIPsMap)
+			return fmt.Errorf("%s: element %x not in %s %s", p.name, key, probe.table, probe.set)
 		}
 		cancel()
 		return failed

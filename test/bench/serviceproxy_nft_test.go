@@ -14,20 +14,19 @@ import (
 	"github.com/wgmesh/wgmesh/test/netns"
 )
 
-// serviceIPsMap is the verdict map both proxies key by daddr . l4proto . dport
-// (kube-proxy's nftables mode, and wgmesh's table laid out like it).
-const serviceIPsMap = "service-ips"
-
 // nftProbe reads one proxy's IPv4 table in a network namespace from outside
-// the proxy: the same external measure for kube-proxy and wgmesh.
+// the proxy: the same external measure for kube-proxy and wgmesh. set is
+// the set or map that holds a programmed Service's daddr . l4proto . dport
+// (proxySpec.keySet).
 type nftProbe struct {
 	table  string
+	set    string
 	nsFile *os.File
 	nl     *netlink.Conn  // single-element lookups (cheap enough to poll every millisecond)
 	nft    *nftables.Conn // dumps
 }
 
-func newNFTProbe(ns *netns.NS, table string) (*nftProbe, error) {
+func newNFTProbe(ns *netns.NS, table, set string) (*nftProbe, error) {
 	f, err := os.Open(ns.Path())
 	if err != nil {
 		return nil, err
@@ -43,7 +42,7 @@ func newNFTProbe(ns *netns.NS, table string) (*nftProbe, error) {
 		f.Close()
 		return nil, fmt.Errorf("nftables in %s: %w", ns, err)
 	}
-	return &nftProbe{table: table, nsFile: f, nl: nl, nft: nft}, nil
+	return &nftProbe{table: table, set: set, nsFile: f, nl: nl, nft: nft}, nil
 }
 
 func (p *nftProbe) Close() {
@@ -51,7 +50,7 @@ func (p *nftProbe) Close() {
 	p.nsFile.Close()
 }
 
-// serviceKey is the service-ips key of a TCP ClusterIP:port: each field of the
+// serviceKey is the key set key of a TCP ClusterIP:port: each field of the
 // concatenation padded to 4 bytes, as the kernel stores it.
 func serviceKey(ip netip.Addr, port uint16) []byte {
 	k := make([]byte, 12)
@@ -62,14 +61,14 @@ func serviceKey(ip netip.Addr, port uint16) []byte {
 	return k
 }
 
-// has tells whether service-ips holds key. It asks the kernel for that one
+// has tells whether the key set holds key. It asks the kernel for that one
 // element (NFT_MSG_GETSETELEM without NLM_F_DUMP, as `nft get element` does),
 // which costs the same with 10 or 10,000 elements; google/nftables only
 // offers the dump. A missing table, map or element is "no".
 func (p *nftProbe) has(key []byte) (bool, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, p.table)
-	ae.String(unix.NFTA_SET_ELEM_LIST_SET, serviceIPsMap)
+	ae.String(unix.NFTA_SET_ELEM_LIST_SET, p.set)
 	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
 		list.Nested(unix.NFTA_LIST_ELEM, func(elem *netlink.AttributeEncoder) error {
 			elem.Nested(unix.NFTA_SET_ELEM_KEY, func(k *netlink.AttributeEncoder) error {
@@ -95,20 +94,20 @@ func (p *nftProbe) has(key []byte) (bool, error) {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil
 		}
-		return false, fmt.Errorf("get element of %s %s: %w", p.table, serviceIPsMap, err)
+		return false, fmt.Errorf("get element of %s %s: %w", p.table, p.set, err)
 	}
 	return true, nil
 }
 
-// count dumps service-ips (google/nftables) and counts the keys that are in want.
+// count dumps the key set (google/nftables) and counts the keys that are in want.
 func (p *nftProbe) count(want map[string]bool) (int, error) {
-	set, err := p.nft.GetSetByName(&nftables.Table{Name: p.table, Family: nftables.TableFamilyIPv4}, serviceIPsMap)
+	set, err := p.nft.GetSetByName(&nftables.Table{Name: p.table, Family: nftables.TableFamilyIPv4}, p.set)
 	if err != nil {
 		return 0, nil // no table or map yet
 	}
 	elems, err := p.nft.GetSetElements(set)
 	if err != nil {
-		return 0, fmt.Errorf("dump %s %s: %w", p.table, serviceIPsMap, err)
+		return 0, fmt.Errorf("dump %s %s: %w", p.table, p.set, err)
 	}
 	n := 0
 	for _, e := range elems {
