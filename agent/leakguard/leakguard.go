@@ -43,12 +43,20 @@ import (
 	"github.com/wgmesh/wgmesh/nft"
 )
 
+// PriorityGuard is the guard's priority: after every filter chain at the
+// standard priority (kube-proxy's, whose reject of a Service without
+// endpoints must answer the client rather than meet the guard's drop first;
+// chains at one priority run in no set order). Running later weakens
+// nothing: an accept in another base chain does not end the packet's walk
+// of the hook, so every packet that leaves meets the guard.
+const PriorityGuard = nft.PriorityFilter + 10
+
 // Part is the leak guard's share of table wgmesh.
 var Part = &nft.Part{
 	Name: "leak guard",
 	BaseChains: []nft.BaseChain{
-		{Name: guard.ForwardChain, Hook: nft.HookForward, Priority: nft.PriorityFilter},
-		{Name: guard.OutputChain, Hook: nft.HookPostrouting, Priority: nft.PriorityFilter},
+		{Name: guard.ForwardChain, Hook: nft.HookForward, Priority: PriorityGuard},
+		{Name: guard.OutputChain, Hook: nft.HookPostrouting, Priority: PriorityGuard},
 	},
 }
 

@@ -142,3 +142,15 @@ func TestGuardRepairsDrift(t *testing.T) {
 		t.Errorf("guard-output after repair: %v", got)
 	}
 }
+
+// TestGuardAfterOtherFilters: the guard's chains run after every chain at
+// the standard filter priority, kube-proxy's among them (its reject of a
+// Service without endpoints must answer before the guard drops), and
+// before the packet leaves (postrouting's NAT chains run at srcnat, after).
+func TestGuardAfterOtherFilters(t *testing.T) {
+	for _, bc := range leakguard.Part.BaseChains {
+		if bc.Priority <= nft.PriorityFilter || bc.Priority >= nft.PrioritySNAT {
+			t.Errorf("%s at priority %d: want after filter (%d) and before srcnat (%d)", bc.Name, bc.Priority, nft.PriorityFilter, nft.PrioritySNAT)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,6 +154,22 @@ func TestBesideKubeProxy(t *testing.T) {
 		})
 		if got != tunnelA {
 			t.Errorf("backend saw %s, want %s, node %s's address on wgmesh0", got, tunnelA, a.Name)
+		}
+	})
+
+	t.Run("no endpoints: refused, not dropped", func(t *testing.T) {
+		// kube-proxy rejects at the forward hook's filter priority; the leak
+		// guard (which drops service-range traffic leaving by the underlay)
+		// runs after it, so the client is answered.
+		empty := createService(ctx, t, c, "empty", map[string]string{"app": "nothing"}, nil)
+		if err := wait.Poll(ctx, retryTimeout, func() error {
+			_, err := c.PodDial(ctx, pods["client-a"], "tcp", empty.Spec.ClusterIP, 80, "hostname")
+			if err == nil || !strings.Contains(err.Error(), "refused") {
+				return fmt.Errorf("client-a -> empty %s:80: %v, want connection refused", empty.Spec.ClusterIP, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 	})
 
