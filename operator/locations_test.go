@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +51,7 @@ func reporter(name string, learned ...string) wgv1.MeshPeer {
 	for _, l := range learned {
 		peer, ep, _ := strings.Cut(l, "=")
 		i := strings.LastIndexByte(ep, ':')
-		host, port := ep[:i], ep[i+1:]
+		host, port := strings.Trim(ep[:i], "[]"), ep[i+1:]
 		var p int32
 		fmt.Sscan(port, &p)
 		mp.Status.LearnedEndpoints = append(mp.Status.LearnedEndpoints, wgv1.LearnedEndpoint{Peer: peer, Address: host, Port: p})
@@ -172,5 +174,74 @@ func TestLocationsAndCandidates(t *testing.T) {
 			return "observed candidate still there without a report"
 		}
 		return ""
+	})
+}
+
+// FuzzObservedCandidates checks the aggregation an attacker meets: never a
+// private address of the node or a report without a port; per family at
+// most MaxObservedPerFamily, each with the most votes; an endpoint with
+// strictly more reporters than any other of its family is the only one
+// published (so m liars never displace more than m honest observers); a
+// reporter counts once; the reporters' order does not matter.
+func FuzzObservedCandidates(f *testing.F) {
+	f.Add([]byte{0, 1, 1, 1, 2, 2, 3, 1})
+	f.Add([]byte{0, 0, 1, 0, 2, 5, 3, 5, 4, 6})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		eps := []string{"198.18.100.20:40001", "198.18.100.20:40002", "198.18.100.66:1", "[2001:db8:100::20]:40001",
+			"[2001:db8:100::66]:1", "198.18.20.1:51820", "198.18.100.21:0"}
+		own := []wgv1.Candidate{{Kind: wgv1.CandidatePrivate, Endpoint: "198.18.20.1:51820"}}
+		var peers []wgv1.MeshPeer
+		for i := 0; i+1 < len(data) && len(peers) < 12; i += 2 {
+			name := fmt.Sprintf("r%d", data[i]%8)
+			if slices.ContainsFunc(peers, func(p wgv1.MeshPeer) bool { return p.Name == name }) {
+				continue
+			}
+			peers = append(peers, reporter(name, "b="+eps[int(data[i+1])%len(eps)], "b="+eps[int(data[i+1]/16)%len(eps)]))
+		}
+		nodes := func(n string) (types.UID, bool) { return types.UID("uid-" + n), true }
+		got := ObservedCandidates("b", peers, nodes, own)
+		votes := map[string]int{}
+		for _, p := range peers {
+			seen := map[string]bool{}
+			for _, l := range p.Status.LearnedEndpoints {
+				ep := netip.AddrPortFrom(netip.MustParseAddr(l.Address), uint16(l.Port)).String()
+				if l.Port > 0 && !seen[ep] && ep != "198.18.20.1:51820" {
+					seen[ep] = true
+					votes[ep]++
+				}
+			}
+		}
+		for _, v4 := range []bool{true, false} {
+			most, leaders := 0, 0
+			for ep, n := range votes {
+				if netip.MustParseAddrPort(ep).Addr().Is4() != v4 {
+					continue
+				}
+				switch {
+				case n > most:
+					most, leaders = n, 1
+				case n == most:
+					leaders++
+				}
+			}
+			var fam []wgv1.Candidate
+			for _, c := range got {
+				if netip.MustParseAddrPort(string(c.Endpoint)).Addr().Is4() == v4 {
+					fam = append(fam, c)
+				}
+			}
+			if len(fam) != min(leaders, MaxObservedPerFamily) {
+				t.Fatalf("family v4=%v: %d published (%v), want %d of %d leaders (votes %v)", v4, len(fam), fam, min(leaders, MaxObservedPerFamily), leaders, votes)
+			}
+			for _, c := range fam {
+				if c.Kind != wgv1.CandidateObserved || votes[string(c.Endpoint)] != most {
+					t.Fatalf("published %+v with %d votes, the most is %d", c, votes[string(c.Endpoint)], most)
+				}
+			}
+		}
+		slices.Reverse(peers)
+		if back := ObservedCandidates("b", peers, nodes, own); !slices.Equal(back, got) {
+			t.Fatalf("reporters' order matters: %v vs %v", got, back)
+		}
 	})
 }
