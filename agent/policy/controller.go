@@ -149,6 +149,7 @@ type Controller struct {
 	synced     bool
 	lastErr    error
 	brnfErr    error
+	socketErr  error
 }
 
 type invalidPolicy struct {
@@ -195,8 +196,20 @@ func (c *Controller) Synced() error {
 		return errors.New("network policy: first sync not done")
 	case c.lastErr != nil:
 		return c.lastErr
+	case c.socketErr != nil:
+		return c.socketErr
 	}
 	return c.brnfErr
+}
+
+// setSocketErr records that the CNI plugin's requests are not served (nil:
+// they are): new pods then wait, denied, for the Pod watch, and the agent
+// is not ready.
+func (c *Controller) setSocketErr(err error) {
+	c.stateMu.Lock()
+	c.socketErr = err
+	c.stateMu.Unlock()
+	c.setReady()
 }
 
 // Delete removes the network policy from the kernel (when --network-policy
@@ -249,6 +262,7 @@ func (c *Controller) Run(ctx context.Context, rt *kube.Runtime) error {
 	if c.o.Socket != "" {
 		if l, err := c.listen(c.o.Socket); err != nil {
 			c.o.Log.Error(err, "the CNI plugin's requests are not served: new pods stay denied until the Pod watch programs them")
+			c.setSocketErr(fmt.Errorf("network policy: the CNI hook is not served: %w", err))
 		} else {
 			go c.serve(ctx, l)
 		}

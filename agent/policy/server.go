@@ -101,6 +101,7 @@ func (c *Controller) serve(ctx context.Context, l net.Listener) {
 		if err != nil {
 			if ctx.Err() == nil {
 				c.o.Log.Error(err, "the CNI plugin's requests are no longer served: new pods stay denied until the Pod watch programs them")
+				c.setSocketErr(fmt.Errorf("network policy: the CNI hook is no longer served: %w", err))
 			}
 			return
 		}

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -129,6 +130,15 @@ func TestCNIRequestAgainstAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+	// A node whose socket cannot be made is not ready, and says why.
+	n2 := startNode(ctx, t, cfg, "n2", func(o *Options) { o.Socket = "/dev/null/policy.sock" })
+	wait.For(t, 30*time.Second, "n2 not ready for its socket", func() error {
+		if err := n2.ctl.Synced(); err == nil || !strings.Contains(err.Error(), "the CNI hook is not served") {
+			return fmt.Errorf("Synced: %v", err)
+		}
+		return nil
+	})
+
 	if got := metricValue(t, n1.reg, "wgmesh_policy_cni_requests_total", map[string]string{"result": ResultProgrammed}); got != 2 {
 		t.Errorf("wgmesh_policy_cni_requests_total{result=programmed} %v, want 2", got)
 	}
