@@ -19,6 +19,14 @@
 //	                    when it is one of the Node's own addresses
 //	persistentKeepalive wgmesh.io/persistent-keepalive
 //	allowedIPs          spec.podCIDRs
+//	location            the wgmesh.io/location label; with --location-from-region
+//	                    the topology.kubernetes.io/region label, unless the region
+//	                    is in --regions-not-one-network (NodeLocation)
+//	candidates          wgmesh.io/candidates (private and public, each one of the
+//	                    Node's own addresses), the force-endpoint as public, and,
+//	                    for a node with a location, its observed endpoints: what
+//	                    the other nodes report in their status.learnedEndpoints,
+//	                    per family only the most reported (ObservedCandidates)
 //
 // What a node gets before it is ready:
 //   - no wgmesh.io/public-key yet (its agent has not started): no MeshPeer.

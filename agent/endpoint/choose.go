@@ -15,6 +15,11 @@
 // of the Node's own InternalIP/ExternalIP addresses (wgv1.CheckOwnEndpoint,
 // which the API server's admission policy and the operator enforce too);
 // otherwise it announces its key alone and says why in an Event.
+//
+// Besides that one endpoint it announces its candidates (Candidates,
+// wgmesh.io/candidates): every InternalIP as private and every ExternalIP
+// as public, from which each pair of nodes with locations chooses its path
+// (agent/paths).
 package endpoint
 
 import (
