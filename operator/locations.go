@@ -56,7 +56,8 @@ const MaxObservedPerFamily = 2
 // MaxObservedPerFamily), so that one lying agent never outvotes two honest
 // ones. Reports from MeshPeers that are no node's (nodes tells a Node's
 // UID), or that are left out of the mesh, do not count, nor an address
-// that is one of the node's private candidates. Sorted as
+// that is one of the node's private candidates or lies in an external
+// MeshPeer's allowedIPs. Sorted as
 // wgv1.SortCandidates does.
 func ObservedCandidates(name string, peers []wgv1.MeshPeer, nodes func(string) (types.UID, bool), own []wgv1.Candidate) []wgv1.Candidate {
 	private := map[netip.Addr]bool{}
@@ -64,6 +65,23 @@ func ObservedCandidates(name string, peers []wgv1.MeshPeer, nodes func(string) (
 		if hp, err := wgv1.ParseCandidate(c); err == nil && c.Kind == wgv1.CandidatePrivate {
 			private[hp.Addr.Unmap()] = true
 		}
+	}
+	// An address an external peer routes is no endpoint (WireGuard's own
+	// packets would loop into the tunnel); observed addresses protect
+	// nothing, so it is left out here instead.
+	var external []netip.Prefix
+	for i := range peers {
+		if wgv1.IsNodePeer(&peers[i], nodes) {
+			continue
+		}
+		for _, c := range peers[i].Spec.AllowedIPs {
+			if p, err := wgv1.ParseCIDR(string(c)); err == nil {
+				external = append(external, p)
+			}
+		}
+	}
+	inExternal := func(a netip.Addr) bool {
+		return slices.ContainsFunc(external, func(p netip.Prefix) bool { return p.Contains(a) })
 	}
 	votes := map[netip.AddrPort]int{}
 	for i := range peers {
@@ -77,7 +95,7 @@ func ObservedCandidates(name string, peers []wgv1.MeshPeer, nodes func(string) (
 		seen := map[netip.AddrPort]bool{}
 		for _, l := range mp.Status.LearnedEndpoints {
 			a, err := netip.ParseAddr(l.Address)
-			if l.Peer != name || err != nil || l.Port < 1 || l.Port > 65535 || private[a.Unmap()] {
+			if l.Peer != name || err != nil || l.Port < 1 || l.Port > 65535 || private[a.Unmap()] || inExternal(a.Unmap()) {
 				continue
 			}
 			ap := netip.AddrPortFrom(a.Unmap(), uint16(l.Port))

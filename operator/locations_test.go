@@ -79,6 +79,8 @@ func TestObservedCandidates(t *testing.T) {
 		{name: "own report, other peers' reports, no port, a private address, a gone node's report: nothing",
 			peers: []wgv1.MeshPeer{reporter("b", "b=198.18.100.9:9"), reporter("p1", "c=198.18.100.20:40001", "b=198.18.100.21:0", "b=198.18.20.1:51820"),
 				reporter("gone", "b=198.18.100.22:1")}, want: ""},
+		{name: "an address an external peer routes", peers: []wgv1.MeshPeer{reporter("p1", "b=198.18.200.7:40001"),
+			{ObjectMeta: metav1.ObjectMeta{Name: "laptop"}, Spec: wgv1.MeshPeerSpec{AllowedIPs: []wgv1.CIDR{"198.18.200.0/24"}}}}, want: ""},
 		{name: "per family", peers: []wgv1.MeshPeer{reporter("p1", "b=198.18.100.20:40001", "b=2001:db8:100::20:40001")},
 			want: "observed=198.18.100.20:40001,observed=[2001:db8:100::20]:40001"},
 	} {

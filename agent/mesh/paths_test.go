@@ -52,3 +52,31 @@ func TestTopologyChoosesPaths(t *testing.T) {
 		}
 	}
 }
+
+// TestObservedEndpointsProtectNothing: an observed candidate is other
+// nodes' word, so it keeps no external peer out (one lying agent would
+// evict it); a punched path to an address that an external peer routes is
+// given up (relay-needed) instead of looping WireGuard into the tunnel.
+func TestObservedEndpointsProtectNothing(t *testing.T) {
+	withPaths := func(p wgv1.MeshPeer, loc string, cands ...string) wgv1.MeshPeer {
+		p.Spec.Location = wgv1.Location(loc)
+		for i := 0; i+1 < len(cands); i += 2 {
+			p.Spec.Candidates = append(p.Spec.Candidates, wgv1.Candidate{Kind: wgv1.CandidateKind(cands[i]), Endpoint: wgv1.Endpoint(cands[i+1])})
+		}
+		return p
+	}
+	peers := []wgv1.MeshPeer{
+		withPaths(mp("o1", "o1", key(1), "", "198.19.1.0/24"), "office-1", "private", "198.18.20.1:51820", "observed", "198.18.100.20:40001"),
+		withPaths(mp("o2", "o2", key(2), "", "198.19.2.0/24"), "office-2", "private", "198.18.21.1:51820", "observed", "198.18.200.7:40002"),
+		mp("laptop", "", key(3), "", "198.18.200.7/32"),
+	}
+	topo := New(Input{NodeName: "o1", PublicKey: key(1), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24")}, Peers: peers})
+	if len(topo.Peers) != 2 || len(topo.Problems) != 0 {
+		t.Fatalf("the external peer must stay: peers %+v, problems %+v", topo.Peers, topo.Problems)
+	}
+	for _, p := range topo.Peers {
+		if p.Name == "o2" && (p.Path != paths.KindRelayNeeded || p.Endpoint != "" || p.PathReason == "") {
+			t.Errorf("o2 punched at an address the laptop routes: %+v", p)
+		}
+	}
+}

@@ -129,11 +129,18 @@ func New(in Input) Topology {
 	bad := map[string]Problem{}
 	refuse(in, cands, bad)
 	resolveAllOverlaps(cands, bad)
+	var external []netip.Prefix
+	for _, c := range cands {
+		if _, ok := bad[c.peer.Name]; !ok && !c.node {
+			external = append(external, c.peer.AllowedIPs...)
+		}
+	}
 	for _, c := range cands {
 		if p, ok := bad[c.peer.Name]; ok {
 			t.Problems = append(t.Problems, p)
 			continue
 		}
+		punchable(&c.peer, external)
 		t.Peers = append(t.Peers, c.peer)
 		t.Routes = append(t.Routes, routesOf(c.peer, t.Gateways)...)
 	}
@@ -145,6 +152,26 @@ func New(in Input) Topology {
 		return strings.Compare(a.Field, b.Field)
 	})
 	return t
+}
+
+// punchable gives up a punched path whose endpoint (an observed address,
+// which nothing protects) lies in an external peer's allowedIPs: WireGuard's
+// own packets would be routed into the tunnel.
+func punchable(p *Peer, external []netip.Prefix) {
+	if p.Path != paths.KindPunched {
+		return
+	}
+	ap, err := netip.ParseAddrPort(p.Endpoint)
+	if err != nil {
+		return
+	}
+	for _, r := range external {
+		if r.Contains(ap.Addr().Unmap()) {
+			p.Path, p.Endpoint = paths.KindRelayNeeded, ""
+			p.PathReason = fmt.Sprintf("relay needed: the observed endpoint %s lies in an external peer's allowedIPs %s", ap, r)
+			return
+		}
+	}
 }
 
 // gateways are this node's bridge addresses, one per pod CIDR, sorted.
@@ -228,11 +255,15 @@ func refuse(in Input, cands []candidate, bad map[string]Problem) {
 	markKeyConflicts(cands, bad, in.NodeUIDs)
 	protected := slices.Clone(in.Protected)
 	for _, c := range cands {
-		if a, err := netip.ParseAddrPort(c.peer.Endpoint); err == nil {
+		if a, err := netip.ParseAddrPort(string(c.mp.Spec.Endpoint)); err == nil {
 			protected = append(protected, a.Addr().Unmap())
 		}
+		// A peer's own addresses (private, public) are protected; an
+		// observed one is other nodes' word and protects nothing (one lying
+		// agent would evict an external peer): a punched path to an address
+		// an external peer routes is given up instead (punchable).
 		for _, cand := range c.mp.Spec.Candidates {
-			if a, err := netip.ParseAddrPort(string(cand.Endpoint)); err == nil {
+			if a, err := netip.ParseAddrPort(string(cand.Endpoint)); err == nil && cand.Kind != wgv1.CandidateObserved {
 				protected = append(protected, a.Addr().Unmap())
 			}
 		}
