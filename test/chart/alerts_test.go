@@ -89,7 +89,7 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"WgmeshPeersUnreachable", "WgmeshHandshakeStale", "WgmeshReconcileErrors", "WgmeshCIDRPoolNearlyExhausted", "WgmeshServiceSyncErrors"} {
+	for _, want := range []string{"WgmeshPeersUnreachable", "WgmeshHandshakeStale", "WgmeshReconcileErrors", "WgmeshCIDRPoolNearlyExhausted", "WgmeshServiceSyncErrors", "WgmeshNetworkPolicyNotReady", "WgmeshNetworkPolicySyncErrors"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("the chart has no alert %s (it has %v)", want, alerts)
 		}
