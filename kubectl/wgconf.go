@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/wgmesh/wgmesh/agent/paths"
 	wgmeshv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -139,7 +140,11 @@ func confPeers(in confInput) []confPeer {
 		if !wgmeshv1.IsNodePeer(mp, in.NodeUIDs) {
 			continue
 		}
-		n := confPeer{Name: mp.Name, Endpoint: string(mp.Spec.Endpoint), PublicKey: string(mp.Spec.PublicKey), Ready: nodeReady(mp),
+		// The endpoint the peer's path to the node takes (agent/paths, the
+		// choice the node makes too): spec.endpoint unless both have a
+		// location and candidates.
+		ep := paths.Choose(paths.FromSpec(in.Peer.Spec), paths.FromSpec(mp.Spec)).Endpoint
+		n := confPeer{Name: mp.Name, Endpoint: ep, PublicKey: string(mp.Spec.PublicKey), Ready: nodeReady(mp),
 			NATKeepalive: mp.Spec.PersistentKeepalive != nil && *mp.Spec.PersistentKeepalive > 0}
 		for _, c := range mp.Spec.AllowedIPs {
 			n.AllowedIPs = append(n.AllowedIPs, string(c))

@@ -188,3 +188,32 @@ func TestInterfaceAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderConfWithLocations: a peer with a location and candidates is
+// configured with the endpoint its path to each node takes (the node
+// chooses the same): a node's public candidate across locations, its
+// private one inside the peer's location, never a private address across.
+func TestRenderConfWithLocations(t *testing.T) {
+	n1 := meshNodePeer("n1", keyN1, "198.18.10.1:51820", "198.19.1.0/24")
+	n1.Spec.Location = "cloud-a"
+	n1.Spec.Candidates = []wgmeshv1.Candidate{{Kind: "private", Endpoint: "198.18.10.1:51820"}, {Kind: "public", Endpoint: "198.18.100.1:51820"}}
+	n2 := meshNodePeer("n2", keyN2, "198.18.20.2:51820", "198.19.2.0/24")
+	n2.Spec.Location = "office-1"
+	n2.Spec.Candidates = []wgmeshv1.Candidate{{Kind: "private", Endpoint: "198.18.20.2:51820"}}
+	peers := []wgmeshv1.MeshPeer{n1, n2}
+	lp := laptop("", "198.18.200.1/32")
+	lp.Spec.Location = "office-1"
+	lp.Spec.Candidates = []wgmeshv1.Candidate{{Kind: "private", Endpoint: "198.18.20.50:51820"}}
+	got, err := renderConf(confInput{Peer: lp, Peers: peers, NodeUIDs: nodeUIDsOf(peers), Services: serviceCIDRs{Source: "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Endpoint = 198.18.100.1:51820\n", "Endpoint = 198.18.20.2:51820\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("configuration lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "198.18.10.1:51820") {
+		t.Errorf("a private address across locations:\n%s", got)
+	}
+}
