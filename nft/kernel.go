@@ -551,7 +551,7 @@ func (k *Kernel) Read(f Family) (*Digest, error) {
 		case k.Part.ownsAffinity(s.Name):
 			d.Affinity[s.Name] = s.Timeout
 		case k.Part.ownsMap(s.Name):
-			els, err := c.GetSetElements(s)
+			els, err := setElements(c, s)
 			if err != nil {
 				return nil, fmt.Errorf("listing map %s: %w", s.Name, err)
 			}
@@ -568,7 +568,7 @@ func (k *Kernel) Read(f Family) (*Digest, error) {
 				d.Maps[s.Name][key] = verdictOf(v)
 			}
 		case k.Part.ownsSet(s.Name):
-			els, err := c.GetSetElements(s)
+			els, err := setElements(c, s)
 			if err != nil {
 				return nil, fmt.Errorf("listing set %s: %w", s.Name, err)
 			}
@@ -585,6 +585,49 @@ func (k *Kernel) Read(f Family) (*Digest, error) {
 		}
 	}
 	return d, nil
+}
+
+// stableDumpMin is the element count from which a dump may span several
+// netlink messages.
+const stableDumpMin = 128
+
+// setElements dumps a set's elements. A large dump is resumed message by
+// message by skipping the elements already sent, in the order of the set's
+// hash table; while the kernel grows that table (shortly after many
+// elements were added) the order moves and a dump can miss elements. So a
+// large set is dumped until two dumps in a row agree (at most five).
+func setElements(c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, error) {
+	els, err := c.GetSetElements(s)
+	if err != nil || len(els) < stableDumpMin {
+		return els, err
+	}
+	for range 4 {
+		again, err := c.GetSetElements(s)
+		if err != nil {
+			return nil, err
+		}
+		if sameElements(els, again) {
+			return again, nil
+		}
+		els = again
+	}
+	return els, nil
+}
+
+func sameElements(a, b []nftables.SetElement) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	keys := make(map[string]bool, len(a))
+	for _, e := range a {
+		keys[string(e.Key)+"\x00"+string(e.Val)] = true
+	}
+	for _, e := range b {
+		if !keys[string(e.Key)+"\x00"+string(e.Val)] {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeVerdict reads a map element's verdict data (NFTA_DATA_VERDICT

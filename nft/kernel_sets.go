@@ -290,7 +290,7 @@ func readTypedSet(c *nftables.Conn, p *Part, f Family, s *nftables.Set, d *Diges
 	kind := setKindOf(f, s)
 	ts := TypedSet{Kind: kind, Elems: map[SetElem]bool{}}
 	if kind != setKindUnknown {
-		els, err := c.GetSetElements(s)
+		els, err := setElements(c, s)
 		if err != nil {
 			return fmt.Errorf("listing set %s: %w", s.Name, err)
 		}
