@@ -154,14 +154,20 @@ func (v Verdict) String() string {
 // reference evaluator: direct, object by object, in time linear in the
 // cluster's size.
 func Evaluate(c *Cluster, conn Conn) Verdict {
-	w := newWorld(c)
-	src := w.resolve(conn.Src.Unmap(), conn.SrcNode)
-	dst := w.resolve(conn.Dst.Unmap(), conn.DstNode)
-	v := Verdict{Src: src.Endpoint, Dst: dst.Endpoint}
+	_, _, _, v := judge(c, conn)
+	return v
+}
+
+// judge is Evaluate, also returning what it looked up.
+func judge(c *Cluster, conn Conn) (w *world, src, dst resolved, v Verdict) {
+	w = newWorld(c)
+	src = w.resolve(conn.Src.Unmap(), conn.SrcNode)
+	dst = w.resolve(conn.Dst.Unmap(), conn.DstNode)
+	v = Verdict{Src: src.Endpoint, Dst: dst.Endpoint}
 	v.Egress = w.decide(Egress, src, dst, conn)
 	v.Ingress = w.decide(Ingress, dst, src, conn)
 	v.Allowed = v.Egress.Allowed() && v.Ingress.Allowed()
-	return v
+	return w, src, dst, v
 }
 
 // world is a Cluster looked up by name and address for one evaluation.
@@ -228,23 +234,12 @@ func (w *world) decide(d Direction, subject, peer resolved, conn Conn) Decision 
 		dec.Reason = NodeException
 		return dec
 	}
-	var selecting []*Policy
-	for _, p := range w.c.Policies {
-		if p.Namespace == pod.Namespace && p.Has(d) && p.PodSelector.Matches(pod.Labels) {
-			selecting = append(selecting, p)
-		}
-	}
+	selecting := w.selecting(d, pod)
 	if len(selecting) == 0 {
 		dec.Reason = NotIsolated
 		return dec
 	}
-	slices.SortFunc(selecting, func(a, b *Policy) int { return cmp.Compare(a.Key(), b.Key()) })
-	// Named ports resolve on the destination: the subject for ingress,
-	// the peer for egress.
-	dstPod := pod
-	if d == Egress {
-		dstPod = peer.pod
-	}
+	dstPod := destinationPod(d, subject, peer)
 	dec.Reason = Denied
 	for _, p := range selecting {
 		dec.IsolatedBy = append(dec.IsolatedBy, p.Key())
@@ -252,20 +247,44 @@ func (w *world) decide(d Direction, subject, peer resolved, conn Conn) Decision 
 			continue
 		}
 		for i, r := range p.Rules(d) {
-			peerIdx, ok := w.matchPeers(r.Peers, peer)
-			if !ok {
-				continue
+			if rc := w.checkRule(p, d, i, r, peer, conn, dstPod); rc.Matches() {
+				dec.Reason = AllowedByRule
+				dec.Match = &Match{Policy: p.Key(), Direction: d, Rule: i, Peer: rc.Peer, Port: rc.Port}
+				break
 			}
-			portIdx, ok := matchPorts(r.Ports, conn, dstPod)
-			if !ok {
-				continue
-			}
-			dec.Reason = AllowedByRule
-			dec.Match = &Match{Policy: p.Key(), Direction: d, Rule: i, Peer: peerIdx, Port: portIdx}
-			break
 		}
 	}
 	return dec
+}
+
+// selecting are the policies isolating pod in direction d, by key.
+func (w *world) selecting(d Direction, pod *Pod) []*Policy {
+	var out []*Policy
+	for _, p := range w.c.Policies {
+		if p.Namespace == pod.Namespace && p.Has(d) && p.PodSelector.Matches(pod.Labels) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Policy) int { return cmp.Compare(a.Key(), b.Key()) })
+	return out
+}
+
+// destinationPod is where named ports resolve: the subject for ingress,
+// the peer for egress (nil when that is not a pod).
+func destinationPod(d Direction, subject, peer resolved) *Pod {
+	if d == Egress {
+		return peer.pod
+	}
+	return subject.pod
+}
+
+// checkRule judges one rule of policy p against the other end of the
+// connection.
+func (w *world) checkRule(p *Policy, d Direction, i int, r Rule, peer resolved, conn Conn, dstPod *Pod) RuleCheck {
+	rc := RuleCheck{Policy: p.Key(), Direction: d, Rule: i}
+	rc.Peer, rc.PeerMatches = w.matchPeers(r.Peers, peer)
+	rc.Port, rc.PortMatches = matchPorts(r.Ports, conn, dstPod)
+	return rc
 }
 
 // matchPeers finds the first peer matching the other end (-1 for a rule

@@ -571,6 +571,7 @@ func TestEvaluateRandomAgainstNaive(t *testing.T) {
 			if v.Egress.Allowed() != eg || v.Ingress.Allowed() != in || v.Allowed != (eg && in) {
 				t.Fatalf("cluster %d, %s: Evaluate says %v; the naive evaluator egress %v, ingress %v\n%s", ci, conn, v, eg, in, dump(o))
 			}
+			checkExplain(t, c, conn, v)
 			for _, d := range []Decision{v.Egress, v.Ingress} {
 				if d.Match != nil {
 					byRule++
@@ -686,4 +687,45 @@ func dump(o Objects) string {
 		fmt.Fprintf(&b, "policy %s/%s %+v\n", np.Namespace, np.Name, np.Spec)
 	}
 	return b.String()
+}
+
+// checkExplain: Explain's verdict is Evaluate's, it judges the rules of
+// exactly the isolating policies, and its first matching rule in each
+// direction is the decision's Match.
+func checkExplain(t *testing.T, c *Cluster, conn Conn, v Verdict) {
+	t.Helper()
+	e := Explain(c, conn)
+	if !reflect.DeepEqual(e.Verdict, v) {
+		t.Fatalf("%s: Explain says %v, Evaluate %v", conn, e.Verdict, v)
+	}
+	for _, side := range []struct {
+		d      Decision
+		checks []RuleCheck
+	}{{v.Egress, e.EgressRules}, {v.Ingress, e.IngressRules}} {
+		var first *Match
+		policies := map[string]bool{}
+		for _, rc := range side.checks {
+			policies[rc.Policy] = true
+			if rc.Matches() && first == nil {
+				first = &Match{Policy: rc.Policy, Direction: rc.Direction, Rule: rc.Rule, Peer: rc.Peer, Port: rc.Port}
+			}
+		}
+		if !reflect.DeepEqual(first, side.d.Match) {
+			t.Fatalf("%s: %s: Explain's first matching rule %v, Evaluate's match %v", conn, side.d.Direction, first, side.d.Match)
+		}
+		for _, key := range side.d.IsolatedBy {
+			if !policies[key] && policyHasRules(c, key, side.d.Direction) {
+				t.Fatalf("%s: %s: Explain judged no rule of %s, which isolates %s", conn, side.d.Direction, key, side.d.Pod)
+			}
+		}
+	}
+}
+
+func policyHasRules(c *Cluster, key string, d Direction) bool {
+	for _, p := range c.Policies {
+		if p.Key() == key {
+			return len(p.Rules(d)) > 0
+		}
+	}
+	return false
 }
