@@ -53,6 +53,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{[]string{"--node-cidr-mask-size-ipv4=big"}, `invalid value "big" for flag -node-cidr-mask-size-ipv4`},
 		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
 		{[]string{"extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"--regions-not-one-network=us-east-1,,eu west"}, `--regions-not-one-network="us-east-1,,eu west": region "" is not a location name`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
