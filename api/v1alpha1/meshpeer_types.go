@@ -65,8 +65,8 @@ type MeshPeerSpec struct {
 	Location Location `json:"location,omitempty"`
 
 	// Candidates are every endpoint the peer may be reached at, each with
-	// its kind, IPv4 first. For a node peer the operator writes them: its
-	// agent's wgmesh.io/candidates (the Node's own addresses only), its
+	// its kind, sorted by kind, then IPv4 first. For a node peer the
+	// operator writes them: its agent's wgmesh.io/candidates (the Node's own addresses only), its
 	// wgmesh.io/force-endpoint (public) and the addresses other nodes see
 	// its handshakes come from (observed, from their
 	// status.learnedEndpoints). Each node chooses per peer which one it
