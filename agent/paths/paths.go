@@ -26,7 +26,7 @@ import (
 )
 
 // Kind is how a pair of peers reaches each other. The values are metric
-// labels (wgmesh_peers{path}): a fixed, small set.
+// labels (wgmesh_peer_paths{path}): a fixed, small set.
 type Kind string
 
 const (
