@@ -289,7 +289,7 @@ func TestFastPathSpreadIsExact(t *testing.T) {
 	}
 	rs := Render(in, nft.IPv4)
 	rules := map[int]int{}
-	for _, r := range rs.Chains[ChainServices] {
+	for _, r := range rs.Chains[ChainEndpointsDNAT] {
 		if m := r.DNATMap(); m != "" {
 			if modOf(m) != int(r.NumgenMod) {
 				t.Errorf("rule %q: the modulus is not its map's endpoint count", r)

@@ -173,12 +173,12 @@ func TestProxyAgainstAPIServer(t *testing.T) {
 		if out, err := ns.Exec(ctx, "nft", "delete", "element", "ip", nft.Table, PrefixEndpointsMod+"1", "{ 198.18.128.10 . tcp . 80 . 0 }"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		if out, err := ns.Exec(ctx, "nft", "flush", "chain", "ip", nft.Table, ChainServices); err != nil {
+		if out, err := ns.Exec(ctx, "nft", "flush", "chain", "ip", nft.Table, ChainEndpointsDNAT); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		// Two verdict maps, two masquerade marks, one DNAT rule (mod 1).
-		waitKernel(t, k, "the element and the services chain back", func(d *nft.Digest) bool {
-			return good(d) && len(d.Chains[ChainServices]) == 5
+		// One DNAT rule (mod 1).
+		waitKernel(t, k, "the element and the DNAT rule back", func(d *nft.Digest) bool {
+			return good(d) && len(d.Chains[ChainEndpointsDNAT]) == 1
 		})
 	})
 

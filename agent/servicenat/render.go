@@ -22,6 +22,14 @@ const (
 	ChainClusterIPsCheck        = "cluster-ips-check"
 	ChainFirewallCheck          = "firewall-check"
 	ChainReject                 = "reject-chain"
+	// The fast path's chains: chain services sends a fast Service's
+	// ClusterIP keys to cluster-ip-dnat and its external keys to
+	// external-ip-dnat, which mark for masquerade as needed and go to
+	// endpoints-dnat, the DNAT rules (one per endpoint count). Other
+	// traffic pays two set lookups, whatever the endpoint counts.
+	ChainClusterIPDNAT  = "cluster-ip-dnat"
+	ChainExternalIPDNAT = "external-ip-dnat"
+	ChainEndpointsDNAT  = "endpoints-dnat"
 
 	MapServiceIPs          = "service-ips"
 	MapServiceNodePorts    = "service-nodeports"
@@ -38,8 +46,9 @@ const (
 	// removing one writes no rule and no verdict (either makes the kernel
 	// validate the whole table at commit).
 	//
-	// SetClusterIPPorts: ClusterIP . protocol . port; clients outside the
-	// pod ranges are masqueraded. SetExternalIPPorts: externalIP, load-
+	// SetClusterIPPorts: ClusterIP . protocol . port of a fast Service with
+	// endpoints; clients outside the pod ranges are masqueraded.
+	// SetExternalIPPorts: externalIP, load-
 	// balancer IP or NodePort address . protocol . port; always
 	// masqueraded. SetNoEndpointPorts: address . protocol . port of a fast
 	// Service without endpoints: refused. SetHairpin: endpoint . endpoint
@@ -50,7 +59,7 @@ const (
 	SetHairpin         = "hairpin-endpoints"
 	// PrefixEndpointsMod names the DNAT maps, one per endpoint count N:
 	// endpoints-mod-N maps address . protocol . port . slot (0 to N-1) to
-	// an endpoint, and chain services has the rule "dnat to daddr .
+	// an endpoint, and chain endpoints-dnat has the rule "dnat to daddr .
 	// l4proto . dport . numgen random mod N map @endpoints-mod-N" while a
 	// Service port has N endpoints: the spread is exact, and a rule is
 	// written only when a new N first occurs.
@@ -103,7 +112,7 @@ var Part = &nft.Part{
 		SetHairpin:         nft.SetAddrAddr,
 	},
 	SetPrefixes: []string{PrefixEndpointsMod},
-	Chains: []string{ChainServices, ChainMasquerading, ChainMarkForMasquerade, ChainServiceEndpointsCheck,
+	Chains: []string{ChainServices, ChainClusterIPDNAT, ChainExternalIPDNAT, ChainEndpointsDNAT, ChainMasquerading, ChainMarkForMasquerade, ChainServiceEndpointsCheck,
 		ChainNodePortEndpointsCheck, ChainClusterIPsCheck, ChainFirewallCheck, ChainReject},
 	ChainPrefixes:  []string{prefixService, prefixExternal, prefixLocal, prefixFirewall, prefixEndpoint},
 	AffinityPrefix: prefixAffinity,
@@ -123,7 +132,22 @@ func Render(in Input, f nft.Family) *nft.Ruleset {
 // one Service.
 func RenderStatic(in Input, f nft.Family) *nft.Ruleset {
 	rs := Part.Skeleton()
-	rs.Chains[ChainServices] = servicesChain(in, f, nil)
+	rs.Chains[ChainServices] = nft.Chain{
+		{VMap: MapServiceIPs, VMapKey: nft.KeyAddrProtoPort},
+		{DaddrSet: SetNodePortIPs, VMap: MapServiceNodePorts, VMapKey: nft.KeyProtoPort},
+		{DaddrProtoPortSet: SetClusterIPPorts, Verdict: nft.Goto(ChainClusterIPDNAT)},
+		{DaddrProtoPortSet: SetExternalIPPorts, Verdict: nft.Goto(ChainExternalIPDNAT)},
+	}
+	var cluster nft.Chain
+	if cidrs := prefixesOf(in.ClusterCIDRs, f); len(cidrs) > 0 {
+		// Clients outside the pod ranges (the node itself, hosts routed
+		// to the service range) are masqueraded, so replies come back
+		// through this node.
+		cluster = nft.Chain{{SaddrNotIn: cidrs, Verdict: nft.Jump(ChainMarkForMasquerade)}}
+	}
+	rs.Chains[ChainClusterIPDNAT] = append(cluster, nft.Rule{Verdict: nft.Goto(ChainEndpointsDNAT)})
+	rs.Chains[ChainExternalIPDNAT] = nft.Chain{{Verdict: nft.Jump(ChainMarkForMasquerade)}, {Verdict: nft.Goto(ChainEndpointsDNAT)}}
+	rs.Chains[ChainEndpointsDNAT] = endpointsDNAT(nil)
 	masq := nft.Chain{
 		{SaddrDaddrSet: SetHairpin, SetMark: true},
 		{MarkUnset: true, Verdict: nft.Verdict{Kind: nft.VerdictReturn}},
@@ -162,18 +186,10 @@ func RenderStatic(in Input, f nft.Family) *nft.Ruleset {
 	return rs
 }
 
-// servicesChain is chain services: the verdict maps of the Services with
-// chains, then the fast path's masquerade marks and one DNAT rule per
-// endpoint count in mods (ascending).
-func servicesChain(in Input, f nft.Family, mods []int) nft.Chain {
-	c := nft.Chain{
-		{VMap: MapServiceIPs, VMapKey: nft.KeyAddrProtoPort},
-		{DaddrSet: SetNodePortIPs, VMap: MapServiceNodePorts, VMapKey: nft.KeyProtoPort},
-	}
-	if cidrs := prefixesOf(in.ClusterCIDRs, f); len(cidrs) > 0 {
-		c = append(c, nft.Rule{SaddrNotIn: cidrs, DaddrProtoPortSet: SetClusterIPPorts, Verdict: nft.Jump(ChainMarkForMasquerade)})
-	}
-	c = append(c, nft.Rule{DaddrProtoPortSet: SetExternalIPPorts, Verdict: nft.Jump(ChainMarkForMasquerade)})
+// endpointsDNAT is chain endpoints-dnat: one DNAT rule per endpoint count
+// in mods (ascending).
+func endpointsDNAT(mods []int) nft.Chain {
+	c := nft.Chain{}
 	for _, n := range mods {
 		c = append(c, nft.Rule{VMap: endpointsMap(n), VMapKey: nft.KeyAddrProtoPortSlot, NumgenMod: int32(n)})
 	}
@@ -314,10 +330,9 @@ func renderFastPort(rs *nft.Ruleset, in Input, f nft.Family, p Port, cips, exter
 		for i, e := range eps {
 			rs.AddTypedElements(m, nft.SetNATMap, nft.NATElem(nft.NATKey{Addr: d.addr, Proto: p.Protocol, Port: d.port, Slot: uint16(i)}, e.AddrPort()))
 		}
-		switch {
-		case d.external:
+		if d.external {
 			rs.AddTypedElements(SetExternalIPPorts, nft.SetAddrProtoPort, key)
-		case len(in.ClusterCIDRs) > 0:
+		} else {
 			rs.AddTypedElements(SetClusterIPPorts, nft.SetAddrProtoPort, key)
 		}
 	}

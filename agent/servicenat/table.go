@@ -369,8 +369,8 @@ func (t *Table) Changes(f nft.Family) (before, after *nft.Ruleset) {
 			was = append(was, n)
 		}
 		sort.Ints(was)
-		before.Chains[ChainServices] = servicesChain(t.in, f, was)
-		after.Chains[ChainServices] = servicesChain(t.in, f, now)
+		before.Chains[ChainEndpointsDNAT] = endpointsDNAT(was)
+		after.Chains[ChainEndpointsDNAT] = endpointsDNAT(now)
 	}
 	return before, after
 }
@@ -426,7 +426,7 @@ func (t *Table) Full(f nft.Family) *nft.Ruleset {
 			rs.Merge(fr[i])
 		}
 	}
-	rs.Chains[ChainServices] = servicesChain(t.in, f, t.modList(i))
+	rs.Chains[ChainEndpointsDNAT] = endpointsDNAT(t.modList(i))
 	return rs
 }
 
