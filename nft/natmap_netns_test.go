@@ -127,3 +127,42 @@ func TestKernelNATMaps(t *testing.T) {
 		}
 	}
 }
+
+// TestNATMapRefusals: the Fake refuses what the kernel refuses of DNAT
+// maps: a DNAT rule on a missing map or on a set of another kind, and a
+// key mapped to two endpoints.
+func TestNATMapRefusals(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	ns := netns.NewForTest(t, "wgm-nft-natref")
+	k := kernelIn(t, ns, natPart)
+	key := nft.NATKey{Addr: netip.MustParseAddr("198.18.128.10"), Proto: nft.TCP, Port: 80}
+	for _, tc := range []struct {
+		name string
+		edit func(rs *nft.Ruleset)
+	}{
+		{"a DNAT rule on a missing map", func(rs *nft.Ruleset) {
+			rs.Chains["nat-pre"] = nft.Chain{{VMap: "natmap-9", VMapKey: nft.KeyAddrProtoPortSlot, NumgenMod: 9}}
+		}},
+		{"a DNAT rule on a set of another kind", func(rs *nft.Ruleset) {
+			rs.DeclareSet("natmap-x", nft.SetAddrProtoPort)
+			rs.Chains["nat-pre"] = nft.Chain{{VMap: "natmap-x", VMapKey: nft.KeyAddrProtoPortSlot, NumgenMod: 1}}
+		}},
+		{"a key mapped to two endpoints", func(rs *nft.Ruleset) {
+			rs.AddTypedElements("nat-static", nft.SetNATMap,
+				nft.NATElem(key, netip.MustParseAddrPort("198.19.1.5:8080")), nft.NATElem(key, netip.MustParseAddrPort("198.19.1.6:8080")))
+		}},
+	} {
+		want := desiredNAT(nft.IPv4)
+		tc.edit(want)
+		fake := nft.NewFake()
+		if _, err := nft.Sync(fake.For(natPart), nft.IPv4, want); err == nil {
+			t.Errorf("%s: the Fake accepted it", tc.name)
+		}
+		if err := k.EnsureSkeleton(nft.IPv4); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nft.Sync(k, nft.IPv4, want); err == nil {
+			t.Errorf("%s: the kernel accepted it (the Fake's refusal is wrong)", tc.name)
+		}
+	}
+}
