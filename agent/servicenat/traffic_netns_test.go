@@ -257,3 +257,60 @@ func TestTrafficThroughServiceNAT(t *testing.T) {
 		}
 	})
 }
+
+// applyChanges writes what changed since the last write, as the proxy's
+// partial sync does (old fragments to new ones, elements only for fast
+// Services), and deletes what the write before left unreferenced.
+func (l *trafficLab) applyChanges(t *testing.T) {
+	t.Helper()
+	before, after := l.table.Changes(nft.IPv4)
+	if _, err := l.k.Apply(nft.IPv4, nft.Diff(nft.DigestOf(before), after), after); err != nil {
+		t.Fatal(err)
+	}
+	l.table.Commit()
+	if err := l.k.FlushStale(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTrafficFastPathChanges: a Service's endpoints change 2 -> 1 -> 0 ->
+// 2 through partial writes; after each, new connections reach exactly the
+// current endpoints (both of two, with the DNAT rule mod 2), or are refused.
+func TestTrafficFastPathChanges(t *testing.T) {
+	l := newTrafficLab(t)
+	l.apply(t)
+	svc := func(eps ...string) Service {
+		s := Service{ServiceKey: ServiceKey{"ns", "web"}, ClusterIPs: mustAddrs("198.18.128.10"),
+			Ports: []Port{{Name: "tcp", Protocol: nft.TCP, Port: 80}}}
+		for _, e := range eps {
+			s.Ports[0].Endpoints = append(s.Ports[0].Endpoints, ep(e, 8080, true))
+		}
+		return s
+	}
+	for _, step := range [][]string{{"198.19.1.5", "198.19.1.6"}, {"198.19.1.6"}, nil, {"198.19.1.5", "198.19.1.6"}} {
+		l.table.Update(svc(step...))
+		l.applyChanges(t)
+		seen := map[string]bool{}
+		for range 40 {
+			got, err := l.tcp("198.18.128.10:80")
+			if len(step) == 0 {
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("no endpoints: %v, want connection refused", err)
+				}
+				break
+			}
+			if err != nil {
+				t.Fatalf("endpoints %v: %v", step, err)
+			}
+			seen[strings.Fields(got)[0]] = true
+		}
+		if len(step) > 0 && len(seen) != len(step) {
+			t.Errorf("endpoints %v: answered by %v", step, seen)
+		}
+		for a := range seen {
+			if !strings.Contains(strings.Join(step, " "), a) {
+				t.Errorf("endpoints %v: answered by %s, no endpoint any more", step, a)
+			}
+		}
+	}
+}
