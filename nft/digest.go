@@ -35,7 +35,8 @@ func NewDigest() *Digest {
 		Affinity: map[string]time.Duration{}, TypedSets: map[string]TypedSet{}, rehook: map[string]bool{}, reflush: map[string]bool{}, static: map[string]bool{}}
 }
 
-// DigestOf is the digest of a desired ruleset.
+// DigestOf is the digest of a desired ruleset. It shares the elements of
+// typed sets that need no normalizing with rs: change neither afterwards.
 func DigestOf(rs *Ruleset) *Digest {
 	d := NewDigest()
 	for n, c := range rs.Chains {
@@ -61,6 +62,13 @@ func DigestOf(rs *Ruleset) *Digest {
 		d.Affinity[n] = a.Timeout
 	}
 	for n, ts := range rs.TypedSets {
+		if ts.Kind != SetInterval && !anyMapped(ts.Elems) {
+			// Nothing to normalize: shared, not copied (a full sync's
+			// DNAT maps hold hundreds of thousands of elements). A
+			// digest is only read.
+			d.TypedSets[n] = ts
+			continue
+		}
 		els := make([]SetElem, 0, len(ts.Elems))
 		for e := range ts.Elems {
 			els = append(els, e.unmapped())
@@ -74,6 +82,16 @@ func DigestOf(rs *Ruleset) *Digest {
 		}
 	}
 	return d
+}
+
+// anyMapped reports an element with an IPv4-mapped IPv6 address.
+func anyMapped(es map[SetElem]bool) bool {
+	for e := range es {
+		if e.Addr.Is4In6() || e.End.Is4In6() || e.Addr2.Is4In6() {
+			return true
+		}
+	}
+	return false
 }
 
 // Changes is what turns one digest into a desired ruleset.
