@@ -44,6 +44,19 @@ func NodeLocation(n *corev1.Node, o LocationOptions) string {
 	return r
 }
 
+// NodeRelay is a Node's relay preference: its wgmesh.io/relay label "true"
+// (prefer) or "false" (never); absent or any other value: none (it may
+// relay).
+func NodeRelay(n *corev1.Node) wgv1.RelayPreference {
+	switch n.Labels[wgv1.LabelRelay] {
+	case "true":
+		return wgv1.RelayPrefer
+	case "false":
+		return wgv1.RelayNever
+	}
+	return ""
+}
+
 // MaxObservedPerFamily bounds the observed candidates published for one
 // node and address family.
 const MaxObservedPerFamily = 2

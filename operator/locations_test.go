@@ -43,6 +43,20 @@ func TestNodeLocation(t *testing.T) {
 	}
 }
 
+// TestNodeRelay: wgmesh.io/relay=true prefers the node as a relay,
+// =false forbids it, anything else says nothing.
+func TestNodeRelay(t *testing.T) {
+	for v, want := range map[string]wgv1.RelayPreference{"true": wgv1.RelayPrefer, "false": wgv1.RelayNever, "": "", "yes": ""} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{wgv1.LabelRelay: v}}}
+		if got := NodeRelay(n); got != want {
+			t.Errorf("wgmesh.io/relay=%q: %q, want %q", v, got, want)
+		}
+	}
+	if got := NodeRelay(&corev1.Node{}); got != "" {
+		t.Errorf("no label: %q", got)
+	}
+}
+
 // reporter is node MeshPeer name (owned by its Node) reporting learned
 // endpoints of others as addr:port.
 func reporter(name string, learned ...string) wgv1.MeshPeer {

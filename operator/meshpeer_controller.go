@@ -133,7 +133,7 @@ func nodePeerInputsChanged() predicate.Predicate {
 				o.Spec.PodCIDR != n.Spec.PodCIDR || !maps.Equal(o.Annotations, n.Annotations) ||
 				nodeNotReadyMessage(o) != nodeNotReadyMessage(n) || !slices.Equal(wgv1.NodeAddrs(o), wgv1.NodeAddrs(n)) ||
 				NodeLocation(o, LocationOptions{FromRegion: true}) != NodeLocation(n, LocationOptions{FromRegion: true}) ||
-				o.Labels[wgv1.LabelLocation] != n.Labels[wgv1.LabelLocation]
+				o.Labels[wgv1.LabelLocation] != n.Labels[wgv1.LabelLocation] || NodeRelay(o) != NodeRelay(n)
 		},
 	}
 }
@@ -195,7 +195,7 @@ func (r *MeshPeerReconciler) reconcile(ctx context.Context, name string) (time.D
 	spec, ok := DesiredPeerSpec(node.Name, podnet.NodeCIDRStrings(&node), ann, current)
 	invalidMsg := invalidAnnotationsMessage(ann)
 	if ok {
-		in := PathInputs{Location: NodeLocation(&node, r.Locations)}
+		in := PathInputs{Location: NodeLocation(&node, r.Locations), Relay: NodeRelay(&node)}
 		if in.Location != "" {
 			// Only a node with a location takes part in path choice: a
 			// cluster without labels sees no spec change when a NAT
@@ -432,6 +432,9 @@ func describeSpec(s wgv1.MeshPeerSpec) string {
 			loc = "none"
 		}
 		out += fmt.Sprintf(", location %s, candidates %s", loc, joinCandidates(s.Candidates))
+	}
+	if s.Relay != "" {
+		out += ", relay " + string(s.Relay)
 	}
 	return out
 }

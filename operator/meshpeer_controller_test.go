@@ -615,3 +615,51 @@ func TestMeshPeerForeignEndpoint(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMeshPeerRelayLabel: the Node's wgmesh.io/relay label becomes its
+// MeshPeer's spec.relay (true: prefer, false: never, removed: empty), and
+// the API server refuses any other spec.relay.
+func TestMeshPeerRelayLabel(t *testing.T) {
+	needAPI(t)
+	cleanCluster(t)
+	startOperator(t, testOperatorOptions{clusterCIDRs: "198.19.0.0/16", name: "op"})
+	createNodeAt(t, "wgm-relay-1", []string{"198.18.0.31"}, map[string]string{wgv1.AnnotationPublicKey: keyA})
+	waitPeer(t, "wgm-relay-1", func(mp *wgv1.MeshPeer) string {
+		if mp.Spec.Relay != "" {
+			return "spec.relay set without a label"
+		}
+		return ""
+	})
+	label := func(v *string) {
+		n := getNode(t, "wgm-relay-1")
+		patch := client.MergeFrom(n.DeepCopy())
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		if v == nil {
+			delete(n.Labels, wgv1.LabelRelay)
+		} else {
+			n.Labels[wgv1.LabelRelay] = *v
+		}
+		if err := testClient.Patch(context.Background(), n, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		label *string
+		want  wgv1.RelayPreference
+	}{{ptrTo("true"), wgv1.RelayPrefer}, {ptrTo("false"), wgv1.RelayNever}, {nil, ""}} {
+		label(tc.label)
+		waitPeer(t, "wgm-relay-1", func(mp *wgv1.MeshPeer) string {
+			if mp.Spec.Relay != tc.want {
+				return fmt.Sprintf("spec.relay %q, want %q", mp.Spec.Relay, tc.want)
+			}
+			return ""
+		})
+	}
+	mp := &wgv1.MeshPeer{ObjectMeta: metav1.ObjectMeta{Name: "wgm-relay-ext"},
+		Spec: wgv1.MeshPeerSpec{PublicKey: keyB, AllowedIPs: []wgv1.CIDR{"198.18.201.0/24"}, Relay: "always"}}
+	if err := testClient.Create(context.Background(), mp); err == nil || !strings.Contains(err.Error(), "spec.relay") {
+		t.Fatalf("spec.relay=always: err %v, want a refusal naming spec.relay", err)
+	}
+}

@@ -61,15 +61,18 @@ type PathInputs struct {
 	Location string
 	// Observed are ObservedCandidates' answer.
 	Observed []wgv1.Candidate
+	// Relay is NodeRelay's answer.
+	Relay wgv1.RelayPreference
 }
 
-// SetPaths fills a node MeshPeer spec's location and candidates: the
+// SetPaths fills a node MeshPeer spec's location, relay preference and candidates: the
 // private and public endpoints its agent announced (the last good ones while
 // the annotation is invalid), its wgmesh.io/force-endpoint as a public
 // candidate, and the observed ones; sorted (wgv1.SortCandidates), without
 // repeats, at most the CRD's 16.
 func SetPaths(spec *wgv1.MeshPeerSpec, in PathInputs, ann NodeAnnotations, current *wgv1.MeshPeerSpec) {
 	spec.Location = wgv1.Location(in.Location)
+	spec.Relay = in.Relay
 	own := ann.Candidates
 	if own == nil && current != nil && slices.ContainsFunc(ann.Invalid, func(e AnnotationError) bool { return e.Annotation == wgv1.AnnotationCandidates }) {
 		for _, c := range current.Candidates {
@@ -127,7 +130,7 @@ func CanonicalCIDRs(in []string) []wgv1.CIDR {
 // SpecEqual reports whether two MeshPeer specs say the same thing.
 func SpecEqual(a, b wgv1.MeshPeerSpec) bool {
 	if a.NodeName != b.NodeName || a.PublicKey != b.PublicKey || a.Endpoint != b.Endpoint || a.Location != b.Location ||
-		!slices.Equal(a.Candidates, b.Candidates) {
+		a.Relay != b.Relay || !slices.Equal(a.Candidates, b.Candidates) {
 		return false
 	}
 	if (a.PersistentKeepalive == nil) != (b.PersistentKeepalive == nil) ||

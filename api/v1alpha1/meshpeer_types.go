@@ -76,7 +76,29 @@ type MeshPeerSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
 	Candidates []Candidate `json:"candidates,omitempty"`
+
+	// Relay says whether the peer may relay the traffic of pairs of peers
+	// that have no direct path (both behind NAT): prefer (chosen before
+	// others), never, or empty (may relay). A relay decrypts and re-encrypts
+	// what it relays. For a node peer the operator takes it from the Node's
+	// wgmesh.io/relay label (true: prefer, false: never). Only node peers
+	// relay.
+	// +optional
+	Relay RelayPreference `json:"relay,omitempty"`
 }
+
+// RelayPreference says whether a peer may relay (spec.relay).
+//
+// +kubebuilder:validation:Enum=prefer;never
+type RelayPreference string
+
+// Relay preferences.
+const (
+	// RelayPrefer: chosen as a relay before peers without a preference.
+	RelayPrefer RelayPreference = "prefer"
+	// RelayNever: never chosen as a relay.
+	RelayNever RelayPreference = "never"
+)
 
 // Location names a private network: a label value (at most 63 letters,
 // digits and -_. , beginning and ending with a letter or digit).

@@ -36,6 +36,10 @@ const (
 	// commas, kind private or public (ParseCandidatesAnnotation). Every
 	// host is one of the Node's own addresses.
 	AnnotationCandidates = "wgmesh.io/candidates"
+	// LabelRelay on a Node: "true" prefers the node as a relay for pairs
+	// without a direct path, "false" forbids it (spec.relay prefer, never);
+	// absent or any other value: it may relay.
+	LabelRelay = "wgmesh.io/relay"
 )
 
 // RotateKeyTokenPattern is what a wgmesh.io/rotate-key token may look like:
