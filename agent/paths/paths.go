@@ -12,7 +12,11 @@
 //	a public candidate of a usable family     public        each sends to the other's public one if it has one;
 //	                                                        a side without one keeps its NAT open (keepalive)
 //	both have observed of one family          punched       each sends to the other's observed, keepalive on both
-//	otherwise                                 relay-needed  no endpoint; the relay data plane comes later
+//	otherwise                                 relay-needed  no endpoint: the pair needs a relay
+//
+// For a relay-needed pair of nodes, ChooseRelay picks the node that carries
+// their traffic (the pair's path is then relayed), also the same on both
+// sides.
 //
 // A private candidate is never chosen across locations, and a public or
 // observed candidate equal to a private one of the same peer is not used.
@@ -40,12 +44,16 @@ const (
 	// KindPunched: both behind NAT, each sends to the other's observed
 	// endpoint with keepalives until both NATs let the other in.
 	KindPunched Kind = "punched"
-	// KindRelayNeeded: no direct path; a relay is needed (not yet built).
+	// KindRelayNeeded: no direct path, and (after the relay choice) no node
+	// that can relay: the pair cannot talk.
 	KindRelayNeeded Kind = "relay-needed"
+	// KindRelayed: no direct path; another node (ChooseRelay) carries the
+	// pair's traffic. Never Choose's answer: the topology sets it.
+	KindRelayed Kind = "relayed"
 )
 
 // Kinds are every Kind, in the order metrics list them.
-var Kinds = []Kind{KindEndpoint, KindPrivate, KindPublic, KindPunched, KindRelayNeeded}
+var Kinds = []Kind{KindEndpoint, KindPrivate, KindPublic, KindPunched, KindRelayed, KindRelayNeeded}
 
 // PunchKeepalive is the persistent keepalive, in seconds, of a side that
 // must keep its NAT's mapping open (a punched path, or the side of a
