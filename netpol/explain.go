@@ -97,7 +97,11 @@ func (r RuleCheck) Describe(rule Rule) string {
 	case r.PeerMatches:
 		parts = append(parts, fmt.Sprintf("%s[%d] (%s)", peers, r.Peer, rule.Peers[r.Peer]))
 	default:
-		parts = append(parts, fmt.Sprintf("no %s entry matches", peers))
+		ps := make([]string, len(rule.Peers))
+		for i, p := range rule.Peers {
+			ps[i] = p.String()
+		}
+		parts = append(parts, fmt.Sprintf("no %s entry matches (%s)", peers, strings.Join(ps, "; ")))
 	}
 	switch {
 	case len(rule.Ports) == 0:

@@ -38,7 +38,7 @@ func TestExplain(t *testing.T) {
 		got = append(got, rc.Policy+" "+rc.Describe(pols[rc.Policy].Rules(Ingress)[rc.Rule]))
 	}
 	want := []string{
-		"x/web no from entry matches, ports[0] (TCP/80)",
+		"x/web no from entry matches (podSelector pod=c), ports[0] (TCP/80)",
 		"x/web from[1] (namespaceSelector kubernetes.io/metadata.name=y, podSelector pod=b), ports[1] (TCP/serve-80-tcp)",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
