@@ -1,8 +1,13 @@
 package mesh
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/wgmesh/wgmesh/agent/paths"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
@@ -11,8 +16,8 @@ import (
 // TestTopologyChoosesPaths: each peer's endpoint and keepalive come from
 // the path choice between this node's MeshPeer and the peer's: the private
 // address inside this node's location, the public one across, the observed
-// one between two NATs, none when a relay is needed, spec.endpoint for a
-// peer without a location.
+// one between two NATs, none when relayed, spec.endpoint for a peer
+// without a location.
 func TestTopologyChoosesPaths(t *testing.T) {
 	withPaths := func(p wgv1.MeshPeer, loc string, cands ...string) wgv1.MeshPeer {
 		p.Spec.Location = wgv1.Location(loc)
@@ -39,7 +44,7 @@ func TestTopologyChoosesPaths(t *testing.T) {
 		"o1b": {paths.KindPrivate, "198.18.20.2:51820", 0},
 		"c1":  {paths.KindPublic, "198.18.100.1:51820", paths.PunchKeepalive},
 		"o2":  {paths.KindPunched, "198.18.100.21:40002", paths.PunchKeepalive},
-		"o3":  {paths.KindRelayNeeded, "", 0},
+		"o3":  {paths.KindRelayed, "", 0}, // by c1, the only node both reach directly
 		"old": {paths.KindEndpoint, "198.18.0.6:51820", 0},
 	}
 	if len(topo.Peers) != len(want) || len(topo.Problems) != 0 {
@@ -78,5 +83,97 @@ func TestObservedEndpointsProtectNothing(t *testing.T) {
 		if p.Name == "o2" && (p.Path != paths.KindRelayNeeded || p.Endpoint != "" || p.PathReason == "") {
 			t.Errorf("o2 punched at an address the laptop routes: %+v", p)
 		}
+	}
+}
+
+// TestTopologyRelays: two offices without a direct path are relayed by a
+// cloud node both reach, the same one on both ends (never one labelled
+// never, nor one whose Node is not Ready): the relay's entry carries the
+// relayed peer's ranges, the relayed peer's entry keeps its key with none,
+// and its ranges are still routed through the tunnel. The relay itself
+// keeps each office's own ranges on its entry.
+func TestTopologyRelays(t *testing.T) {
+	withPaths := func(p wgv1.MeshPeer, loc string, relay wgv1.RelayPreference, cands ...string) wgv1.MeshPeer {
+		p.Spec.Location, p.Spec.Relay = wgv1.Location(loc), relay
+		for i := 0; i+1 < len(cands); i += 2 {
+			p.Spec.Candidates = append(p.Spec.Candidates, wgv1.Candidate{Kind: wgv1.CandidateKind(cands[i]), Endpoint: wgv1.Endpoint(cands[i+1])})
+		}
+		return p
+	}
+	cloud := func(name string, n byte, relay wgv1.RelayPreference) wgv1.MeshPeer {
+		return withPaths(mp(name, name, key(n), "", fmt.Sprintf("198.19.%d.0/24", n)), "cloud", relay,
+			"private", fmt.Sprintf("198.18.10.%d:51820", n), "public", fmt.Sprintf("198.18.100.%d:51820", n))
+	}
+	office := func(name string, n byte) wgv1.MeshPeer {
+		return withPaths(mp(name, name, key(n), "", fmt.Sprintf("198.19.%d.0/24", n)), name, "",
+			"private", fmt.Sprintf("198.18.%d.1:51820", 20+n))
+	}
+	pods := func(n int) []netip.Prefix {
+		return []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", n))}
+	}
+	topo := func(self string, n int, peers []wgv1.MeshPeer) Topology {
+		t.Helper()
+		got := New(Input{NodeName: self, PublicKey: key(byte(n)), PodCIDRs: pods(n), Peers: peers})
+		if len(got.Problems) != 0 {
+			t.Fatalf("%s: problems %+v", self, got.Problems)
+		}
+		return got
+	}
+	peerOf := func(topo Topology, name string) Peer {
+		for _, p := range topo.Peers {
+			if p.Name == name {
+				return p
+			}
+		}
+		t.Fatalf("no peer %s in %+v", name, topo.Peers)
+		return Peer{}
+	}
+	notReady := cloud("r3", 3, wgv1.RelayPrefer)
+	notReady.Status.Conditions = []metav1.Condition{{Type: wgv1.ConditionNodeNotReady, Status: metav1.ConditionTrue}}
+	peers := []wgv1.MeshPeer{office("c", 5), office("d", 6), cloud("r1", 1, ""), cloud("r2", 2, ""), notReady,
+		cloud("r4", 4, wgv1.RelayNever)}
+
+	onC, onD := topo("c", 5, peers), topo("d", 6, peers)
+	cd, dc := peerOf(onC, "d"), peerOf(onD, "c")
+	if cd.Path != paths.KindRelayed || dc.Path != paths.KindRelayed || cd.Relay != dc.Relay || (cd.Relay != "r1" && cd.Relay != "r2") {
+		t.Fatalf("c-d: %+v / %+v, want relayed by r1 or r2 on both ends", cd, dc)
+	}
+	r := cd.Relay
+	if len(cd.WireGuardAllowedIPs()) != 0 || cd.Endpoint != "" || cd.Keepalive != 0 || !slices.Equal(cd.AllowedIPs, pods(6)) {
+		t.Errorf("c's entry for d: %+v, want its key only (no AllowedIPs, endpoint or keepalive), its ranges kept for routes", cd)
+	}
+	rel := peerOf(onC, r)
+	if want := append(pods(int(r[1]-'0')), pods(6)...); !slices.Equal(rel.WireGuardAllowedIPs(), want) || !slices.Equal(rel.RelayFor, []string{"d"}) {
+		t.Errorf("c's entry for relay %s: allowed %v for %v, want %v for d", r, rel.WireGuardAllowedIPs(), rel.RelayFor, want)
+	}
+	if !slices.ContainsFunc(onC.Routes, func(rt Route) bool { return rt.Dst == pods(6)[0] }) {
+		t.Errorf("c has no route to d's pods: %+v", onC.Routes)
+	}
+	onR := topo(r, int(r[1]-'0'), peers)
+	for _, n := range []string{"c", "d"} {
+		if p := peerOf(onR, n); p.Path != paths.KindPublic || len(p.RelayFor) != 0 || !slices.Equal(p.WireGuardAllowedIPs(), p.AllowedIPs) {
+			t.Errorf("relay %s's entry for %s: %+v, want its own ranges on the public path", r, n, p)
+		}
+	}
+
+	// The relay goes: the pair moves to the other cloud node.
+	var rest []wgv1.MeshPeer
+	for _, p := range peers {
+		if p.Name != r {
+			rest = append(rest, p)
+		}
+	}
+	if cd, dc := peerOf(topo("c", 5, rest), "d"), peerOf(topo("d", 6, rest), "c"); cd.Relay == r || cd.Relay == "" || cd.Relay != dc.Relay {
+		t.Errorf("without %s: c-d relayed by %q / %q, want the other cloud node on both ends", r, cd.Relay, dc.Relay)
+	}
+	// None left: relay-needed, saying so.
+	var none []wgv1.MeshPeer
+	for _, p := range peers {
+		if p.Name != "r1" && p.Name != "r2" {
+			none = append(none, p)
+		}
+	}
+	if cd := peerOf(topo("c", 5, none), "d"); cd.Path != paths.KindRelayNeeded || !strings.Contains(cd.PathReason, "no node can relay") {
+		t.Errorf("no relay left: %+v, want relay-needed saying no node can relay", cd)
 	}
 }

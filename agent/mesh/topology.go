@@ -60,6 +60,32 @@ type Peer struct {
 	// is needed.
 	Path       paths.Kind
 	PathReason string
+	// Relay is the node peer that carries this peer's traffic (Path
+	// relayed): the relay's WireGuard entry takes this peer's AllowedIPs,
+	// and this peer's entry keeps its key with none (WireGuard's AllowedIPs
+	// never overlap between peers), no endpoint and no keepalive.
+	Relay string
+	// RelayFor are the relayed peers this peer carries for this node, and
+	// RelayedIPs their AllowedIPs, which its WireGuard entry takes besides
+	// its own.
+	RelayFor   []string
+	RelayedIPs []netip.Prefix
+}
+
+// WireGuardAllowedIPs are the AllowedIPs of the peer's WireGuard entry:
+// none for a relayed peer (its relay carries them), its own and those of
+// the peers it relays otherwise. AllowedIPs stays the peer's own ranges:
+// its routes, probes and the leak guard go by them.
+func (p Peer) WireGuardAllowedIPs() []netip.Prefix {
+	if p.Relay != "" {
+		return nil
+	}
+	if len(p.RelayedIPs) == 0 {
+		return p.AllowedIPs
+	}
+	out := append(slices.Clone(p.AllowedIPs), p.RelayedIPs...)
+	sortPrefixes(out)
+	return out
 }
 
 // Route sends Dst through the WireGuard link with Src as preferred source.
@@ -144,6 +170,7 @@ func New(in Input) Topology {
 		t.Peers = append(t.Peers, c.peer)
 		t.Routes = append(t.Routes, routesOf(c.peer, t.Gateways)...)
 	}
+	relay(in, t.Peers)
 	slices.SortFunc(t.Routes, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
 	slices.SortFunc(t.Problems, func(a, b Problem) int {
 		if c := strings.Compare(a.Peer, b.Peer); c != 0 {
@@ -171,6 +198,50 @@ func punchable(p *Peer, external []netip.Prefix) {
 			p.PathReason = fmt.Sprintf("relay needed: the observed endpoint %s lies in an external peer's allowedIPs %s", ap, r)
 			return
 		}
+	}
+}
+
+// relay gives each node peer without a direct path (relay-needed) the
+// relay paths.ChooseRelay picks among the node MeshPeers (the same on both
+// ends: it reads only what every node reads), when that relay is a peer
+// here with a direct path: the relay's entry carries the peer's AllowedIPs
+// (added after the overlaps were resolved: they are the relayed peer's,
+// which passed), the peer's entry none. A pair without a relay stays
+// relay-needed, saying why. Routes are unchanged: the peer's ranges go
+// through wgmesh0, where WireGuard picks the relay.
+func relay(in Input, peers []Peer) {
+	idx := map[string]int{}
+	need := false
+	for i, p := range peers {
+		idx[p.Name] = i
+		need = need || (p.Path == paths.KindRelayNeeded && p.NodeName != "")
+	}
+	if !need {
+		return
+	}
+	nodes := paths.RelayNodes(in.Peers, in.NodeUIDs)
+	for i := range peers {
+		p := &peers[i]
+		if p.Path != paths.KindRelayNeeded || p.NodeName == "" {
+			continue
+		}
+		r, ok := paths.ChooseRelay(in.NodeName, p.Name, nodes)
+		if !ok {
+			p.PathReason += "; no node can relay (a node with a private or public path to both, not labelled wgmesh.io/relay=false)"
+			continue
+		}
+		j, ok := idx[r]
+		if !ok || !paths.Direct(peers[j].Path) {
+			p.PathReason += fmt.Sprintf("; its relay %s is not a usable peer of this node", r)
+			continue
+		}
+		p.Path, p.Relay, p.Endpoint, p.Keepalive = paths.KindRelayed, r, "", 0
+		p.PathReason = fmt.Sprintf("relayed by %s: %s", r, p.PathReason)
+		peers[j].RelayFor = append(peers[j].RelayFor, p.Name)
+		peers[j].RelayedIPs = append(peers[j].RelayedIPs, p.AllowedIPs...)
+	}
+	for i := range peers {
+		sortPrefixes(peers[i].RelayedIPs)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/wgmesh/wgmesh/agent/paths"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -61,6 +62,21 @@ func fuzzPeers(data []byte) []wgv1.MeshPeer {
 			p.OwnerReferences[0].UID = "uid-forged"
 		}
 		p.Annotations = map[string]string{wgv1.AnnotationPublicKeySince: fmt.Sprintf("2026-01-%02dT00:00:00Z", 1+b[5]%28)}
+		// Some node peers sit in offices behind NAT (a private candidate
+		// only) or in a cloud (a public one too): pairs of offices need a
+		// relay.
+		if b[5]&0x40 != 0 {
+			n := int(b[0]) % 9
+			p.Spec.Location = wgv1.Location(fmt.Sprintf("office-%d", n%3))
+			p.Spec.Candidates = []wgv1.Candidate{{Kind: wgv1.CandidatePrivate, Endpoint: wgv1.Endpoint(fmt.Sprintf("198.18.20.%d:51820", n+1))}}
+			if b[5]&0x20 != 0 {
+				p.Spec.Location = "cloud"
+				p.Spec.Candidates = append(p.Spec.Candidates, wgv1.Candidate{Kind: wgv1.CandidatePublic, Endpoint: wgv1.Endpoint(fmt.Sprintf("198.18.100.%d:51820", n+1))})
+			}
+			if b[4]&0x80 != 0 {
+				p.Spec.Relay = wgv1.RelayNever
+			}
+		}
 		if b[2]&0x80 != 0 {
 			p.Status.Conditions = []metav1.Condition{{Type: wgv1.ConditionKeyConflict, Status: metav1.ConditionTrue}}
 		}
@@ -109,7 +125,11 @@ func FuzzTopology(f *testing.F) {
 				if a, b, ok := overlapping(p.AllowedIPs, q.AllowedIPs); ok {
 					t.Errorf("chosen peers overlap: %s %s and %s %s", p.Name, a, q.Name, b)
 				}
+				if a, b, ok := overlapping(p.WireGuardAllowedIPs(), q.WireGuardAllowedIPs()); ok {
+					t.Errorf("WireGuard entries overlap: %s %s and %s %s", p.Name, a, q.Name, b)
+				}
 			}
+			checkRelayed(t, got.Peers, p)
 			for _, a := range p.AllowedIPs {
 				if _, ok := overlapsAny(a, in.PodCIDRs); ok {
 					t.Errorf("%s claims this node's pod CIDR with %s", p.Name, a)
@@ -177,4 +197,37 @@ func CanonicalSet(cs []wgv1.CIDR) []netip.Prefix {
 	}
 	sortPrefixes(out)
 	return slices.Compact(out)
+}
+
+// checkRelayed: a relayed peer is a node peer whose relay is a peer here
+// with a direct path, carrying exactly the ranges of the peers it relays;
+// a relayed peer's entry has no AllowedIPs, endpoint or keepalive.
+func checkRelayed(t *testing.T, peers []Peer, p Peer) {
+	t.Helper()
+	if p.Path != paths.KindRelayed {
+		if p.Relay != "" {
+			t.Errorf("%s: path %s with relay %s", p.Name, p.Path, p.Relay)
+		}
+	} else {
+		i := slices.IndexFunc(peers, func(q Peer) bool { return q.Name == p.Relay })
+		if p.NodeName == "" || i < 0 || !paths.Direct(peers[i].Path) || !slices.Contains(peers[i].RelayFor, p.Name) {
+			t.Errorf("%s relayed by %q, which is no peer here with a direct path carrying it", p.Name, p.Relay)
+		}
+		if len(p.WireGuardAllowedIPs()) != 0 || p.Endpoint != "" || p.Keepalive != 0 {
+			t.Errorf("relayed %s: WireGuard entry %v endpoint %q keepalive %d", p.Name, p.WireGuardAllowedIPs(), p.Endpoint, p.Keepalive)
+		}
+	}
+	var want []netip.Prefix
+	for _, n := range p.RelayFor {
+		i := slices.IndexFunc(peers, func(q Peer) bool { return q.Name == n })
+		if i < 0 || peers[i].Relay != p.Name {
+			t.Errorf("%s relays %s, which is not relayed by it", p.Name, n)
+			continue
+		}
+		want = append(want, peers[i].AllowedIPs...)
+	}
+	sortPrefixes(want)
+	if !slices.Equal(want, p.RelayedIPs) {
+		t.Errorf("%s relays %v with ranges %v, want %v", p.Name, p.RelayFor, p.RelayedIPs, want)
+	}
 }

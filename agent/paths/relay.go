@@ -4,6 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
@@ -18,6 +22,29 @@ type Node struct {
 // NodeFromSpec is the Node a node MeshPeer describes.
 func NodeFromSpec(name string, s wgv1.MeshPeerSpec) Node {
 	return Node{Name: name, Peer: FromSpec(s), Relay: s.Relay}
+}
+
+// RelayNodes are the node MeshPeers that take part in the relay choice
+// (ends and relays): those of a live Node (wgv1.IsNodePeer with nodes; nil:
+// the UID is not checked), not left out by the operator and not on a Node
+// that is not Ready. Only the MeshPeers decide, so every node sees the
+// same.
+func RelayNodes(peers []wgv1.MeshPeer, nodes func(name string) (types.UID, bool)) []Node {
+	var out []Node
+	for i := range peers {
+		mp := &peers[i]
+		if !wgv1.IsNodePeer(mp, nodes) {
+			continue
+		}
+		if excluded, _ := mp.Excluded(); excluded {
+			continue
+		}
+		if c := meta.FindStatusCondition(mp.Status.Conditions, wgv1.ConditionNodeNotReady); c != nil && c.Status == metav1.ConditionTrue {
+			continue
+		}
+		out = append(out, NodeFromSpec(mp.Name, mp.Spec))
+	}
+	return out
 }
 
 // Direct reports whether a path kind reaches the other side without

@@ -267,7 +267,7 @@ func (k *Reconciler) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([
 	var targets []netip.Addr
 	keep := map[string]bool{}
 	for _, p := range ps {
-		wp := wireguard.Peer{PublicKey: p.PublicKey, AllowedIPs: p.AllowedIPs, Keepalive: time.Duration(p.Keepalive) * time.Second,
+		wp := wireguard.Peer{PublicKey: p.PublicKey, AllowedIPs: p.WireGuardAllowedIPs(), Keepalive: time.Duration(p.Keepalive) * time.Second,
 			Pinned: p.Path != "" && p.Path != paths.KindEndpoint}
 		if p.Endpoint != "" {
 			keep[p.Endpoint] = true
