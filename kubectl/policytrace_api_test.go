@@ -112,6 +112,14 @@ func TestPolicyTraceAPI(t *testing.T) {
 	}
 	t.Logf("kubectl wgmesh policy trace --from web/client --to svc/db/postgres --port pg\n%s", out)
 
+	// The ClusterIP the API server allocated is traced as its Service.
+	out, err = run(admin, "--from", "web/client", "--to", svc.Spec.ClusterIP, "--port", "5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, "the ClusterIP", out, "Allowed to 1 of 2 endpoints: TCP/5432 from pod web/client to service db/postgres\n",
+		svc.Spec.ClusterIP+" is Service db/postgres's ClusterIP: traced as --to svc/db/postgres")
+
 	out, err = run(admin, "--from", "kube-system/host", "--to", "db/server-1", "--port", "5432", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +184,7 @@ func TestPolicyTraceAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLines(t, "a namespaced user's IP target", out, "Denied: TCP/80 from pod web/client to 198.19.2.30\n", "pods cannot be listed in every namespace (")
+	wantLines(t, "a namespaced user's IP target", out, "Denied: TCP/80 from pod web/client to 198.19.2.30\n", "pods cannot be listed in every namespace (", "Services cannot be listed in every namespace (")
 
 	for _, tc := range []struct {
 		args []string

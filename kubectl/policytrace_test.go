@@ -265,6 +265,16 @@ func TestPolicyTrace(t *testing.T) {
 			},
 		},
 		{
+			name:    "a ClusterIP is traced as its Service",
+			args:    []string{"--from", "web/client", "--to", "198.18.128.10", "--port", "5432"},
+			verdict: "allowed to 1 of 2 endpoints",
+			text: []string{
+				"Allowed to 1 of 2 endpoints: TCP/5432 from pod web/client to service db/postgres\n",
+				"198.18.128.10 is Service db/postgres's ClusterIP: traced as --to svc/db/postgres",
+				"port: service port 5432/TCP (pg) -> targetPort pg -> TCP/6432 on pod db/server-2",
+			},
+		},
+		{
 			name:    "an address outside pods: ipBlock",
 			args:    []string{"--from", "web/client", "--to", "198.18.64.10", "--port", "443/TCP"},
 			verdict: "allowed",
