@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/wgmesh/wgmesh/netpol"
+	"github.com/wgmesh/wgmesh/podnet"
 )
 
 // What `policy trace` reads and judges. It reads only what the verdict
@@ -194,6 +195,9 @@ func trace(ctx context.Context, c client.Reader, req traceRequest) (*traceResult
 		conn := netpol.Conn{Src: srcAddr, Dst: d.addr, Proto: req.Port.Proto, DPort: d.port}
 		if src.Spec.HostNetwork {
 			conn.SrcNode = src.Spec.NodeName
+			if d.pod != nil && !d.pod.Spec.HostNetwork && d.pod.Spec.NodeName != src.Spec.NodeName {
+				conn.Src = t.tunnelSource(src.Spec.NodeName, conn.Src)
+			}
 		}
 		if d.pod != nil && d.pod.Spec.HostNetwork {
 			conn.DstNode = d.pod.Spec.NodeName
@@ -360,6 +364,27 @@ func (t *traceObjects) nodes() {
 		return
 	}
 	t.objs.Nodes = nodes.Items
+}
+
+// tunnelSource is the source address of node's host traffic to another
+// node's pods: the routes to them through wgmesh0 carry src = the node's pod
+// bridge gateway of the family (agent/routes). addr is the host's address,
+// kept when the node's pod CIDRs are not known.
+func (t *traceObjects) tunnelSource(node string, addr netip.Addr) netip.Addr {
+	for i := range t.objs.Nodes {
+		n := &t.objs.Nodes[i]
+		if n.Name != node {
+			continue
+		}
+		for _, c := range podnet.NodeCIDRs(n) {
+			if gw, ok := podnet.Gateway(c); ok && c.Addr().Is4() == addr.Is4() {
+				t.note("node %s's host reaches other nodes' pods from its pod bridge gateway %s (the source address of its routes through wgmesh0), not %s", node, gw.Addr(), addr)
+				return gw.Addr()
+			}
+		}
+	}
+	t.note("node %s's pod CIDRs are not known: its host's traffic to other nodes' pods is judged from %s, where it really comes from its pod bridge gateway", node, addr)
+	return addr
 }
 
 // judgePath explains one connection and names where each side is judged.

@@ -314,7 +314,11 @@ func TestPolicyTrace(t *testing.T) {
 			name:    "a host-network source to another node's pod is judged by address",
 			args:    []string{"--from", "kube-system/host", "--to", "db/server-1", "--port", "5432"},
 			verdict: "denied",
-			text:    []string{"ingress: db/server-1 on node n1 is isolated for ingress by db/allow-web, db/default-deny: no rule allows it"},
+			text: []string{
+				"pod kube-system/host (198.19.2.1, node n2, host network) -> pod db/server-1 (198.19.1.20, node n1) TCP/5432: DENIED",
+				"ingress: db/server-1 on node n1 is isolated for ingress by db/allow-web, db/default-deny: no rule allows it",
+				"node n2's host reaches other nodes' pods from its pod bridge gateway 198.19.2.1 (the source address of its routes through wgmesh0), not 198.18.0.12",
+			},
 		},
 		{
 			name:    "a host-network destination has no ingress side",
