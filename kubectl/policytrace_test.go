@@ -4,19 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 // The trace world: nodes n1 (198.18.0.11, pods 198.19.1.0/24) and n2
@@ -436,5 +440,45 @@ func TestPolicyTraceErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestPolicyTraceNamespaceUnreadable: a namespace the user may not read is
+// judged with only its kubernetes.io/metadata.name label when no policy
+// selects peers by namespace labels (said in a note), and refused when one
+// does: the verdict would depend on labels not seen.
+func TestPolicyTraceNamespaceUnreadable(t *testing.T) {
+	forbidden := func(objs ...client.Object) client.Client {
+		scheme := runtime.NewScheme()
+		if err := clientgoscheme.AddToScheme(scheme); err != nil {
+			t.Fatal(err)
+		}
+		return fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				if _, ok := obj.(*corev1.Namespace); ok {
+					return apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, key.Name, errors.New("no RBAC"))
+				}
+				return c.Get(ctx, key, obj, opts...)
+			}}).Build()
+	}
+	var bySelector []client.Object
+	for _, o := range traceWorld() {
+		if np, ok := o.(*networkingv1.NetworkPolicy); ok && np.Name != "default-deny" {
+			continue // allow-web and egress select by namespace labels
+		}
+		bySelector = append(bySelector, o)
+	}
+	res, err := runTrace(t, forbidden(bySelector...), "--from", "web/client", "--to", "db/server-1", "--port", "5432")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verdict != "denied" {
+		t.Errorf("verdict %q, want denied (db/default-deny)", res.Verdict)
+	}
+	wantLines(t, "no namespaceSelector", traceText(t, res), `namespace db cannot be read (namespaces "db" is forbidden: no RBAC): judged with only its kubernetes.io/metadata.name label (no policy here selects by namespace labels)`)
+
+	_, err = runTrace(t, forbidden(traceWorld()...), "--from", "web/client", "--to", "db/server-1", "--port", "5432")
+	if want := `reading namespace db: namespaces "db" is forbidden: no RBAC; NetworkPolicy db/allow-web selects peers by namespace labels (spec.ingress[0].from[0].namespaceSelector), so the verdict depends on them`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
 	}
 }
