@@ -163,7 +163,7 @@ func TestBesideKubeProxy(t *testing.T) {
 		// runs after it, so the client is answered.
 		empty := createService(ctx, t, c, "empty", map[string]string{"app": "nothing"}, nil)
 		if err := wait.Poll(ctx, retryTimeout, func() error {
-			_, err := c.PodDial(ctx, pods["client-a"], "tcp", empty.Spec.ClusterIP, 80, "hostname")
+			_, err := c.PodDial(ctx, pods["client-a"], "http", empty.Spec.ClusterIP, 80, "hostname")
 			if err == nil || !strings.Contains(err.Error(), "refused") {
 				return fmt.Errorf("client-a -> empty %s:80: %v, want connection refused", empty.Spec.ClusterIP, err)
 			}
