@@ -63,6 +63,42 @@ type Kernel struct {
 	// commit, and the kernel never sees a chain deleted while a rule being
 	// removed in the same transaction still points at it.
 	staleChains, staleSets map[Family]map[string]bool
+	// written is when this Kernel last added or deleted elements of each
+	// set and map: the kernel may still be resizing its hash table (see
+	// setElements).
+	written map[Family]map[string]time.Time
+}
+
+// settleWindow is how long after a write a set's hash table may still be
+// resized (a rehash of 100,000 elements takes milliseconds).
+const settleWindow = 10 * time.Second
+
+// noteWritten records the sets and maps whose elements ch changes.
+func (k *Kernel) noteWritten(f Family, ch *Changes) {
+	if k.written == nil {
+		k.written = map[Family]map[string]time.Time{}
+	}
+	if k.written[f] == nil {
+		k.written[f] = map[string]time.Time{}
+	}
+	now := time.Now()
+	for _, names := range [][]string{sortedKeys(ch.addElems), sortedKeys(ch.replaceElems), sortedKeys(ch.delElems),
+		sortedKeys(ch.addSet), sortedKeys(ch.delSet), sortedKeys(ch.addTypedElems), sortedKeys(ch.delTypedElems)} {
+		for _, n := range names {
+			k.written[f][n] = now
+		}
+	}
+	for n, t := range k.written[f] {
+		if now.Sub(t) > settleWindow {
+			delete(k.written[f], n)
+		}
+	}
+}
+
+// settling reports a set this Kernel changed within settleWindow.
+func (k *Kernel) settling(f Family, name string) bool {
+	t, ok := k.written[f][name]
+	return ok && time.Since(t) <= settleWindow
 }
 
 // HasStale reports chains or sets waiting for deletion.
@@ -300,6 +336,7 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 	if err := w.b.flush(); err != nil {
 		return w.b.sent, fmt.Errorf("table %s %s: writing: %w", f, Table, err)
 	}
+	k.noteWritten(f, ch)
 	return w.b.sent, nil
 }
 
@@ -551,7 +588,7 @@ func (k *Kernel) Read(f Family) (*Digest, error) {
 		case k.Part.ownsAffinity(s.Name):
 			d.Affinity[s.Name] = s.Timeout
 		case k.Part.ownsMap(s.Name):
-			els, err := setElements(c, s)
+			els, err := setElements(c, s, k.settling(f, s.Name))
 			if err != nil {
 				return nil, fmt.Errorf("listing map %s: %w", s.Name, err)
 			}
@@ -568,7 +605,7 @@ func (k *Kernel) Read(f Family) (*Digest, error) {
 				d.Maps[s.Name][key] = verdictOf(v)
 			}
 		case k.Part.ownsSet(s.Name):
-			els, err := setElements(c, s)
+			els, err := setElements(c, s, k.settling(f, s.Name))
 			if err != nil {
 				return nil, fmt.Errorf("listing set %s: %w", s.Name, err)
 			}
@@ -579,7 +616,7 @@ func (k *Kernel) Read(f Family) (*Digest, error) {
 				}
 			}
 		case k.Part.ownsTypedSet(s.Name):
-			if err := readTypedSet(c, k.Part, f, s, d); err != nil {
+			if err := readTypedSet(c, k.Part, f, s, d, k.settling(f, s.Name)); err != nil {
 				return nil, err
 			}
 		}
@@ -593,12 +630,14 @@ const stableDumpMin = 128
 
 // setElements dumps a set's elements. A large dump is resumed message by
 // message by skipping the elements already sent, in the order of the set's
-// hash table; while the kernel grows that table (shortly after many
-// elements were added) the order moves and a dump can miss elements. So a
-// large set is dumped until two dumps in a row agree (at most five).
-func setElements(c *nftables.Conn, s *nftables.Set) ([]nftables.SetElement, error) {
+// hash table; while the kernel resizes that table (shortly after many
+// elements were added or deleted) the order moves and a dump can miss
+// elements. So a large set written lately (settling) is dumped until two
+// dumps in a row agree (at most five); others once (a dump of 100,000
+// elements takes about a second: the skipping is quadratic).
+func setElements(c *nftables.Conn, s *nftables.Set, settling bool) ([]nftables.SetElement, error) {
 	els, err := c.GetSetElements(s)
-	if err != nil || len(els) < stableDumpMin {
+	if err != nil || !settling || len(els) < stableDumpMin {
 		return els, err
 	}
 	for range 4 {

@@ -286,11 +286,11 @@ func checkChanges(p *Part, f Family, ch *Changes, want *Ruleset) error {
 }
 
 // readTypedSet reads typed set s of part p into d.
-func readTypedSet(c *nftables.Conn, p *Part, f Family, s *nftables.Set, d *Digest) error {
+func readTypedSet(c *nftables.Conn, p *Part, f Family, s *nftables.Set, d *Digest, settling bool) error {
 	kind := setKindOf(f, s)
 	ts := TypedSet{Kind: kind, Elems: map[SetElem]bool{}}
 	if kind != setKindUnknown {
-		els, err := setElements(c, s)
+		els, err := setElements(c, s, settling)
 		if err != nil {
 			return fmt.Errorf("listing set %s: %w", s.Name, err)
 		}
