@@ -26,8 +26,8 @@ import (
 // over the public path and p learns their NATs' mappings; reported as p's
 // learned endpoints, the operator's aggregation (operator.ObservedCandidates)
 // makes them x's and y's observed candidates, and then x and y, which had no
-// path to each other (relay-needed, no endpoint), punch through both NATs
-// and reach each other directly.
+// direct path to each other (relayed by p), punch through both NATs and
+// reach each other directly, off the relay.
 func TestPunchedThroughTwoNATs(t *testing.T) {
 	netns.SkipUnlessRoot(t)
 	ctx := context.Background()
@@ -164,8 +164,8 @@ func TestPunchedThroughTwoNATs(t *testing.T) {
 	}
 
 	topos := apply()
-	if k := pathOf(topos["x"], "y").Path; k != paths.KindRelayNeeded {
-		t.Fatalf("x-y before any observation: path %s, want relay-needed", k)
+	if q := pathOf(topos["x"], "y"); q.Path != paths.KindRelayed || q.Relay != "p" {
+		t.Fatalf("x-y before any observation: %+v, want relayed by p", q)
 	}
 	if q := pathOf(topos["x"], "p"); q.Path != paths.KindPublic || q.Keepalive == 0 {
 		t.Fatalf("x-p: %+v, want the public path with keepalive", q)
@@ -173,6 +173,11 @@ func TestPunchedThroughTwoNATs(t *testing.T) {
 	ping("x to reach p through its NAT", x, 0)
 	ping("y to reach p through its NAT", y, 0)
 	ping("p to answer x where its handshakes came from", p, 1)
+	// Forwarding, as the agent sets it (sysctl.Required): p relays.
+	if err := p.n.ns.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+	ping("x to reach y through relay p", x, 2)
 
 	// p reports where it reaches x and y (the agent's status.learnedEndpoints);
 	// the operator makes them their observed candidates.
@@ -196,6 +201,11 @@ func TestPunchedThroughTwoNATs(t *testing.T) {
 	xy := pathOf(topos["x"], "y")
 	if xy.Path != paths.KindPunched || xy.Endpoint != string(y.cands[1].Endpoint) || xy.Keepalive == 0 {
 		t.Fatalf("x-y after the observations: %+v, want punched to %s with keepalive", xy, y.cands[1].Endpoint)
+	}
+	for _, dp := range x.n.device(t).Peers {
+		if dp.PublicKey == p.n.key.PublicKey() && len(dp.AllowedIPs) != 1 {
+			t.Errorf("x's entry for p still carries %v after x-y punched", dp.AllowedIPs)
+		}
 	}
 	ping("x to reach y through both NATs", x, 2)
 	ping("y to reach x through both NATs", y, 1)
