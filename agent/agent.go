@@ -82,6 +82,9 @@ type Agent struct {
 	// log lines) so that a resync does not repeat them; losing it on
 	// restart only repeats each Event once.
 	reported map[string]bool
+	// relays are the relays peers were reached through at the last
+	// reconcile (reportRelays).
+	relays relayState
 	// nodes knows every Node's UID (which MeshPeers are node peers);
 	// apiServer are the API server's addresses (never into the tunnel).
 	nodes     *nodeDirectory

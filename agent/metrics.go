@@ -56,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer, perPeer PerPeerMetrics) *Metrics {
 		Peers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peers",
 			Help: "WireGuard peers configured on this node."}),
 		PeerPaths: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "wgmesh_peer_paths",
-			Help: "Peers by how this node reaches them (agent/paths): endpoint (spec.endpoint: no location), private, public, punched, relay-needed."}, []string{"path"}),
+			Help: "Peers by how this node reaches them (agent/paths): endpoint (spec.endpoint: no location), private, public, punched, relayed (through another node), relay-needed (no path, no relay: pods cannot talk)."}, []string{"path"}),
 		PeersConnected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "wgmesh_peers_connected",
 			Help: "Node peers reachable now: the last probe through the tunnel was answered (with --probe-interval=0: a handshake in the last 3 minutes)."}),
 		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wgmesh_reconcile_duration_seconds",

@@ -189,6 +189,7 @@ func (a *Agent) reportAll(ctx context.Context, obs observation, p plan, res resu
 	a.metrics.Peers.Set(float64(len(peers)))
 	a.metrics.setPaths(topo.Peers)
 	a.logPaths(topo.Peers)
+	a.reportRelays(obs.node, topo.Peers)
 	a.metrics.PeerProblems.Set(float64(len(problems)))
 
 	expected, targets := expectedPeers(topo, obs.peers)
