@@ -12,7 +12,8 @@ import (
 )
 
 // maxPathRows bounds the pairs listed by name (those without a direct
-// path, or punched); the counts cover every pair.
+// path: relayed, with their relay, or with none; and punched ones); the
+// counts cover every pair.
 const maxPathRows = 32
 
 // pathRow is one node pair and how it is reached.
@@ -20,8 +21,9 @@ type pathRow struct {
 	A, B, Path, Detail string
 }
 
-// pathSummary counts the node pairs by path (agent/paths.Choose, the same
-// choice both agents make) and names those punched or needing a relay.
+// pathSummary counts the node pairs by path (agent/paths.Choose and
+// ChooseRelay, the same choices both agents make) and names those punched,
+// relayed (and through which node) or needing a relay.
 type pathSummary struct {
 	Counts map[paths.Kind]int
 	Rows   []pathRow
@@ -44,12 +46,25 @@ func pairPaths(peers []wgmeshv1.MeshPeer) pathSummary {
 	}
 	slices.SortFunc(nodes, func(a, b *wgmeshv1.MeshPeer) int { return strings.Compare(a.Name, b.Name) })
 	sum := pathSummary{Counts: map[paths.Kind]int{}}
+	var relays []paths.Node // read once, on the first pair that needs a relay
 	for i, a := range nodes {
 		sum.Located = sum.Located || a.Spec.Location != ""
 		for _, b := range nodes[i+1:] {
 			p := paths.Choose(paths.FromSpec(a.Spec), paths.FromSpec(b.Spec))
+			if p.Kind == paths.KindRelayNeeded {
+				if relays == nil {
+					relays = paths.RelayNodes(peers, nil)
+				}
+				// The agents' choice (agent/mesh), as far as the MeshPeers
+				// tell: each also needs the relay usable on its own node.
+				if r, ok := paths.ChooseRelay(a.Name, b.Name, relays); ok {
+					p.Kind, p.Reason = paths.KindRelayed, fmt.Sprintf("through %s: %s", r, p.Reason)
+				} else {
+					p.Reason += "; no node can relay (a node with a private or public path to both, not labelled wgmesh.io/relay=false)"
+				}
+			}
 			sum.Counts[p.Kind]++
-			if p.Kind != paths.KindPunched && p.Kind != paths.KindRelayNeeded {
+			if p.Kind != paths.KindPunched && p.Kind != paths.KindRelayNeeded && p.Kind != paths.KindRelayed {
 				continue
 			}
 			if len(sum.Rows) == maxPathRows {
