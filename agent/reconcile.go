@@ -48,6 +48,10 @@ type observation struct {
 	node     *corev1.Node
 	peers    []wgv1.MeshPeer
 	podCIDRs []netip.Prefix
+	// device are the WireGuard peers as the device has them (nil before
+	// the link exists): their handshakes tell which punched paths work.
+	device []wgtypes.Peer
+	now    time.Time
 }
 
 // plan is what one reconcile wants: the topology and its input.
@@ -92,6 +96,7 @@ func (a *Agent) observe(ctx context.Context) (observation, error) {
 	// reconcile).
 	if dev := a.kernel.Peers(); dev != nil {
 		a.learned = learnedEndpoints(dev, obs.peers)
+		obs.device, obs.now = dev, time.Now()
 	}
 	obs.podCIDRs = podnet.NodeCIDRs(obs.node)
 	if err := a.checkClusterCIDRs(obs.node, obs.podCIDRs); err != nil {
@@ -111,7 +116,24 @@ func (a *Agent) plan(obs observation) plan {
 	if a.nodes != nil { // synced: loop waits for it before the first reconcile
 		in.NodeUIDs = a.nodes.UID
 	}
+	if obs.device != nil {
+		in.Connected = connectedPeers(obs.device, obs.peers, obs.now)
+	}
 	return plan{in: in, topo: mesh.New(in)}
+}
+
+// connectedPeers tells, by MeshPeer name, whether the device had a
+// handshake with the peer's key within wireguard.ConnectedWithin.
+func connectedPeers(dev []wgtypes.Peer, peers []wgv1.MeshPeer, now time.Time) func(string) bool {
+	byKey := map[string]bool{}
+	for _, p := range dev {
+		byKey[p.PublicKey.String()] = wireguard.Connected(p, now)
+	}
+	byName := map[string]bool{}
+	for i := range peers {
+		byName[peers[i].Name] = byKey[string(peers[i].Spec.PublicKey)]
+	}
+	return func(name string) bool { return byName[name] }
 }
 
 // apply brings the tunnel to the topology, then the node data planes (leak

@@ -4,14 +4,18 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/funcr"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/paths"
+	"github.com/wgmesh/wgmesh/agent/wireguard"
+	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
 )
 
 // eventList records Events as "type reason note".
@@ -58,5 +62,21 @@ func TestReportRelays(t *testing.T) {
 	step(mesh.Peer{Name: "d", Path: paths.KindPunched})
 	if len(lines) != 4 {
 		t.Errorf("logged %q, want one line per change", lines)
+	}
+}
+
+// TestConnectedPeers: a MeshPeer is connected when the device had a
+// handshake with its key within wireguard.ConnectedWithin.
+func TestConnectedPeers(t *testing.T) {
+	now := time.Now()
+	k1, _ := wgtypes.GeneratePrivateKey()
+	k2, _ := wgtypes.GeneratePrivateKey()
+	dev := []wgtypes.Peer{{PublicKey: k1.PublicKey(), LastHandshakeTime: now.Add(-time.Minute)},
+		{PublicKey: k2.PublicKey(), LastHandshakeTime: now.Add(-wireguard.ConnectedWithin - time.Second)}}
+	peers := []wgv1.MeshPeer{{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: wgv1.MeshPeerSpec{PublicKey: wgv1.PublicKey(k1.PublicKey().String())}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: wgv1.MeshPeerSpec{PublicKey: wgv1.PublicKey(k2.PublicKey().String())}}}
+	c := connectedPeers(dev, peers, now)
+	if !c("a") || c("b") || c("nobody") {
+		t.Errorf("connected a %v b %v nobody %v, want a only", c("a"), c("b"), c("nobody"))
 	}
 }

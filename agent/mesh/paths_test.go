@@ -177,3 +177,52 @@ func TestTopologyRelays(t *testing.T) {
 		t.Errorf("no relay left: %+v, want relay-needed saying no node can relay", cd)
 	}
 }
+
+// TestTopologyPunchedWaitsOnRelay: two offices with observed endpoints
+// (punched) stay on their relay, punching in the background (observed
+// endpoint and keepalive on the peer's entry, its ranges on the relay's),
+// until WireGuard has a session with the peer; then they go direct. Without
+// a relay they punch as before.
+func TestTopologyPunchedWaitsOnRelay(t *testing.T) {
+	withPaths := func(p wgv1.MeshPeer, loc string, cands ...string) wgv1.MeshPeer {
+		p.Spec.Location = wgv1.Location(loc)
+		for i := 0; i+1 < len(cands); i += 2 {
+			p.Spec.Candidates = append(p.Spec.Candidates, wgv1.Candidate{Kind: wgv1.CandidateKind(cands[i]), Endpoint: wgv1.Endpoint(cands[i+1])})
+		}
+		return p
+	}
+	peers := []wgv1.MeshPeer{
+		withPaths(mp("c", "c", key(5), "", "198.19.5.0/24"), "office-1", "private", "198.18.21.1:51820", "observed", "198.18.100.21:40001"),
+		withPaths(mp("d", "d", key(6), "", "198.19.6.0/24"), "office-2", "private", "198.18.22.1:51820", "observed", "198.18.100.22:40002"),
+		withPaths(mp("r", "r", key(1), "", "198.19.1.0/24"), "cloud", "public", "198.18.100.1:51820"),
+	}
+	connected := map[string]bool{"r": true}
+	in := Input{NodeName: "c", PublicKey: key(5), PodCIDRs: pfx("198.19.5.0/24"), Peers: peers,
+		Connected: func(name string) bool { return connected[name] }}
+	peer := func(topo Topology, name string) Peer {
+		for _, p := range topo.Peers {
+			if p.Name == name {
+				return p
+			}
+		}
+		t.Fatalf("no peer %s", name)
+		return Peer{}
+	}
+	topo := New(in)
+	d, r := peer(topo, "d"), peer(topo, "r")
+	if d.Path != paths.KindRelayed || d.Relay != "r" || d.Endpoint != "198.18.100.22:40002" || d.Keepalive != paths.PunchKeepalive ||
+		len(d.WireGuardAllowedIPs()) != 0 || !slices.Equal(r.WireGuardAllowedIPs(), pfx("198.19.1.0/24", "198.19.6.0/24")) {
+		t.Errorf("before a handshake: d %+v, r allowed %v; want d relayed by r, punching at its observed endpoint", d, r.WireGuardAllowedIPs())
+	}
+	connected["d"] = true
+	topo = New(in)
+	if d, r := peer(topo, "d"), peer(topo, "r"); d.Path != paths.KindPunched || d.Relay != "" || !slices.Equal(d.WireGuardAllowedIPs(), pfx("198.19.6.0/24")) ||
+		!slices.Equal(r.WireGuardAllowedIPs(), pfx("198.19.1.0/24")) {
+		t.Errorf("after the handshake: d %+v, r allowed %v; want d punched and direct", d, r.WireGuardAllowedIPs())
+	}
+	connected["d"] = false
+	in.Peers = peers[:2]
+	if d := peer(New(in), "d"); d.Path != paths.KindPunched || d.Endpoint != "198.18.100.22:40002" {
+		t.Errorf("no relay: d %+v, want punched", d)
+	}
+}

@@ -43,6 +43,12 @@ type Input struct {
 	// at its router's address, which no MeshPeer names). Every peer's
 	// endpoint address is protected too.
 	Protected []netip.Addr
+	// Connected tells whether WireGuard has a session with a peer now (a
+	// handshake within wireguard.ConnectedWithin), by MeshPeer name: a
+	// punched path is taken only once it has one, and the pair stays on a
+	// relay meanwhile (punching in the background). Nil: not known; a
+	// punched path is taken at once.
+	Connected func(name string) bool
 }
 
 // Peer is one desired WireGuard peer. Endpoint is host:port (possibly a DNS
@@ -63,7 +69,9 @@ type Peer struct {
 	// Relay is the node peer that carries this peer's traffic (Path
 	// relayed): the relay's WireGuard entry takes this peer's AllowedIPs,
 	// and this peer's entry keeps its key with none (WireGuard's AllowedIPs
-	// never overlap between peers), no endpoint and no keepalive.
+	// never overlap between peers), no endpoint and no keepalive; or, while
+	// a punched path waits for its first handshake, the observed endpoint
+	// and the keepalive, to punch.
 	Relay string
 	// RelayFor are the relayed peers this peer carries for this node, and
 	// RelayedIPs their AllowedIPs, which its WireGuard entry takes besides
@@ -201,6 +209,15 @@ func punchable(p *Peer, external []netip.Prefix) {
 	}
 }
 
+// wantsRelay: a node peer without a path (relay-needed), or on a punched
+// path without a session yet.
+func wantsRelay(in Input, p Peer) bool {
+	if p.NodeName == "" {
+		return false
+	}
+	return p.Path == paths.KindRelayNeeded || (p.Path == paths.KindPunched && in.Connected != nil && !in.Connected(p.Name))
+}
+
 // relay gives each node peer without a direct path (relay-needed) the
 // relay paths.ChooseRelay picks among the node MeshPeers (the same on both
 // ends: it reads only what every node reads), when that relay is a peer
@@ -209,12 +226,21 @@ func punchable(p *Peer, external []netip.Prefix) {
 // which passed), the peer's entry none. A pair without a relay stays
 // relay-needed, saying why. Routes are unchanged: the peer's ranges go
 // through wgmesh0, where WireGuard picks the relay.
+//
+// A punched path is taken only once WireGuard has a session on it
+// (in.Connected): until then the pair stays on its relay, and the peer's
+// entry keeps the observed endpoint and the keepalive, so that both ends
+// punch in the background; a NAT that maps each destination to its own
+// port (punching never works) keeps the pair on the relay. When the session
+// ends (no handshake within wireguard.ConnectedWithin) the pair returns to
+// the relay, and leaves it again at the next handshake. Both ends see one
+// handshake, so they switch within a resync of each other.
 func relay(in Input, peers []Peer) {
 	idx := map[string]int{}
 	need := false
 	for i, p := range peers {
 		idx[p.Name] = i
-		need = need || (p.Path == paths.KindRelayNeeded && p.NodeName != "")
+		need = need || wantsRelay(in, p)
 	}
 	if !need {
 		return
@@ -222,21 +248,30 @@ func relay(in Input, peers []Peer) {
 	nodes := paths.RelayNodes(in.Peers, in.NodeUIDs)
 	for i := range peers {
 		p := &peers[i]
-		if p.Path != paths.KindRelayNeeded || p.NodeName == "" {
+		if !wantsRelay(in, *p) {
 			continue
 		}
+		punching := p.Path == paths.KindPunched
 		r, ok := paths.ChooseRelay(in.NodeName, p.Name, nodes)
-		if !ok {
+		j, usable := idx[r]
+		usable = ok && usable && paths.Direct(peers[j].Path)
+		switch {
+		case punching && !usable:
+			continue // punching is all there is
+		case !ok:
 			p.PathReason += "; no node can relay (a node with a private or public path to both, not labelled wgmesh.io/relay=false)"
 			continue
-		}
-		j, ok := idx[r]
-		if !ok || !paths.Direct(peers[j].Path) {
+		case !usable:
 			p.PathReason += fmt.Sprintf("; its relay %s is not a usable peer of this node", r)
 			continue
 		}
-		p.Path, p.Relay, p.Endpoint, p.Keepalive = paths.KindRelayed, r, "", 0
-		p.PathReason = fmt.Sprintf("relayed by %s: %s", r, p.PathReason)
+		if punching {
+			p.Path, p.Relay = paths.KindRelayed, r
+			p.PathReason = fmt.Sprintf("relayed by %s until the punched path to %s has a handshake", r, p.Endpoint)
+		} else {
+			p.Path, p.Relay, p.Endpoint, p.Keepalive = paths.KindRelayed, r, "", 0
+			p.PathReason = fmt.Sprintf("relayed by %s: %s", r, p.PathReason)
+		}
 		peers[j].RelayFor = append(peers[j].RelayFor, p.Name)
 		peers[j].RelayedIPs = append(peers[j].RelayedIPs, p.AllowedIPs...)
 	}

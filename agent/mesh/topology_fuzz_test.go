@@ -201,7 +201,8 @@ func CanonicalSet(cs []wgv1.CIDR) []netip.Prefix {
 
 // checkRelayed: a relayed peer is a node peer whose relay is a peer here
 // with a direct path, carrying exactly the ranges of the peers it relays;
-// a relayed peer's entry has no AllowedIPs, endpoint or keepalive.
+// a relayed peer's entry has no AllowedIPs, and no endpoint or keepalive
+// unless it punches.
 func checkRelayed(t *testing.T, peers []Peer, p Peer) {
 	t.Helper()
 	if p.Path != paths.KindRelayed {
@@ -213,7 +214,9 @@ func checkRelayed(t *testing.T, peers []Peer, p Peer) {
 		if p.NodeName == "" || i < 0 || !paths.Direct(peers[i].Path) || !slices.Contains(peers[i].RelayFor, p.Name) {
 			t.Errorf("%s relayed by %q, which is no peer here with a direct path carrying it", p.Name, p.Relay)
 		}
-		if len(p.WireGuardAllowedIPs()) != 0 || p.Endpoint != "" || p.Keepalive != 0 {
+		// (A punched path waiting for its handshake keeps its endpoint and
+		// keepalive, to punch.)
+		if len(p.WireGuardAllowedIPs()) != 0 || (p.Endpoint == "") != (p.Keepalive == 0) || (p.Endpoint != "" && p.Keepalive < paths.PunchKeepalive) {
 			t.Errorf("relayed %s: WireGuard entry %v endpoint %q keepalive %d", p.Name, p.WireGuardAllowedIPs(), p.Endpoint, p.Keepalive)
 		}
 	}

@@ -26,8 +26,9 @@ import (
 // over the public path and p learns their NATs' mappings; reported as p's
 // learned endpoints, the operator's aggregation (operator.ObservedCandidates)
 // makes them x's and y's observed candidates, and then x and y, which had no
-// direct path to each other (relayed by p), punch through both NATs and
-// reach each other directly, off the relay.
+// direct path to each other (relayed by p), punch through both NATs while
+// still relayed, and once they have a session reach each other directly,
+// off the relay.
 func TestPunchedThroughTwoNATs(t *testing.T) {
 	netns.SkipUnlessRoot(t)
 	ctx := context.Background()
@@ -136,7 +137,7 @@ func TestPunchedThroughTwoNATs(t *testing.T) {
 		topos := map[string]mesh.Topology{}
 		for i, s := range sites {
 			topo := mesh.New(mesh.Input{NodeName: s.name, PublicKey: s.n.key.PublicKey(),
-				PodCIDRs: []netip.Prefix{netip.MustParsePrefix(podCIDR(i))}, Peers: meshPeers()})
+				PodCIDRs: []netip.Prefix{netip.MustParsePrefix(podCIDR(i))}, Peers: meshPeers(), Connected: connectedOf(s.n, meshPeers())})
 			if len(topo.Problems) > 0 || len(topo.Peers) != 2 {
 				t.Fatalf("node %s: topology %+v", s.name, topo)
 			}
@@ -197,6 +198,18 @@ func TestPunchedThroughTwoNATs(t *testing.T) {
 		}
 		s.cands = append(s.cands, observed...)
 	}
+	// Punched, but no session yet: still on the relay, punching.
+	topos = apply()
+	if xy := pathOf(topos["x"], "y"); xy.Path != paths.KindRelayed || xy.Relay != "p" || xy.Endpoint != string(y.cands[1].Endpoint) || xy.Keepalive == 0 {
+		t.Fatalf("x-y after the observations, before a handshake: %+v, want relayed by p, punching to %s", xy, y.cands[1].Endpoint)
+	}
+	ping("x to reach y through relay p while punching", x, 2)
+	wait.For(t, 30*time.Second, "x and y to handshake through both NATs", func() error {
+		if !connectedOf(x.n, meshPeers())("y") {
+			return fmt.Errorf("x has no session with y")
+		}
+		return nil
+	})
 	topos = apply()
 	xy := pathOf(topos["x"], "y")
 	if xy.Path != paths.KindPunched || xy.Endpoint != string(y.cands[1].Endpoint) || xy.Keepalive == 0 {

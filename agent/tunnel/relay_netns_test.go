@@ -15,7 +15,9 @@ import (
 
 	"github.com/wgmesh/wgmesh/agent/mesh"
 	"github.com/wgmesh/wgmesh/agent/paths"
+	"github.com/wgmesh/wgmesh/agent/wireguard"
 	wgv1 "github.com/wgmesh/wgmesh/api/v1alpha1"
+	"github.com/wgmesh/wgmesh/operator"
 	"github.com/wgmesh/wgmesh/test/netns"
 	"github.com/wgmesh/wgmesh/test/wait"
 )
@@ -29,7 +31,9 @@ import (
 // reach each other's bridge through it, the relay forwarding wgmesh0 to
 // wgmesh0 under strict reverse-path filtering. Captures on the internet and
 // in both offices see only WireGuard between the nodes, never a pod address.
-// The relay leaves (its MeshPeer removed, its link down): the pair moves to
+// With the relay's view of their NATs as observed endpoints the pair's path
+// becomes punched, but d's NAT defeats punching: without a session the
+// pair stays on the relay (punching in the background). The relay leaves (its MeshPeer removed, its link down): the pair moves to
 // the other public node and talks again.
 func TestRelayedBetweenTwoNATs(t *testing.T) {
 	netns.SkipUnlessRoot(t)
@@ -74,7 +78,7 @@ func TestRelayedBetweenTwoNATs(t *testing.T) {
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;
-		iifname "eth0" ct state new drop
+		iifname "eth0" ct state new counter drop
 	}
 }
 `, 20+i, masq)
@@ -152,7 +156,7 @@ func TestRelayedBetweenTwoNATs(t *testing.T) {
 				continue
 			}
 			topo := mesh.New(mesh.Input{NodeName: s.name, PublicKey: s.n.key.PublicKey(),
-				PodCIDRs: []netip.Prefix{netip.MustParsePrefix(s.podCIDR)}, Peers: meshPeers()})
+				PodCIDRs: []netip.Prefix{netip.MustParsePrefix(s.podCIDR)}, Peers: meshPeers(), Connected: connectedOf(s.n, meshPeers())})
 			if len(topo.Problems) > 0 {
 				t.Fatalf("node %s: problems %+v", s.name, topo.Problems)
 			}
@@ -275,6 +279,55 @@ func TestRelayedBetweenTwoNATs(t *testing.T) {
 	ping("d to reach c's bridge through relay "+relay.name, d, c)
 	onlyWireGuard(stop(), relay)
 
+	// The relay reports where it reaches c and d (their NATs' mappings
+	// towards it); as their observed candidates they make the pair's path
+	// punched. d's NAT maps each destination to another port, and c's takes
+	// in only replies: punching fails, and the pair stays on the relay.
+	reporter := meshPeers()[slices.IndexFunc(sites, func(s *site) bool { return s == relay })]
+	for _, dp := range relay.n.device(t).Peers {
+		for _, s := range []*site{c, d} {
+			if dp.PublicKey == s.n.key.PublicKey() && dp.Endpoint != nil {
+				reporter.Status.LearnedEndpoints = append(reporter.Status.LearnedEndpoints,
+					wgv1.LearnedEndpoint{Peer: s.name, Address: dp.Endpoint.IP.String(), Port: int32(dp.Endpoint.Port)})
+			}
+		}
+	}
+	for _, s := range []*site{c, d} {
+		observed := operator.ObservedCandidates(s.name, []wgv1.MeshPeer{reporter}, nil, s.cands)
+		if len(observed) != 1 {
+			t.Fatalf("observed candidates of %s: %v (the relay reports %+v)", s.name, observed, reporter.Status.LearnedEndpoints)
+		}
+		s.cands = append(s.cands, observed...)
+	}
+	if k := paths.Choose(paths.FromSpec(meshPeers()[2].Spec), paths.FromSpec(meshPeers()[3].Spec)).Kind; k != paths.KindPunched {
+		t.Fatalf("c-d path with observed endpoints %s, want punched", k)
+	}
+	topos = apply()
+	if cd := peerOf(topos["c"], "d"); cd.Path != paths.KindRelayed || cd.Relay != relay.name || cd.Endpoint == "" || cd.Keepalive == 0 {
+		t.Fatalf("c-d punched without a session: %+v, want still relayed by %s, punching", cd, relay.name)
+	}
+	ping("c to reach d's bridge through relay "+relay.name+" while punching", c, d)
+	// The barrier: both routers dropped the other office's punching
+	// (packets that are no reply); only then is "no session" a result.
+	for _, i := range []int{1, 2} {
+		wait.For(t, 30*time.Second, fmt.Sprintf("office router %d to drop the other office's punching", i), func() error {
+			out, err := routers[i].Exec(ctx, "nft", "list", "chain", "inet", "wgm-nat", "input")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(string(out), "counter packets 0 ") {
+				return fmt.Errorf("nothing dropped yet: %s", out)
+			}
+			return nil
+		})
+	}
+	topos = apply()
+	relayedBy(topos)
+	if cd := peerOf(topos["c"], "d"); cd.Path != paths.KindRelayed || connectedOf(c.n, meshPeers())("d") {
+		t.Fatalf("c-d after failed punching: %+v, want still relayed and no session", cd)
+	}
+	ping("c to reach d's bridge through relay "+relay.name+" after punching failed", c, d)
+
 	// The relay goes: its MeshPeer, and its underlay link.
 	other := map[*site]*site{r1: r2, r2: r1}[relay]
 	gone[relay.name] = true
@@ -287,4 +340,21 @@ func TestRelayedBetweenTwoNATs(t *testing.T) {
 	ping("c to reach d's bridge through relay "+other.name, c, d)
 	ping("d to reach c's bridge through relay "+other.name, d, c)
 	onlyWireGuard(stop(), other)
+}
+
+// connectedOf is mesh.Input.Connected from n's WireGuard device, as the
+// agent makes it: a handshake within wireguard.ConnectedWithin.
+func connectedOf(n *testNode, peers []wgv1.MeshPeer) func(string) bool {
+	byKey := map[string]bool{}
+	for _, p := range n.kernel.Peers() { // none before the link exists
+		byKey[p.PublicKey.String()] = wireguard.Connected(p, time.Now())
+	}
+	return func(name string) bool {
+		for _, p := range peers {
+			if p.Name == name {
+				return byKey[string(p.Spec.PublicKey)]
+			}
+		}
+		return false
+	}
 }
