@@ -95,6 +95,8 @@ func FuzzTopology(f *testing.F) {
 	f.Add([]byte{1, 0, 1, 1, 99, 0, 2, 0, 2, 2, 99, 0, 3, 0, 3, 4, 99, 0})
 	f.Add([]byte{1, 0, 1, 1, 99, 0, 2, 0, 1, 2, 99, 3, 5, 1, 4, 12, 9, 0, 6, 2, 5, 1, 99, 1})
 	f.Add([]byte{9, 3, 1, 5, 99, 1, 2, 0, 2, 2, 13, 0, 7, 1, 3, 6, 7, 0, 8, 1, 4, 7, 8, 0})
+	// This node and n2 in two offices, n3 in a cloud: n3 relays n2.
+	f.Add([]byte{0, 0, 0, 0, 99, 0x41, 1, 0, 1, 1, 99, 0x41, 2, 0, 2, 2, 99, 0x61})
 	self := Input{NodeName: "n1", PublicKey: key(1), PodCIDRs: pfx("198.19.1.0/24"), NodeUIDs: nodeUIDs,
 		ClusterCIDRs: pfx("198.19.0.0/16", "2001:db8:100::/56"), ServiceCIDRs: pfx("198.18.128.0/20"),
 		Protected: []netip.Addr{netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("198.18.0.1")}}
