@@ -25,8 +25,8 @@ AllowedIPsConflict, InvalidAnnotation), the nodes that have no MeshPeer yet
 and why (no public key announced, no pod CIDR), then reachability: which node
 pairs cannot reach each other through the tunnel (a matrix up to 16 nodes),
 and the nodes not Ready; with locations, how node pairs reach each other
-(private, public, punched, relay-needed: the agents' own choice), naming the
-pairs punched or needing a relay.`,
+(private, public, punched, relayed, relay-needed: the agents' own choice),
+naming the pairs punched, relayed (with their relay) or with no relay.`,
 		Run: runStatus,
 	})
 }
