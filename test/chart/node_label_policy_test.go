@@ -57,6 +57,13 @@ func TestNodeRelayLabelPolicy(t *testing.T) {
 		{"prefer itself as a relay", func(d dryRun) error {
 			return kubelet.Patch(ctx, nodeA, labels(map[string]any{wgv1.LabelRelay: "true"}), d.patch()...)
 		}},
+		{"prefer itself through nodes/status (where the kubelet writes labels)", func(d dryRun) error {
+			opts := []client.SubResourcePatchOption{}
+			if d {
+				opts = append(opts, client.DryRunAll)
+			}
+			return kubelet.Status().Patch(ctx, nodeA, labels(map[string]any{wgv1.LabelRelay: "true"}), opts...)
+		}},
 		{"register a new Node as a preferred relay", func(d dryRun) error {
 			n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "rl-node-c", Labels: map[string]string{wgv1.LabelRelay: "true"}}}
 			return kubelet.Create(ctx, n, d.create()...)
