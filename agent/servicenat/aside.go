@@ -34,8 +34,10 @@ const (
 const KubeProxyHealthzAddr = "127.0.0.1:10256"
 
 // kubeProxyFound reports where kube-proxy shows on this node: its rules
-// (nftables mode, or iptables-nft chains), or its health endpoint (any mode,
-// iptables-legacy included, whose rules nftables does not see).
+// (nftables mode, or iptables-nft chains), which only a process with
+// CAP_NET_ADMIN on the node can write; and, when configured
+// (--kube-proxy-healthz, for iptables-legacy whose rules nftables does not
+// see), its health endpoint, which anything listening there could fake.
 func (p *Proxy) kubeProxyFound() []string {
 	found, err := KubeProxyRules(p.o.NetNSFd)
 	if err != nil {

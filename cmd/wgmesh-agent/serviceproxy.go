@@ -44,6 +44,7 @@ func (m *proxyMode) Set(v string) error {
 // serviceProxyFlags are the service NAT's flags.
 type serviceProxyFlags struct {
 	mode              proxyMode
+	kubeProxyHealthz  string
 	nodePortAddresses string
 	syncPeriod        time.Duration
 	// npa is --nodeport-addresses parsed (check).
@@ -64,7 +65,8 @@ func (f *serviceProxyFlags) check() error {
 
 func (f *serviceProxyFlags) bind(fs *flag.FlagSet) {
 	f.mode = proxyAuto
-	fs.Var(&f.mode, "service-proxy", "Program the service NAT (ClusterIP, NodePort, external and load-balancer IPs) in nftables table wgmesh: true; false leaves Services to kube-proxy; auto (default) programs them unless kube-proxy does on this node (its nftables table or iptables chains, or its health endpoint on "+servicenat.KubeProxyHealthzAddr+"), and stands aside while it does.")
+	fs.Var(&f.mode, "service-proxy", "Program the service NAT (ClusterIP, NodePort, external and load-balancer IPs) in nftables table wgmesh: true; false leaves Services to kube-proxy; auto (default) programs them unless kube-proxy does on this node (its nftables table or iptables-nft chains), and stands aside while it does.")
+	fs.StringVar(&f.kubeProxyHealthz, "kube-proxy-healthz", "", "With --service-proxy=auto, also take an answer of kube-proxy's /healthz at this address (for example "+servicenat.KubeProxyHealthzAddr+") as kube-proxy on the node: for iptables-legacy mode, whose rules nftables does not see. Off by default: anything that can listen on the node's address (a hostPort) could answer it and turn the service NAT off.")
 	fs.StringVar(&f.nodePortAddresses, "nodeport-addresses", "", "CIDRs whose local addresses serve NodePorts, comma separated; empty: the Node's InternalIP addresses.")
 	fs.DurationVar(&f.syncPeriod, "service-sync-period", servicenat.DefaultSyncPeriod, "How often the service NAT compares the kernel with the desired rules and repairs drift.")
 }
@@ -76,7 +78,7 @@ func serviceProxy(f serviceProxyFlags, o agent.Options, log logr.Logger) (agent.
 	p := servicenat.New(servicenat.Options{
 		NodeName: o.NodeName, ClusterCIDRs: o.ClusterCIDRs, ServiceCIDRs: o.ServiceCIDRs, NodePortAddresses: f.npa,
 		TunnelIf: o.LinkName, SyncPeriod: f.syncPeriod, Log: log.WithName("servicenat"), Registerer: metrics.Registry,
-		StandAside: f.mode == proxyAuto, KubeProxyHealthz: servicenat.KubeProxyHealthzAddr,
+		StandAside: f.mode == proxyAuto, KubeProxyHealthz: f.kubeProxyHealthz,
 	})
 	if f.mode == proxyOff {
 		if err := p.Delete(); err != nil {

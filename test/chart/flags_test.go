@@ -140,6 +140,7 @@ var valueOfFlag = map[string]map[string]string{
 		"cleanup-on-exit":             "agent.cleanupOnExit",
 		"userspace-wireguard-sidecar": "agent.wireguardMode (userspace: the chart's wireguard DaemonSet)",
 		"service-proxy":               "agent.serviceProxy",
+		"kube-proxy-healthz":          "agent.kubeProxyHealthz",
 		"nodeport-addresses":          "agent.nodePortAddresses",
 		"service-sync-period":         "agent.serviceSyncPeriod",
 		"network-policy":              "agent.networkPolicy",
