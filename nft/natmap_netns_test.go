@@ -69,7 +69,7 @@ func TestKernelNATMaps(t *testing.T) {
 	}
 	out, err := ns.Exec(context.Background(), "nft", "list", "table", "ip", nft.Table)
 	if err != nil {
-		t.Skipf("nft: %v", err)
+		t.Fatalf("nft list table ip %s (the nft binary is in hack/deps.sh): %v: %s", nft.Table, err, out)
 	}
 	t.Logf("nft list table ip %s:\n%s", nft.Table, out)
 	for _, s := range []string{
