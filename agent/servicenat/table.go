@@ -9,39 +9,45 @@ import (
 	"github.com/wgmesh/wgmesh/nft"
 )
 
-// Table is the rendered service NAT of every Service, kept per Service so
-// that a change renders and writes only the Services it touches. It also
-// settles verdict map keys two Services claim (two Services with the same
-// externalIP and port, which the API server allows, or an externalIP equal
-// to another Service's ClusterIP): a ClusterIP always belongs to the
-// Service the API server allocated it to; among other claimants the
-// Service first in namespace/name order owns the key. The others are
-// reported, and one gets the key when the owner lets go. A fresh Table over
-// the same Services gives the same result whatever the order of updates.
+// Table is the service NAT of every Service, rendered per Service so that
+// a change renders and writes only the Services it touches. After a write
+// (Commit) it keeps each Service's model and the keys it claims, not its
+// rendered rules and elements: Full renders them again (a full sync is
+// rare; the models are a tenth of the size). It also settles map keys two
+// Services claim (two Services with the same externalIP and port, which
+// the API server allows, or an externalIP equal to another Service's
+// ClusterIP): a ClusterIP always belongs to the Service the API server
+// allocated it to; among other claimants the Service first in
+// namespace/name order owns the key. The others are reported, and one gets
+// the key when the owner lets go. A fresh Table over the same Services
+// gives the same result whatever the order of updates.
 type Table struct {
-	in  Input
-	raw map[ServiceKey][2]*nft.Ruleset
-	eff map[ServiceKey][2]*nft.Ruleset
-	// cips are each Service's ClusterIPs: a claim on one of them wins.
-	cips map[ServiceKey][]netip.Addr
+	in     Input
+	models map[ServiceKey]Service
+	// claimed are the keys each Service's rendering claims, whether it
+	// owns them or not.
+	claimed map[ServiceKey][]claimKey
 	// claims: family, map, key -> the Services whose fragments have it.
 	claims map[claimKey]map[ServiceKey]bool
 	// pending are the Services whose effective fragment changed since the
-	// last Commit, with the fragment they had then.
-	pending map[ServiceKey][2]*nft.Ruleset
+	// last Commit, with the fragment they had then and the one they have.
+	pending map[ServiceKey]change
 	// What Services share in the fast path, counted over the effective
-	// fragments: hairpin elements (an endpoint may serve several
-	// Services), and per family the fragments using each DNAT map
-	// (endpoints-mod-N); committed are the maps that existed at the last
-	// Commit. A partial write keeps what another Service still uses.
-	hairpin   map[sharedElem]int
+	// fragments: hairpin elements by endpoint address (an endpoint may
+	// serve several Services), and per family the fragments using each
+	// DNAT map (endpoints-mod-N); committed are the maps that existed at
+	// the last Commit. A partial write keeps what another Service still
+	// uses.
+	hairpin   map[sharedAddr]int
 	mods      [2]map[int]int
 	committed [2]map[int]bool
 }
 
-type sharedElem struct {
-	fam int
-	e   nft.SetElem
+type change struct{ old, cur [2]*nft.Ruleset }
+
+type sharedAddr struct {
+	fam  int
+	addr netip.Addr
 }
 
 type claimKey struct {
@@ -54,64 +60,101 @@ type claimKey struct {
 // Services are ignored: add them with Update).
 func NewTable(in Input) *Table {
 	in.Services = nil
-	return &Table{in: in, raw: map[ServiceKey][2]*nft.Ruleset{}, eff: map[ServiceKey][2]*nft.Ruleset{}, cips: map[ServiceKey][]netip.Addr{},
-		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey][2]*nft.Ruleset{},
-		hairpin: map[sharedElem]int{}, mods: [2]map[int]int{{}, {}}, committed: [2]map[int]bool{{}, {}}}
+	return &Table{in: in, models: map[ServiceKey]Service{}, claimed: map[ServiceKey][]claimKey{},
+		claims: map[claimKey]map[ServiceKey]bool{}, pending: map[ServiceKey]change{},
+		hairpin: map[sharedAddr]int{}, mods: [2]map[int]int{{}, {}}, committed: [2]map[int]bool{{}, {}}}
 }
 
 // Input is the node-wide input the table renders with.
 func (t *Table) Input() Input { return t.in }
 
 // Update renders s and records what changed.
-func (t *Table) Update(s Service) {
-	t.cips[s.ServiceKey] = s.ClusterIPs
-	t.set(s.ServiceKey, [2]*nft.Ruleset{RenderService(t.in, nft.IPv4, s), RenderService(t.in, nft.IPv6, s)})
-}
+func (t *Table) Update(s Service) { t.set(s.ServiceKey, &s) }
 
 // Delete removes a Service.
 func (t *Table) Delete(k ServiceKey) {
-	if _, ok := t.raw[k]; ok {
-		t.set(k, [2]*nft.Ruleset{})
+	if _, ok := t.models[k]; ok {
+		t.set(k, nil)
 	}
-	delete(t.cips, k)
 }
 
-func (t *Table) set(k ServiceKey, raw [2]*nft.Ruleset) {
-	affected := map[ServiceKey]bool{k: true}
-	for _, ck := range claimsOf(t.raw[k]) {
-		delete(t.claims[ck], k)
-		for other := range t.claims[ck] {
-			affected[other] = true
-		}
-		if len(t.claims[ck]) == 0 {
-			delete(t.claims, ck)
+// render is s's fragment of family index i (fam < 0: both).
+func (t *Table) render(s Service, fam int) [2]*nft.Ruleset {
+	var out [2]*nft.Ruleset
+	for i, f := range nft.Families {
+		if fam < 0 || fam == i {
+			out[i] = RenderService(t.in, f, s)
 		}
 	}
-	if raw[0] == nil && raw[1] == nil {
-		delete(t.raw, k)
-	} else {
-		t.raw[k] = raw
-		for _, ck := range claimsOf(raw) {
-			if t.claims[ck] == nil {
-				t.claims[ck] = map[ServiceKey]bool{}
-			}
-			t.claims[ck][k] = true
+	return out
+}
+
+// current is k's effective fragments now: the pending ones, or rendered.
+func (t *Table) current(k ServiceKey) [2]*nft.Ruleset {
+	if c, ok := t.pending[k]; ok {
+		return c.cur
+	}
+	s, ok := t.models[k]
+	if !ok {
+		return [2]*nft.Ruleset{}
+	}
+	return t.effective(k, t.render(s, -1))
+}
+
+func (t *Table) set(k ServiceKey, s *Service) {
+	var raw [2]*nft.Ruleset
+	if s != nil {
+		raw = t.render(*s, -1)
+	}
+	newClaims := claimsOf(raw)
+	affected := map[ServiceKey]bool{k: true}
+	for _, cks := range [][]claimKey{t.claimed[k], newClaims} {
+		for _, ck := range cks {
 			for other := range t.claims[ck] {
 				affected[other] = true
 			}
 		}
 	}
+	// The fragments before the change, under the ownership before it.
+	before := map[ServiceKey][2]*nft.Ruleset{}
 	for a := range affected {
-		if _, ok := t.pending[a]; !ok {
-			t.pending[a] = t.eff[a]
+		before[a] = t.current(a)
+	}
+	for _, ck := range t.claimed[k] {
+		delete(t.claims[ck], k)
+		if len(t.claims[ck]) == 0 {
+			delete(t.claims, ck)
 		}
-		t.count(t.eff[a], -1)
-		if r, ok := t.raw[a]; ok {
-			t.eff[a] = t.effective(a, r)
-		} else {
-			delete(t.eff, a)
+	}
+	if s == nil {
+		delete(t.models, k)
+		delete(t.claimed, k)
+	} else {
+		t.models[k], t.claimed[k] = *s, newClaims
+		for _, ck := range newClaims {
+			if t.claims[ck] == nil {
+				t.claims[ck] = map[ServiceKey]bool{}
+			}
+			t.claims[ck][k] = true
 		}
-		t.count(t.eff[a], 1)
+	}
+	for a := range affected {
+		var now [2]*nft.Ruleset
+		if a == k {
+			if s != nil {
+				now = t.effective(k, raw)
+			}
+		} else if m, ok := t.models[a]; ok {
+			now = t.effective(a, t.render(m, -1))
+		}
+		t.count(before[a], -1)
+		t.count(now, 1)
+		c, ok := t.pending[a]
+		if !ok {
+			c.old = before[a]
+		}
+		c.cur = now
+		t.pending[a] = c
 	}
 }
 
@@ -122,7 +165,7 @@ func (t *Table) count(fr [2]*nft.Ruleset, d int) {
 			continue
 		}
 		for e := range rs.TypedSets[SetHairpin].Elems {
-			k := sharedElem{i, e}
+			k := sharedAddr{i, e.Addr}
 			if t.hairpin[k] += d; t.hairpin[k] == 0 {
 				delete(t.hairpin, k)
 			}
@@ -202,7 +245,7 @@ func (t *Table) owner(ck claimKey) ServiceKey {
 	var best ServiceKey
 	bestCIP, first := false, true
 	for s := range t.claims[ck] {
-		cip := ck.k.Addr.IsValid() && slices.Contains(t.cips[s], ck.k.Addr)
+		cip := ck.k.Addr.IsValid() && slices.Contains(t.models[s].ClusterIPs, ck.k.Addr)
 		if first || (cip && !bestCIP) || (cip == bestCIP && less(s, best)) {
 			best, bestCIP, first = s, cip, false
 		}
@@ -212,7 +255,7 @@ func (t *Table) owner(ck claimKey) ServiceKey {
 
 // isClusterIP reports whether the key's address is one of s's ClusterIPs.
 func (t *Table) isClusterIP(s ServiceKey, ck claimKey) bool {
-	return ck.k.Addr.IsValid() && slices.Contains(t.cips[s], ck.k.Addr)
+	return ck.k.Addr.IsValid() && slices.Contains(t.models[s].ClusterIPs, ck.k.Addr)
 }
 
 // effective is a Service's fragments without the map keys another Service
@@ -293,7 +336,7 @@ func joinKeys(ks []string) string {
 // or lost (for reports: both sides of a contest hear of it).
 func (t *Table) Conflicts(k ServiceKey) []Conflict {
 	var out []Conflict
-	for _, ck := range claimsOf(t.raw[k]) {
+	for _, ck := range t.claimed[k] {
 		if len(t.claims[ck]) < 2 {
 			continue
 		}
@@ -324,14 +367,14 @@ func (t *Table) Changes(f nft.Family) (before, after *nft.Ruleset) {
 	i := familyIndex(f)
 	before, after = nft.NewRuleset(), nft.NewRuleset()
 	hairpinBefore, hairpinAfter := map[nft.SetElem]int{}, map[nft.SetElem]int{}
-	for k, old := range t.pending {
-		if old[i] != nil {
-			before.Merge(old[i])
-			for e := range old[i].TypedSets[SetHairpin].Elems {
+	for _, c := range t.pending {
+		if old := c.old[i]; old != nil {
+			before.Merge(old)
+			for e := range old.TypedSets[SetHairpin].Elems {
 				hairpinBefore[e]++
 			}
 		}
-		if cur := t.eff[k][i]; cur != nil {
+		if cur := c.cur[i]; cur != nil {
 			after.Merge(cur)
 			for e := range cur.TypedSets[SetHairpin].Elems {
 				hairpinAfter[e]++
@@ -346,7 +389,7 @@ func (t *Table) Changes(f nft.Family) (before, after *nft.Ruleset) {
 		hairpinAfter[e] += 0
 	}
 	for e, changedNow := range hairpinAfter {
-		now := t.hairpin[sharedElem{i, e}]
+		now := t.hairpin[sharedAddr{i, e.Addr}]
 		was := now - changedNow + hairpinBefore[e]
 		setElem(before, SetHairpin, e, was > 0)
 		setElem(after, SetHairpin, e, now > 0)
@@ -406,9 +449,9 @@ func (t *Table) Changed() []ServiceKey {
 	return out
 }
 
-// Commit marks the changes as written.
+// Commit marks the changes as written (and drops their renderings).
 func (t *Table) Commit() {
-	t.pending = map[ServiceKey][2]*nft.Ruleset{}
+	t.pending = map[ServiceKey]change{}
 	for i := range t.committed {
 		t.committed[i] = map[int]bool{}
 		for n := range t.mods[i] {
@@ -417,11 +460,17 @@ func (t *Table) Commit() {
 	}
 }
 
-// Full is family f's whole desired table.
+// Full is family f's whole desired table, every Service rendered.
 func (t *Table) Full(f nft.Family) *nft.Ruleset {
 	i := familyIndex(f)
 	rs := RenderStatic(t.in, f)
-	for _, fr := range t.eff {
+	for k, s := range t.models {
+		var fr [2]*nft.Ruleset
+		if c, ok := t.pending[k]; ok {
+			fr = c.cur
+		} else {
+			fr = t.effective(k, t.render(s, i))
+		}
 		if fr[i] != nil {
 			rs.Merge(fr[i])
 		}
@@ -431,7 +480,7 @@ func (t *Table) Full(f nft.Family) *nft.Ruleset {
 }
 
 // Len is the number of Services in the table.
-func (t *Table) Len() int { return len(t.raw) }
+func (t *Table) Len() int { return len(t.models) }
 
 func familyIndex(f nft.Family) int {
 	if f == nft.IPv4 {
