@@ -19,7 +19,7 @@ type networkPolicyFlags struct {
 }
 
 func (f *networkPolicyFlags) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&f.enabled, "network-policy", false, "Enforce Kubernetes NetworkPolicy (networking.k8s.io/v1) on this node in nftables table wgmesh; needs br_netfilter for traffic between pods of one node. A pod's addresses pass nothing through the node until the agent has judged it: the CNI plugin asks the agent to before ADD returns (--network-policy-socket), else the Pod watch does. Off by default for now: the upstream Netpol conformance suite does not run yet; false removes policy rules an earlier run left.")
+	fs.BoolVar(&f.enabled, "network-policy", false, "Enforce Kubernetes NetworkPolicy (networking.k8s.io/v1) on this node in nftables table wgmesh; needs br_netfilter for traffic between pods of one node. A pod's addresses pass nothing through the node until the agent has judged it: the CNI plugin asks the agent to before ADD returns (--network-policy-socket), else the Pod watch does. Off by default for now (the upstream Netpol specs pass: README, \"NetworkPolicy\"); false removes policy rules an earlier run left.")
 	fs.StringVar(&f.socket, "network-policy-socket", guard.DefaultPolicySocket, "With --network-policy, the unix socket (mode 0600, root only) on which the agent judges each new pod for the CNI plugin (wgmesh-guard's policy entry in the conflist) before its ADD returns; empty: no CNI hook (new pods wait, denied, for the Pod watch).")
 }
 
