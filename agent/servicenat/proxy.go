@@ -89,6 +89,7 @@ type Proxy struct {
 
 	svcLister   corelisters.ServiceLister
 	sliceLister discoverylisters.EndpointSliceLister
+	sliceIndex  cache.Indexer // with sliceServiceIndex
 	nodeLister  corelisters.NodeLister
 
 	mu      sync.Mutex
@@ -239,7 +240,7 @@ func (p *Proxy) Run(ctx context.Context, rt *kube.Runtime) error {
 	}{
 		{&corev1.Service{}, func(i cache.Indexer) { p.svcLister = corelisters.NewServiceLister(i) },
 			cache.ResourceEventHandlerFuncs{AddFunc: onSvc, UpdateFunc: func(_, n any) { onSvc(n) }, DeleteFunc: onSvc}},
-		{&discoveryv1.EndpointSlice{}, func(i cache.Indexer) { p.sliceLister = discoverylisters.NewEndpointSliceLister(i) },
+		{&discoveryv1.EndpointSlice{}, func(i cache.Indexer) { p.sliceLister, p.sliceIndex = discoverylisters.NewEndpointSliceLister(i), i },
 			cache.ResourceEventHandlerFuncs{AddFunc: onSlice, UpdateFunc: func(_, n any) { onSlice(n) }, DeleteFunc: onSlice}},
 		{&corev1.Node{}, func(i cache.Indexer) { p.nodeLister = corelisters.NewNodeLister(i) },
 			cache.ResourceEventHandlerFuncs{AddFunc: func(any) { p.fire() }, UpdateFunc: onNode, DeleteFunc: func(any) { p.fire() }}},
@@ -255,6 +256,9 @@ func (p *Proxy) Run(ctx context.Context, rt *kube.Runtime) error {
 		}
 		defer func() { _ = inf.RemoveEventHandler(reg) }()
 		synced = append(synced, reg.HasSynced)
+	}
+	if err := addSliceIndex(p.sliceIndex); err != nil {
+		return fmt.Errorf("service NAT: %w", err)
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return ctx.Err()
@@ -429,9 +433,7 @@ func (p *Proxy) update(k ServiceKey) {
 		delete(p.models, k)
 		return
 	}
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: k.Name})
-	slices, _ := p.sliceLister.EndpointSlices(k.Namespace).List(sel)
-	model, probs := Convert(svc, slices, ConvertOptions{NodeName: p.o.NodeName, ServiceCIDRs: p.o.ServiceCIDRs, Reserved: p.reserved})
+	model, probs := Convert(svc, p.slicesOf(k), ConvertOptions{NodeName: p.o.NodeName, ServiceCIDRs: p.o.ServiceCIDRs, Reserved: p.reserved})
 	p.table.Update(model)
 	if hasExternalAddrs(svc) {
 		p.externals[k] = true
@@ -440,6 +442,44 @@ func (p *Proxy) update(k ServiceKey) {
 	}
 	p.report(svc, probs)
 	p.models[k] = model
+}
+
+// sliceServiceIndex indexes the EndpointSlices by namespace/Service name,
+// so that a Service's slices are found without matching every slice of its
+// namespace against a selector (quadratic: a full sync of 10,000 Services
+// in one namespace matched 10^8 slices).
+const sliceServiceIndex = "wgmesh-service-nat-service"
+
+func sliceService(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]}, nil
+}
+
+// addSliceIndex adds sliceServiceIndex to the EndpointSlice informer's
+// indexer, once per process (the informer outlives a Run).
+func addSliceIndex(i cache.Indexer) error {
+	if _, ok := i.GetIndexers()[sliceServiceIndex]; ok {
+		return nil
+	}
+	return i.AddIndexers(cache.Indexers{sliceServiceIndex: sliceService})
+}
+
+// slicesOf are the EndpointSlices of Service k.
+func (p *Proxy) slicesOf(k ServiceKey) []*discoveryv1.EndpointSlice {
+	objs, err := p.sliceIndex.ByIndex(sliceServiceIndex, k.String())
+	if err != nil {
+		return nil
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func hasExternalAddrs(svc *corev1.Service) bool {
