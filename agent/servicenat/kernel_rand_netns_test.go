@@ -94,6 +94,11 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 	elementOnly := 0
 	for step := 0; step < steps; step++ {
 		// One to three Services change at once: added, changed or deleted.
+		// Now and then a full write, as the proxy's full sync does.
+		bulk := r.Intn(8) == 0
+		if bulk {
+			table.Bulk()
+		}
 		prev := map[ServiceKey]Service{}
 		for _, s := range live {
 			prev[s.ServiceKey] = s
@@ -128,17 +133,28 @@ func TestIncrementalMatchesFullRender(t *testing.T) {
 			}
 		}
 		for _, f := range nft.Families {
-			before, after := table.Changes(f)
-			// Fast Services only: elements, and chain endpoints-dnat
-			// alone when an endpoint count first occurs or last goes.
-			if _, ok := after.Chains[ChainEndpointsDNAT]; fast && len(after.Chains) == 0 {
-				elementOnly++
-			} else if fast && (!ok || len(after.Chains) > 1) {
-				t.Errorf("step %d (seed %d) %s: fast Services changed, yet chains are written: %v", step, seed, f, sortedChains(after))
-			}
-			if _, err := k.Apply(f, nft.Diff(nft.DigestOf(before), after), after); err != nil {
-				t.Logf("changes: %+v", nft.Diff(nft.DigestOf(before), after))
-				t.Fatalf("step %d (seed %d) %s: %v", step, seed, f, err)
+			if bulk {
+				cur, err := k.Read(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := table.Full(f)
+				if _, err := k.Apply(f, nft.Diff(cur, want), want); err != nil {
+					t.Fatalf("step %d (seed %d) %s: full write: %v", step, seed, f, err)
+				}
+			} else {
+				before, after := table.Changes(f)
+				// Fast Services only: elements, and chain endpoints-dnat
+				// alone when an endpoint count first occurs or last goes.
+				if _, ok := after.Chains[ChainEndpointsDNAT]; fast && len(after.Chains) == 0 {
+					elementOnly++
+				} else if fast && (!ok || len(after.Chains) > 1) {
+					t.Errorf("step %d (seed %d) %s: fast Services changed, yet chains are written: %v", step, seed, f, sortedChains(after))
+				}
+				if _, err := k.Apply(f, nft.Diff(nft.DigestOf(before), after), after); err != nil {
+					t.Logf("changes: %+v", nft.Diff(nft.DigestOf(before), after))
+					t.Fatalf("step %d (seed %d) %s: %v", step, seed, f, err)
+				}
 			}
 			// Chains and sets this write left unreferenced are deleted
 			// with the next one.

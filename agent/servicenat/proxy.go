@@ -341,6 +341,8 @@ func (p *Proxy) sync(periodic bool) error {
 	kind := "partial"
 	if all {
 		kind = "full"
+		// Written whole (Full): the table need not keep each change.
+		p.table.Bulk()
 		// Every Service, in case an event was missed.
 		svcs, _ := p.svcLister.List(labels.Everything())
 		for _, s := range svcs {

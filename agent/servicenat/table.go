@@ -41,6 +41,8 @@ type Table struct {
 	hairpin   map[sharedAddr]int
 	mods      [2]map[int]int
 	committed [2]map[int]bool
+	// bulk: the changes until Commit are written whole (Bulk).
+	bulk bool
 }
 
 type change struct{ old, cur [2]*nft.Ruleset }
@@ -78,6 +80,13 @@ func (t *Table) Delete(k ServiceKey) {
 	}
 }
 
+// Bulk tells the table that the changes until the next Commit are written
+// whole, with Full, not with Changes (which must not be called until then):
+// it keeps no renderings of them, only which Services changed. A full sync
+// of 10,000 Services of 10 endpoints then does not hold 70 MiB of
+// fragments on top of Full's.
+func (t *Table) Bulk() { t.bulk = true }
+
 // render is s's fragment of family index i (fam < 0: both).
 func (t *Table) render(s Service, fam int) [2]*nft.Ruleset {
 	var out [2]*nft.Ruleset
@@ -91,7 +100,7 @@ func (t *Table) render(s Service, fam int) [2]*nft.Ruleset {
 
 // current is k's effective fragments now: the pending ones, or rendered.
 func (t *Table) current(k ServiceKey) [2]*nft.Ruleset {
-	if c, ok := t.pending[k]; ok {
+	if c, ok := t.pending[k]; ok && !t.bulk {
 		return c.cur
 	}
 	s, ok := t.models[k]
@@ -154,6 +163,9 @@ func (t *Table) set(k ServiceKey, s *Service) {
 			c.old = before[a]
 		}
 		c.cur = now
+		if t.bulk {
+			c = change{}
+		}
 		t.pending[a] = c
 	}
 }
@@ -451,7 +463,7 @@ func (t *Table) Changed() []ServiceKey {
 
 // Commit marks the changes as written (and drops their renderings).
 func (t *Table) Commit() {
-	t.pending = map[ServiceKey]change{}
+	t.pending, t.bulk = map[ServiceKey]change{}, false
 	for i := range t.committed {
 		t.committed[i] = map[int]bool{}
 		for n := range t.mods[i] {
@@ -466,7 +478,7 @@ func (t *Table) Full(f nft.Family) *nft.Ruleset {
 	rs := RenderStatic(t.in, f)
 	for k, s := range t.models {
 		var fr [2]*nft.Ruleset
-		if c, ok := t.pending[k]; ok {
+		if c, ok := t.pending[k]; ok && !t.bulk {
 			fr = c.cur
 		} else {
 			fr = t.effective(k, t.render(s, i))
