@@ -13,11 +13,11 @@ import (
 // a change renders and writes only the Services it touches. After a write
 // (Commit) it keeps each Service's model and the keys it claims, not its
 // rendered rules and elements: Full renders them again (a full sync is
-// rare; the models are a tenth of the size). It also settles map keys two
-// Services claim (two Services with the same externalIP and port, which
-// the API server allows, or an externalIP equal to another Service's
-// ClusterIP): a ClusterIP always belongs to the Service the API server
-// allocated it to; among other claimants the Service first in
+// rare; models and claims take a quarter of the memory). It also settles
+// map keys two Services claim (two Services with the same externalIP and
+// port, which the API server allows, or an externalIP equal to another
+// Service's ClusterIP): a ClusterIP always belongs to the Service the API
+// server allocated it to; among other claimants the Service first in
 // namespace/name order owns the key. The others are reported, and one gets
 // the key when the owner lets go. A fresh Table over the same Services
 // gives the same result whatever the order of updates.
