@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/wgmesh/wgmesh/cni/guard"
 	"github.com/wgmesh/wgmesh/netpol"
 	"github.com/wgmesh/wgmesh/nft"
 	"github.com/wgmesh/wgmesh/test/netns"
@@ -176,4 +178,45 @@ func udpOnce(from, to *netns.NS, dst netip.Addr, dropped func() error) error {
 		return errors.New("arrived")
 	}
 	return errNotArrived
+}
+
+// TestPluginSeesTheFailClosedRule: the CNI plugin's fallback check
+// (guard.PolicyInstalled, which lets ADD succeed without an answer from the
+// agent) passes on the real render and fails on chains without the
+// fail-closed drop: a render without the node's pod CIDRs, as an older
+// agent's chains would be.
+func TestPluginSeesTheFailClosedRule(t *testing.T) {
+	if os.Geteuid() != 0 {
+		skip.Unless(t, "needs root to create network namespaces")
+	}
+	ns := netns.NewForTest(t, "wgm-fc-plugin")
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	k := &nft.Kernel{Part: Part, NetNSFd: int(f.Fd())}
+	program := func(n Node) {
+		t.Helper()
+		if err := k.EnsureSkeleton(nft.IPv4); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nft.Sync(k, nft.IPv4, Render(netpol.NewIndex(), n, nft.IPv4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	installed := func() error {
+		return ns.Do(func() error { return guard.PolicyInstalled([]string{"ipv4"}) })
+	}
+	if err := installed(); err == nil {
+		t.Fatal("PolicyInstalled passes with no table")
+	}
+	program(Node{Name: "n1"}) // no pod CIDRs: chains, but nothing fails closed
+	if err := installed(); err == nil || !strings.Contains(err.Error(), "fail-closed rule") {
+		t.Fatalf("PolicyInstalled on chains without the drop: %v, want the missing fail-closed rule named", err)
+	}
+	program(Node{Name: "n1", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24")}})
+	if err := installed(); err != nil {
+		t.Fatalf("PolicyInstalled on the real render: %v", err)
+	}
 }

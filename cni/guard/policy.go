@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 )
 
 // The policy role: the entry after bridge, with PolicySocket, asks the
@@ -101,8 +102,11 @@ func AskPolicy(ctx context.Context, socket string, req PolicyRequest) error {
 
 // PolicyInstalled checks, in the current network namespace, that the
 // network policy's fail-closed rules are in table wgmesh for every family:
-// both chains have rules and set policy-programmed exists. Without them a
-// pod the agent has not judged would pass unjudged.
+// each of both chains has a rule that looks up set policy-programmed
+// inverted (the drop of addresses not judged yet). Chains with other rules
+// only (an older agent's, or a render without the node's pod CIDRs) do not
+// count. Without those rules a pod the agent has not judged would pass
+// unjudged.
 func PolicyInstalled(families []string) error {
 	conn, err := nftables.New()
 	if err != nil {
@@ -119,10 +123,26 @@ func PolicyInstalled(families []string) error {
 			if err != nil || len(rules) == 0 {
 				return fmt.Errorf("%s: the network policy is not in the kernel (nftables table %s %s chain %s is missing or empty)", PluginType, name, Table, chain)
 			}
+			if !hasFailClosed(rules) {
+				return fmt.Errorf("%s: the network policy's fail-closed rule is not in the kernel (nftables table %s %s chain %s has no lookup of @%s)", PluginType, name, Table, chain, PolicyProgrammed)
+			}
 		}
 		if _, err := conn.GetSetByName(table, PolicyProgrammed); err != nil {
 			return fmt.Errorf("%s: the network policy is not in the kernel (nftables table %s %s set %s: %v)", PluginType, name, Table, PolicyProgrammed, err)
 		}
 	}
 	return nil
+}
+
+// hasFailClosed reports whether one of rules drops addresses not in
+// policy-programmed: an inverted lookup of that set.
+func hasFailClosed(rules []*nftables.Rule) bool {
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if l, ok := e.(*expr.Lookup); ok && l.SetName == PolicyProgrammed && l.Invert {
+				return true
+			}
+		}
+	}
+	return false
 }
