@@ -105,15 +105,18 @@ func ObservedCandidates(name string, peers []wgv1.MeshPeer, nodes func(string) (
 		if excluded, _ := mp.Excluded(); excluded {
 			continue
 		}
-		seen := map[netip.AddrPort]bool{}
+		// One vote per reporter and family: WireGuard has one endpoint per
+		// peer, so an honest reporter has one; a lying one listing many
+		// addresses must not win ties against an honest one with them.
+		voted := map[bool]bool{}
 		for _, l := range mp.Status.LearnedEndpoints {
 			a, err := netip.ParseAddr(l.Address)
 			if l.Peer != name || err != nil || l.Port < 1 || l.Port > 65535 || private[a.Unmap()] || inExternal(a.Unmap()) {
 				continue
 			}
 			ap := netip.AddrPortFrom(a.Unmap(), uint16(l.Port))
-			if !seen[ap] { // one vote per reporter
-				seen[ap] = true
+			if v4 := ap.Addr().Is4(); !voted[v4] {
+				voted[v4] = true
 				votes[ap]++
 			}
 		}

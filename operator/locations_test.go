@@ -90,6 +90,8 @@ func TestObservedCandidates(t *testing.T) {
 			want: "observed=198.18.100.20:40001,observed=198.18.100.66:1"},
 		{name: "a liar repeating itself is one vote", peers: []wgv1.MeshPeer{reporter("p1", "b=198.18.100.20:40001"), reporter("p2", "b=198.18.100.20:40001"),
 			reporter("liar", "b=198.18.100.66:1", "b=198.18.100.66:1", "b=198.18.100.66:1")}, want: "observed=198.18.100.20:40001"},
+		{name: "a liar listing many addresses is one vote: the honest one survives the tie", peers: []wgv1.MeshPeer{reporter("p1", "b=198.18.100.20:40001"),
+			reporter("liar", "b=1.0.0.1:1", "b=1.0.0.2:1", "b=1.0.0.3:1")}, want: "observed=1.0.0.1:1,observed=198.18.100.20:40001"},
 		{name: "own report, other peers' reports, no port, a private address, a gone node's report: nothing",
 			peers: []wgv1.MeshPeer{reporter("b", "b=198.18.100.9:9"), reporter("p1", "c=198.18.100.20:40001", "b=198.18.100.21:0", "b=198.18.20.1:51820"),
 				reporter("gone", "b=198.18.100.22:1")}, want: ""},
@@ -198,7 +200,7 @@ func TestLocationsAndCandidates(t *testing.T) {
 // most MaxObservedPerFamily, each with the most votes; an endpoint with
 // strictly more reporters than any other of its family is the only one
 // published (so m liars never displace more than m honest observers); a
-// reporter counts once; the reporters' order does not matter.
+// reporter counts once per family; the reporters' order does not matter.
 func FuzzObservedCandidates(f *testing.F) {
 	f.Add([]byte{0, 1, 1, 1, 2, 2, 3, 1})
 	f.Add([]byte{0, 0, 1, 0, 2, 5, 3, 5, 4, 6})
@@ -218,12 +220,12 @@ func FuzzObservedCandidates(f *testing.F) {
 		got := ObservedCandidates("b", peers, nodes, own)
 		votes := map[string]int{}
 		for _, p := range peers {
-			seen := map[string]bool{}
+			voted := map[bool]bool{} // one vote per reporter and family: its first usable entry
 			for _, l := range p.Status.LearnedEndpoints {
-				ep := netip.AddrPortFrom(netip.MustParseAddr(l.Address), uint16(l.Port)).String()
-				if l.Port > 0 && !seen[ep] && ep != "198.18.20.1:51820" {
-					seen[ep] = true
-					votes[ep]++
+				ap := netip.AddrPortFrom(netip.MustParseAddr(l.Address), uint16(l.Port))
+				if l.Port > 0 && !voted[ap.Addr().Is4()] && ap.String() != "198.18.20.1:51820" {
+					voted[ap.Addr().Is4()] = true
+					votes[ap.String()]++
 				}
 			}
 		}
