@@ -268,7 +268,12 @@ func (k *Reconciler) resolve(ctx context.Context, ps []mesh.Peer, a *Applied) ([
 	keep := map[string]bool{}
 	for _, p := range ps {
 		wp := wireguard.Peer{PublicKey: p.PublicKey, AllowedIPs: p.WireGuardAllowedIPs(), Keepalive: time.Duration(p.Keepalive) * time.Second,
-			Pinned: p.Path != "" && p.Path != paths.KindEndpoint}
+			// Private and public paths are set even over a session at another
+			// address (a new location label moves a pair at once); a punched
+			// endpoint only until a session exists, since the NAT may map
+			// this pair elsewhere than the observers saw and WireGuard's
+			// roaming then knows better.
+			Pinned: p.Path == paths.KindPrivate || p.Path == paths.KindPublic}
 		if p.Endpoint != "" {
 			keep[p.Endpoint] = true
 			addr, err := k.o.Resolver.Resolve(ctx, p.Endpoint)
