@@ -122,6 +122,10 @@ type Controller struct {
 	cni    map[string]cniRecord
 	owner  map[netip.Addr]string
 	judged uint64
+	// deleted are the UIDs of pods whose deletion the watch brought, with
+	// when: a CNI request that read such a pod just before (from the API
+	// server) must not put it back (server.go). Kept deletedTTL.
+	deleted map[types.UID]time.Time
 	// invalid are the problems of policies set since the last sync;
 	// reported the problems already reported, by policy key (with its UID).
 	invalid  []invalidPolicy
@@ -181,7 +185,7 @@ func New(o Options) *Controller {
 				o.Log.Error(err, "network policy sync failed; retrying", "after", after)
 			}}),
 		ix: netpol.NewIndex(), local: map[string]bool{}, policies: map[string]types.UID{}, reported: map[string]map[string]bool{},
-		counts: map[counterKey]uint64{}, cni: map[string]cniRecord{}, owner: map[netip.Addr]string{},
+		counts: map[counterKey]uint64{}, cni: map[string]cniRecord{}, owner: map[netip.Addr]string{}, deleted: map[types.UID]time.Time{},
 		started: make(chan struct{}), syncedCh: make(chan struct{}),
 	}
 }

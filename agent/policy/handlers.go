@@ -48,6 +48,9 @@ func (c *Controller) onPodDelete(obj any) {
 	}
 	key := p.Namespace + "/" + p.Name
 	c.mu.Lock()
+	if p.Spec.NodeName == c.o.NodeName { // only this node's pods are judged at ADD
+		c.tombstone(p.UID, time.Now())
+	}
 	if r, ok := c.cni[key]; ok && r.byUID && r.uid != p.UID {
 		// An older pod of the name: a CNI ADD already put the new one in.
 		c.mu.Unlock()

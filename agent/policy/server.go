@@ -207,6 +207,12 @@ func (c *Controller) Judge(ctx context.Context, req guard.PolicyRequest) error {
 	m := netpol.PodFromAPI(pod)
 	m.IPs = ips
 	c.mu.Lock()
+	if _, gone := c.deleted[pod.UID]; gone {
+		// Read just before its deletion, which the watch has brought since:
+		// putting it in now would leave it there for good.
+		c.mu.Unlock()
+		return errRefused{fmt.Errorf("the pod (uid %s) has been deleted", pod.UID)}
+	}
 	key := m.Key()
 	c.claim(key, m.UID, ips)
 	if req.UID != "" {
@@ -391,4 +397,22 @@ func (c *Controller) waitSynced(ctx context.Context, want uint64) error {
 			return fmt.Errorf("not programmed in time: %w", ctx.Err())
 		}
 	}
+}
+
+// deletedTTL is how long a deleted pod's UID is remembered: far longer than
+// a CNI request takes (guard.DefaultPolicyTimeout).
+const deletedTTL = 10 * time.Minute
+
+// tombstone remembers a deleted pod's UID and forgets those older than
+// deletedTTL. Callers hold c.mu.
+func (c *Controller) tombstone(uid types.UID, now time.Time) {
+	if uid == "" {
+		return
+	}
+	for u, t := range c.deleted {
+		if now.Sub(t) > deletedTTL {
+			delete(c.deleted, u)
+		}
+	}
+	c.deleted[uid] = now
 }

@@ -279,3 +279,22 @@ func TestCNIPodOfTheSameName(t *testing.T) {
 		}
 	}
 }
+
+// TestCNIPodDeletedMeanwhile: a CNI request that read its pod just before
+// the pod's deletion, which the watch brought first, is refused; the pod's
+// address stays unjudged (it would otherwise stay in policy-programmed
+// under the dead pod's policies, no later event removing it).
+func TestCNIPodDeletedMeanwhile(t *testing.T) {
+	r := newSocketRig(t)
+	r.c.onPod(watched("client", "u-client", "n2", map[string]string{"app": "client"}, "198.19.2.10"))
+	r.pod(t, "gone", "u-gone", "n1", map[string]string{"app": "client"}) // the stale read
+	r.c.onPodDelete(watched("gone", "u-gone", "n1", map[string]string{"app": "client"}))
+	err := r.ask("gone", "u-gone", "198.19.1.12")
+	if err == nil || !strings.Contains(err.Error(), "has been deleted") {
+		t.Fatalf("request for a deleted pod: %v, want refused as deleted", err)
+	}
+	r.barrier(t)
+	if got := r.trace("198.19.1.12", "198.19.2.10"); got != "drop" {
+		t.Errorf("the deleted pod's address: %s, want drop (unjudged)\n%s", got, r.fake.Ruleset(nft.IPv4))
+	}
+}
