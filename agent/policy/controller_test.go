@@ -647,16 +647,21 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 			}
 		}
 		latencies = append(latencies, waitAgree(t, a, nodes, "no policy again", map[string]bool{"y/c->x/a TCP/8080": true, "x/d->x/a TCP/81": true}))
-		for _, n := range nodes {
-			for _, f := range nft.Families {
-				rs := n.fake.Ruleset(f)
-				for name := range rs.Chains {
-					if strings.HasPrefix(name, prefixCombinationIn) || strings.HasPrefix(name, prefixPolicy) {
-						t.Errorf("node %s %s: chain %s left after every policy was deleted", n.name, f, name)
+		// Chains a write leaves unreferenced go in a second commit about a
+		// second later (or with the next change): wait for it.
+		wait.For(t, 30*time.Second, "no policy chain left after every policy was deleted", func() error {
+			for _, n := range nodes {
+				for _, f := range nft.Families {
+					rs := n.fake.Ruleset(f)
+					for name := range rs.Chains {
+						if strings.HasPrefix(name, prefixCombinationIn) || strings.HasPrefix(name, prefixPolicy) {
+							return fmt.Errorf("node %s %s: chain %s left", n.name, f, name)
+						}
 					}
 				}
 			}
-		}
+			return nil
+		})
 	})
 	t.Logf("event to agreement (programmed and observed by the test's poll): %v", latencies)
 
