@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -68,6 +69,30 @@ type NIC struct {
 
 // tapName is the host end of the guest's NIC, in NIC.NetNS.
 const tapName = "wgm-vm0"
+
+// ErrGuestLockup is returned when the guest's kernel reports a CPU stuck for longer than
+// lockupLimit: under software emulation on a loaded host the guest's CPUs can starve each
+// other for good (a soft lockup that never ends, an RCU stall), which is the emulator's
+// failure, not the commands'. The caller may boot again.
+var ErrGuestLockup = errors.New("vm: the guest's kernel locked up")
+
+// lockupLimit is how long a reported soft lockup may last: short ones (tens of seconds)
+// happen under emulation and pass.
+const lockupLimit = 180 * time.Second
+
+var softLockup = regexp.MustCompile(`soft lockup - CPU#\d+ stuck for (\d+)s`)
+
+// lockedUp reports the first console line whose soft lockup lasted lockupLimit or more.
+func lockedUp(console []byte) string {
+	for _, m := range softLockup.FindAllSubmatchIndex(console, -1) {
+		secs, err := strconv.Atoi(string(console[m[2]:m[3]]))
+		if err == nil && time.Duration(secs)*time.Second >= lockupLimit {
+			line := console[m[0]:m[1]]
+			return string(line)
+		}
+	}
+	return ""
+}
 
 // Run boots the guest, runs the commands and returns the first failing command's exit code
 // (0 when all passed). An error means the guest itself failed: the console's last lines
@@ -145,9 +170,32 @@ func Run(ctx context.Context, o Options) (int, error) {
 	stop := make(chan struct{})
 	streamed := make(chan struct{})
 	go func() { stream(filepath.Join(runDir, outputFile), o.Output, stop); close(streamed) }()
+	lockup := make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Second):
+			}
+			if b, err := os.ReadFile(console); err == nil {
+				if line := lockedUp(b); line != "" {
+					lockup <- line
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	werr := cmd.Wait()
 	close(stop)
 	<-streamed
+	select {
+	case line := <-lockup:
+		return 0, fmt.Errorf("%w after %s (%s)\nlast console lines:\n%s", ErrGuestLockup,
+			time.Since(began).Round(100*time.Millisecond), line, tail(console, 30))
+	default:
+	}
 	took := time.Since(began).Round(100 * time.Millisecond)
 	b, serr := os.ReadFile(filepath.Join(runDir, statusFile))
 	if serr != nil {
