@@ -22,7 +22,7 @@ type RuleCounter struct {
 // Counters reads the counters of the rules of the part's chain in family
 // f, in order; rules without a counter are left out, and a missing chain
 // has none. Rewriting a chain starts its counters again at zero.
-func (k *Kernel) Counters(f Family, chain string) ([]RuleCounter, error) {
+func (k *Kernel) Counters(f Family, chain string) (_ []RuleCounter, err error) {
 	if !k.Part.OwnsChain(chain) {
 		return nil, fmt.Errorf("chain %s is not part %s's", chain, k.Part.Name)
 	}
@@ -30,6 +30,7 @@ func (k *Kernel) Counters(f Family, chain string) ([]RuleCounter, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer func() { k.release(c, err) }()
 	t := table(f)
 	rules, err := c.GetRules(t, &nftables.Chain{Name: chain, Table: t})
 	if errors.Is(err, unix.ENOENT) {

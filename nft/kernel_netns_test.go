@@ -665,3 +665,80 @@ func TestKernelPolicyTraffic(t *testing.T) {
 		}
 	}
 }
+
+// TestKernelRefusedWriteLeavesNoTrace: a Kernel keeps its netlink
+// connection between operations; a write the kernel refuses (its table was
+// deleted underneath it) must not leave messages or answers on it for the
+// next operation, and the connections it keeps stay one of each kind.
+func TestKernelRefusedWriteLeavesNoTrace(t *testing.T) {
+	netns.SkipUnlessRoot(t)
+	ns := netns.NewForTest(t, "wgm-nft-refused")
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a := &nft.Kernel{Part: partA, NetNSFd: int(f.Fd())}
+	defer a.Close()
+	sockets := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range ents {
+			if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && len(l) > 7 && l[:7] == "socket:" {
+				n++
+			}
+		}
+		return n
+	}
+	before := sockets()
+	full := desiredA()
+	svc := netip.MustParseAddr("198.18.128.11")
+	for i := range 20 {
+		if err := a.EnsureSkeleton(nft.IPv4); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nft.Sync(a, nft.IPv4, full); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		// Someone deletes the table; a partial write adding an element
+		// is then refused by the kernel, not by the checks before it.
+		if err := nft.DeleteTable(int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+		after := nft.NewRuleset()
+		after.AddElement("a-map", nft.MapKey{Addr: svc, Proto: nft.TCP, Port: 80}, nft.Goto("a-svc"))
+		after.Chains["a-svc"] = full.Chains["a-svc"]
+		if _, err := a.Apply(nft.IPv4, nft.Diff(nft.DigestOf(nft.NewRuleset()), after), after); err == nil {
+			t.Fatalf("round %d: a write into a deleted table was accepted", i)
+		}
+		// The next operations on the Kernel work and see what is there.
+		if _, err := a.Generation(); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.EnsureSkeleton(nft.IPv4); err != nil {
+			t.Fatalf("round %d: the write after a refused one: %v", i, err)
+		}
+		if _, err := nft.Sync(a, nft.IPv4, full); err != nil {
+			t.Fatalf("round %d: the write after a refused one: %v", i, err)
+		}
+		got, err := a.Read(nft.IPv4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ch := nft.Diff(got, full); !ch.Empty() {
+			t.Fatalf("round %d: read back differs: %+v", i, ch)
+		}
+	}
+	// The refused writes' connections close in the background.
+	if err := wait.Poll(context.Background(), 5*time.Second, func() error {
+		if n := sockets(); n > before+2 {
+			return fmt.Errorf("%d sockets open after 20 rounds, %d before", n, before)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
