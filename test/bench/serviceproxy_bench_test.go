@@ -105,7 +105,9 @@ type proxyResult struct {
 	childRSSKiB    int64         // peak VmHWM of a child (kube-proxy's nft)
 	connect        []time.Duration
 	svcChange      []time.Duration // Service created -> its map element in the kernel
+	svcAPI         []time.Duration // of which the create call (the API server's write)
 	epChange       []time.Duration // endpoint replaced -> new connections reach the new one
+	epAPI          []time.Duration // of which the update call
 	quiet          time.Duration
 	quietCPU       time.Duration
 	quietSyncs     float64
@@ -352,8 +354,8 @@ func measureProxy(b *testing.B, env *benchEnv, spec proxySpec, n int) *proxyResu
 		env.runs++
 		base := netip.AddrFrom4([4]byte{198, 19, byte(200 + env.runs), 0})
 		var names []string
-		r.svcChange, names = serviceChanges(b, env, p, probe, spec.short, base)
-		r.epChange = endpointChanges(b, env, pn)
+		r.svcChange, r.svcAPI, names = serviceChanges(b, env, p, probe, spec.short, base)
+		r.epChange, r.epAPI = endpointChanges(b, env, pn)
 		defer func() {
 			for _, name := range names {
 				if err := env.objs.deleteService(ctx, name); err != nil {
@@ -520,8 +522,9 @@ func pollElement(p *proxyProc, probe *nftProbe, key []byte, timeout time.Duratio
 // create until the Service's map element is in the kernel. Their slices are
 // created first, together, so that each timed step is one event (kube-proxy
 // syncs at most once per min-sync-period, and an untimed event just before a
-// timed one would delay it). It returns the durations and the names to delete.
-func serviceChanges(b *testing.B, env *benchEnv, p *proxyProc, probe *nftProbe, tag string, base netip.Addr) ([]time.Duration, []string) {
+// timed one would delay it). It returns the durations, those of the create
+// calls alone, and the names to delete.
+func serviceChanges(b *testing.B, env *benchEnv, p *proxyProc, probe *nftProbe, tag string, base netip.Addr) ([]time.Duration, []time.Duration, []string) {
 	b.Helper()
 	ctx := context.Background()
 	var names []string
@@ -533,13 +536,14 @@ func serviceChanges(b *testing.B, env *benchEnv, p *proxyProc, probe *nftProbe, 
 		names = append(names, name)
 	}
 	time.Sleep(2 * settle)
-	var out []time.Duration
+	var out, api []time.Duration
 	timedOut := 0
 	for i, name := range names {
 		time.Sleep(settle)
 		ip := addAddr(base, i+1)
 		start := time.Now()
 		must(b, env.objs.createServiceOnly(ctx, name, ip))
+		api = append(api, time.Since(start))
 		done, err := pollElement(p, probe, serviceKey(ip, servicePort), changeTimeout)
 		if err != nil {
 			// Counted as the timeout; a proxy this slow gets no more tries.
@@ -553,17 +557,17 @@ func serviceChanges(b *testing.B, env *benchEnv, p *proxyProc, probe *nftProbe, 
 		out = append(out, done.Sub(start))
 	}
 	time.Sleep(settle)
-	return out, names
+	return out, api, names
 }
 
 // endpointChanges flips the "switch" Service's only endpoint env.changes
 // times and times each update until new connections from the client reach
-// the new endpoint.
-func endpointChanges(b *testing.B, env *benchEnv, pn *proxyNet) []time.Duration {
+// the new endpoint; also the durations of the update calls alone.
+func endpointChanges(b *testing.B, env *benchEnv, pn *proxyNet) ([]time.Duration, []time.Duration) {
 	b.Helper()
 	ctx := context.Background()
 	addr := net.JoinHostPort(switchIP.String(), strconv.Itoa(servicePort))
-	var out []time.Duration
+	var out, api []time.Duration
 	timedOut := 0
 	for range env.changes {
 		next := 1 - env.switchAt
@@ -580,8 +584,10 @@ func endpointChanges(b *testing.B, env *benchEnv, pn *proxyNet) []time.Duration 
 			d, err := waitGreeting(pn.client, addr, switchEPs[next].As4()[3], start, changeTimeout)
 			res <- result{d, err}
 		}()
-		start <- time.Now()
+		began := time.Now()
+		start <- began
 		must(b, env.objs.updateSlice(ctx, s))
+		api = append(api, time.Since(began))
 		r := <-res
 		env.switchAt = next
 		if r.err != nil {
@@ -594,5 +600,5 @@ func endpointChanges(b *testing.B, env *benchEnv, pn *proxyNet) []time.Duration 
 		}
 		out = append(out, r.d)
 	}
-	return out
+	return out, api
 }
