@@ -129,10 +129,11 @@ func Register(p Port) error {
 }
 
 func register(hostIf string, want []Element) error {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
+	defer c.CloseLasting()
 	st, _, err := read(c)
 	if err != nil {
 		return err
@@ -185,10 +186,11 @@ func Unregister(hostIf string) error {
 }
 
 func unregister(hostIf string) error {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
+	defer c.CloseLasting()
 	st, ok, err := read(c)
 	if err != nil || !ok {
 		return err
@@ -208,10 +210,11 @@ func unregister(hostIf string) error {
 // elements are read before the interfaces, so an interface made (and
 // registered) in between is never taken for gone.
 func collectGarbage() error {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return err
 	}
+	defer c.CloseLasting()
 	st, ok, err := read(c)
 	if err != nil || !ok {
 		return err
@@ -246,10 +249,11 @@ func Check(p Port) error {
 	if err != nil {
 		return err
 	}
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
+	defer c.CloseLasting()
 	st, ok, err := read(c)
 	if err != nil {
 		return err

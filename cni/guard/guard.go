@@ -70,10 +70,11 @@ func ParseConf(stdin []byte) (Conf, error) {
 // has both guard chains with rules in every family of c. The error says
 // what is missing and why pods must wait.
 func Installed(families []string) error {
-	conn, err := nftables.New()
+	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return fmt.Errorf("%s: opening nftables: %w", PluginType, err)
 	}
+	defer conn.CloseLasting()
 	for _, f := range families {
 		fam, name := nftables.TableFamilyIPv4, "ip"
 		if f == "ipv6" {

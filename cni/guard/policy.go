@@ -108,10 +108,11 @@ func AskPolicy(ctx context.Context, socket string, req PolicyRequest) error {
 // count. Without those rules a pod the agent has not judged would pass
 // unjudged.
 func PolicyInstalled(families []string) error {
-	conn, err := nftables.New()
+	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return fmt.Errorf("%s: opening nftables: %w", PluginType, err)
 	}
+	defer conn.CloseLasting()
 	for _, f := range families {
 		fam, name := nftables.TableFamilyIPv4, "ip"
 		if f == "ipv6" {
