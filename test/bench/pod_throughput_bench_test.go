@@ -3,13 +3,18 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/wgmesh/wgmesh/podnet"
 
 	"github.com/wgmesh/wgmesh/test/cluster"
 	"github.com/wgmesh/wgmesh/test/skip"
@@ -25,13 +30,19 @@ func podCommander(n *cluster.Node, pod *corev1.Pod) commander {
 	}
 }
 
-// BenchmarkPodThroughput measures, in one run and between the same two node
-// namespaces of a local cluster (wgm-node-1 and wgm-node-2, underlay MTU
-// 1500 or WGM_BENCH_UNDERLAY_MTU): TCP throughput (iperf3) over the plain veth underlay, over a
-// hand-configured WireGuard tunnel, and pod to pod through wgmesh. Userspace
-// WireGuard, or kernel WireGuard in a kernel-mode run (test/wgmode) in make
-// test-kernel's VM, where the figures show shape only: the CPU is emulated.
-func BenchmarkPodThroughput(b *testing.B) {
+// podBench is a two-node local cluster with one iperf pod on each node.
+type podBench struct {
+	c           *cluster.Cluster
+	n1, n2      *cluster.Node
+	pods        [2]*corev1.Pod
+	underlayMTU int
+}
+
+// startPodBench starts the cluster of the pod benchmarks (underlay MTU 1500 or
+// WGM_BENCH_UNDERLAY_MTU); userspace WireGuard, or kernel WireGuard in a
+// kernel-mode run (test/wgmode) in make test-kernel's VM, where the figures
+// show shape only: the CPU is emulated.
+func startPodBench(b *testing.B) *podBench {
 	needRoot(b)
 	bin := os.Getenv("WGMESH_BIN_DIR")
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" || bin == "" {
@@ -47,49 +58,63 @@ func BenchmarkPodThroughput(b *testing.B) {
 		mode = "auto" // which must choose the module
 	}
 	// WGM_BENCH_UNDERLAY_MTU: the underlay's MTU (default 1500); the tunnels get 80 less.
-	underlayMTU := 1500
+	pb := &podBench{underlayMTU: 1500}
 	if v := os.Getenv("WGM_BENCH_UNDERLAY_MTU"); v != "" {
-		if _, err := fmt.Sscan(v, &underlayMTU); err != nil {
+		if _, err := fmt.Sscan(v, &pb.underlayMTU); err != nil {
 			b.Fatalf("WGM_BENCH_UNDERLAY_MTU=%q: %v", v, err)
 		}
 	}
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2, WireGuardMode: mode, UnderlayMTU: underlayMTU})
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2, WireGuardMode: mode, UnderlayMTU: pb.underlayMTU})
 	if err != nil {
 		b.Fatalf("cluster: %v", err)
 	}
 	b.Cleanup(func() { _ = c.Stop() })
-	n1, n2 := c.Nodes[0], c.Nodes[1]
+	pb.c, pb.n1, pb.n2 = c, c.Nodes[0], c.Nodes[1]
 
-	var pods [2]*corev1.Pod
-	for i, n := range []*cluster.Node{n1, n2} {
+	for i, n := range []*cluster.Node{pb.n1, pb.n2} {
 		name := fmt.Sprintf("iperf-%d", i+1)
 		if _, err := c.CreatePod(ctx, n, name, 8080); err != nil {
 			b.Fatal(err)
 		}
-		if pods[i], err = c.WaitPodReady(ctx, "default", name, 90*time.Second); err != nil {
+		if pb.pods[i], err = c.WaitPodReady(ctx, "default", name, 90*time.Second); err != nil {
 			b.Fatal(err)
 		}
 	}
 	// The mesh is up once one pod reaches the other.
-	wait.For(b, 60*time.Second, "pod "+pods[0].Name+" to reach "+pods[1].Name, func() error {
-		_, err := c.PodDial(ctx, pods[0], "http", pods[1].Status.PodIP, 8080, "hostname")
+	wait.For(b, 60*time.Second, "pod "+pb.pods[0].Name+" to reach "+pb.pods[1].Name, func() error {
+		_, err := c.PodDial(ctx, pb.pods[0], "http", pb.pods[1].Status.PodIP, 8080, "hostname")
 		return err
 	})
 	if mode == "auto" {
-		h, err := n1.NetNS.Netlink()
+		h, err := pb.n1.NetNS.Netlink()
 		must(b, err)
 		l, err := h.LinkByName("wgmesh0")
 		h.Close()
 		if err != nil || l.Type() != "wireguard" {
-			b.Fatalf("--wireguard-mode=auto made no kernel WireGuard link on %s: %v", n1.Name, err)
+			b.Fatalf("--wireguard-mode=auto made no kernel WireGuard link on %s: %v", pb.n1.Name, err)
 		}
 	}
-	handWireGuard(b, n1.NetNS, n2.NetNS, n1.UnderlayIP, n2.UnderlayIP, underlayMTU-80)
+	return pb
+}
+
+// podToPod is iperf3 from the pod on node 1 to the pod on node 2.
+func (pb *podBench) podToPod(b *testing.B, port int) float64 {
+	return iperfTCP(b, podCommander(pb.n2, pb.pods[1]), podCommander(pb.n1, pb.pods[0]), pb.pods[1].Status.PodIP, port)
+}
+
+// BenchmarkPodThroughput measures, in one run and between the same two node
+// namespaces of a local cluster (wgm-node-1 and wgm-node-2): TCP throughput
+// (iperf3) over the plain veth underlay, over a hand-configured WireGuard
+// tunnel, and pod to pod through wgmesh.
+func BenchmarkPodThroughput(b *testing.B) {
+	pb := startPodBench(b)
+	n1, n2 := pb.n1, pb.n2
+	handWireGuard(b, n1.NetNS, n2.NetNS, n1.UnderlayIP, n2.UnderlayIP, pb.underlayMTU-80)
 
 	b.ResetTimer()
 	veth := iperfTCP(b, n2.Command, n1.Command, n2.UnderlayIP, 5201)
 	hand := iperfTCP(b, n2.Command, n1.Command, handTunnelB, 5202)
-	mesh := iperfTCP(b, podCommander(n2, pods[1]), podCommander(n1, pods[0]), pods[1].Status.PodIP, 5203)
+	mesh := pb.podToPod(b, 5203)
 	b.StopTimer()
 
 	b.ReportMetric(veth/1e6, "veth-Mbit/s")
@@ -97,8 +122,87 @@ func BenchmarkPodThroughput(b *testing.B) {
 	b.ReportMetric(mesh/1e6, "wgmesh-pod-Mbit/s")
 	b.ReportMetric(mesh/hand, "wgmesh/handwg")
 	b.ReportMetric(mesh/veth, "wgmesh/veth")
-	fmt.Printf("\nTCP throughput %s -> %s (iperf3, %ds each, same run, underlay MTU %d):\n", n1.Name, n2.Name, iperfSeconds, underlayMTU)
+	fmt.Printf("\nTCP throughput %s -> %s (iperf3, %ds each, same run, underlay MTU %d):\n", n1.Name, n2.Name, iperfSeconds, pb.underlayMTU)
 	fmt.Printf("  plain veth underlay              %10s\n", mbit(veth))
 	fmt.Printf("  hand-configured %-16s %10s  (%.2f x veth)\n", wireGuardLabel(b), mbit(hand), hand/veth)
 	fmt.Printf("  wgmesh pod to pod                %10s  (%.2f x veth, %.2f x hand WG)\n\n", mbit(mesh), mesh/veth, mesh/hand)
+}
+
+// BenchmarkPodPathPieces is the per-piece cost of the pod data path: pod to
+// pod throughput with one piece taken away at a time, beside the same
+// tunnel from node to node (no veth, no bridge, no forwarding) and a
+// hand-configured WireGuard tunnel between the same namespaces. The agents
+// are frozen (SIGSTOP) while their rules are removed, so that nothing puts
+// them back mid-measurement, and thawed after; the cluster is thrown away
+// at the end. make bench runs it; alone: -bench BenchmarkPodPathPieces.
+func BenchmarkPodPathPieces(b *testing.B) {
+	pb := startPodBench(b)
+	ctx := context.Background()
+	n1, n2 := pb.n1, pb.n2
+	handWireGuard(b, n1.NetNS, n2.NetNS, n1.UnderlayIP, n2.UnderlayIP, pb.underlayMTU-80)
+	// Node 2's pod bridge address, reached from node 1's own namespace
+	// through wgmesh0 (wgmesh0's address is node 1's pod CIDR's network
+	// address, which node 2 accepts from it).
+	var node corev1.Node
+	must(b, pb.c.Client.Get(ctx, client.ObjectKey{Name: n2.Name}, &node))
+	cidr, err := netip.ParsePrefix(node.Spec.PodCIDR)
+	must(b, err)
+	gw, ok := podnet.Gateway(cidr)
+	if !ok {
+		b.Fatalf("no gateway in %s's pod CIDR %s", n2.Name, cidr)
+	}
+	both := func(argv ...string) {
+		for _, n := range []*cluster.Node{n1, n2} {
+			if out, err := n.Exec(ctx, argv...); err != nil {
+				b.Fatalf("%s: %v: %v: %s", n.Name, argv, err, out)
+			}
+		}
+	}
+	signalAgents := func(sig syscall.Signal) {
+		for _, n := range []*cluster.Node{n1, n2} {
+			if pid := n.AgentPID(); pid > 0 {
+				must(b, syscall.Kill(pid, sig))
+			}
+		}
+	}
+	// Whatever happens, the agents run again (the cluster's Stop needs them
+	// to answer SIGTERM).
+	b.Cleanup(func() { signalAgents(syscall.SIGCONT) })
+
+	type row struct {
+		what string
+		bps  float64
+	}
+	var rows []row
+	measure := func(what string, f func(port int) float64) {
+		rows = append(rows, row{what, f(5210 + len(rows))})
+	}
+	b.ResetTimer()
+	measure("hand-configured "+wireGuardLabel(b)+", node to node", func(port int) float64 {
+		return iperfTCP(b, n2.Command, n1.Command, handTunnelB, port)
+	})
+	measure("wgmesh0, node to node (no veth, bridge or forwarding)", func(port int) float64 {
+		return iperfTCP(b, n2.Command, n1.Command, gw.Addr().String(), port)
+	})
+	measure("wgmesh pod to pod, as installed", func(port int) float64 { return pb.podToPod(b, port) })
+	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0")
+	measure("  without br_netfilter", func(port int) float64 { return pb.podToPod(b, port) })
+	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1")
+	signalAgents(syscall.SIGSTOP)
+	both("nft", "delete", "table", "ip", "wgmesh")
+	measure("  without table ip wgmesh (service NAT, guard, egress)", func(port int) float64 { return pb.podToPod(b, port) })
+	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0")
+	measure("  without both", func(port int) float64 { return pb.podToPod(b, port) })
+	b.StopTimer()
+	signalAgents(syscall.SIGCONT)
+
+	hand, inst := rows[0].bps, rows[2].bps
+	fmt.Printf("\nPod data path, piece by piece, %s -> %s (iperf3, %ds each, same run, underlay MTU %d):\n", n1.Name, n2.Name, iperfSeconds, pb.underlayMTU)
+	for _, r := range rows {
+		fmt.Printf("  %-58s %10s  (%.2f x hand WG, %.2f x as installed)\n", r.what, mbit(r.bps), r.bps/hand, r.bps/inst)
+	}
+	fmt.Println()
+	b.ReportMetric(rows[1].bps/hand, "wgmesh0-node/handwg")
+	b.ReportMetric(inst/hand, "pod/handwg")
+	b.ReportMetric(rows[5].bps/hand, "pod-bare/handwg")
 }
