@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/wgmesh/wgmesh/podnet"
 
 	"github.com/wgmesh/wgmesh/test/cluster"
@@ -181,8 +183,15 @@ func BenchmarkPodPathPieces(b *testing.B) {
 	measure("hand-configured "+wireGuardLabel(b)+", node to node", func(port int) float64 {
 		return iperfTCP(b, n2.Command, n1.Command, handTunnelB, port)
 	})
+	agentWireGuard(b, n1, n2, pb.underlayMTU-80)
+	measure("the agent's userspace WG process, configured by hand", func(port int) float64 {
+		return iperfTCP(b, n2.Command, n1.Command, agentTunnelB, port)
+	})
 	measure("wgmesh0, node to node (no veth, bridge or forwarding)", func(port int) float64 {
 		return iperfTCP(b, n2.Command, n1.Command, gw.Addr().String(), port)
+	})
+	measure("wgmesh0, node to node's wgmesh0 address", func(port int) float64 {
+		return iperfTCP(b, n2.Command, n1.Command, cidr.Masked().Addr().String(), port)
 	})
 	measure("wgmesh pod to pod, as installed", func(port int) float64 { return pb.podToPod(b, port) })
 	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0")
@@ -191,18 +200,64 @@ func BenchmarkPodPathPieces(b *testing.B) {
 	signalAgents(syscall.SIGSTOP)
 	both("nft", "delete", "table", "ip", "wgmesh")
 	measure("  without table ip wgmesh (service NAT, guard, egress)", func(port int) float64 { return pb.podToPod(b, port) })
+	measure("wgmesh0 node to node, without table ip wgmesh", func(port int) float64 {
+		return iperfTCP(b, n2.Command, n1.Command, gw.Addr().String(), port)
+	})
 	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0")
 	measure("  without both", func(port int) float64 { return pb.podToPod(b, port) })
 	b.StopTimer()
 	signalAgents(syscall.SIGCONT)
 
-	hand, inst := rows[0].bps, rows[2].bps
+	hand, inst := rows[0].bps, rows[4].bps // hand WG; pod to pod as installed
 	fmt.Printf("\nPod data path, piece by piece, %s -> %s (iperf3, %ds each, same run, underlay MTU %d):\n", n1.Name, n2.Name, iperfSeconds, pb.underlayMTU)
 	for _, r := range rows {
 		fmt.Printf("  %-58s %10s  (%.2f x hand WG, %.2f x as installed)\n", r.what, mbit(r.bps), r.bps/hand, r.bps/inst)
 	}
 	fmt.Println()
-	b.ReportMetric(rows[1].bps/hand, "wgmesh0-node/handwg")
 	b.ReportMetric(inst/hand, "pod/handwg")
-	b.ReportMetric(rows[5].bps/hand, "pod-bare/handwg")
+}
+
+// The second hand-configured tunnel, run by the agent's own binary
+// (wgmesh-agent userspace-wireguard, as the agent spawns it) and configured
+// with wg(8): what the process costs apart from the mesh's configuration.
+const (
+	agentTunnelA = "198.18.251.1"
+	agentTunnelB = "198.18.251.2"
+	agentPort    = 51822
+)
+
+func agentWireGuard(b *testing.B, n1, n2 *cluster.Node, mtu int) {
+	ctx := context.Background()
+	ka, err := wgtypes.GeneratePrivateKey()
+	must(b, err)
+	kb, err := wgtypes.GeneratePrivateKey()
+	must(b, err)
+	for i, n := range []*cluster.Node{n1, n2} {
+		own, peer, peerIP, addr, paddr := ka, kb, n2.UnderlayIP, agentTunnelA, agentTunnelB
+		if i == 1 {
+			own, peer, peerIP, addr, paddr = kb, ka, n1.UnderlayIP, agentTunnelB, agentTunnelA
+		}
+		cmd := n.Command(context.WithoutCancel(ctx), n.AgentBinary(), "userspace-wireguard", "--interface=wgmb1")
+		must(b, cmd.Start())
+		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		kf := filepath.Join(b.TempDir(), "key")
+		must(b, os.WriteFile(kf, []byte(own.String()), 0o600))
+		wait.For(b, 10*time.Second, "wgmb1 on "+n.Name, func() error {
+			out, err := n.Exec(ctx, "wg", "set", "wgmb1", "private-key", kf, "listen-port", fmt.Sprint(agentPort),
+				"peer", peer.PublicKey().String(), "endpoint", fmt.Sprintf("%s:%d", peerIP, agentPort), "allowed-ips", paddr+"/32")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+		for _, argv := range [][]string{
+			{"ip", "link", "set", "wgmb1", "mtu", fmt.Sprint(mtu), "up"},
+			{"ip", "addr", "add", addr + "/32", "dev", "wgmb1"},
+			{"ip", "route", "add", paddr + "/32", "dev", "wgmb1"},
+		} {
+			if out, err := n.Exec(ctx, argv...); err != nil {
+				b.Fatalf("%s: %v: %v: %s", n.Name, argv, err, out)
+			}
+		}
+	}
 }
