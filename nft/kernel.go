@@ -312,10 +312,12 @@ func (k *Kernel) EnsureSkeleton(f Family) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { k.release(c, err) }()
+	var dirty error // a swallowed failure: the connection is not kept
+	defer func() { k.release(c, errors.Join(err, dirty)) }()
 	have := map[string]bool{}
 	if len(k.Part.TypedSets) > 0 {
-		existing, _ := c.GetSets(table(f)) // none when there is no table
+		existing, gerr := c.GetSets(table(f)) // none when there is no table
+		dirty = gerr                          // a failed dump may leave answers unread: not kept
 		for _, s := range existing {
 			have[s.Name] = true
 		}
@@ -395,7 +397,9 @@ func (k *Kernel) Apply(f Family, ch *Changes, want *Ruleset) (sent int, err erro
 	if limit <= 0 {
 		limit = DefaultBatchSize
 	}
-	w := &write{k: k, c: c, b: &batch{c: c, limit: limit}, f: f, t: table(f), ch: ch, want: want}
+	// The table message counts: a write that only deletes still sends
+	// it, and leaves nothing queued on the kept connection.
+	w := &write{k: k, c: c, b: &batch{c: c, limit: limit, n: 1}, f: f, t: table(f), ch: ch, want: want}
 	c.AddTable(w.t)
 	for _, phase := range []func() error{w.affinitySets, w.typedSets, w.chains, w.elements, func() error { return w.deleteStale(staleChains, staleSets) }} {
 		if err := phase(); err != nil {
@@ -633,7 +637,8 @@ func (k *Kernel) Read(f Family) (_ *Digest, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() { k.release(c, err) }()
+	var dirty error // a swallowed failure: the connection is not kept
+	defer func() { k.release(c, errors.Join(err, dirty)) }()
 	t := table(f)
 	chains, err := c.ListChainsOfTableFamily(t.Family)
 	if err != nil {
@@ -649,7 +654,8 @@ func (k *Kernel) Read(f Family) (_ *Digest, err error) {
 		}
 	}
 	if len(d.Chains) == 0 {
-		if _, err := c.ListTableOfFamily(Table, t.Family); err != nil {
+		if _, terr := c.ListTableOfFamily(Table, t.Family); terr != nil {
+			dirty = terr  // a failed dump may leave answers unread: not kept
 			return d, nil // no table yet
 		}
 	}
@@ -902,11 +908,13 @@ func (k *Kernel) Delete(f Family) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { k.release(c, err) }()
+	var dirty error // a swallowed failure: the connection is not kept
+	defer func() { k.release(c, errors.Join(err, dirty)) }()
 	t := table(f)
 	sets, gerr := c.GetSets(t)
 	if gerr != nil {
-		return nil // no table
+		dirty = gerr // a failed dump may leave answers unread: not kept
+		return nil   // no table
 	}
 	found := false
 	for _, s := range sets {

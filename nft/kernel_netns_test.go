@@ -209,8 +209,10 @@ func kernelIn(t *testing.T, ns *netns.NS, p *nft.Part) *nft.Kernel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
-	return &nft.Kernel{Part: p, NetNSFd: int(f.Fd())}
+	k := &nft.Kernel{Part: p, NetNSFd: int(f.Fd())}
+	// Its kept socket would hold the namespace until the process ends.
+	t.Cleanup(func() { _ = k.Close(); f.Close() })
+	return k
 }
 
 // syncKernel syncs want and reports whether it wrote; it fails the test
