@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"sync"
 	"time"
@@ -233,6 +234,11 @@ func (c *Controller) Delete() error {
 func (c *Controller) Run(ctx context.Context, rt *kube.Runtime) error {
 	c.events = rt.Events.For(EventSource)
 	c.apiReader = rt.GetAPIReader()
+	// The kernel connection kept between writes goes with the run (a
+	// later Delete dials again).
+	if cl, ok := c.k.(io.Closer); ok {
+		defer cl.Close()
+	}
 	var synced []cache.InformerSynced
 	for _, w := range []struct {
 		obj     client.Object

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"reflect"
 	"sort"
@@ -205,6 +206,11 @@ func CacheOptions() map[client.Object]crcache.ByObject {
 func (p *Proxy) Run(ctx context.Context, rt *kube.Runtime) error {
 	p.apiReader, p.status, p.apiServer = rt.GetAPIReader(), rt.Status, rt.APIServer
 	p.events = rt.Events.For(EventSource)
+	// The kernel connection kept between writes goes with the run (a
+	// later Delete dials again).
+	if cl, ok := p.k.(io.Closer); ok {
+		defer cl.Close()
+	}
 
 	onSvc := func(obj any) {
 		if s, ok := unwrap[*corev1.Service](obj); ok {
