@@ -70,9 +70,9 @@ type NIC struct {
 // tapName is the host end of the guest's NIC, in NIC.NetNS.
 const tapName = "wgm-vm0"
 
-// ErrGuestLockup is returned when the guest's kernel reports a CPU stuck for longer than
-// lockupLimit: under software emulation on a loaded host the guest's CPUs can starve each
-// other for good (a soft lockup that never ends, an RCU stall), which is the emulator's
+// ErrGuestLockup is returned when the guest's kernel reports a soft lockup of a CPU
+// lasting lockupLimit or more and the guest wrote no status: under software emulation on
+// a loaded host the guest's CPUs can starve each other for good, which is the emulator's
 // failure, not the commands'. The caller may boot again.
 var ErrGuestLockup = errors.New("vm: the guest's kernel locked up")
 
@@ -190,15 +190,15 @@ func Run(ctx context.Context, o Options) (int, error) {
 	werr := cmd.Wait()
 	close(stop)
 	<-streamed
-	select {
-	case line := <-lockup:
-		return 0, fmt.Errorf("%w after %s (%s)\nlast console lines:\n%s", ErrGuestLockup,
-			time.Since(began).Round(100*time.Millisecond), line, tail(console, 30))
-	default:
-	}
 	took := time.Since(began).Round(100 * time.Millisecond)
 	b, serr := os.ReadFile(filepath.Join(runDir, statusFile))
 	if serr != nil {
+		// No status: a lockup the watcher saw ended the guest.
+		select {
+		case line := <-lockup:
+			return 0, fmt.Errorf("%w after %s (%s)\nlast console lines:\n%s", ErrGuestLockup, took, line, tail(console, 30))
+		default:
+		}
 		why := fmt.Sprintf("qemu ended (%v)", werr)
 		if errors.Is(tctx.Err(), context.DeadlineExceeded) {
 			why = fmt.Sprintf("timed out after %s", o.Timeout)
