@@ -70,9 +70,45 @@ type Kernel struct {
 	written map[Family]map[string]time.Time
 
 	// The idle connections kept between operations (see conn).
-	connMu  sync.Mutex
-	idle    *nftables.Conn
-	idleRaw *netlink.Conn
+	idle    kept[nftables.Conn]
+	idleRaw kept[netlink.Conn]
+}
+
+// kept holds one idle connection between operations.
+type kept[T any] struct {
+	mu sync.Mutex
+	c  *T
+}
+
+func (p *kept[T]) take() *T {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.c
+	p.c = nil
+	return c
+}
+
+// put ends an operation on c: kept for the next one when the operation
+// succeeded (it flushed all it queued and read all answers) and none is
+// kept yet, else closed in the background (a failed operation may have
+// left messages queued or answers unread).
+func (p *kept[T]) put(c *T, err error, closeConn func(*T) error) {
+	p.mu.Lock()
+	if err == nil && p.c == nil {
+		p.c, c = c, nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		go func() { _ = closeConn(c) }()
+	}
+}
+
+// close closes the kept connection, if any.
+func (p *kept[T]) close(closeConn func(*T) error) error {
+	if c := p.take(); c != nil {
+		return closeConn(c)
+	}
+	return nil
 }
 
 // settleWindow is how long after a write a set's hash table may still be
@@ -147,11 +183,7 @@ func (k *Kernel) stale(f Family) (chains, sets map[string]bool) {
 // other writer of nf_tables meanwhile. One idle connection is kept; an
 // operation that finds none (two at once) dials its own.
 func (k *Kernel) conn() (*nftables.Conn, error) {
-	k.connMu.Lock()
-	c := k.idle
-	k.idle = nil
-	k.connMu.Unlock()
-	if c != nil {
+	if c := k.idle.take(); c != nil {
 		return c, nil
 	}
 	// Acknowledgements without the echoed request (NETLINK_CAP_ACK) and a
@@ -175,29 +207,15 @@ func (k *Kernel) conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-// release ends an operation on c: kept for the next one when the operation
-// succeeded (it flushed all it queued and read all answers) and none is
-// kept yet, else closed in the background (a failed operation may have
-// left messages queued or answers unread).
+// release ends an operation on c (kept.put).
 func (k *Kernel) release(c *nftables.Conn, err error) {
-	k.connMu.Lock()
-	if err == nil && k.idle == nil {
-		k.idle, c = c, nil
-	}
-	k.connMu.Unlock()
-	if c != nil {
-		go func() { _ = c.CloseLasting() }()
-	}
+	k.idle.put(c, err, (*nftables.Conn).CloseLasting)
 }
 
 // rawConn is a plain netfilter netlink socket for the requests
 // github.com/google/nftables has no call for, kept like conn's.
 func (k *Kernel) rawConn() (*netlink.Conn, error) {
-	k.connMu.Lock()
-	c := k.idleRaw
-	k.idleRaw = nil
-	k.connMu.Unlock()
-	if c != nil {
+	if c := k.idleRaw.take(); c != nil {
 		return c, nil
 	}
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: k.NetNSFd})
@@ -209,31 +227,13 @@ func (k *Kernel) rawConn() (*netlink.Conn, error) {
 }
 
 func (k *Kernel) releaseRaw(c *netlink.Conn, err error) {
-	k.connMu.Lock()
-	if err == nil && k.idleRaw == nil {
-		k.idleRaw, c = c, nil
-	}
-	k.connMu.Unlock()
-	if c != nil {
-		go func() { _ = c.Close() }()
-	}
+	k.idleRaw.put(c, err, (*netlink.Conn).Close)
 }
 
 // Close closes the connections kept between operations. The Kernel stays
 // usable (the next operation dials again).
 func (k *Kernel) Close() error {
-	k.connMu.Lock()
-	c, raw := k.idle, k.idleRaw
-	k.idle, k.idleRaw = nil, nil
-	k.connMu.Unlock()
-	var errs []error
-	if c != nil {
-		errs = append(errs, c.CloseLasting())
-	}
-	if raw != nil {
-		errs = append(errs, raw.Close())
-	}
-	return errors.Join(errs...)
+	return errors.Join(k.idle.close((*nftables.Conn).CloseLasting), k.idleRaw.close((*netlink.Conn).Close))
 }
 
 func table(f Family) *nftables.Table {
