@@ -157,13 +157,7 @@ func TestFakeRefusesWhatTheKernelRefuses(t *testing.T) {
 // again: the full sync writes its map element back and must not delete it.
 func TestKernelStaleWantedAgain(t *testing.T) {
 	netns.SkipUnlessRoot(t)
-	ns := netns.NewForTest(t, "wgm-nft-stale")
-	f, err := os.Open(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	k := &nft.Kernel{Part: partA, NetNSFd: int(f.Fd())}
+	k := kernelIn(t, netns.NewForTest(t, "wgm-nft-stale"), partA)
 	if err := k.EnsureSkeleton(nft.IPv4); err != nil {
 		t.Fatal(err)
 	}
@@ -197,21 +191,17 @@ func TestKernelStaleWantedAgain(t *testing.T) {
 	if ch := nft.Diff(got, full); !ch.Empty() {
 		t.Errorf("read back differs: %+v", ch)
 	}
-	if err := nft.DeleteTable(int(f.Fd())); err != nil {
+	if err := nft.DeleteTable(k.NetNSFd); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// kernelIn is a Kernel of part p in namespace ns.
+// kernelIn is a Kernel of part p in namespace ns; its kept socket, which
+// would hold the namespace until the process ends, is closed with the test.
 func kernelIn(t *testing.T, ns *netns.NS, p *nft.Part) *nft.Kernel {
 	t.Helper()
-	f, err := os.Open(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := &nft.Kernel{Part: p, NetNSFd: int(f.Fd())}
-	// Its kept socket would hold the namespace until the process ends.
-	t.Cleanup(func() { _ = k.Close(); f.Close() })
+	k := &nft.Kernel{Part: p, NetNSFd: netns.FDForTest(t, ns)}
+	t.Cleanup(func() { _ = k.Close() })
 	return k
 }
 
@@ -674,14 +664,7 @@ func TestKernelPolicyTraffic(t *testing.T) {
 // next operation, and the connections it keeps stay one of each kind.
 func TestKernelRefusedWriteLeavesNoTrace(t *testing.T) {
 	netns.SkipUnlessRoot(t)
-	ns := netns.NewForTest(t, "wgm-nft-refused")
-	f, err := os.Open(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	a := &nft.Kernel{Part: partA, NetNSFd: int(f.Fd())}
-	defer a.Close()
+	a := kernelIn(t, netns.NewForTest(t, "wgm-nft-refused"), partA)
 	sockets := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
 		if err != nil {
@@ -707,7 +690,7 @@ func TestKernelRefusedWriteLeavesNoTrace(t *testing.T) {
 		}
 		// Someone deletes the table; a partial write adding an element
 		// is then refused by the kernel, not by the checks before it.
-		if err := nft.DeleteTable(int(f.Fd())); err != nil {
+		if err := nft.DeleteTable(a.NetNSFd); err != nil {
 			t.Fatal(err)
 		}
 		after := nft.NewRuleset()

@@ -190,12 +190,8 @@ func TestPluginSeesTheFailClosedRule(t *testing.T) {
 		skip.Unless(t, "needs root to create network namespaces")
 	}
 	ns := netns.NewForTest(t, "wgm-fc-plugin")
-	f, err := os.Open(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	k := &nft.Kernel{Part: Part, NetNSFd: int(f.Fd())}
+	k := &nft.Kernel{Part: Part, NetNSFd: netns.FDForTest(t, ns)}
+	defer k.Close()
 	program := func(n Node) {
 		t.Helper()
 		if err := k.EnsureSkeleton(nft.IPv4); err != nil {

@@ -39,3 +39,15 @@ func SkipUnlessControlPlane(tb testing.TB) {
 		skip.Unless(tb, "local cluster: KUBEBUILDER_ASSETS is unset (make test sets it; see hack/control-plane.sh)")
 	}
 }
+
+// FDForTest opens ns for the file descriptor that selects it (as nftables
+// and netlink options take it), closed when the test ends.
+func FDForTest(tb testing.TB, ns *NS) int {
+	tb.Helper()
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
