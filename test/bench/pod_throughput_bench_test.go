@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -160,22 +161,23 @@ func BenchmarkPodPathPieces(b *testing.B) {
 			}
 		}
 	}
-	signalAgents := func(sig syscall.Signal) {
+	// signalAgents signals both agents, whatever one's error.
+	signalAgents := func(sig syscall.Signal) error {
+		var errs []error
 		for _, n := range []*cluster.Node{n1, n2} {
 			if pid := n.AgentPID(); pid > 0 {
-				must(b, syscall.Kill(pid, sig))
-			}
-		}
-	}
-	// Whatever happens, the agents run again (the cluster's Stop needs them
-	// to answer SIGTERM): both, whatever one's error.
-	b.Cleanup(func() {
-		for _, n := range []*cluster.Node{n1, n2} {
-			if pid := n.AgentPID(); pid > 0 {
-				if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-					b.Logf("SIGCONT to %s's agent: %v", n.Name, err)
+				if err := syscall.Kill(pid, sig); err != nil {
+					errs = append(errs, fmt.Errorf("%v to %s's agent: %w", sig, n.Name, err))
 				}
 			}
+		}
+		return errors.Join(errs...)
+	}
+	// Whatever happens, the agents run again (the cluster's Stop needs them
+	// to answer SIGTERM).
+	b.Cleanup(func() {
+		if err := signalAgents(syscall.SIGCONT); err != nil {
+			b.Log(err)
 		}
 	})
 
@@ -205,7 +207,7 @@ func BenchmarkPodPathPieces(b *testing.B) {
 	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0")
 	measure("  without br_netfilter", func(port int) float64 { return pb.podToPod(b, port) })
 	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1")
-	signalAgents(syscall.SIGSTOP)
+	must(b, signalAgents(syscall.SIGSTOP))
 	both("nft", "delete", "table", "ip", "wgmesh")
 	measure("  without table ip wgmesh (service NAT, guard, egress)", func(port int) float64 { return pb.podToPod(b, port) })
 	measure("wgmesh0 node to node, without table ip wgmesh", func(port int) float64 {
@@ -214,7 +216,7 @@ func BenchmarkPodPathPieces(b *testing.B) {
 	both("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0")
 	measure("  without both", func(port int) float64 { return pb.podToPod(b, port) })
 	b.StopTimer()
-	signalAgents(syscall.SIGCONT)
+	must(b, signalAgents(syscall.SIGCONT))
 
 	hand, inst := rows[0].bps, rows[4].bps // hand WG; pod to pod as installed
 	fmt.Printf("\nPod data path, piece by piece, %s -> %s (iperf3, %ds each, same run, underlay MTU %d):\n", n1.Name, n2.Name, iperfSeconds, pb.underlayMTU)
